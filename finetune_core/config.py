@@ -1,0 +1,188 @@
+"""One validated configuration, loaded from YAML, split by concern.
+
+Every field has a default and a description; unknown keys are rejected; all errors
+name the dotted field path (``training.frozen.epochs: ...``). Cross-field checks live in
+``FinetuneConfig._check_consistency`` and nowhere else.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from finetune_core.errors import ConfigError
+
+BUNDLED_BACKBONE = "bundled:all-MiniLM-L6-v2"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Strict):
+    train: Path = Field(description="Training file (.csv, .tsv, .jsonl/.json or .parquet).")
+    validation: Path | None = Field(
+        None, description="Validation file; when absent a seeded stratified split of train is used."
+    )
+    validation_fraction: float = Field(
+        0.1, gt=0, lt=1, description="Share of train held out for validation when `validation` is absent."
+    )
+    test: Path = Field(description="Labelled test file used for the final evaluation.")
+    text_column: str = Field("sentence", min_length=1, description="Column holding the input text.")
+    label_column: str = Field("label", min_length=1, description="Column holding the label or target.")
+    max_train_samples: int | None = Field(
+        None, gt=0, description="Optional seeded subsample of train (after the validation split)."
+    )
+
+
+class BackboneConfig(_Strict):
+    candidates: list[str] = Field(
+        default_factory=lambda: [BUNDLED_BACKBONE],
+        min_length=1,
+        description="Hugging Face ids or local paths; `bundled:all-MiniLM-L6-v2` is the offline model.",
+    )
+    trust_remote_code: bool = Field(False, description="Allow custom modelling code from the hub.")
+
+
+class StageConfig(_Strict):
+    epochs: int = Field(ge=0, description="Epochs in this stage (0 skips it).")
+    learning_rate: float = Field(gt=0, le=1, description="Peak learning rate of this stage.")
+
+
+class TrainingConfig(_Strict):
+    frozen: StageConfig = Field(
+        default_factory=lambda: StageConfig(epochs=2, learning_rate=1e-3),
+        description="Stage 1: backbone frozen, only the task head learns.",
+    )
+    unfrozen: StageConfig = Field(
+        default_factory=lambda: StageConfig(epochs=1, learning_rate=5e-5),
+        description="Stage 2: everything learns, at a smaller learning rate.",
+    )
+    batch_size: int = Field(32, gt=0, description="Training batch size.")
+    eval_batch_size: int = Field(128, gt=0, description="Batch size for validation, test and prediction.")
+    max_length: int = Field(128, gt=1, le=8192, description="Longest input in tokens; longer texts are truncated.")
+    seed: int = Field(42, ge=0, description="Seed for splits, subsampling, shuffling and initialisation.")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (never on biases or LayerNorm).")
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Share of stage-2 steps spent warming up.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
+    num_threads: int | None = Field(None, gt=0, description="torch CPU threads (default: torch's choice).")
+
+
+class MlflowConfig(_Strict):
+    tracking_uri: str = Field(
+        "sqlite:///mlflow.db", min_length=1, description="Tracking server URI or database (default: ./mlflow.db)."
+    )
+    experiment: str = Field("finetune", min_length=1, description="MLflow experiment name.")
+    registered_model: str = Field("finetune-model", min_length=1, description="Registered model name.")
+
+
+class FinetuneConfig(_Strict):
+    task: Literal["classification", "regression"] = Field(
+        "classification", description="Task head: cross-entropy classification or MSE regression."
+    )
+    data: DataConfig
+    backbone: BackboneConfig = Field(default_factory=BackboneConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
+    output_dir: Path = Field(Path("runs"), description="Where each run keeps its data, checkpoints and model.")
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> "FinetuneConfig":
+        if self.data.text_column == self.data.label_column:
+            raise ValueError("data.text_column and data.label_column must differ")
+        if self.training.frozen.epochs + self.training.unfrozen.epochs == 0:
+            raise ValueError("training.frozen.epochs and training.unfrozen.epochs are both 0: nothing to train")
+        return self
+
+    def fingerprint(self) -> str:
+        """Stable hash of the configuration, for lineage tags."""
+        payload = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _format_validation_error(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        path = ".".join(str(part) for part in item["loc"]) or "config"
+        message = "unknown key" if item["type"] == "extra_forbidden" else item["msg"]
+        lines.append(f"{path}: {message}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def parse_override(assignment: str) -> tuple[list[str], Any]:
+    """Parse ``dotted.key=value``; the value is read as YAML (numbers, booleans, lists)."""
+    key, sep, raw = assignment.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {assignment!r}: expected dotted.key=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {key}: value is not valid YAML ({exc})") from exc
+    return key.strip().split("."), value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    merged = copy.deepcopy(raw)
+    for assignment in overrides:
+        path, value = parse_override(assignment)
+        node = merged
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {'.'.join(path)}: {part} is not a section")
+            node = child
+        node[path[-1]] = value
+    return merged
+
+
+def _resolve_relative_paths(raw: dict[str, Any], base: Path) -> None:
+    """Data paths in a config file are relative to that file, so configs work from any directory."""
+    data = raw.get("data")
+    if isinstance(data, dict):
+        for key in ("train", "validation", "test"):
+            value = data.get(key)
+            if isinstance(value, str) and value and not Path(value).is_absolute():
+                data[key] = str((base / value).resolve())
+
+
+def validate_config(raw: dict[str, Any]) -> FinetuneConfig:
+    try:
+        return FinetuneConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> FinetuneConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    _resolve_relative_paths(raw, path.parent)
+    # Overrides come after: a path given on the command line is relative to the working directory.
+    return validate_config(apply_overrides(raw, overrides or []))
+
+
+def flatten(config: FinetuneConfig) -> dict[str, str]:
+    """Dotted key -> string value, for MLflow params."""
+    flat: dict[str, str] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(f"{prefix}.{key}" if prefix else key, value)
+        else:
+            flat[prefix] = json.dumps(node) if isinstance(node, (list, dict)) else str(node)
+
+    walk("", config.model_dump(mode="json"))
+    return flat

@@ -1,0 +1,34 @@
+"""Tiny random BERT backbones for fast tests: a real tokenizer over a small vocabulary and a
+randomly initialised model, saved to a directory that ``from_pretrained`` loads."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+
+SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def build_tiny_bert(directory: Path, corpus: list[str], hidden: int = 32, layers: int = 2, vocab_size: int = 2000) -> Path:
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    directory.mkdir(parents=True, exist_ok=True)
+    words = Counter(w for text in corpus for w in re.findall(r"\w+|[^\w\s]", text.lower()))
+    vocab = SPECIAL + [w for w, _ in words.most_common(vocab_size - len(SPECIAL))]
+    (directory / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    tokenizer = BertTokenizerFast(vocab_file=str(directory / "vocab.txt"), do_lower_case=True)
+    tokenizer.save_pretrained(directory)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=hidden * 2,
+        max_position_embeddings=128,
+    )
+    import torch
+
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(directory)
+    return directory
