@@ -1,0 +1,1 @@
+"""Prefect flows (the pipeline's DAG) and the `finetune` command line."""

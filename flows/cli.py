@@ -1,0 +1,127 @@
+"""`finetune` command line. Exit codes: 0 success, 1 unexpected error, 2 bad configuration
+or data (the message names the field, file or column), 3 rejected by an evaluation gate.
+
+Heavy imports (torch, transformers, prefect, mlflow) happen inside commands, so
+``finetune --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n\n")[0])
+console = Console(stderr=True)
+EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_GATE = 0, 1, 2, 3
+
+
+def _quiet_third_parties() -> None:
+    # Offline-friendly defaults; an explicit setting in the environment wins.
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+def _load(config_path: Path, overrides: list[str]):
+    from finetune_core.config import load_config
+
+    return load_config(config_path, overrides)
+
+
+def _summary_table(result) -> Table:
+    table = Table(title=f"{result.registered_model} version {result.model_version}")
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    for name, value in result.metrics.items():
+        if not name.startswith("support_"):
+            table.add_row(f"test {name}", f"{value:.4f}")
+    for stage, info in result.stages.items():
+        table.add_row(f"{stage} stage", f"{info['epochs']} ep, {info['wall_seconds']:.1f} s, {info['samples_per_second']:.0f} samples/s")
+    table.add_row("MLflow run", result.mlflow_run_id)
+    table.add_row("model", f"models:/{result.registered_model}/{result.model_version}")
+    return table
+
+
+def _browse_hint(tracking_uri: str) -> str:
+    from tasks.tracking import sqlite_path
+
+    database = sqlite_path(tracking_uri)
+    if database is None:
+        return f"MLflow tracking server: {tracking_uri}"
+    return f"MLflow database: {database}\nBrowse it: mlflow ui --backend-store-uri sqlite:///{database}"
+
+
+def _write_summary(path: Path, result) -> None:
+    summary = {
+        "metrics": result.metrics,
+        "stages": {
+            stage: {key: info[key] for key in ("wall_seconds", "train_seconds", "train_examples", "samples_per_second", "epochs")}
+            for stage, info in result.stages.items()
+        },
+        "mlflow_run_id": result.mlflow_run_id,
+        "model_uri": result.model_uri,
+        "model_version": result.model_version,
+        "registered_model": result.registered_model,
+        "tracking_uri": result.tracking_uri,
+        "backbone": result.backbone,
+        "run_dir": result.run_dir,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(summary, indent=2), encoding="utf-8")
+
+
+@app.command()
+def run(
+    config_path: Path = typer.Argument(..., metavar="CONFIG", help="YAML configuration file."),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="Override a key: --set training.batch_size=16."),
+    summary_json: Optional[Path] = typer.Option(None, "--summary-json", help="Write metrics, timings and ids here."),
+) -> None:
+    """Run the fine-tuning flow: validate, train frozen then unfrozen, evaluate, register."""
+    from finetune_core.errors import UserInputError
+
+    _quiet_third_parties()
+    try:
+        config = _load(config_path, set_ or [])
+        from flows.finetune import finetune
+
+        result = finetune(config)
+    except UserInputError as exc:
+        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    except Exception as exc:  # anything else is a bug or an environment failure: keep the trace
+        console.print_exception(max_frames=8)
+        console.print(f"[bold red]failed:[/] {type(exc).__name__}: {exc}", highlight=False)
+        raise typer.Exit(EXIT_ERROR) from None
+    console.print(_summary_table(result))
+    console.print(_browse_hint(result.tracking_uri), highlight=False)
+    if summary_json is not None:
+        _write_summary(summary_json, result)
+        console.print(f"summary written to {summary_json}")
+
+
+@app.command("show-config")
+def show_config(
+    config_path: Path = typer.Argument(..., metavar="CONFIG"),
+    set_: Optional[list[str]] = typer.Option(None, "--set"),
+) -> None:
+    """Validate a configuration and print it with every default filled in."""
+    import yaml
+
+    from finetune_core.errors import UserInputError
+
+    try:
+        config = _load(config_path, set_ or [])
+    except UserInputError as exc:
+        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    typer.echo(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+
+
+if __name__ == "__main__":
+    app()

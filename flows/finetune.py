@@ -1,0 +1,84 @@
+"""The fine-tuning pipeline as a Prefect flow; it reads as the DAG:
+
+load data → check → resolve backbone → train frozen → train unfrozen → evaluate → log model → register
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+import mlflow
+from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
+from pydantic import BaseModel
+
+from finetune_core.config import FinetuneConfig
+from tasks.backbone import resolve_backbone
+from tasks.data import check_data, load_data
+from tasks.register import log_model, register_model
+from tasks.tracking import log_config, log_json
+from tasks.train import evaluate, train_frozen, train_unfrozen
+
+
+class FinetuneResult(BaseModel):
+    metrics: dict[str, float]
+    stages: dict[str, dict]
+    mlflow_run_id: str
+    model_uri: str
+    model_version: str
+    registered_model: str
+    tracking_uri: str
+    run_dir: str
+    backbone: str
+
+
+def _run_dir(config: FinetuneConfig) -> Path:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    run_dir = Path(config.output_dir) / f"{stamp}-{(flow_run.get_id() or uuid.uuid4().hex)[:8]}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir.resolve()
+
+
+@flow(name="finetune", log_prints=True)
+def finetune(config: FinetuneConfig) -> FinetuneResult:
+    """Fine-tune a pretrained backbone on labelled text: frozen head stage, then unfrozen stage."""
+    run_dir = _run_dir(config)
+    mlflow.set_tracking_uri(config.mlflow.tracking_uri)
+    mlflow.set_experiment(config.mlflow.experiment)
+    # One MLflow run per flow run; leaving the block on an exception marks it FAILED.
+    with mlflow.start_run(run_name=flow_run.get_name()) as run:
+        run_id = run.info.run_id
+        mlflow.set_tags({"prefect.flow_run_id": str(flow_run.get_id()), "task": config.task, "config_hash": config.fingerprint()})
+        log_config(run_id, config)
+
+        prepared = load_data(config, run_dir)
+        check_data(config, prepared, run_id)
+        backbone = resolve_backbone(config, run_id)
+        frozen = train_frozen(config, prepared, backbone, run_dir, run_id)
+        unfrozen = train_unfrozen(config, prepared, run_dir, run_id)
+        metrics = evaluate(config, prepared, run_dir / "model", run_id)
+        model_uri = log_model(config, prepared, run_dir / "model", run_id)
+        tags = {
+            "task": config.task,
+            "backbone": backbone,
+            "data_fingerprint": prepared.fingerprint,
+            "config_hash": config.fingerprint(),
+        }
+        version = register_model(config, model_uri, run_id, tags)
+
+        result = FinetuneResult(
+            metrics=metrics,
+            stages={s.stage: s.as_dict() for s in (frozen, unfrozen)},
+            mlflow_run_id=run_id,
+            model_uri=model_uri,
+            model_version=version.version,
+            registered_model=version.name,
+            tracking_uri=config.mlflow.tracking_uri,
+            run_dir=str(run_dir),
+            backbone=backbone,
+        )
+        log_json(run_id, result.model_dump(), "summary.json")
+    get_run_logger().info("MLflow run %s registered %s version %s", run_id, version.name, version.version)
+    return result

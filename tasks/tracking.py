@@ -1,0 +1,74 @@
+"""MLflow at the edges: parameters, per-epoch metrics, text artifacts. No Prefect here.
+
+Every function takes the run id explicitly, so it logs to the flow's run from any thread.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param
+from mlflow.utils.validation import MAX_ENTITY_KEY_LENGTH, MAX_PARAM_VAL_LENGTH
+
+from finetune_core.config import FinetuneConfig, flatten
+
+TRUNCATED_MARK = "...[truncated, see config.yaml]"
+
+
+def shorten(value: str, limit: int = MAX_PARAM_VAL_LENGTH) -> str:
+    """Params longer than MLflow's limit would fail the run: truncate; the full value is in config.yaml."""
+    return value if len(value) <= limit else value[: limit - len(TRUNCATED_MARK)] + TRUNCATED_MARK
+
+
+def log_config(run_id: str, config: FinetuneConfig) -> None:
+    client = MlflowClient()
+    params = [Param(key[:MAX_ENTITY_KEY_LENGTH], shorten(value)) for key, value in flatten(config).items()]
+    for start in range(0, len(params), 100):  # MLflow accepts at most 100 params per batch
+        client.log_batch(run_id, params=params[start : start + 100])
+    client.log_dict(run_id, config.model_dump(mode="json"), "config.yaml")
+
+
+def log_metrics(run_id: str, metrics: dict[str, float], prefix: str = "", step: int = 0) -> None:
+    timestamp = int(time.time() * 1000)
+    batch = [
+        Metric(f"{prefix}{name}", float(value), timestamp, step)
+        for name, value in metrics.items()
+        if isinstance(value, (int, float)) and math.isfinite(value)
+    ]
+    for start in range(0, len(batch), 1000):
+        MlflowClient().log_batch(run_id, metrics=batch[start : start + 1000])
+
+
+def epoch_logger(run_id: str):
+    """The training callback: one metric series per stage, stepped by epoch."""
+
+    def on_epoch_end(stage: str, epoch: int, metrics: dict) -> None:
+        log_metrics(run_id, metrics, prefix=f"{stage}/", step=epoch)
+
+    return on_epoch_end
+
+
+def log_json(run_id: str, payload: dict, artifact_file: str) -> None:
+    MlflowClient().log_text(run_id, json.dumps(payload, indent=2, default=str), artifact_file)
+
+
+@contextmanager
+def active_run(run_id: str):
+    """Fluent MLflow calls (log_model) need the run active in this thread."""
+    current = mlflow.active_run()
+    if current is not None and current.info.run_id == run_id:
+        yield current
+        return
+    with mlflow.start_run(run_id=run_id) as run:
+        yield run
+
+
+def sqlite_path(tracking_uri: str) -> Path | None:
+    prefix = "sqlite:///"
+    return Path(tracking_uri[len(prefix):]).resolve() if tracking_uri.startswith(prefix) else None
