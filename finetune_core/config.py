@@ -55,13 +55,23 @@ class StageConfig(_Strict):
     learning_rate: float = Field(gt=0, le=1, description="Peak learning rate of this stage.")
 
 
+class FrozenStageConfig(StageConfig):
+    epochs: int = Field(2, ge=0, description="Epochs training the head on the frozen backbone (0 skips it).")
+    learning_rate: float = Field(1e-3, gt=0, le=1, description="Head learning rate.")
+
+
+class UnfrozenStageConfig(StageConfig):
+    epochs: int = Field(1, ge=0, description="Epochs fine-tuning everything (0 skips it).")
+    learning_rate: float = Field(5e-5, gt=0, le=1, description="Peak learning rate, smaller than the head's.")
+
+
 class TrainingConfig(_Strict):
-    frozen: StageConfig = Field(
-        default_factory=lambda: StageConfig(epochs=2, learning_rate=1e-3),
+    frozen: FrozenStageConfig = Field(
+        default_factory=FrozenStageConfig,
         description="Stage 1: backbone frozen, only the task head learns.",
     )
-    unfrozen: StageConfig = Field(
-        default_factory=lambda: StageConfig(epochs=1, learning_rate=5e-5),
+    unfrozen: UnfrozenStageConfig = Field(
+        default_factory=UnfrozenStageConfig,
         description="Stage 2: everything learns, at a smaller learning rate.",
     )
     batch_size: int = Field(32, gt=0, description="Training batch size.")

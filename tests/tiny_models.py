@@ -16,8 +16,7 @@ def build_tiny_bert(directory: Path, corpus: list[str], hidden: int = 32, layers
     directory.mkdir(parents=True, exist_ok=True)
     words = Counter(w for text in corpus for w in re.findall(r"\w+|[^\w\s]", text.lower()))
     vocab = SPECIAL + [w for w, _ in words.most_common(vocab_size - len(SPECIAL))]
-    (directory / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    tokenizer = BertTokenizerFast(vocab_file=str(directory / "vocab.txt"), do_lower_case=True)
+    tokenizer = BertTokenizerFast(vocab={token: i for i, token in enumerate(vocab)}, do_lower_case=True)
     tokenizer.save_pretrained(directory)
     config = BertConfig(
         vocab_size=len(vocab),

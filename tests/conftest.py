@@ -1,0 +1,81 @@
+"""Shared fixtures: tiny random backbones, small data files, an isolated MLflow store, and one
+Prefect test harness (a real temporary API server) for the whole session."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+from pathlib import Path  # noqa: E402
+
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+from tests.tiny_models import build_tiny_bert  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SST2 = REPO / "examples" / "data" / "sst2"
+
+
+def read_sst2(split: str) -> pd.DataFrame:
+    return pd.read_csv(SST2 / f"{split}.tsv", sep="\t", quoting=3, keep_default_na=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone(tmp_path_factory) -> Path:
+    corpus = read_sst2("train")["sentence"].tolist() + read_sst2("test")["sentence"].tolist()
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), corpus)
+
+
+@pytest.fixture
+def sst2_small(tmp_path) -> dict[str, Path]:
+    """120 train and 60 test rows of the shipped SST-2 sample, as TSV files."""
+    paths = {}
+    for split, rows in (("train", 120), ("test", 60)):
+        paths[split] = tmp_path / f"{split}.tsv"
+        read_sst2(split).head(rows).to_csv(paths[split], sep="\t", index=False, quoting=3)
+    return paths
+
+
+@pytest.fixture
+def tracking_uri(tmp_path, monkeypatch) -> str:
+    """An MLflow SQLite store in this test's directory; artifacts land there too."""
+    monkeypatch.chdir(tmp_path)
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def tiny_config(backbone: Path, data: dict[str, Path], tracking_uri: str, tmp_path: Path, **sections) -> dict:
+    """A raw config for a fast run of the whole flow on a tiny model."""
+    config = {
+        "task": "classification",
+        "data": {"train": str(data["train"]), "test": str(data["test"])},
+        "backbone": {"candidates": [str(backbone)]},
+        "training": {
+            "frozen": {"epochs": 1, "learning_rate": 1e-2},
+            "unfrozen": {"epochs": 1, "learning_rate": 1e-3},
+            "batch_size": 16,
+            "max_length": 32,
+        },
+        "mlflow": {"tracking_uri": tracking_uri, "experiment": "tests", "registered_model": "tiny-model"},
+        "output_dir": str(tmp_path / "runs"),
+    }
+    for section, values in sections.items():
+        if isinstance(values, dict):
+            config.setdefault(section, {}).update(values)
+        else:
+            config[section] = values
+    return config
