@@ -8,6 +8,7 @@ Heavy imports (torch, transformers, prefect, mlflow) happen inside commands, so
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Optional
@@ -26,6 +27,25 @@ def _quiet_third_parties() -> None:
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+class _NoTracebackForUserErrors(logging.Filter):
+    """Bad input is reported in one line by the CLI; Prefect's console log keeps the message
+    but drops the traceback (the Prefect API still records it in full)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from finetune_core.errors import UserInputError
+
+        if record.exc_info and isinstance(record.exc_info[1], UserInputError):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def _shorten_prefect_console_errors() -> None:
+    for name in ("", "prefect", "prefect.flow_runs", "prefect.task_runs"):
+        for handler in logging.getLogger(name).handlers:
+            if type(handler).__name__ == "PrefectConsoleHandler":
+                handler.addFilter(_NoTracebackForUserErrors())
 
 
 def _load(config_path: Path, overrides: list[str]):
@@ -90,19 +110,20 @@ def run(
         config = _load(config_path, set_ or [])
         from flows.finetune import finetune
 
+        _shorten_prefect_console_errors()
         result = finetune(config)
     except UserInputError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_BAD_INPUT) from None
     except Exception as exc:  # anything else is a bug or an environment failure: keep the trace
         console.print_exception(max_frames=8)
-        console.print(f"[bold red]failed:[/] {type(exc).__name__}: {exc}", highlight=False)
+        console.print(f"[bold red]failed:[/] {type(exc).__name__}: {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_ERROR) from None
     console.print(_summary_table(result))
-    console.print(_browse_hint(result.tracking_uri), highlight=False)
+    console.print(_browse_hint(result.tracking_uri), highlight=False, soft_wrap=True)
     if summary_json is not None:
         _write_summary(summary_json, result)
-        console.print(f"summary written to {summary_json}")
+        console.print(f"summary written to {summary_json}", highlight=False, soft_wrap=True)
 
 
 @app.command("show-config")
@@ -118,7 +139,7 @@ def show_config(
     try:
         config = _load(config_path, set_ or [])
     except UserInputError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_BAD_INPUT) from None
     typer.echo(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
 

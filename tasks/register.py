@@ -16,9 +16,10 @@ from pydantic import BaseModel
 import finetune_core
 from finetune_core.config import FinetuneConfig
 from finetune_core.data import TEXT, PreparedData
-from tasks import serving_model
 from tasks.tracking import active_run
 
+# MLflow "models from code": this file is copied into the model; importing it here would run it.
+SERVING_MODEL_FILE = Path(__file__).with_name("serving_model.py")
 # What the logged model needs to load and predict in a fresh environment.
 _RUNTIME_PACKAGES = ("torch", "transformers", "tokenizers", "safetensors", "pandas", "numpy", "scipy", "scikit-learn", "pydantic")
 
@@ -53,7 +54,7 @@ def log_model(config: FinetuneConfig, prepared: PreparedData, model_dir: Path, r
     with active_run(run_id):
         info = mlflow.pyfunc.log_model(
             name="model",
-            python_model=serving_model.__file__,
+            python_model=str(SERVING_MODEL_FILE),
             artifacts={"model_dir": str(model_dir)},
             code_paths=[str(Path(finetune_core.__file__).parent)],
             signature=signature,

@@ -51,18 +51,38 @@ def tracking_uri(tmp_path, monkeypatch) -> str:
 
 
 @pytest.fixture(scope="session")
-def prefect_server():
+def prefect_server() -> str:
+    """A temporary Prefect API server for the session; yields its URL for subprocesses."""
+    from prefect.settings import PREFECT_API_URL
     from prefect.testing.utilities import prefect_test_harness
 
     with prefect_test_harness(server_startup_timeout=120):
-        yield
+        yield PREFECT_API_URL.value()
 
 
-def tiny_config(backbone: Path, data: dict[str, Path], tracking_uri: str, tmp_path: Path, **sections) -> dict:
+@pytest.fixture
+def finetune_cli(prefect_server, tmp_path):
+    """Run the installed `finetune` command in a subprocess against the session's Prefect server."""
+    import subprocess
+    import sys
+
+    script = Path(sys.executable).with_name("finetune")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "flows.cli"]
+    env = {**os.environ, "PREFECT_API_URL": prefect_server}
+
+    def run(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [*command, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout
+        )
+
+    return run
+
+
+def tiny_config(backbone: Path, files: dict[str, Path], tracking_uri: str, tmp_path: Path, **sections) -> dict:
     """A raw config for a fast run of the whole flow on a tiny model."""
     config = {
         "task": "classification",
-        "data": {"train": str(data["train"]), "test": str(data["test"])},
+        "data": {"train": str(files["train"]), "test": str(files["test"])},
         "backbone": {"candidates": [str(backbone)]},
         "training": {
             "frozen": {"epochs": 1, "learning_rate": 1e-2},

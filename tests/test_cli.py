@@ -1,0 +1,84 @@
+"""`finetune` exit codes and messages. Configuration errors are checked in process; runs that
+reach the flow use the installed command in a subprocess against the session's Prefect server."""
+
+import json
+
+import pytest
+import yaml
+from mlflow import MlflowClient
+from typer.testing import CliRunner
+
+from flows.cli import app
+from tests.conftest import tiny_config
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def write_config(tiny_backbone, sst2_small, tracking_uri, tmp_path):
+    def write(**sections):
+        path = tmp_path / "config.yaml"
+        path.write_text(yaml.safe_dump(tiny_config(tiny_backbone, sst2_small, tracking_uri, tmp_path, **sections)))
+        return path
+
+    return write
+
+
+def registered(tracking_uri):
+    return MlflowClient(tracking_uri).search_registered_models()
+
+
+def run_statuses(tracking_uri):
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name("tests")
+    return [r.info.status for r in client.search_runs([experiment.experiment_id])] if experiment else []
+
+
+def test_unknown_key_exits_2_naming_it(write_config, tracking_uri):
+    result = runner.invoke(app, ["run", str(write_config(training={"frozen": {"epochz": 1}}))])
+    assert result.exit_code == 2, result.output
+    assert "training.frozen.epochz: unknown key" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_bad_override_exits_2(write_config):
+    result = runner.invoke(app, ["run", str(write_config()), "--set", "training.batch_size=zero"])
+    assert result.exit_code == 2 and "training.batch_size:" in result.output
+
+
+def test_missing_data_file_exits_2_fails_the_run_registers_nothing(finetune_cli, write_config, tracking_uri, tmp_path):
+    result = finetune_cli("run", str(write_config(data={"train": str(tmp_path / "no-such-train.tsv")})))
+    assert result.returncode == 2, result.stderr
+    assert "data file not found" in result.stderr and "no-such-train.tsv" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert run_statuses(tracking_uri) == ["FAILED"]
+    assert registered(tracking_uri) == []
+
+
+def test_absent_label_column_exits_2_naming_column_and_file(finetune_cli, write_config, tracking_uri):
+    result = finetune_cli("run", str(write_config(data={"label_column": "stars"})))
+    assert result.returncode == 2, result.stderr
+    assert "column 'stars' not found" in result.stderr and "train.tsv" in result.stderr
+    assert run_statuses(tracking_uri) == ["FAILED"]
+    assert registered(tracking_uri) == []
+
+
+def test_run_writes_the_summary_json(finetune_cli, write_config, tracking_uri, tmp_path):
+    summary_path = tmp_path / "out" / "summary.json"
+    result = finetune_cli("run", str(write_config()), "--set", "training.unfrozen.epochs=2", "--summary-json", str(summary_path))
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(summary_path.read_text())
+    assert summary["model_version"] == "1" and summary["model_uri"].startswith("models:/")
+    assert 0.0 <= summary["metrics"]["accuracy"] <= 1.0
+    for stage in ("frozen", "unfrozen"):
+        assert {"wall_seconds", "train_examples", "samples_per_second"} <= set(summary["stages"][stage])
+    assert summary["stages"]["unfrozen"]["epochs"] == 2
+    assert MlflowClient(tracking_uri).get_run(summary["mlflow_run_id"]).info.status == "FINISHED"
+    assert "mlflow ui --backend-store-uri sqlite:///" in result.stderr
+
+
+def test_show_config_fills_defaults(write_config):
+    result = runner.invoke(app, ["show-config", str(write_config()), "--set", "training.seed=7"])
+    assert result.exit_code == 0
+    shown = yaml.safe_load(result.stdout)
+    assert shown["training"]["seed"] == 7 and shown["training"]["weight_decay"] == 0.01

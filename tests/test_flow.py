@@ -1,0 +1,81 @@
+"""The whole `finetune` flow on a tiny backbone, under a real (temporary) Prefect API server,
+tracked in a real MLflow SQLite store."""
+
+import mlflow
+import pandas as pd
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from finetune_core.config import validate_config
+from finetune_core.errors import DataError
+from tests.conftest import tiny_config
+
+
+@pytest.fixture
+def flow_config(tiny_backbone, sst2_small, tracking_uri, tmp_path):
+    return validate_config(tiny_config(tiny_backbone, sst2_small, tracking_uri, tmp_path))
+
+
+def test_flow_tracks_registers_and_serves(prefect_server, flow_config, tracking_uri):
+    from flows.finetune import finetune
+
+    result = finetune(flow_config)
+    client = MlflowClient(tracking_uri)
+    run = client.get_run(result.mlflow_run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["training.frozen.epochs"] == "1" and run.data.params["task"] == "classification"
+    assert run.data.tags["config_hash"] == flow_config.fingerprint()
+    for name in ("frozen/train_loss", "frozen/val_accuracy", "unfrozen/val_accuracy", "unfrozen/samples_per_second"):
+        assert client.get_metric_history(result.mlflow_run_id, name), name
+    assert run.data.metrics["test/accuracy"] == pytest.approx(result.metrics["accuracy"])
+    assert {"f1_macro", "precision_0", "recall_1"} <= set(result.metrics)
+    assert set(result.stages) == {"frozen", "unfrozen"} and result.stages["frozen"]["train_examples"] == 108
+    artifacts = {a.path for a in client.list_artifacts(result.mlflow_run_id)}
+    assert {"config.yaml", "summary.json", "data"} <= artifacts
+
+    assert result.model_version == "1"
+    version = client.get_model_version("tiny-model", "1")
+    assert version.run_id == result.mlflow_run_id
+    assert version.tags["task"] == "classification" and len(version.tags["data_fingerprint"]) == 16
+
+    mlflow.set_tracking_uri(tracking_uri)
+    model = mlflow.pyfunc.load_model("models:/tiny-model/1")
+    predictions = model.predict(pd.DataFrame({"sentence": ["a gorgeous , witty film", "a dull mess"]}))
+    assert list(predictions.columns) == ["label", "probability_0", "probability_1"]
+    assert predictions["label"].isin(["0", "1"]).all()
+    assert model.metadata.get_input_schema().input_names() == ["sentence"]
+
+    second = finetune(flow_config)
+    assert second.model_version == "2" and second.mlflow_run_id != result.mlflow_run_id
+
+
+def test_bad_data_fails_the_run_and_registers_nothing(prefect_server, flow_config, tracking_uri, tmp_path):
+    from flows.finetune import finetune
+
+    flow_config.data.test = tmp_path / "missing.tsv"
+    with pytest.raises(DataError, match="missing.tsv"):
+        finetune(flow_config)
+    client = MlflowClient(tracking_uri)
+    runs = client.search_runs([client.get_experiment_by_name("tests").experiment_id])
+    assert [r.info.status for r in runs] == ["FAILED"]
+    assert client.search_registered_models() == []
+
+
+def test_long_parameter_values_are_truncated_not_fatal(tracking_uri, tmp_path):
+    from tasks.tracking import TRUNCATED_MARK, log_config
+
+    config = validate_config(
+        {
+            "data": {"train": "t.csv", "test": "t.csv"},
+            "backbone": {"candidates": [f"org/model-{i:04d}-with-a-long-name" for i in range(400)]},
+        }
+    )
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_experiment("params")
+    with mlflow.start_run() as run:
+        log_config(run.info.run_id, config)
+    params = MlflowClient(tracking_uri).get_run(run.info.run_id).data.params
+    assert len(params["backbone.candidates"]) == 6000 and params["backbone.candidates"].endswith(TRUNCATED_MARK)
+    logged = yaml.safe_load(mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/config.yaml"))
+    assert len(logged["backbone"]["candidates"]) == 400
