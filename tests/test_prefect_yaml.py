@@ -1,0 +1,27 @@
+"""prefect.yaml stays loadable: entrypoints import, parameters validate against the flow's model."""
+
+from importlib import import_module
+from pathlib import Path
+
+import yaml
+from prefect import Flow
+
+from finetune_core.config import FinetuneConfig
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_deployments_point_at_flows_with_valid_parameters():
+    spec = yaml.safe_load((REPO / "prefect.yaml").read_text())
+    assert spec["deployments"], "no deployments declared"
+    for deployment in spec["deployments"]:
+        path, _, function = deployment["entrypoint"].partition(":")
+        flow = getattr(import_module(path.removesuffix(".py").replace("/", ".")), function)
+        assert isinstance(flow, Flow), deployment["entrypoint"]
+        assert deployment["enforce_parameter_schema"] is True
+        validated = flow.validate_parameters(deployment["parameters"])  # what a flow run does first
+        config = validated["config"]
+        assert isinstance(config, FinetuneConfig)
+        for split in ("train", "test"):
+            assert (REPO / getattr(config.data, split)).is_file()
+        assert deployment["work_pool"]["name"] == "finetune-process"
