@@ -48,6 +48,11 @@ class BackboneConfig(_Strict):
         description="Hugging Face ids or local paths; `bundled:all-MiniLM-L6-v2` is the offline model.",
     )
     trust_remote_code: bool = Field(False, description="Allow custom modelling code from the hub.")
+    pooling: Literal["auto", "native", "mean", "cls"] = Field(
+        "auto",
+        description="What the head reads: auto (a sentence-transformers checkpoint's own pooling, else native), "
+        "native (the architecture's head input), mean (mean of token states), cls (first token state).",
+    )
 
 
 class StageConfig(_Strict):
@@ -56,13 +61,30 @@ class StageConfig(_Strict):
 
 
 class FrozenStageConfig(StageConfig):
-    epochs: int = Field(2, ge=0, description="Epochs training the head on the frozen backbone (0 skips it).")
-    learning_rate: float = Field(1e-3, gt=0, le=1, description="Head learning rate.")
+    epochs: int = Field(
+        20, ge=0, description="Epochs training the head on cached frozen-backbone features (0 skips it); cheap."
+    )
+    learning_rate: float = Field(1e-2, gt=0, le=1, description="Head learning rate.")
 
 
 class UnfrozenStageConfig(StageConfig):
-    epochs: int = Field(1, ge=0, description="Epochs fine-tuning everything (0 skips it).")
-    learning_rate: float = Field(5e-5, gt=0, le=1, description="Peak learning rate, smaller than the head's.")
+    epochs: int = Field(3, ge=0, description="Epochs fine-tuning everything (0 skips it).")
+    learning_rate: float = Field(5e-5, gt=0, le=1, description="Peak learning rate of the top layer and head.")
+    layer_lr_decay: float = Field(
+        0.9, gt=0, le=1, description="Layer-wise decay: each layer below the top learns at this factor of the one above."
+    )
+    scheduler: Literal["linear", "cosine", "constant"] = Field("linear", description="Decay after warmup.")
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Share of stage-2 steps spent warming up.")
+    gradual: bool = Field(False, description="Unfreeze top-down, a slice of layers more each epoch (ULMFiT).")
+
+
+class LoraConfig(_Strict):
+    r: int = Field(8, gt=0, description="Adapter rank.")
+    alpha: int = Field(16, gt=0, description="Adapter scaling numerator (scale = alpha / r).")
+    dropout: float = Field(0.1, ge=0, lt=1, description="Dropout on the adapter input.")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["query", "value"], min_length=1, description="Module names that get adapters."
+    )
 
 
 class TrainingConfig(_Strict):
@@ -78,10 +100,25 @@ class TrainingConfig(_Strict):
     eval_batch_size: int = Field(128, gt=0, description="Batch size for validation, test and prediction.")
     max_length: int = Field(128, gt=1, le=8192, description="Longest input in tokens; longer texts are truncated.")
     seed: int = Field(42, ge=0, description="Seed for splits, subsampling, shuffling and initialisation.")
+    strategy: Literal["lp-ft", "full", "linear-probe", "lora"] = Field(
+        "lp-ft",
+        description="lp-ft: head on the frozen backbone, then everything; full: skip the frozen stage; "
+        "linear-probe: frozen stage only; lora: frozen stage, then adapters and head.",
+    )
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (never on biases or LayerNorm).")
-    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Share of stage-2 steps spent warming up.")
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
+    early_stopping_patience: int | None = Field(
+        None, gt=0, description="Stop a stage after this many epochs without validation improvement."
+    )
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="auto: bf16 autocast where the CPU or GPU supports it, else fp32."
+    )
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="auto: cuda, then mps, then cpu.")
     num_threads: int | None = Field(None, gt=0, description="torch CPU threads (default: torch's choice).")
+    feature_cache: bool = Field(True, description="Cache frozen-backbone features on disk for re-runs.")
+    cache_dir: Path | None = Field(None, description="Feature cache directory (default: ~/.cache/finetune).")
+    calibrate: bool = Field(True, description="Fit temperature scaling on validation (classification).")
+    lora: LoraConfig = Field(default_factory=LoraConfig, description="Adapters for strategy `lora`.")
 
 
 class MlflowConfig(_Strict):
@@ -106,8 +143,16 @@ class FinetuneConfig(_Strict):
     def _check_consistency(self) -> "FinetuneConfig":
         if self.data.text_column == self.data.label_column:
             raise ValueError("data.text_column and data.label_column must differ")
-        if self.training.frozen.epochs + self.training.unfrozen.epochs == 0:
+        training = self.training
+        frozen, unfrozen = training.frozen.epochs, training.unfrozen.epochs
+        if training.strategy == "linear-probe" and frozen == 0:
+            raise ValueError("training.strategy linear-probe needs training.frozen.epochs > 0")
+        if training.strategy == "full" and unfrozen == 0:
+            raise ValueError("training.strategy full needs training.unfrozen.epochs > 0")
+        if frozen + unfrozen == 0:
             raise ValueError("training.frozen.epochs and training.unfrozen.epochs are both 0: nothing to train")
+        if training.unfrozen.gradual and training.strategy != "lp-ft":
+            raise ValueError("training.unfrozen.gradual applies to strategy lp-ft only")
         return self
 
     def fingerprint(self) -> str:

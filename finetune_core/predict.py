@@ -23,6 +23,7 @@ class ModelMeta(BaseModel):
     target_mean: float = 0.0
     target_std: float = 1.0
     temperature: float = 1.0  # fitted by calibration; 1.0 = uncalibrated
+    pooling: str = "native"  # what the head reads (finetune_core.heads)
     backbone: str = ""
 
 
@@ -31,8 +32,12 @@ def save_model_dir(model, tokenizer, meta: ModelMeta, directory: str | Path) -> 
     directory.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
-    (directory / META_FILE).write_text(meta.model_dump_json(indent=2), encoding="utf-8")
+    write_meta(meta, directory)
     return directory
+
+
+def write_meta(meta: ModelMeta, directory: str | Path) -> None:
+    (Path(directory) / META_FILE).write_text(meta.model_dump_json(indent=2), encoding="utf-8")
 
 
 def load_meta(directory: str | Path) -> ModelMeta:
@@ -75,8 +80,10 @@ class Predictor:
         from finetune_core.batching import encode
         from finetune_core.training import predict_outputs
 
+        from finetune_core.heads import head_spec
+
         encoded = encode(self.tokenizer, [str(t) for t in texts], self.meta.max_length)
-        return predict_outputs(self.model, encoded, self.batch_size)
+        return predict_outputs(self.model, encoded, self.batch_size, spec=head_spec(self.model, self.meta.pooling))
 
     def predict_texts(self, texts: list[str]) -> pd.DataFrame:
         return outputs_to_frame(self.predict_outputs(texts), self.meta)

@@ -1,8 +1,14 @@
 """Pipeline steps as plain functions over paths: each reads its inputs from disk and writes
-its output directory, so the Prefect tasks wrapping them hand each other references only."""
+its output directory, so the Prefect tasks wrapping them hand each other references only.
+
+Strategies: lp-ft (head on the frozen backbone, then everything), full (no frozen stage),
+linear-probe (frozen stage only), lora (frozen stage, then adapters and head).
+"""
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -10,16 +16,38 @@ import torch
 
 from finetune_core.backbone import load_for_task, load_tokenizer
 from finetune_core.batching import Encoded, encode
+from finetune_core.checkpoint import Checkpointer
 from finetune_core.config import FinetuneConfig
 from finetune_core.data import LABEL, TEXT, PreparedData
-from finetune_core.evaluation import score_outputs
-from finetune_core.predict import ModelMeta, load_model_dir, save_model_dir
-from finetune_core.training import EpochCallback, StageResult, predict_outputs, seed_everything, train_stage
+from finetune_core.device import runtime_for
+from finetune_core.evaluation import PRIMARY_METRIC, score_outputs
+from finetune_core.features import DEFAULT_CACHE, cached_features
+from finetune_core.errors import ConfigError
+from finetune_core.heads import head_spec, num_layers, resolve_pooling
+from finetune_core.optim import (
+    apply_trainable_depths,
+    depth_of_parameters,
+    layerwise_groups,
+    make_optimizer,
+    make_scheduler,
+    unfrozen_depths,
+)
+from finetune_core.calibration import expected_calibration_error, fit_temperature
+from finetune_core.predict import ModelMeta, load_model_dir, save_model_dir, write_meta
+from finetune_core.training import (
+    EpochCallback,
+    EpochLoop,
+    ParameterSubset,
+    StageResult,
+    epoch_rng,
+    head_epoch,
+    network_epoch,
+    predict_outputs,
+    seed_everything,
+    targets_tensor,
+)
 
-
-def _configure_torch(config: FinetuneConfig) -> None:
-    if config.training.num_threads:
-        torch.set_num_threads(config.training.num_threads)
+RESULT_FILE = "stage_result.json"
 
 
 def _split(prepared: PreparedData, split: str, tokenizer, max_length: int) -> tuple[Encoded, np.ndarray]:
@@ -30,71 +58,225 @@ def _split(prepared: PreparedData, split: str, tokenizer, max_length: int) -> tu
     return encode(tokenizer, frame[TEXT].tolist(), max_length), targets
 
 
-def _scorer(prepared: PreparedData):
-    def score(outputs: np.ndarray, targets: np.ndarray) -> dict:
-        if prepared.task == "regression":
-            targets = targets * prepared.target_std + prepared.target_mean
-        return score_outputs(prepared.task, outputs, targets, prepared.labels, prepared.target_mean, prepared.target_std)
-
-    return score
+def _score(prepared: PreparedData, outputs: np.ndarray, targets: np.ndarray) -> dict:
+    if prepared.task == "regression":
+        targets = targets * prepared.target_std + prepared.target_mean
+    return score_outputs(prepared.task, outputs, targets, prepared.labels, prepared.target_mean, prepared.target_std)
 
 
-def _run_stage(config, prepared, model, tokenizer, meta, stage, out_dir, on_epoch_end) -> StageResult:
-    frozen = stage == "frozen"
-    stage_config = config.training.frozen if frozen else config.training.unfrozen
-    max_length = config.training.max_length
-    result = train_stage(
-        model,
-        stage,
-        train=_split(prepared, "train", tokenizer, max_length),
-        validation=_split(prepared, "validation", tokenizer, max_length),
-        task=prepared.task,
-        stage_config=stage_config,
-        training=config.training,
-        score=_scorer(prepared),
-        frozen_backbone=frozen,
+def _loop(config, prepared, stage, epochs, checkpoints, on_epoch_end) -> EpochLoop:
+    metric, larger = PRIMARY_METRIC[prepared.task]
+    return EpochLoop(
+        stage=stage,
+        epochs=epochs,
+        train_examples=prepared.rows["train"],
+        metric=f"val_{metric}",
+        larger_is_better=larger,
+        patience=config.training.early_stopping_patience,
+        checkpointer=Checkpointer(Path(checkpoints) / stage if checkpoints else None),
         on_epoch_end=on_epoch_end,
     )
+
+
+def _finished(out_dir: Path, resume: bool) -> StageResult | None:
+    path = Path(out_dir) / RESULT_FILE
+    if resume and path.is_file():
+        return StageResult(**json.loads(path.read_text()))
+    return None
+
+
+def _save(model, tokenizer, meta, out_dir: Path, result: StageResult) -> StageResult:
     save_model_dir(model, tokenizer, meta, out_dir)
+    (Path(out_dir) / RESULT_FILE).write_text(json.dumps(result.as_dict(), indent=2))
     return result
 
 
+def _spec(model, pooling: str):
+    try:
+        return head_spec(model, pooling)
+    except ValueError as exc:
+        raise ConfigError(f"backbone.pooling: {exc}") from None
+
+
+def _head_optimizer(model, config: FinetuneConfig, steps: int):
+    head = [(n, p) for n, p in model.named_parameters() if not n.startswith(model.base_model_prefix + ".")]
+    groups = [
+        {"params": [p for n, p in head if not n.endswith("bias")], "weight_decay": config.training.weight_decay},
+        {"params": [p for n, p in head if n.endswith("bias")], "weight_decay": 0.0},
+    ]
+    optimizer = make_optimizer(groups, config.training.frozen.learning_rate)
+    return optimizer, make_scheduler(optimizer, "linear", 0, max(steps, 1)), {n for n, _ in head}
+
+
 def train_frozen(
-    config: FinetuneConfig, prepared: PreparedData, backbone: str, out_dir: Path, on_epoch_end: EpochCallback | None = None
+    config: FinetuneConfig,
+    prepared: PreparedData,
+    backbone: str,
+    out_dir: Path,
+    on_epoch_end: EpochCallback | None = None,
+    checkpoints: Path | None = None,
+    resume: bool = False,
 ) -> StageResult:
-    """Stage 1: a fresh task head on ``backbone``, trained with the backbone frozen."""
-    _configure_torch(config)
-    seed_everything(config.training.seed)  # the head's initialisation depends on it
-    trust = config.backbone.trust_remote_code
-    tokenizer = load_tokenizer(backbone, trust)
-    model = load_for_task(backbone, prepared.task, prepared.labels, trust)
+    """Stage 1: a fresh head on ``backbone``, trained on cached frozen-backbone features."""
+    if (done := _finished(out_dir, resume)) is not None:
+        return done
+    training = config.training
+    runtime = runtime_for(training)
+    seed_everything(training.seed)  # the head's initialisation depends on it
+    tokenizer = load_tokenizer(backbone, config.backbone.trust_remote_code)
+    model = load_for_task(backbone, prepared.task, prepared.labels, config.backbone.trust_remote_code).to(runtime.device)
+    pooling = resolve_pooling(config.backbone.pooling, backbone)
+    spec = _spec(model, pooling)
     meta = ModelMeta(
         task=prepared.task,
         text_column=prepared.text_column,
-        max_length=config.training.max_length,
+        max_length=training.max_length,
         labels=prepared.labels,
         target_mean=prepared.target_mean,
         target_std=prepared.target_std,
         backbone=backbone,
+        pooling=pooling,
     )
-    return _run_stage(config, prepared, model, tokenizer, meta, "frozen", out_dir, on_epoch_end)
+    epochs = 0 if training.strategy == "full" else training.frozen.epochs
+    for parameter in model.base_model.parameters():
+        parameter.requires_grad_(False)
+    train, validation = (_split(prepared, s, tokenizer, training.max_length) for s in ("train", "validation"))
+    steps = epochs * -(-len(train[0]) // training.batch_size)
+    optimizer, scheduler, head_names = _head_optimizer(model, config, steps)
+    loop = _loop(config, prepared, "frozen", epochs, checkpoints, on_epoch_end)
+    train_y, task, extra = targets_tensor(train[1], prepared.task).to(runtime.device), prepared.task, {}
+
+    if spec is not None and epochs > 0:  # train the head on backbone outputs computed once
+        started = time.perf_counter()
+        cache_dir = (training.cache_dir or DEFAULT_CACHE) if training.feature_cache else None
+        common = dict(max_length=training.max_length, batch_size=training.eval_batch_size, device=runtime.device,
+                      autocast=runtime.autocast, precision=runtime.precision, pooling=pooling, cache_dir=cache_dir)
+        train_x, train_hit = cached_features(model, spec, train[0], backbone, **common)
+        val_x, val_hit = cached_features(model, spec, validation[0], backbone, **common)
+        train_x, val_x = train_x.to(runtime.device), val_x.to(runtime.device)
+        extra = {"feature_seconds": time.perf_counter() - started, "feature_cache_hits": int(train_hit) + int(val_hit)}
+
+        def train_epoch(epoch):
+            rng = epoch_rng(training.seed, "frozen", epoch)
+            return head_epoch(model, spec.head, train_x, train_y, task, optimizer, scheduler, training.batch_size, rng,
+                              training.max_grad_norm)
+
+        @torch.inference_mode()
+        def validate():
+            model.eval()
+            return _score(prepared, spec.head(model, val_x).float().cpu().numpy(), validation[1])
+    else:  # unknown model family: full forward passes with the backbone frozen
+
+        def train_epoch(epoch):
+            rng = epoch_rng(training.seed, "frozen", epoch)
+            return network_epoch(model, spec, train[0], train_y, task, optimizer, scheduler, training.batch_size, rng,
+                                 training.max_grad_norm, runtime, frozen_backbone=True)
+
+        def validate():
+            outputs = predict_outputs(model, validation[0], training.eval_batch_size, runtime.device, runtime.autocast, spec)
+            return _score(prepared, outputs, validation[1])
+
+    result = loop.run(ParameterSubset(model, head_names), train_epoch, validate, optimizer, scheduler, resume=resume)
+    result.extra.update(extra, precision=runtime.precision, device=str(runtime.device))
+    for parameter in model.parameters():
+        parameter.requires_grad_(True)
+    return _save(model.cpu(), tokenizer, meta, out_dir, result)
+
+
+def _wrap_lora(model, config: FinetuneConfig):
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    lora = config.training.lora
+    peft_config = LoraConfig(task_type=TaskType.SEQ_CLS, r=lora.r, lora_alpha=lora.alpha,
+                             lora_dropout=lora.dropout, target_modules=list(lora.target_modules))
+    return get_peft_model(model, peft_config)
 
 
 def train_unfrozen(
-    config: FinetuneConfig, prepared: PreparedData, checkpoint: Path, out_dir: Path, on_epoch_end: EpochCallback | None = None
+    config: FinetuneConfig,
+    prepared: PreparedData,
+    checkpoint: Path,
+    out_dir: Path,
+    on_epoch_end: EpochCallback | None = None,
+    checkpoints: Path | None = None,
+    resume: bool = False,
 ) -> StageResult:
-    """Stage 2: continue from the stage-1 checkpoint with every parameter learning."""
-    _configure_torch(config)
-    seed_everything(config.training.seed + 1)
+    """Stage 2: from the stage-1 model, fine-tune with layer-wise learning rates (or LoRA)."""
+    if (done := _finished(out_dir, resume)) is not None:
+        return done
+    training, stage = config.training, config.training.unfrozen
+    runtime = runtime_for(training)
+    seed_everything(training.seed + 1)
     model, tokenizer, meta = load_model_dir(checkpoint)
-    return _run_stage(config, prepared, model, tokenizer, meta, "unfrozen", out_dir, on_epoch_end)
+    epochs = 0 if training.strategy == "linear-probe" else stage.epochs
+    train, validation = (_split(prepared, s, tokenizer, training.max_length) for s in ("train", "validation"))
+    train_y, task = targets_tensor(train[1], prepared.task), prepared.task
+    spec = _spec(model, meta.pooling)
+    if training.strategy == "lora" and epochs > 0:
+        model = _wrap_lora(model, config)
+        groups = [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": training.weight_decay}]
+    else:
+        groups = layerwise_groups(model, spec, stage.learning_rate, stage.layer_lr_decay, training.weight_decay)
+    model.to(runtime.device)
+    optimizer = make_optimizer(groups, stage.learning_rate)
+    steps = epochs * -(-len(train[0]) // training.batch_size)
+    scheduler = make_scheduler(optimizer, stage.scheduler, int(stage.warmup_ratio * steps), max(steps, 1))
+    depths, top = depth_of_parameters(model, spec), num_layers(model) + 1
+
+    def train_epoch(epoch):
+        if stage.gradual:
+            apply_trainable_depths(model, depths, unfrozen_depths(epoch, epochs, top))
+        rng = epoch_rng(training.seed, "unfrozen", epoch)
+        return network_epoch(model, spec, train[0], train_y, task, optimizer, scheduler, training.batch_size, rng,
+                             training.max_grad_norm, runtime)
+
+    def validate():
+        outputs = predict_outputs(model, validation[0], training.eval_batch_size, runtime.device, runtime.autocast, spec)
+        return _score(prepared, outputs, validation[1])
+
+    loop = _loop(config, prepared, "unfrozen", epochs, checkpoints, on_epoch_end)
+    result = loop.run(model, train_epoch, validate, optimizer, scheduler, resume=resume)
+    result.extra.update(precision=runtime.precision, device=str(runtime.device), strategy=training.strategy)
+    if training.strategy == "lora" and epochs > 0:
+        model = model.merge_and_unload()  # a plain model: loads without peft, serves at full speed
+    for parameter in model.parameters():
+        parameter.requires_grad_(True)
+    return _save(model.cpu(), tokenizer, meta, out_dir, result)
+
+
+def outputs_for(config: FinetuneConfig, prepared: PreparedData, checkpoint: Path, split: str):
+    """(raw outputs, targets, model metadata) of a saved model on one prepared split."""
+    runtime = runtime_for(config.training)
+    model, tokenizer, meta = load_model_dir(checkpoint)
+    encoded, targets = _split(prepared, split, tokenizer, config.training.max_length)
+    model.to(runtime.device)
+    spec = _spec(model, meta.pooling)
+    outputs = predict_outputs(model, encoded, config.training.eval_batch_size, runtime.device, runtime.autocast, spec)
+    return outputs, targets, meta
+
+
+def calibrate(config: FinetuneConfig, prepared: PreparedData, model_dir: Path) -> dict:
+    """Fit temperature scaling on validation and store it with the model (classification)."""
+    if prepared.task != "classification" or not config.training.calibrate:
+        return {}
+    outputs, targets, meta = outputs_for(config, prepared, model_dir, "validation")
+    meta.temperature = fit_temperature(outputs, targets)
+    write_meta(meta, model_dir)
+    return {
+        "temperature": meta.temperature,
+        "val_ece_before": expected_calibration_error(outputs, targets),
+        "val_ece_after": expected_calibration_error(outputs, targets, meta.temperature),
+    }
 
 
 def evaluate_checkpoint(config: FinetuneConfig, prepared: PreparedData, checkpoint: Path, split: str = "test") -> dict:
-    """Metrics of a saved model on one prepared split (classification: accuracy, macro-F1,
-    per-class precision/recall; regression: MSE, MAE, R², Spearman)."""
-    _configure_torch(config)
-    model, tokenizer, _ = load_model_dir(checkpoint)
-    encoded, targets = _split(prepared, split, tokenizer, config.training.max_length)
-    outputs = predict_outputs(model, encoded, config.training.eval_batch_size)
-    return _scorer(prepared)(outputs, targets)
+    """Metrics of a saved model, as served (temperature applied), on one prepared split.
+    Classification: accuracy, macro-F1, loss, per-class precision/recall, ECE before/after
+    calibration; regression: MSE, MAE, R², Spearman."""
+    outputs, targets, meta = outputs_for(config, prepared, checkpoint, split)
+    if prepared.task == "regression":
+        return _score(prepared, outputs, targets)
+    metrics = _score(prepared, outputs / meta.temperature, targets)
+    metrics["ece_uncalibrated"] = expected_calibration_error(outputs, targets)
+    metrics["ece"] = expected_calibration_error(outputs, targets, meta.temperature)
+    return metrics

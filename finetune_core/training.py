@@ -1,12 +1,12 @@
-"""The two training stages: head only with the backbone frozen, then everything unfrozen.
+"""The training loops: one epoch loop (validation, early stopping, best-model restore,
+per-epoch checkpoints, resume) driving either the head on cached features or the whole
+network on length-grouped, dynamically padded batches.
 
-A plain, correct loop over dynamically padded, length-grouped batches. Callbacks are
-optional (``on_epoch_end``): training runs the same with none.
+Callbacks are optional (``on_epoch_end``): training runs the same with none.
 """
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
@@ -16,10 +16,11 @@ import torch
 import torch.nn.functional as F
 
 from finetune_core.batching import Encoded, collate, length_grouped_batches, sorted_batches
-from finetune_core.config import StageConfig, TrainingConfig
+from finetune_core.checkpoint import Checkpointer, Progress
+from finetune_core.heads import forward_logits
 
 EpochCallback = Callable[[str, int, dict], None]
-NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "layernorm.weight")
+STAGE_IDS = {"frozen": 0, "unfrozen": 1}
 
 
 @dataclass
@@ -27,9 +28,15 @@ class StageResult:
     stage: str
     epochs: int
     train_examples: int
+    epochs_run: int = 0
     wall_seconds: float = 0.0
     train_seconds: float = 0.0
     samples_per_second: float = 0.0
+    best_epoch: int = 0
+    best_metric: float | None = None
+    stopped_early: bool = False
+    resumed_after_epoch: int = 0
+    extra: dict = field(default_factory=dict)  # stage specifics: feature extraction, cache hits
     history: list[dict] = field(default_factory=list)
 
     def as_dict(self) -> dict:
@@ -46,116 +53,153 @@ def seed_everything(seed: int) -> None:
 
 def compute_loss(outputs: torch.Tensor, targets: torch.Tensor, task: str) -> torch.Tensor:
     """Loss follows the task type: cross-entropy for classes, mean squared error for targets."""
+    outputs = outputs.float()
     if task == "classification":
         return F.cross_entropy(outputs, targets)
     return F.mse_loss(outputs.squeeze(-1), targets.to(outputs.dtype))
 
 
-def set_backbone_trainable(model, trainable: bool) -> None:
-    for parameter in model.base_model.parameters():
-        parameter.requires_grad_(trainable)
+def targets_tensor(targets: np.ndarray, task: str) -> torch.Tensor:
+    return torch.tensor(np.array(targets), dtype=torch.long if task == "classification" else torch.float32)
 
 
-def head_parameters(model) -> list[torch.nn.Parameter]:
-    backbone = {id(p) for p in model.base_model.parameters()}
-    return [p for p in model.parameters() if id(p) not in backbone]
-
-
-def parameter_groups(model, weight_decay: float) -> list[dict]:
-    """AdamW groups over trainable parameters; biases and LayerNorm weights get no decay."""
-    decay, no_decay = [], []
-    for name, parameter in model.named_parameters():
-        if parameter.requires_grad:
-            (no_decay if name.endswith(NO_DECAY) else decay).append(parameter)
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
+def epoch_rng(seed: int, stage: str, epoch: int) -> np.random.Generator:
+    """Batch order depends only on (seed, stage, epoch): a resumed run sees the same batches."""
+    return np.random.default_rng([seed, STAGE_IDS.get(stage, 2), epoch])
 
 
 @torch.inference_mode()
-def predict_outputs(model, encoded: Encoded, batch_size: int) -> np.ndarray:
+def predict_outputs(model, encoded: Encoded, batch_size: int, device="cpu", autocast=None, spec=None) -> np.ndarray:
     """Raw outputs (logits or values) in the original row order."""
     was_training = model.training
     model.eval()
     results: list[np.ndarray | None] = [None] * len(encoded)
     for batch in sorted_batches(encoded.lengths, batch_size):
-        logits = model(**collate(encoded, batch)).logits.float().numpy()
+        inputs = {k: v.to(device) for k, v in collate(encoded, batch).items()}
+        with autocast() if autocast else torch.autocast("cpu", enabled=False):
+            logits = forward_logits(model, spec, inputs).float().cpu().numpy()
         for row, index in enumerate(batch):
             results[index] = logits[row]
     model.train(was_training)
     return np.stack(results) if results else np.zeros((0, model.config.num_labels), dtype=np.float32)
 
 
-def _targets_tensor(targets: np.ndarray, task: str) -> torch.Tensor:
-    return torch.tensor(np.array(targets), dtype=torch.long if task == "classification" else torch.float32)
+class ParameterSubset:
+    """state_dict/load_state_dict over some of a model's parameters (the head, in the frozen
+    stage), so per-epoch checkpoints stay as small as what actually learns."""
+
+    def __init__(self, model, names: set[str]):
+        self.model, self.names = model, names
+
+    def state_dict(self) -> dict:
+        return {n: p.detach().clone() for n, p in self.model.named_parameters() if n in self.names}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state, strict=False)
 
 
-def train_stage(
-    model,
-    stage: str,
-    train: tuple[Encoded, np.ndarray],
-    validation: tuple[Encoded, np.ndarray],
-    task: str,
-    stage_config: StageConfig,
-    training: TrainingConfig,
-    score: Callable[[np.ndarray, np.ndarray], dict],
-    frozen_backbone: bool,
-    on_epoch_end: EpochCallback | None = None,
-) -> StageResult:
-    """Train for ``stage_config.epochs`` epochs; validate after each; return timings and history."""
-    from transformers import get_linear_schedule_with_warmup
+@dataclass
+class EpochLoop:
+    """Runs epochs with validation, early stopping, best restore and checkpoints."""
 
-    train_encoded, train_targets = train
-    targets = _targets_tensor(train_targets, task)
-    result = StageResult(stage=stage, epochs=stage_config.epochs, train_examples=len(train_encoded))
-    if stage_config.epochs == 0:
+    stage: str
+    epochs: int
+    train_examples: int
+    metric: str  # validation metric selecting the best epoch, e.g. "val_accuracy"
+    larger_is_better: bool
+    patience: int | None = None
+    checkpointer: Checkpointer = field(default_factory=lambda: Checkpointer(None))
+    on_epoch_end: EpochCallback | None = None
+
+    def _improved(self, value: float, best: float | None) -> bool:
+        if best is None:
+            return True
+        return value > best if self.larger_is_better else value < best
+
+    def run(self, state, train_epoch, validate, optimizer=None, scheduler=None, resume: bool = False) -> StageResult:
+        """``train_epoch(epoch) -> mean loss``; ``validate() -> metrics``; ``state`` has state_dict()."""
+        result = StageResult(stage=self.stage, epochs=self.epochs, train_examples=self.train_examples)
+        progress = self.checkpointer.load_progress() if resume else None
+        if progress is not None:
+            self.checkpointer.restore(state, optimizer, scheduler)
+            result.resumed_after_epoch = progress.epoch
+        else:
+            progress = Progress(stage=self.stage)
+        best_state = self.checkpointer.best_state() if progress.best_epoch else None
+        started = time.perf_counter()
+        stop = progress.done
+        for epoch in range(progress.epoch + 1, self.epochs + 1):
+            if stop:
+                break
+            epoch_started = time.perf_counter()
+            loss = train_epoch(epoch)
+            progress.train_seconds += time.perf_counter() - epoch_started
+            metrics = {"train_loss": loss, **{f"val_{k}": v for k, v in validate().items()}}
+            if scheduler is not None:
+                metrics["learning_rate"] = scheduler.get_last_lr()[-1]
+            progress.history.append({"epoch": epoch, **metrics})
+            if self._improved(metrics[self.metric], progress.best_metric):
+                progress.best_metric, progress.best_epoch, progress.epochs_without_improvement = metrics[self.metric], epoch, 0
+                best_state = {k: v.detach().clone() for k, v in state.state_dict().items()}
+                self.checkpointer.save_best(state)
+            else:
+                progress.epochs_without_improvement += 1
+            progress.epoch = epoch
+            stop = bool(self.patience) and progress.epochs_without_improvement >= self.patience
+            result.stopped_early = stop and epoch < self.epochs
+            self.checkpointer.save_epoch(progress, state, optimizer, scheduler)
+            if self.on_epoch_end is not None:
+                self.on_epoch_end(self.stage, epoch, metrics)
+        if best_state is not None:  # keep the best epoch, not the last
+            state.load_state_dict(best_state)
+        progress.done = True
+        self.checkpointer.save_progress(progress)
+        result.epochs_run = progress.epoch
+        result.history = progress.history
+        result.best_epoch, result.best_metric = progress.best_epoch, progress.best_metric
+        result.train_seconds = progress.train_seconds
+        result.wall_seconds = time.perf_counter() - started
+        result.samples_per_second = self.train_examples * progress.epoch / max(progress.train_seconds, 1e-9)
         return result
 
-    set_backbone_trainable(model, not frozen_backbone)
-    # A fresh optimizer per stage, over exactly the parameters that learn in it.
-    optimizer = torch.optim.AdamW(parameter_groups(model, training.weight_decay), lr=stage_config.learning_rate)
-    steps_per_epoch = -(-len(train_encoded) // training.batch_size)
-    total_steps = steps_per_epoch * stage_config.epochs
-    warmup = 0 if frozen_backbone else int(training.warmup_ratio * total_steps)
-    scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
-    rng = np.random.default_rng([training.seed, 0 if frozen_backbone else 1])
-    lengths = train_encoded.lengths
-    trainable = [p for group in optimizer.param_groups for p in group["params"]]
-    show_progress = sys.stderr.isatty()
 
-    started = time.perf_counter()
-    for epoch in range(1, stage_config.epochs + 1):
-        model.train()
-        if frozen_backbone:  # a frozen backbone is a fixed feature extractor: no dropout inside it
-            model.base_model.eval()
-        epoch_started, loss_sum, seen = time.perf_counter(), 0.0, 0
-        batches = length_grouped_batches(lengths, training.batch_size, rng)
-        if show_progress:
-            from tqdm.auto import tqdm
+def head_epoch(model, head, features: torch.Tensor, targets: torch.Tensor, task, optimizer, scheduler, batch_size, rng, max_grad_norm):
+    """One epoch of the head alone on cached backbone features."""
+    model.train()
+    model.base_model.eval()
+    parameters = [p for g in optimizer.param_groups for p in g["params"]]
+    total, seen = 0.0, 0
+    for batch in np.array_split(rng.permutation(len(features)), max(1, -(-len(features) // batch_size))):
+        loss = compute_loss(head(model, features[batch]), targets[batch], task)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        total += float(loss.detach()) * len(batch)
+        seen += len(batch)
+    return total / max(seen, 1)
 
-            batches = tqdm(batches, desc=f"{stage} epoch {epoch}/{stage_config.epochs}", leave=False)
-        for batch in batches:
-            outputs = model(**collate(train_encoded, batch)).logits
-            loss = compute_loss(outputs, targets[batch], task)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(trainable, training.max_grad_norm)
-            optimizer.step()
+
+def network_epoch(model, spec, encoded: Encoded, targets, task, optimizer, scheduler, batch_size, rng, max_grad_norm, runtime,
+                  frozen_backbone=False):
+    """One epoch of the network on length-grouped, dynamically padded batches."""
+    model.train()
+    if frozen_backbone:  # a frozen backbone is a fixed feature extractor: no dropout inside it
+        model.base_model.eval()
+    parameters = [p for g in optimizer.param_groups for p in g["params"]]
+    total, seen = 0.0, 0
+    for batch in length_grouped_batches(encoded.lengths, batch_size, rng):
+        inputs = {k: v.to(runtime.device) for k, v in collate(encoded, batch).items()}
+        with runtime.autocast():
+            outputs = forward_logits(model, spec, inputs)
+        loss = compute_loss(outputs, targets[batch].to(runtime.device), task)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for p in parameters if p.grad is not None], max_grad_norm)
+        optimizer.step()
+        if scheduler is not None:
             scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            loss_sum += float(loss.detach()) * len(batch)
-            seen += len(batch)
-        result.train_seconds += time.perf_counter() - epoch_started
-
-        val_encoded, val_targets = validation
-        metrics = {"train_loss": loss_sum / max(seen, 1)}
-        metrics.update({f"val_{k}": v for k, v in score(predict_outputs(model, val_encoded, training.eval_batch_size), val_targets).items()})
-        metrics["learning_rate"] = scheduler.get_last_lr()[0]
-        result.history.append({"epoch": epoch, **metrics})
-        if on_epoch_end is not None:
-            on_epoch_end(stage, epoch, metrics)
-
-    set_backbone_trainable(model, True)
-    result.wall_seconds = time.perf_counter() - started
-    result.samples_per_second = len(train_encoded) * stage_config.epochs / max(result.train_seconds, 1e-9)
-    return result
+        optimizer.zero_grad(set_to_none=True)
+        total += float(loss.detach()) * len(batch)
+        seen += len(batch)
+    return total / max(seen, 1)

@@ -62,7 +62,10 @@ def _summary_table(result) -> Table:
         if not name.startswith("support_"):
             table.add_row(f"test {name}", f"{value:.4f}")
     for stage, info in result.stages.items():
-        table.add_row(f"{stage} stage", f"{info['epochs']} ep, {info['wall_seconds']:.1f} s, {info['samples_per_second']:.0f} samples/s")
+        table.add_row(
+            f"{stage} stage",
+            f"{info['epochs_run']}/{info['epochs']} ep, {info['wall_seconds']:.1f} s, {info['samples_per_second']:.0f} samples/s",
+        )
     table.add_row("MLflow run", result.mlflow_run_id)
     table.add_row("model", f"models:/{result.registered_model}/{result.model_version}")
     return table
@@ -77,13 +80,17 @@ def _browse_hint(tracking_uri: str) -> str:
     return f"MLflow database: {database}\nBrowse it: mlflow ui --backend-store-uri sqlite:///{database}"
 
 
+_STAGE_KEYS = ("wall_seconds", "train_seconds", "train_examples", "samples_per_second", "epochs", "epochs_run",
+               "best_epoch", "stopped_early", "extra")
+
+
 def _write_summary(path: Path, result) -> None:
     summary = {
         "metrics": result.metrics,
         "stages": {
-            stage: {key: info[key] for key in ("wall_seconds", "train_seconds", "train_examples", "samples_per_second", "epochs")}
-            for stage, info in result.stages.items()
+            stage: {key: info[key] for key in _STAGE_KEYS} for stage, info in result.stages.items()
         },
+        "calibration": result.calibration,
         "mlflow_run_id": result.mlflow_run_id,
         "model_uri": result.model_uri,
         "model_version": result.model_version,
@@ -101,6 +108,7 @@ def run(
     config_path: Path = typer.Argument(..., metavar="CONFIG", help="YAML configuration file."),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="Override a key: --set training.batch_size=16."),
     summary_json: Optional[Path] = typer.Option(None, "--summary-json", help="Write metrics, timings and ids here."),
+    resume: Optional[Path] = typer.Option(None, "--resume", metavar="RUN_DIR", help="Continue a killed run from its last epoch."),
 ) -> None:
     """Run the fine-tuning flow: validate, train frozen then unfrozen, evaluate, register."""
     from finetune_core.errors import UserInputError
@@ -111,7 +119,7 @@ def run(
         from flows.finetune import finetune
 
         _shorten_prefect_console_errors()
-        result = finetune(config)
+        result = finetune(config, resume=str(resume) if resume else None)
     except UserInputError as exc:
         console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_BAD_INPUT) from None

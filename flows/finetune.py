@@ -1,10 +1,14 @@
 """The fine-tuning pipeline as a Prefect flow; it reads as the DAG:
 
-load data → check → resolve backbone → train frozen → train unfrozen → evaluate → log model → register
+load data → check → resolve backbone → train frozen → train unfrozen → calibrate → evaluate
+→ log model → register
+
+``resume=RUN_DIR`` continues a killed run from its last finished epoch, in the same MLflow run.
 """
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
@@ -15,16 +19,18 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel
 
 from finetune_core.config import FinetuneConfig
+from finetune_core.errors import ConfigError
 from tasks.backbone import resolve_backbone
 from tasks.data import check_data, load_data
 from tasks.register import log_model, register_model
 from tasks.tracking import log_config, log_json
-from tasks.train import evaluate, train_frozen, train_unfrozen
+from tasks.train import calibrate, evaluate, train_frozen, train_unfrozen
 
 
 class FinetuneResult(BaseModel):
     metrics: dict[str, float]
     stages: dict[str, dict]
+    calibration: dict[str, float]
     mlflow_run_id: str
     model_uri: str
     model_version: str
@@ -34,30 +40,48 @@ class FinetuneResult(BaseModel):
     backbone: str
 
 
-def _run_dir(config: FinetuneConfig) -> Path:
+RUN_FILE = "run.json"  # in the run directory: config hash and MLflow run id, for resume
+
+
+def _new_run_dir(config: FinetuneConfig) -> Path:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
     run_dir = Path(config.output_dir) / f"{stamp}-{(flow_run.get_id() or uuid.uuid4().hex)[:8]}"
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir.resolve()
 
 
+def _resumed_run(config: FinetuneConfig, resume: str) -> tuple[Path, str | None]:
+    run_dir = Path(resume).resolve()
+    record = run_dir / RUN_FILE
+    if not record.is_file():
+        raise ConfigError(f"--resume {resume}: not a run directory (no {RUN_FILE})")
+    saved = json.loads(record.read_text())
+    if saved["config_hash"] != config.fingerprint():
+        raise ConfigError(f"--resume {resume}: the configuration differs from the one this run started with")
+    return run_dir, saved.get("mlflow_run_id")
+
+
 @flow(name="finetune", log_prints=True)
-def finetune(config: FinetuneConfig) -> FinetuneResult:
+def finetune(config: FinetuneConfig, resume: str | None = None) -> FinetuneResult:
     """Fine-tune a pretrained backbone on labelled text: frozen head stage, then unfrozen stage."""
-    run_dir = _run_dir(config)
+    run_dir, mlflow_run_id = _resumed_run(config, resume) if resume else (_new_run_dir(config), None)
     mlflow.set_tracking_uri(config.mlflow.tracking_uri)
     mlflow.set_experiment(config.mlflow.experiment)
-    # One MLflow run per flow run; leaving the block on an exception marks it FAILED.
-    with mlflow.start_run(run_name=flow_run.get_name()) as run:
+    # One MLflow run per flow run (a resumed run continues its own); leaving the block on an
+    # exception marks it FAILED.
+    with mlflow.start_run(run_id=mlflow_run_id, run_name=None if mlflow_run_id else flow_run.get_name()) as run:
         run_id = run.info.run_id
+        (run_dir / RUN_FILE).write_text(json.dumps({"config_hash": config.fingerprint(), "mlflow_run_id": run_id}))
         mlflow.set_tags({"prefect.flow_run_id": str(flow_run.get_id()), "task": config.task, "config_hash": config.fingerprint()})
-        log_config(run_id, config)
+        if not mlflow_run_id:
+            log_config(run_id, config)
 
         prepared = load_data(config, run_dir)
         check_data(config, prepared, run_id)
         backbone = resolve_backbone(config, run_id)
-        frozen = train_frozen(config, prepared, backbone, run_dir, run_id)
-        unfrozen = train_unfrozen(config, prepared, run_dir, run_id)
+        frozen = train_frozen(config, prepared, backbone, run_dir, run_id, resume=bool(resume))
+        unfrozen = train_unfrozen(config, prepared, run_dir, run_id, resume=bool(resume))
+        calibration = calibrate(config, prepared, run_dir / "model", run_id)
         metrics = evaluate(config, prepared, run_dir / "model", run_id)
         model_uri = log_model(config, prepared, run_dir / "model", run_id)
         tags = {
@@ -71,6 +95,7 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
         result = FinetuneResult(
             metrics=metrics,
             stages={s.stage: s.as_dict() for s in (frozen, unfrozen)},
+            calibration=calibration,
             mlflow_run_id=run_id,
             model_uri=model_uri,
             model_version=version.version,

@@ -1,4 +1,4 @@
-"""The two training stages as Prefect tasks; each returns its stage result, models stay on disk."""
+"""The training stages as Prefect tasks; each returns its stage result, models stay on disk."""
 
 from __future__ import annotations
 
@@ -13,35 +13,55 @@ from finetune_core.data import PreparedData
 from finetune_core.training import StageResult
 from tasks.tracking import epoch_logger, log_metrics
 
-_TIMINGS = ("wall_seconds", "train_seconds", "samples_per_second", "train_examples")
+_TIMINGS = ("wall_seconds", "train_seconds", "samples_per_second", "train_examples", "epochs_run", "best_epoch")
 
 
 def _report(run_id: str, result: StageResult) -> StageResult:
-    log_metrics(run_id, {key: getattr(result, key) for key in _TIMINGS}, prefix=f"{result.stage}/")
+    numbers = {key: getattr(result, key) for key in _TIMINGS}
+    numbers.update({k: v for k, v in result.extra.items() if isinstance(v, (int, float))})
+    log_metrics(run_id, numbers, prefix=f"{result.stage}/")
     get_run_logger().info(
-        "%s stage: %d epoch(s), %.1f s, %.1f samples/s", result.stage, result.epochs, result.wall_seconds, result.samples_per_second
+        "%s stage: %d/%d epoch(s), best epoch %d, %.1f s, %.1f samples/s%s",
+        result.stage, result.epochs_run, result.epochs, result.best_epoch, result.wall_seconds,
+        result.samples_per_second, " (stopped early)" if result.stopped_early else "",
     )
     return result
 
 
 @task(name="train-frozen", cache_policy=NO_CACHE)
-def train_frozen(config: FinetuneConfig, prepared: PreparedData, backbone: str, run_dir: Path, run_id: str) -> StageResult:
-    """Stage 1: train the task head with the backbone frozen; checkpoint in run_dir/frozen."""
-    result = stages.train_frozen(config, prepared, backbone, Path(run_dir) / "frozen", epoch_logger(run_id))
+def train_frozen(config: FinetuneConfig, prepared: PreparedData, backbone: str, run_dir: Path, run_id: str, resume: bool = False) -> StageResult:
+    """Stage 1: the task head on cached frozen-backbone features; model in run_dir/frozen."""
+    run_dir = Path(run_dir)
+    result = stages.train_frozen(
+        config, prepared, backbone, run_dir / "frozen", epoch_logger(run_id), run_dir / "checkpoints", resume
+    )
     return _report(run_id, result)
 
 
 @task(name="train-unfrozen", cache_policy=NO_CACHE)
-def train_unfrozen(config: FinetuneConfig, prepared: PreparedData, run_dir: Path, run_id: str) -> StageResult:
-    """Stage 2: unfreeze and fine-tune everything from the stage-1 checkpoint; model in run_dir/model."""
+def train_unfrozen(config: FinetuneConfig, prepared: PreparedData, run_dir: Path, run_id: str, resume: bool = False) -> StageResult:
+    """Stage 2: unfreeze and fine-tune from the stage-1 model; model in run_dir/model."""
     run_dir = Path(run_dir)
-    result = stages.train_unfrozen(config, prepared, run_dir / "frozen", run_dir / "model", epoch_logger(run_id))
+    result = stages.train_unfrozen(
+        config, prepared, run_dir / "frozen", run_dir / "model", epoch_logger(run_id), run_dir / "checkpoints", resume
+    )
     return _report(run_id, result)
+
+
+@task(name="calibrate", cache_policy=NO_CACHE)
+def calibrate(config: FinetuneConfig, prepared: PreparedData, model_dir: Path, run_id: str) -> dict:
+    """Temperature scaling fitted on validation, stored with the model (classification only)."""
+    calibration = stages.calibrate(config, prepared, Path(model_dir))
+    if calibration:
+        log_metrics(run_id, calibration, prefix="calibration/")
+        get_run_logger().info("temperature %.3f (validation ECE %.4f -> %.4f)", calibration["temperature"],
+                              calibration["val_ece_before"], calibration["val_ece_after"])
+    return calibration
 
 
 @task(name="evaluate", cache_policy=NO_CACHE)
 def evaluate(config: FinetuneConfig, prepared: PreparedData, model_dir: Path, run_id: str) -> dict:
     metrics = stages.evaluate_checkpoint(config, prepared, Path(model_dir), split="test")
     log_metrics(run_id, metrics, prefix="test/")
-    get_run_logger().info("test metrics: %s", {k: round(v, 4) for k, v in metrics.items()})
+    get_run_logger().info("test metrics: %s", {k: round(v, 4) for k, v in metrics.items() if not k.startswith("support")})
     return metrics

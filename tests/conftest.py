@@ -11,6 +11,8 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+# Frozen-feature cache of this test session, not the user's.
+os.environ.setdefault("FINETUNE_CACHE", __import__("tempfile").mkdtemp(prefix="finetune-test-cache-"))
 
 from pathlib import Path  # noqa: E402
 

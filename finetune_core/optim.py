@@ -1,0 +1,74 @@
+"""Optimisation for the unfrozen stage: layer-wise learning rates, schedules, gradual unfreezing.
+
+The optimizer holds every layer's parameter group from the start; a layer that is still
+frozen has no gradient and AdamW skips it, so unfreezing never needs a rebuilt optimizer
+(fastai's known pitfall) and each layer's Adam state starts when it starts learning.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from finetune_core.heads import HeadSpec, layer_depth, num_layers
+
+NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "layernorm.weight", "norm.weight")
+
+
+def depth_of_parameters(model, spec: HeadSpec | None) -> dict[str, int]:
+    return {name: layer_depth(name, model, spec) for name, _ in model.named_parameters()}
+
+
+def layerwise_groups(model, spec, learning_rate: float, decay: float, weight_decay: float) -> list[dict]:
+    """One group per (depth, decay/no-decay): depth d gets lr * decay ** (top - d)."""
+    top = num_layers(model) + 1
+    depths = depth_of_parameters(model, spec)
+    groups: dict[tuple[int, bool], dict] = {}
+    for name, parameter in model.named_parameters():
+        depth, no_decay = depths[name], name.endswith(NO_DECAY)
+        group = groups.setdefault(
+            (depth, no_decay),
+            {
+                "params": [],
+                "names": [],
+                "depth": depth,
+                "lr": learning_rate * decay ** (top - depth),
+                "weight_decay": 0.0 if no_decay else weight_decay,
+            },
+        )
+        group["params"].append(parameter)
+        group["names"].append(name)
+    return [groups[key] for key in sorted(groups)]
+
+
+def make_optimizer(groups: list[dict], learning_rate: float) -> torch.optim.Optimizer:
+    clean = [{k: v for k, v in g.items() if k != "names"} for g in groups]
+    # foreach kernels update many tensors per call; they help on CPU as on GPU.
+    return torch.optim.AdamW(clean, lr=learning_rate, foreach=True)
+
+
+def make_scheduler(optimizer, kind: str, warmup_steps: int, total_steps: int):
+    from transformers import (
+        get_constant_schedule_with_warmup,
+        get_cosine_schedule_with_warmup,
+        get_linear_schedule_with_warmup,
+    )
+
+    if kind == "cosine":
+        return get_cosine_schedule_with_warmup(optimizer, warmup_steps, total_steps)
+    if kind == "constant":
+        return get_constant_schedule_with_warmup(optimizer, warmup_steps)
+    return get_linear_schedule_with_warmup(optimizer, warmup_steps, total_steps)
+
+
+def unfrozen_depths(epoch: int, epochs: int, top: int) -> set[int]:
+    """Depths trainable in ``epoch`` (1-based) of gradual unfreezing: the top slice first,
+    one more slice each epoch, everything by the last epoch."""
+    count = math.ceil((top + 1) * epoch / epochs)
+    return set(range(top + 1 - count, top + 1))
+
+
+def apply_trainable_depths(model, depths_by_name: dict[str, int], trainable: set[int]) -> None:
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(depths_by_name[name] in trainable)
