@@ -110,6 +110,7 @@ class TrainingConfig(_Strict):
     early_stopping_patience: int | None = Field(
         None, gt=0, description="Stop a stage after this many epochs without validation improvement."
     )
+    keep_best: bool = Field(True, description="End each stage with its best validation epoch's weights, not the last.")
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="auto: bf16 autocast where the CPU or GPU supports it, else fp32."
     )

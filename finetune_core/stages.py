@@ -73,6 +73,7 @@ def _loop(config, prepared, stage, epochs, checkpoints, on_epoch_end) -> EpochLo
         metric=f"val_{metric}",
         larger_is_better=larger,
         patience=config.training.early_stopping_patience,
+        keep_best=config.training.keep_best,
         checkpointer=Checkpointer(Path(checkpoints) / stage if checkpoints else None),
         on_epoch_end=on_epoch_end,
     )
@@ -177,7 +178,8 @@ def train_frozen(
             return _score(prepared, outputs, validation[1])
 
     result = loop.run(ParameterSubset(model, head_names), train_epoch, validate, optimizer, scheduler, resume=resume)
-    result.extra.update(extra, precision=runtime.precision, device=str(runtime.device))
+    result.extra.update(extra, precision=runtime.precision, device=str(runtime.device), pooling=pooling)
+    result.wall_seconds += extra.get("feature_seconds", 0.0)  # extraction is part of the stage's cost
     for parameter in model.parameters():
         parameter.requires_grad_(True)
     return _save(model.cpu(), tokenizer, meta, out_dir, result)
@@ -223,15 +225,18 @@ def train_unfrozen(
     scheduler = make_scheduler(optimizer, stage.scheduler, int(stage.warmup_ratio * steps), max(steps, 1))
     depths, top = depth_of_parameters(model, spec), num_layers(model) + 1
 
+    # With LoRA the adapters sit inside the wrapped transformers model: run that one.
+    network = model.get_base_model() if hasattr(model, "get_base_model") else model
+
     def train_epoch(epoch):
         if stage.gradual:
             apply_trainable_depths(model, depths, unfrozen_depths(epoch, epochs, top))
         rng = epoch_rng(training.seed, "unfrozen", epoch)
-        return network_epoch(model, spec, train[0], train_y, task, optimizer, scheduler, training.batch_size, rng,
+        return network_epoch(network, spec, train[0], train_y, task, optimizer, scheduler, training.batch_size, rng,
                              training.max_grad_norm, runtime)
 
     def validate():
-        outputs = predict_outputs(model, validation[0], training.eval_batch_size, runtime.device, runtime.autocast, spec)
+        outputs = predict_outputs(network, validation[0], training.eval_batch_size, runtime.device, runtime.autocast, spec)
         return _score(prepared, outputs, validation[1])
 
     loop = _loop(config, prepared, "unfrozen", epochs, checkpoints, on_epoch_end)

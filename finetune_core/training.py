@@ -108,6 +108,7 @@ class EpochLoop:
     metric: str  # validation metric selecting the best epoch, e.g. "val_accuracy"
     larger_is_better: bool
     patience: int | None = None
+    keep_best: bool = True
     checkpointer: Checkpointer = field(default_factory=lambda: Checkpointer(None))
     on_epoch_end: EpochCallback | None = None
 
@@ -150,7 +151,7 @@ class EpochLoop:
             self.checkpointer.save_epoch(progress, state, optimizer, scheduler)
             if self.on_epoch_end is not None:
                 self.on_epoch_end(self.stage, epoch, metrics)
-        if best_state is not None:  # keep the best epoch, not the last
+        if self.keep_best and best_state is not None:  # the best epoch, not the last
             state.load_state_dict(best_state)
         progress.done = True
         self.checkpointer.save_progress(progress)

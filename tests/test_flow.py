@@ -8,7 +8,7 @@ import yaml
 from mlflow import MlflowClient
 
 from finetune_core.config import validate_config
-from finetune_core.errors import DataError
+from finetune_core.errors import ConfigError, DataError
 from tests.conftest import tiny_config
 
 
@@ -79,3 +79,49 @@ def test_long_parameter_values_are_truncated_not_fatal(tracking_uri, tmp_path):
     assert len(params["backbone.candidates"]) == 6000 and params["backbone.candidates"].endswith(TRUNCATED_MARK)
     logged = yaml.safe_load(mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/config.yaml"))
     assert len(logged["backbone"]["candidates"]) == 400
+
+
+class Killed(Exception):
+    pass
+
+
+def test_a_killed_run_resumes_in_its_mlflow_run_and_matches_an_uninterrupted_run(
+    prefect_server, flow_config, tracking_uri, tmp_path, monkeypatch
+):
+    import tasks.train
+    from flows.finetune import finetune
+
+    flow_config.training.unfrozen.epochs = 2
+    real_logger = tasks.train.epoch_logger
+
+    def dying_logger(run_id):
+        log = real_logger(run_id)
+
+        def on_epoch_end(stage, epoch, metrics):
+            log(stage, epoch, metrics)
+            if (stage, epoch) == ("unfrozen", 1):
+                raise Killed("stopped after the first unfrozen epoch")
+
+        return on_epoch_end
+
+    monkeypatch.setattr(tasks.train, "epoch_logger", dying_logger)
+    with pytest.raises(Killed):
+        finetune(flow_config)
+    monkeypatch.undo()
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    client = MlflowClient(tracking_uri)
+    (failed,) = client.search_runs([client.get_experiment_by_name("tests").experiment_id])
+    assert failed.info.status == "FAILED" and client.search_registered_models() == []
+
+    resumed = finetune(flow_config, resume=str(run_dir))
+    assert resumed.mlflow_run_id == failed.info.run_id
+    assert client.get_run(resumed.mlflow_run_id).info.status == "FINISHED"
+    assert resumed.stages["unfrozen"]["resumed_after_epoch"] == 1 and resumed.model_version == "1"
+    assert [m.step for m in client.get_metric_history(resumed.mlflow_run_id, "unfrozen/val_accuracy")] == [1, 2]
+
+    straight = finetune(flow_config)
+    assert straight.metrics == resumed.metrics
+
+    flow_config.training.seed = 7
+    with pytest.raises(ConfigError, match="configuration differs"):
+        finetune(flow_config, resume=str(run_dir))
