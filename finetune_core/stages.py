@@ -233,13 +233,14 @@ def train_unfrozen(
             apply_trainable_depths(model, depths, unfrozen_depths(epoch, epochs, top))
         rng = epoch_rng(training.seed, "unfrozen", epoch)
         return network_epoch(network, spec, train[0], train_y, task, optimizer, scheduler, training.batch_size, rng,
-                             training.max_grad_norm, runtime)
+                             training.max_grad_norm, runtime, deadline=loop.deadline)
 
     def validate():
         outputs = predict_outputs(network, validation[0], training.eval_batch_size, runtime.device, runtime.autocast, spec)
         return _score(prepared, outputs, validation[1])
 
     loop = _loop(config, prepared, "unfrozen", epochs, checkpoints, on_epoch_end)
+    loop.max_seconds = stage.max_minutes * 60 if stage.max_minutes else None
     result = loop.run(model, train_epoch, validate, optimizer, scheduler, resume=resume)
     result.extra.update(precision=runtime.precision, device=str(runtime.device), strategy=training.strategy)
     if training.strategy == "lora" and epochs > 0:

@@ -109,6 +109,8 @@ class EpochLoop:
     larger_is_better: bool
     patience: int | None = None
     keep_best: bool = True
+    max_seconds: float | None = None  # training-time budget of the stage
+    deadline: float | None = None  # set by run(); train_epoch stops its batches there
     checkpointer: Checkpointer = field(default_factory=lambda: Checkpointer(None))
     on_epoch_end: EpochCallback | None = None
 
@@ -128,6 +130,7 @@ class EpochLoop:
             progress = Progress(stage=self.stage)
         best_state = self.checkpointer.best_state() if progress.best_epoch else None
         started = time.perf_counter()
+        self.deadline = started + self.max_seconds if self.max_seconds else None
         stop = progress.done
         for epoch in range(progress.epoch + 1, self.epochs + 1):
             if stop:
@@ -148,6 +151,8 @@ class EpochLoop:
             progress.epoch = epoch
             stop = bool(self.patience) and progress.epochs_without_improvement >= self.patience
             result.stopped_early = stop and epoch < self.epochs
+            if self.deadline is not None and time.perf_counter() >= self.deadline:
+                stop, result.extra["time_budget_reached"] = True, True
             self.checkpointer.save_epoch(progress, state, optimizer, scheduler)
             if self.on_epoch_end is not None:
                 self.on_epoch_end(self.stage, epoch, metrics)
@@ -183,8 +188,9 @@ def head_epoch(model, head, features: torch.Tensor, targets: torch.Tensor, task,
 
 
 def network_epoch(model, spec, encoded: Encoded, targets, task, optimizer, scheduler, batch_size, rng, max_grad_norm, runtime,
-                  frozen_backbone=False):
-    """One epoch of the network on length-grouped, dynamically padded batches."""
+                  frozen_backbone=False, deadline: float | None = None):
+    """One epoch of the network on length-grouped, dynamically padded batches (cut short at
+    ``deadline``, a time.perf_counter() value)."""
     model.train()
     if frozen_backbone:  # a frozen backbone is a fixed feature extractor: no dropout inside it
         model.base_model.eval()
@@ -203,4 +209,6 @@ def network_epoch(model, spec, encoded: Encoded, targets, task, optimizer, sched
         optimizer.zero_grad(set_to_none=True)
         total += float(loss.detach()) * len(batch)
         seen += len(batch)
+        if deadline is not None and time.perf_counter() >= deadline:
+            break
     return total / max(seen, 1)

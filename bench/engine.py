@@ -1,0 +1,214 @@
+"""Training-engine benchmarks against Hugging Face Trainer, back to back in one process.
+
+    python bench/engine.py throughput   # (a) unfrozen-stage samples/s vs Trainer, (e) FLOP/s vs matmul peak
+    python bench/engine.py frozen       # (b) frozen-stage cost per extra epoch: cached features vs forward passes
+    python bench/engine.py budget       # (c) test accuracy after an equal wall-clock budget
+    python bench/engine.py full         # (d) the default recipe on the full SST-2 training set
+
+Data: ../shared/data/sst2 (or SST2_DIR); model: the bundled all-MiniLM-L6-v2. Prints figures and
+ratios, writes bench/results/<name>.json; asserts no timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+from bench.hf_baseline import hf_train  # noqa: E402
+from finetune_core import stages  # noqa: E402
+from finetune_core.backbone import resolve_backbone  # noqa: E402
+from finetune_core.config import validate_config  # noqa: E402
+from finetune_core.data import prepare_data  # noqa: E402
+
+SST2 = Path(os.environ.get("SST2_DIR", REPO.parent / "shared" / "data" / "sst2"))
+RESULTS = REPO / "bench" / "results"
+BACKBONE = "bundled:all-MiniLM-L6-v2"
+
+
+def sst2_files(workdir: Path, train_rows: int | None) -> dict[str, Path]:
+    read = lambda split: pd.read_csv(SST2 / f"{split}.tsv", sep="\t", quoting=3, keep_default_na=False)  # noqa: E731
+    train = read("train")
+    if train_rows:
+        train = train.sample(n=train_rows, random_state=0)
+    files = {"train": workdir / "train.tsv", "test": workdir / "test.tsv"}
+    train.to_csv(files["train"], sep="\t", index=False, quoting=3)
+    read("test").to_csv(files["test"], sep="\t", index=False, quoting=3)
+    return files
+
+
+def our_config(files, **training) -> object:
+    base = {"batch_size": 32, "max_length": 128, "seed": 42, "cache_dir": None, "feature_cache": False}
+    for key, value in training.items():
+        if isinstance(value, dict):
+            base.setdefault(key, {}).update(value)
+        else:
+            base[key] = value
+    return validate_config(
+        {"data": {"train": str(files["train"]), "test": str(files["test"])}, "backbone": {"candidates": [BACKBONE]}, "training": base}
+    )
+
+
+def run_ours(config, workdir: Path, tag: str) -> dict:
+    prepared = prepare_data(config, workdir / f"{tag}-data")
+    backbone = resolve_backbone(BACKBONE)
+    started = time.perf_counter()
+    frozen = stages.train_frozen(config, prepared, backbone, workdir / f"{tag}-frozen")
+    unfrozen = stages.train_unfrozen(config, prepared, workdir / f"{tag}-frozen", workdir / f"{tag}-model")
+    seconds = time.perf_counter() - started
+    metrics = stages.evaluate_checkpoint(config, prepared, workdir / f"{tag}-model")
+    return {"frozen": frozen.as_dict(), "unfrozen": unfrozen.as_dict(), "seconds": seconds, "accuracy": metrics["accuracy"],
+            "rows": prepared.rows}
+
+
+def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 10) -> float:
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    torch.mm(a, b)
+    started = time.perf_counter()
+    for _ in range(repeats):
+        torch.mm(a, b)
+    return 2 * size**3 * repeats / (time.perf_counter() - started)
+
+
+def training_flops(lengths: np.ndarray, config) -> float:
+    """Useful training FLOPs (forward + backward ≈ 3 × forward) over real tokens, no padding."""
+    layers, hidden, intermediate = config.num_hidden_layers, config.hidden_size, config.intermediate_size
+    per_token = 2 * layers * (4 * hidden * hidden + 2 * hidden * intermediate)  # dense matmuls, forward
+    attention = 2 * layers * 2 * hidden * (lengths.astype(np.float64) ** 2)  # QK^T and AV, forward
+    return float(3 * (per_token * lengths.sum() + attention.sum()))
+
+
+def throughput(workdir: Path) -> dict:
+    files = sst2_files(workdir, 2000)
+    results = {"setup": "2,000 SST-2 rows, batch 32, max length 128, 1 epoch, threads %d" % torch.get_num_threads()}
+    for name, kwargs in {
+        "hf_padded": dict(padding="max_length"),
+        "hf_dynamic": dict(padding="dynamic"),
+        "hf_grouped": dict(padding="dynamic", group_by_length=True),
+        "hf_grouped_bf16": dict(padding="dynamic", group_by_length=True, bf16=True),
+    }.items():
+        results[name] = hf_train(files, BACKBONE, epochs=1, **kwargs)
+        print(f"{name:>18}: {results[name]['samples_per_second']:7.1f} samples/s  accuracy {results[name]['accuracy']:.4f}", flush=True)
+    for precision in ("fp32", "bf16"):
+        config = our_config(files, strategy="full", precision=precision, unfrozen={"epochs": 1, "learning_rate": 5e-5})
+        run = run_ours(config, workdir, f"ours-{precision}")
+        results[f"ours_{precision}"] = {"samples_per_second": run["unfrozen"]["samples_per_second"], "accuracy": run["accuracy"],
+                                        "train_seconds": run["unfrozen"]["train_seconds"]}
+        print(f"{'ours_' + precision:>18}: {run['unfrozen']['samples_per_second']:7.1f} samples/s  accuracy {run['accuracy']:.4f}", flush=True)
+        if precision == "bf16":
+            from transformers import AutoConfig, AutoTokenizer
+
+            backbone = resolve_backbone(BACKBONE)
+            texts = pd.read_csv(files["train"], sep="\t", quoting=3, keep_default_na=False)["sentence"].tolist()
+            lengths = np.array([len(ids) for ids in AutoTokenizer.from_pretrained(backbone)(texts, truncation=True, max_length=128)["input_ids"]])
+            flops = training_flops(lengths, AutoConfig.from_pretrained(backbone)) / run["unfrozen"]["train_seconds"]
+            results["mfu"] = {"achieved_gflops": flops / 1e9, "peak_gflops_fp32": matmul_peak(torch.float32) / 1e9,
+                              "peak_gflops_bf16": matmul_peak(torch.bfloat16) / 1e9}
+            results["mfu"]["utilisation_vs_bf16_peak"] = flops / (results["mfu"]["peak_gflops_bf16"] * 1e9)
+    best_hf = max(("hf_grouped", "hf_grouped_bf16"), key=lambda k: results[k]["samples_per_second"])
+    for ours in ("ours_fp32", "ours_bf16"):
+        for hf in ("hf_padded", "hf_dynamic", "hf_grouped", best_hf):
+            results[f"ratio_{ours}_vs_{hf}"] = results[ours]["samples_per_second"] / results[hf]["samples_per_second"]
+    print(json.dumps({k: round(v, 2) for k, v in results.items() if k.startswith("ratio")}, indent=1))
+    print("MFU:", json.dumps({k: round(v, 3) for k, v in results["mfu"].items()}))
+    return results
+
+
+def frozen_cost(workdir: Path) -> dict:
+    """Seconds per extra frozen epoch: head on cached features vs full forward passes."""
+    from finetune_core.backbone import load_for_task, load_tokenizer
+    from finetune_core.batching import encode
+    from finetune_core.device import runtime_for
+    from finetune_core.heads import head_spec
+    from finetune_core.optim import make_optimizer
+    from finetune_core.training import network_epoch, targets_tensor
+
+    files = sst2_files(workdir, 2000)
+    config = our_config(files, unfrozen={"epochs": 0}, frozen={"epochs": 20, "learning_rate": 1e-2})
+    prepared = prepare_data(config, workdir / "frozen-data")
+    cached = stages.train_frozen(config, prepared, resolve_backbone(BACKBONE), workdir / "frozen-cached")
+    per_epoch_cached = cached.train_seconds / cached.epochs_run
+    backbone = resolve_backbone(BACKBONE)
+    model = load_for_task(backbone, "classification", prepared.labels)
+    spec, runtime = head_spec(model, cached.extra["pooling"]), runtime_for(config.training)
+    for parameter in model.base_model.parameters():
+        parameter.requires_grad_(False)
+    frame = prepared.frame("train")
+    encoded = encode(load_tokenizer(backbone), frame["text"].tolist(), 128)
+    optimizer = make_optimizer([{"params": list(model.classifier.parameters())}], 1e-2)
+    started = time.perf_counter()
+    network_epoch(model, spec, encoded, targets_tensor(frame["label"].to_numpy(), "classification"), "classification",
+                  optimizer, None, 32, np.random.default_rng(0), 1.0, runtime, frozen_backbone=True)
+    per_epoch_forward = time.perf_counter() - started
+    result = {
+        "extraction_seconds_once": cached.extra["feature_seconds"],
+        "seconds_per_epoch_cached": per_epoch_cached,
+        "seconds_per_epoch_forward_passes": per_epoch_forward,
+        "ratio_per_extra_epoch": per_epoch_forward / per_epoch_cached,
+        "precision": runtime.precision,
+    }
+    print(json.dumps(result, indent=1))
+    return result
+
+
+def budget(workdir: Path, minutes: float) -> dict:
+    """Equal wall-clock training budget on the full training set: test accuracy."""
+    files = sst2_files(workdir, None)
+    hf = hf_train(files, BACKBONE, epochs=3, padding="dynamic", group_by_length=True, max_seconds=minutes * 60)
+    print(f"HF Trainer (dynamic + grouped), {minutes} min: accuracy {hf['accuracy']:.4f}", flush=True)
+    config = our_config(files, unfrozen={"epochs": 3, "max_minutes": minutes}, feature_cache=False)
+    # The frozen stage (feature extraction included) counts against the same budget.
+    prepared = prepare_data(config, workdir / "budget-data")
+    started = time.perf_counter()
+    stages.train_frozen(config, prepared, resolve_backbone(BACKBONE), workdir / "budget-frozen")
+    config.training.unfrozen.max_minutes = max(minutes - (time.perf_counter() - started) / 60, 0.1)
+    stages.train_unfrozen(config, prepared, workdir / "budget-frozen", workdir / "budget-model")
+    ours = stages.evaluate_checkpoint(config, prepared, workdir / "budget-model")["accuracy"]
+    result = {"minutes": minutes, "hf_accuracy": hf["accuracy"], "ours_accuracy": ours, "points_gained": 100 * (ours - hf["accuracy"]),
+              "hf_samples_seen": hf["samples_seen"], "ours_seconds": time.perf_counter() - started}
+    print(json.dumps(result, indent=1))
+    return result
+
+
+def full(workdir: Path) -> dict:
+    files = sst2_files(workdir, None)
+    run = run_ours(our_config(files, feature_cache=False), workdir, "full")
+    result = {"accuracy": run["accuracy"], "seconds": run["seconds"], "rows": run["rows"],
+              "unfrozen_samples_per_second": run["unfrozen"]["samples_per_second"], "best_epoch": run["unfrozen"]["best_epoch"],
+              "val_history": [h["val_accuracy"] for h in run["unfrozen"]["history"]]}
+    print(json.dumps(result, indent=1))
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("which", choices=["throughput", "frozen", "budget", "full"])
+    parser.add_argument("--minutes", type=float, default=10.0, help="budget for `budget`")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        result = {
+            "throughput": lambda: throughput(workdir),
+            "frozen": lambda: frozen_cost(workdir),
+            "budget": lambda: budget(workdir, args.minutes),
+            "full": lambda: full(workdir),
+        }[args.which]()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{args.which}.json").write_text(json.dumps(result, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
