@@ -74,7 +74,8 @@ def hf_train(files, backbone_spec: str, epochs: int = 1, padding: str = "max_len
         train_seconds = time.perf_counter() - started
         steps = trainer.state.global_step
         predictions = trainer.predict(test)
-    accuracy = float((np.argmax(predictions.predictions, axis=-1) == np.array(test["labels"])).mean())
+    # label_ids come back in prediction order (a length-grouped eval sampler reorders rows)
+    accuracy = float((np.argmax(predictions.predictions, axis=-1) == predictions.label_ids).mean())
     seen = min(steps * batch_size, len(train) * epochs)
     return {
         "samples_per_second": seen / output.metrics["train_runtime"],
