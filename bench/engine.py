@@ -183,10 +183,10 @@ def budget(workdir: Path, minutes: float) -> dict:
     return result
 
 
-def full(workdir: Path) -> dict:
+def full(workdir: Path, overrides: dict) -> dict:
     files = sst2_files(workdir, None)
-    run = run_ours(our_config(files, feature_cache=False), workdir, "full")
-    result = {"accuracy": run["accuracy"], "seconds": run["seconds"], "rows": run["rows"],
+    run = run_ours(our_config(files, feature_cache=False, **overrides), workdir, "full")
+    result = {"overrides": overrides, "accuracy": run["accuracy"], "seconds": run["seconds"], "rows": run["rows"],
               "unfrozen_samples_per_second": run["unfrozen"]["samples_per_second"], "best_epoch": run["unfrozen"]["best_epoch"],
               "val_history": [h["val_accuracy"] for h in run["unfrozen"]["history"]]}
     print(json.dumps(result, indent=1))
@@ -197,6 +197,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("which", choices=["throughput", "frozen", "budget", "full"])
     parser.add_argument("--minutes", type=float, default=10.0, help="budget for `budget`")
+    parser.add_argument("--training", type=json.loads, default={}, help='`full` only: training overrides as JSON, '
+                        'e.g. \'{"unfrozen": {"learning_rate": 1e-4}}\'')
+    parser.add_argument("--tag", default="", help="suffix of the results file")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
@@ -204,10 +207,10 @@ def main() -> None:
             "throughput": lambda: throughput(workdir),
             "frozen": lambda: frozen_cost(workdir),
             "budget": lambda: budget(workdir, args.minutes),
-            "full": lambda: full(workdir),
+            "full": lambda: full(workdir, args.training),
         }[args.which]()
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{args.which}.json").write_text(json.dumps(result, indent=2, default=str))
+    (RESULTS / f"{args.which}{args.tag}.json").write_text(json.dumps(result, indent=2, default=str))
 
 
 if __name__ == "__main__":

@@ -82,3 +82,9 @@ def test_show_config_fills_defaults(write_config):
     assert result.exit_code == 0
     shown = yaml.safe_load(result.stdout)
     assert shown["training"]["seed"] == 7 and shown["training"]["weight_decay"] == 0.01
+
+
+def test_resume_of_something_that_is_not_a_run_directory_exits_2(finetune_cli, write_config, tmp_path):
+    result = finetune_cli("run", str(write_config()), "--resume", str(tmp_path / "nowhere"))
+    assert result.returncode == 2, result.stderr
+    assert "nowhere: not a run directory" in result.stderr
