@@ -52,7 +52,7 @@ def _mean_features(model, batch):
     return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
 
 
-def _roberta_head(model, features):  # RobertaClassificationHead reads [:, 0] itself
+def _sequence_head(model, features):  # RoBERTa's and ELECTRA's heads read [:, 0] themselves
     return model.classifier(features[:, None, :])
 
 
@@ -61,17 +61,13 @@ def _distilbert_head(model, features):
     return model.classifier(model.dropout(hidden))
 
 
-def _electra_head(model, features):
-    return model.classifier(features[:, None, :])
-
-
 HEADS: dict[str, HeadSpec] = {
     "bert": HeadSpec(_bert_features, _bert_head),
-    "roberta": HeadSpec(_first_token_features, _roberta_head),
-    "xlm-roberta": HeadSpec(_first_token_features, _roberta_head),
-    "camembert": HeadSpec(_first_token_features, _roberta_head),
+    "roberta": HeadSpec(_first_token_features, _sequence_head),
+    "xlm-roberta": HeadSpec(_first_token_features, _sequence_head),
+    "camembert": HeadSpec(_first_token_features, _sequence_head),
     "distilbert": HeadSpec(_first_token_features, _distilbert_head),
-    "electra": HeadSpec(_first_token_features, _electra_head),
+    "electra": HeadSpec(_first_token_features, _sequence_head),
 }
 
 

@@ -16,7 +16,7 @@ from finetune_core.config import validate_config
 from finetune_core.data import prepare_data
 from finetune_core.device import Runtime, cpu_supports_bf16, resolve_precision
 from finetune_core.features import cached_features
-from finetune_core.heads import head_spec, num_layers, resolve_pooling
+from finetune_core.heads import forward_logits, head_spec, num_layers, resolve_pooling
 from finetune_core.optim import apply_trainable_depths, depth_of_parameters, layerwise_groups, make_optimizer, unfrozen_depths
 from finetune_core.predict import Predictor, load_model_dir
 from finetune_core.training import EpochLoop, network_epoch, targets_tensor
@@ -266,3 +266,28 @@ def test_auto_precision_follows_the_hardware():
     assert resolve_precision("auto", torch.device("cpu")) == ("bf16" if cpu_supports_bf16() else "fp32")
     assert resolve_precision("fp32", torch.device("cpu")) == "fp32"
     assert resolve_precision("auto", torch.device("mps")) == "fp32"
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta", "distilbert", "electra"])
+def test_head_table_matches_each_familys_own_forward(family):
+    """Native pooling through the table must equal the model's own forward, so cached
+    features feed exactly what stage 2 computes."""
+    import transformers
+
+    small = dict(vocab_size=100, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+                 max_position_embeddings=64, num_labels=3)
+    configs = {
+        "bert": transformers.BertConfig(**small),
+        "roberta": transformers.RobertaConfig(**small, pad_token_id=1),
+        "distilbert": transformers.DistilBertConfig(vocab_size=100, dim=16, n_layers=2, n_heads=2, hidden_dim=32,
+                                                    max_position_embeddings=64, num_labels=3),
+        "electra": transformers.ElectraConfig(**small, embedding_size=16),
+    }
+    torch.manual_seed(0)
+    model = transformers.AutoModelForSequenceClassification.from_config(configs[family]).eval()
+    batch = {"input_ids": torch.randint(5, 100, (3, 7)), "attention_mask": torch.ones(3, 7, dtype=torch.long)}
+    batch["attention_mask"][0, 5:] = 0
+    spec = head_spec(model, "native")
+    assert spec is not None
+    with torch.inference_mode():
+        assert torch.allclose(forward_logits(model, spec, batch), model(**batch).logits, atol=1e-6)
