@@ -25,6 +25,7 @@ from finetune_core.features import DEFAULT_CACHE, cached_features
 from finetune_core.errors import ConfigError
 from finetune_core.heads import head_spec, num_layers, resolve_pooling
 from finetune_core.optim import (
+    NO_DECAY,
     apply_trainable_depths,
     depth_of_parameters,
     layerwise_groups,
@@ -101,9 +102,9 @@ def _spec(model, pooling: str):
 
 def _head_optimizer(model, config: FinetuneConfig, steps: int):
     head = [(n, p) for n, p in model.named_parameters() if not n.startswith(model.base_model_prefix + ".")]
-    groups = [
-        {"params": [p for n, p in head if not n.endswith("bias")], "weight_decay": config.training.weight_decay},
-        {"params": [p for n, p in head if n.endswith("bias")], "weight_decay": 0.0},
+    groups = [  # the same no-decay rule as the unfrozen stage's groups
+        {"params": [p for n, p in head if not n.endswith(NO_DECAY)], "weight_decay": config.training.weight_decay},
+        {"params": [p for n, p in head if n.endswith(NO_DECAY)], "weight_decay": 0.0},
     ]
     optimizer = make_optimizer(groups, config.training.frozen.learning_rate)
     return optimizer, make_scheduler(optimizer, "linear", 0, max(steps, 1)), {n for n, _ in head}

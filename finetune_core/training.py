@@ -7,6 +7,7 @@ Callbacks are optional (``on_epoch_end``): training runs the same with none.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
@@ -76,7 +77,7 @@ def predict_outputs(model, encoded: Encoded, batch_size: int, device="cpu", auto
     results: list[np.ndarray | None] = [None] * len(encoded)
     for batch in sorted_batches(encoded.lengths, batch_size):
         inputs = {k: v.to(device) for k, v in collate(encoded, batch).items()}
-        with autocast() if autocast else torch.autocast("cpu", enabled=False):
+        with autocast() if autocast else contextlib.nullcontext():
             logits = forward_logits(model, spec, inputs).float().cpu().numpy()
         for row, index in enumerate(batch):
             results[index] = logits[row]
