@@ -77,7 +77,7 @@ class UnfrozenStageConfig(StageConfig):
     warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Share of stage-2 steps spent warming up.")
     gradual: bool = Field(False, description="Unfreeze top-down, a slice of layers more each epoch (ULMFiT).")
     max_minutes: float | None = Field(
-        None, gt=0, description="Time budget of this stage's training steps; it stops after the batch that passes it."
+        None, gt=0, description="Time budget of this stage's training steps: the learning rate decays over it and the stage stops after the batch that passes it."
     )
 
 

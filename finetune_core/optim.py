@@ -8,8 +8,10 @@ frozen has no gradient and AdamW skips it, so unfreezing never needs a rebuilt o
 from __future__ import annotations
 
 import math
+import time
 
 import torch
+from torch.optim.lr_scheduler import LRScheduler
 
 from finetune_core.heads import HeadSpec, layer_depth, num_layers
 
@@ -64,6 +66,40 @@ def make_scheduler(optimizer, kind: str, warmup_steps: int, total_steps: int):
     if kind == "constant":
         return get_constant_schedule_with_warmup(optimizer, warmup_steps)
     return get_linear_schedule_with_warmup(optimizer, warmup_steps, total_steps)
+
+
+class BudgetSchedule(LRScheduler):
+    """Warmup then decay over a wall-clock budget (Li et al. 2020, "Budgeted training"): progress
+    is the larger of the step fraction and the time fraction, so the learning rate reaches zero
+    when the budget ends, not at a step count the budget would cut short. Time-dependent by nature:
+    a budgeted run is not bit-reproducible. The clock is not part of the state: a resumed run
+    starts a fresh budget, as the stage's deadline does."""
+
+    def __init__(self, optimizer, kind: str, warmup_ratio: float, total_steps: int, budget_seconds: float):
+        self.kind, self.warmup_ratio = kind, warmup_ratio
+        self.total_steps, self.budget_seconds = max(total_steps, 1), budget_seconds
+        self.started = time.perf_counter()
+        super().__init__(optimizer)
+
+    def progress(self) -> float:
+        by_time = (time.perf_counter() - self.started) / self.budget_seconds
+        return min(1.0, max(self.last_epoch / self.total_steps, by_time))
+
+    def factor(self, progress: float) -> float:
+        warmup = self.warmup_ratio
+        if progress < warmup:
+            return progress / warmup
+        if self.kind == "constant":
+            return 1.0
+        rest = (progress - warmup) / (1 - warmup)
+        return 0.5 * (1 + math.cos(math.pi * rest)) if self.kind == "cosine" else 1 - rest
+
+    def get_lr(self) -> list[float]:
+        factor = self.factor(self.progress())
+        return [base * factor for base in self.base_lrs]
+
+    def state_dict(self) -> dict:
+        return {k: v for k, v in super().state_dict().items() if k != "started"}
 
 
 def unfrozen_depths(epoch: int, epochs: int, top: int) -> set[int]:

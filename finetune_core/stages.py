@@ -26,6 +26,7 @@ from finetune_core.errors import ConfigError
 from finetune_core.heads import head_spec, num_layers, resolve_pooling
 from finetune_core.optim import (
     NO_DECAY,
+    BudgetSchedule,
     apply_trainable_depths,
     depth_of_parameters,
     layerwise_groups,
@@ -223,7 +224,10 @@ def train_unfrozen(
     model.to(runtime.device)
     optimizer = make_optimizer(groups, stage.learning_rate)
     steps = epochs * -(-len(train[0]) // training.batch_size)
-    scheduler = make_scheduler(optimizer, stage.scheduler, int(stage.warmup_ratio * steps), max(steps, 1))
+    if stage.max_minutes:  # decay over the budget, not over epochs the budget would cut short
+        scheduler = BudgetSchedule(optimizer, stage.scheduler, stage.warmup_ratio, steps, stage.max_minutes * 60)
+    else:
+        scheduler = make_scheduler(optimizer, stage.scheduler, int(stage.warmup_ratio * steps), max(steps, 1))
     depths, top = depth_of_parameters(model, spec), num_layers(model) + 1
 
     # With LoRA the adapters sit inside the wrapped transformers model: run that one.
