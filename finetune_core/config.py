@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from finetune_core.data_config import AugmentationConfig, ValidationConfig
 from finetune_core.errors import ConfigError
 
 BUNDLED_BACKBONE = "bundled:all-MiniLM-L6-v2"
@@ -140,6 +141,12 @@ class FinetuneConfig(_Strict):
     data: DataConfig
     backbone: BackboneConfig = Field(default_factory=BackboneConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
+    validation: ValidationConfig = Field(
+        default_factory=ValidationConfig, description="Great Expectations checks run on every split before training."
+    )
+    augmentation: AugmentationConfig = Field(
+        default_factory=AugmentationConfig, description="Label-preserving text augmentation of the training split."
+    )
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
     output_dir: Path = Field(Path("runs"), description="Where each run keeps its data, checkpoints and model.")
 
@@ -157,6 +164,8 @@ class FinetuneConfig(_Strict):
             raise ValueError("training.frozen.epochs and training.unfrozen.epochs are both 0: nothing to train")
         if training.unfrozen.gradual and training.strategy != "lp-ft":
             raise ValueError("training.unfrozen.gradual applies to strategy lp-ft only")
+        if self.augmentation.balance and self.task != "classification":
+            raise ValueError("augmentation.balance needs task classification (classes to balance)")
         return self
 
     def fingerprint(self) -> str:

@@ -7,7 +7,6 @@ and handed on by path.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 from pathlib import Path
 from typing import Literal
@@ -18,10 +17,10 @@ from pydantic import BaseModel
 
 from finetune_core.config import FinetuneConfig
 from finetune_core.errors import DataError
+from finetune_core.readers import read_table
 
 TEXT, LABEL = "text", "label"
 SPLITS = ("train", "validation", "test")
-_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 
 
 class PreparedData(BaseModel):
@@ -34,51 +33,70 @@ class PreparedData(BaseModel):
     target_mean: float = 0.0  # regression targets are standardised for training
     target_std: float = 1.0
     text_column: str
-    fingerprint: str
+    fingerprint: str  # hash of the prepared splits (after augmentation, when it ran)
+    dropped: dict[str, int] = {}  # unusable rows dropped per split after validation warnings
 
     def frame(self, split: str) -> pd.DataFrame:
         return pd.read_parquet(self.paths[split])
 
 
-def read_table(path: Path, text_column: str, label_column: str) -> pd.DataFrame:
-    """Read one file with `datasets`, by extension; errors name the file and the column."""
-    import datasets  # heavy import, only when data is actually read
+class RawData(BaseModel):
+    """Each split's file as read (all its columns), stored as Parquet in the run directory."""
 
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"data file not found: {path}")
-    if not path.is_file():
-        raise DataError(f"data path is not a file: {path}")
-    kind = _FORMATS.get(path.suffix.lower())
-    if kind is None:
-        raise DataError(f"{path}: unsupported extension {path.suffix!r} (use one of {', '.join(_FORMATS)})")
-    if path.stat().st_size == 0:
-        raise DataError(f"{path}: file is empty")
-    builder, options = kind, {}
-    if kind == "tsv":  # GLUE-style TSV: tab separated, quotes are ordinary characters
-        builder, options = "csv", {"sep": "\t", "quoting": csv.QUOTE_NONE}
-    datasets.disable_progress_bars()
-    try:
-        table = datasets.load_dataset(builder, data_files=str(path), split="train", **options)
-    except Exception as exc:  # datasets wraps parser errors in several exception types
-        cause = exc.__cause__ or exc
-        raise DataError(f"{path}: could not be read as {kind}: {type(cause).__name__}: {cause}") from None
-    frame = table.to_pandas()
+    paths: dict[str, str]
+    sources: dict[str, str]  # split -> the file it came from
+
+    def frame(self, split: str) -> pd.DataFrame:
+        return pd.read_parquet(self.paths[split])
+
+
+def read_splits(config: FinetuneConfig, out_dir: Path) -> RawData:
+    """Read every configured file (unreadable input fails here, naming the file and line)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths, sources = {}, {}
+    for split in SPLITS:
+        source = getattr(config.data, split)
+        if source is None:
+            continue
+        paths[split], sources[split] = str(out_dir / f"{split}.parquet"), str(source)
+        read_table(source).to_parquet(paths[split], index=False)
+    return RawData(paths=paths, sources=sources)
+
+
+def select_columns(frame: pd.DataFrame, path: Path, text_column: str, label_column: str) -> pd.DataFrame:
     for column in (text_column, label_column):
         if column not in frame.columns:
             raise DataError(f"{path}: column {column!r} not found (columns: {', '.join(map(str, frame.columns))})")
     return frame[[text_column, label_column]].rename(columns={text_column: TEXT, label_column: LABEL})
 
 
+def label_text(value) -> str | None:
+    """A label as text; 1.0 (an integer column that had a null) reads as "1"."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
+
+
 def _label_names(train: pd.Series) -> list[str]:
     values = train.dropna().unique().tolist()
-    numeric = all(isinstance(v, (int, np.integer)) for v in values)
-    return [str(v) for v in (sorted(values) if numeric else sorted(map(str, values)))]
+    numeric = all(isinstance(v, (int, np.integer)) or (isinstance(v, float) and v.is_integer()) for v in values)
+    return [label_text(v) for v in (sorted(values) if numeric else sorted(map(str, values)))]
+
+
+def _usable_rows(frame: pd.DataFrame, names: list[str] | None) -> pd.Series:
+    """Rows training can use: a non-blank text and a known label (or a finite target)."""
+    text_ok = frame[TEXT].map(lambda v: isinstance(v, str) and v.strip() != "")
+    if names is not None:
+        return text_ok & frame[LABEL].map(label_text).isin(set(names))
+    targets = pd.to_numeric(frame[LABEL], errors="coerce").to_numpy(dtype="float64")
+    return text_ok & np.isfinite(targets)
 
 
 def _encode_labels(frame: pd.DataFrame, names: list[str], path: Path, column: str) -> pd.DataFrame:
     index = {name: i for i, name in enumerate(names)}
-    as_text = frame[LABEL].map(lambda v: None if pd.isna(v) else str(v))
+    as_text = frame[LABEL].map(label_text)
     unknown = sorted(set(as_text.dropna()) - set(index))
     if unknown:
         raise DataError(f"{path}: column {column!r} has labels not seen in train: {unknown[:10]}")
@@ -108,7 +126,7 @@ def _split_validation(train: pd.DataFrame, fraction: float, seed: int, stratify:
     return kept.reset_index(drop=True), held.reset_index(drop=True)
 
 
-def _fingerprint(frames: dict[str, pd.DataFrame]) -> str:
+def data_fingerprint(frames: dict[str, pd.DataFrame]) -> str:
     digest = hashlib.sha256()
     for split in SPLITS:
         digest.update(split.encode())
@@ -116,19 +134,28 @@ def _fingerprint(frames: dict[str, pd.DataFrame]) -> str:
     return digest.hexdigest()[:16]
 
 
-def prepare_data(config: FinetuneConfig, out_dir: Path) -> PreparedData:
-    """Read, encode and split the data; write ``{train,validation,test}.parquet`` to ``out_dir``."""
+def prepare_data(config: FinetuneConfig, out_dir: Path, raw: RawData | None = None,
+                 drop_unusable: bool = False) -> PreparedData:
+    """Encode and split the data; write ``{train,validation,test}.parquet`` to ``out_dir``.
+
+    ``drop_unusable``: after validation has reported them, rows training cannot use (blank
+    text, missing or unknown label, non-finite target) are dropped and counted; without it
+    they are errors naming the file."""
     data, seed = config.data, config.training.seed
     classification = config.task == "classification"
-    raw = {"train": read_table(data.train, data.text_column, data.label_column)}
-    for split in ("validation", "test"):
-        path = getattr(data, split)
-        if path is not None:
-            raw[split] = read_table(path, data.text_column, data.label_column)
-
-    names = _label_names(raw["train"][LABEL]) if classification else None
+    raw = raw or read_splits(config, out_dir / "raw")
+    frames = {split: select_columns(raw.frame(split), Path(raw.sources[split]), data.text_column, data.label_column)
+              for split in raw.paths}
+    dropped: dict[str, int] = {}
+    if drop_unusable:
+        names = _label_names(frames["train"][LABEL]) if classification else None
+        for split, frame in frames.items():
+            usable = _usable_rows(frame, names)
+            dropped[split] = int((~usable).sum())
+            frames[split] = frame[usable].reset_index(drop=True)
+    names = _label_names(frames["train"][LABEL]) if classification else None
     encoded = {}
-    for split, frame in raw.items():
+    for split, frame in frames.items():
         path = getattr(data, split)
         if classification:
             encoded[split] = _encode_labels(frame, names, path, data.label_column)
@@ -160,7 +187,8 @@ def prepare_data(config: FinetuneConfig, out_dir: Path) -> PreparedData:
         target_mean=mean,
         target_std=std,
         text_column=data.text_column,
-        fingerprint=_fingerprint(encoded),
+        fingerprint=data_fingerprint(encoded),
+        dropped=dropped,
     )
 
 

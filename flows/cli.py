@@ -103,6 +103,18 @@ def _write_summary(path: Path, result) -> None:
     path.write_text(json.dumps(summary, indent=2), encoding="utf-8")
 
 
+def _print_user_error(exc: Exception) -> None:
+    report = getattr(exc, "report", None)
+    if report is not None:  # a failed data validation: the table says more than the message
+        from finetune_core.validation_report import table
+
+        console.print(table(report), highlight=False, soft_wrap=True, markup=False)
+        if report.data_docs:
+            console.print(f"report: {report.data_docs}", highlight=False, soft_wrap=True)
+        return
+    console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+
+
 @app.command()
 def run(
     config_path: Path = typer.Argument(..., metavar="CONFIG", help="YAML configuration file."),
@@ -121,7 +133,7 @@ def run(
         _shorten_prefect_console_errors()
         result = finetune(config, resume=str(resume) if resume else None)
     except UserInputError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        _print_user_error(exc)
         raise typer.Exit(EXIT_BAD_INPUT) from None
     except Exception as exc:  # anything else is a bug or an environment failure: keep the trace
         console.print_exception(max_frames=8)
@@ -132,6 +144,38 @@ def run(
     if summary_json is not None:
         _write_summary(summary_json, result)
         console.print(f"summary written to {summary_json}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def validate(
+    config_path: Path = typer.Argument(..., metavar="CONFIG", help="YAML configuration file."),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="Override a key: --set validation.min_train_rows=100."),
+    report_dir: Optional[Path] = typer.Option(None, "--report-dir", help="Where Data Docs and JSON results go "
+                                              "(default: OUTPUT_DIR/validation-<time>)."),
+) -> None:
+    """Only validate the data (Great Expectations): exit 0 when no `error` check fails, else 2."""
+    from datetime import datetime, timezone
+
+    from finetune_core.errors import UserInputError
+
+    _quiet_third_parties()
+    try:
+        config = _load(config_path, set_ or [])
+        from finetune_core.data import read_splits
+        from finetune_core.validation import validate_raw
+        from finetune_core.validation_report import table
+
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+        target = report_dir or Path(config.output_dir) / f"validation-{stamp}"
+        report = validate_raw(config, read_splits(config, target / "raw"), target)
+    except UserInputError as exc:
+        _print_user_error(exc)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    typer.echo(table(report))
+    if report.data_docs:
+        console.print(f"report: {report.data_docs}", highlight=False, soft_wrap=True)
+    if not report.passed:
+        raise typer.Exit(EXIT_BAD_INPUT)
 
 
 @app.command("show-config")

@@ -1,7 +1,7 @@
 """The fine-tuning pipeline as a Prefect flow; it reads as the DAG:
 
-load data → check → resolve backbone → train frozen → train unfrozen → calibrate → evaluate
-→ log model → register
+read data → validate (Great Expectations) → prepare → augment → resolve backbone → train frozen
+→ train unfrozen → calibrate → evaluate → log model → register
 
 ``resume=RUN_DIR`` continues a killed run from its last finished epoch, in the same MLflow run.
 """
@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from finetune_core.config import FinetuneConfig
 from finetune_core.errors import ConfigError
 from tasks.backbone import resolve_backbone
-from tasks.data import check_data, load_data
+from tasks.data import augment, load_data, read_data, validate_data
 from tasks.register import log_model, register_model
 from tasks.tracking import log_config, log_json
 from tasks.train import calibrate, evaluate, train_frozen, train_unfrozen
@@ -76,8 +76,10 @@ def finetune(config: FinetuneConfig, resume: str | None = None) -> FinetuneResul
         if not mlflow_run_id:
             log_config(run_id, config)
 
-        prepared = load_data(config, run_dir)
-        check_data(config, prepared, run_id)
+        raw = read_data(config, run_dir)
+        validate_data(config, raw, run_dir, run_id)
+        prepared = load_data(config, raw, run_dir, run_id)
+        prepared = augment(config, prepared, run_id)
         backbone = resolve_backbone(config, run_id)
         frozen = train_frozen(config, prepared, backbone, run_dir, run_id, resume=bool(resume))
         unfrozen = train_unfrozen(config, prepared, run_dir, run_id, resume=bool(resume))

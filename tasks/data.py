@@ -1,26 +1,72 @@
-"""Load and check the data (Prefect tasks over finetune_core.data)."""
+"""Read, validate, prepare and augment the data (Prefect tasks over finetune_core)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import task
+from mlflow import MlflowClient
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from finetune_core.augment import augment_prepared
 from finetune_core.config import FinetuneConfig
-from finetune_core.data import PreparedData, basic_checks, prepare_data
+from finetune_core.data import PreparedData, RawData, basic_checks, prepare_data, read_splits
+from finetune_core.errors import DataValidationError
+from finetune_core.validation import ValidationReport, validate_raw
+from finetune_core.validation_report import markdown
 from tasks.tracking import log_json, log_metrics
 
 
-@task(name="load-data", cache_policy=NO_CACHE)
-def load_data(config: FinetuneConfig, run_dir: Path) -> PreparedData:
-    """Read train/validation/test, map labels, split; the prepared splits go to run_dir/data."""
-    return prepare_data(config, Path(run_dir) / "data")
+@task(name="read-data", cache_policy=NO_CACHE)
+def read_data(config: FinetuneConfig, run_dir: Path) -> RawData:
+    """Read every configured file; unreadable input fails here naming the file (and line)."""
+    return read_splits(config, Path(run_dir) / "raw")
 
 
-@task(name="check-data", cache_policy=NO_CACHE)
-def check_data(config: FinetuneConfig, prepared: PreparedData, run_id: str) -> dict:
+@task(name="validate-data", cache_policy=NO_CACHE)
+def validate_data(config: FinetuneConfig, raw: RawData, run_dir: Path, run_id: str) -> ValidationReport | None:
+    """Great Expectations suites on every split. Reports (Data Docs, JSON, a Markdown summary)
+    reach MLflow and Prefect before an `error` failure stops the flow."""
+    if not config.validation.enabled:
+        return None
+    docs_dir = Path(run_dir) / "validation"
+    report = validate_raw(config, raw, docs_dir)
+    client = MlflowClient()
+    client.log_artifact(run_id, report.result_json, "validation")
+    if report.data_docs:
+        client.log_artifacts(run_id, str(Path(report.data_docs).parent), "validation/data_docs")
+    summary = markdown(report)
+    client.log_text(run_id, summary, "validation/summary.md")
+    create_markdown_artifact(markdown=summary, key="data-validation", description=report.summary())
+    log_metrics(run_id, {"checks_failed_error": len(report.failures("error")),
+                         "checks_failed_warning": len(report.failures("warning"))}, prefix="validation/")
+    logger = get_run_logger()
+    for failure in report.failures("warning"):
+        logger.warning("data validation warning: %s / %s (%s)", failure.split, failure.check, failure.observed)
+    if not report.passed:
+        raise DataValidationError(report)
+    return report
+
+
+@task(name="prepare-data", cache_policy=NO_CACHE)
+def load_data(config: FinetuneConfig, raw: RawData, run_dir: Path, run_id: str) -> PreparedData:
+    """Map labels, split, check; the prepared splits go to run_dir/data."""
+    prepared = prepare_data(config, Path(run_dir) / "data", raw, drop_unusable=config.validation.enabled)
     summary = basic_checks(prepared, config)
     log_metrics(run_id, {f"rows_{split}": n for split, n in prepared.rows.items()}, prefix="data/")
-    log_json(run_id, {**summary, "labels": prepared.labels}, "data/summary.json")
-    return summary
+    log_metrics(run_id, {f"dropped_{split}": n for split, n in prepared.dropped.items()}, prefix="data/")
+    log_json(run_id, {**summary, "labels": prepared.labels, "dropped": prepared.dropped}, "data/summary.json")
+    return prepared
+
+
+@task(name="augment", cache_policy=NO_CACHE)
+def augment(config: FinetuneConfig, prepared: PreparedData, run_id: str) -> PreparedData:
+    """Augmented copies of training rows (never validation or test); a new data fingerprint."""
+    if not config.augmentation.enabled:
+        return prepared
+    augmented, counts = augment_prepared(config, prepared)
+    log_json(run_id, counts, "data/augmentation.json")
+    log_metrics(run_id, {"rows_train_augmented": augmented.rows["train"]}, prefix="data/")
+    MlflowClient().set_tag(run_id, "data_fingerprint", augmented.fingerprint)
+    return augmented

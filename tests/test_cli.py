@@ -58,7 +58,8 @@ def test_missing_data_file_exits_2_fails_the_run_registers_nothing(finetune_cli,
 def test_absent_label_column_exits_2_naming_column_and_file(finetune_cli, write_config, tracking_uri):
     result = finetune_cli("run", str(write_config(data={"label_column": "stars"})))
     assert result.returncode == 2, result.stderr
-    assert "column 'stars' not found" in result.stderr and "train.tsv" in result.stderr
+    assert "columns" in result.stderr and "stars" in result.stderr and "train.tsv" in result.stderr
+    assert "Traceback" not in result.stderr
     assert run_statuses(tracking_uri) == ["FAILED"]
     assert registered(tracking_uri) == []
 
@@ -88,3 +89,31 @@ def test_resume_of_something_that_is_not_a_run_directory_exits_2(finetune_cli, w
     result = finetune_cli("run", str(write_config()), "--resume", str(tmp_path / "nowhere"))
     assert result.returncode == 2, result.stderr
     assert "nowhere: not a run directory" in result.stderr
+
+
+def test_validate_passes_clean_data_and_writes_data_docs(write_config, tmp_path):
+    result = runner.invoke(app, ["validate", str(write_config()), "--report-dir", str(tmp_path / "report")])
+    assert result.exit_code == 0, result.output
+    assert "data validation passed" in result.output
+    assert (tmp_path / "report" / "validation_results.json").exists()
+
+
+def test_validate_exits_2_with_a_table_of_failures(write_config, sst2_small, tmp_path):
+    import pandas as pd
+
+    train = pd.read_csv(sst2_small["train"], sep="\t", quoting=3, keep_default_na=False)
+    leaky = tmp_path / "leaky-test.tsv"
+    train.head(30).to_csv(leaky, sep="\t", index=False, quoting=3)
+    result = runner.invoke(app, ["validate", str(write_config(data={"test": str(leaky)}))])
+    assert result.exit_code == 2
+    lines = result.output.splitlines()
+    assert lines[0].startswith("data validation FAILED") and "SEVERITY" in lines[1]
+    assert any("leakage" in line and "leaky-test.tsv" in line for line in lines)
+
+
+def test_validate_names_an_unreadable_file_and_its_line(write_config, tmp_path):
+    bad = tmp_path / "latin1.tsv"
+    bad.write_bytes("sentence\tlabel\nfine\t1\ncaf\xe9\t0\n".encode("latin-1"))
+    result = runner.invoke(app, ["validate", str(write_config(data={"train": str(bad)}))])
+    assert result.exit_code == 2
+    assert "latin1.tsv: not valid UTF-8 at line 3" in result.output and "Traceback" not in result.output

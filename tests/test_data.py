@@ -4,7 +4,8 @@ import pandas as pd
 import pytest
 
 from finetune_core.config import validate_config
-from finetune_core.data import LABEL, TEXT, basic_checks, prepare_data, read_table
+from finetune_core.data import LABEL, TEXT, basic_checks, prepare_data
+from finetune_core.readers import read_table
 from finetune_core.errors import DataError
 
 TRAIN = pd.DataFrame(
@@ -56,8 +57,8 @@ def test_integer_labels_sort_numerically(tmp_path):
 def test_quotes_in_tsv_are_ordinary_characters(tmp_path):
     path = tmp_path / "train.tsv"
     path.write_text('review\tsentiment\n"a quoted" start\tpos\nit \'s "fine\tneg\n')
-    frame = read_table(path, "review", "sentiment")
-    assert frame[TEXT].tolist() == ['"a quoted" start', 'it \'s "fine']
+    frame = read_table(path)
+    assert frame["review"].tolist() == ['"a quoted" start', 'it \'s "fine']
 
 
 def test_validation_split_is_stratified_and_seeded(tmp_path):
@@ -100,21 +101,6 @@ def test_unknown_test_label_is_named(tmp_path):
     test = write(TRAIN.head(5).assign(sentiment="neutral"), tmp_path / "test.csv")
     with pytest.raises(DataError, match=r"test\.csv: column 'sentiment' has labels not seen in train: \['neutral'\]"):
         prepare_data(config_for(train, test), tmp_path / "out")
-
-
-def test_unreadable_inputs_are_data_errors(tmp_path):
-    empty = tmp_path / "empty.csv"
-    empty.touch()
-    with pytest.raises(DataError, match="file is empty"):
-        read_table(empty, "review", "sentiment")
-    with pytest.raises(DataError, match="unsupported extension '.txt'"):
-        read_table(write(TRAIN, tmp_path / "x.csv").rename(tmp_path / "x.txt"), "review", "sentiment")
-    with pytest.raises(DataError, match="not a file"):
-        read_table(tmp_path, "review", "sentiment")
-    broken = tmp_path / "broken.jsonl"
-    broken.write_text('{"review": "ok", "sentiment": "pos"}\n{"review": oops\n')
-    with pytest.raises(DataError, match=r"broken\.jsonl: could not be read as json"):
-        read_table(broken, "review", "sentiment")
 
 
 def test_regression_targets(tmp_path):

@@ -32,7 +32,9 @@ def test_flow_tracks_registers_and_serves(prefect_server, flow_config, tracking_
     assert {"f1_macro", "precision_0", "recall_1"} <= set(result.metrics)
     assert set(result.stages) == {"frozen", "unfrozen"} and result.stages["frozen"]["train_examples"] == 108
     artifacts = {a.path for a in client.list_artifacts(result.mlflow_run_id)}
-    assert {"config.yaml", "summary.json", "data"} <= artifacts
+    assert {"config.yaml", "summary.json", "data", "validation"} <= artifacts
+    reports = {a.path for a in client.list_artifacts(result.mlflow_run_id, "validation")}
+    assert {"validation/summary.md", "validation/validation_results.json", "validation/data_docs"} <= reports
 
     assert result.model_version == "1"
     version = client.get_model_version("tiny-model", "1")
@@ -60,6 +62,33 @@ def test_bad_data_fails_the_run_and_registers_nothing(prefect_server, flow_confi
     runs = client.search_runs([client.get_experiment_by_name("tests").experiment_id])
     assert [r.info.status for r in runs] == ["FAILED"]
     assert client.search_registered_models() == []
+
+
+def test_failed_validation_stops_before_training_with_the_report_on_the_failed_run(
+    prefect_server, flow_config, sst2_small, tracking_uri, tmp_path
+):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    from finetune_core.errors import DataValidationError
+    from flows.finetune import finetune
+
+    flow_config.data.test = sst2_small["train"]  # every test text is also in train
+    with pytest.raises(DataValidationError, match=r"leakage"):
+        finetune(flow_config)
+    client = MlflowClient(tracking_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("tests").experiment_id])
+    assert run.info.status == "FAILED" and client.search_registered_models() == []
+    assert not [m for m in run.data.metrics if m.startswith(("frozen/", "unfrozen/"))]  # no training happened
+    reports = {a.path for a in client.list_artifacts(run.info.run_id, "validation")}
+    assert {"validation/summary.md", "validation/validation_results.json", "validation/data_docs"} <= reports
+    summary = client.download_artifacts(run.info.run_id, "validation/summary.md", str(tmp_path))
+    assert "| **error** | test | leakage |" in open(summary, encoding="utf-8").read()
+    with get_client(sync_client=True) as prefect:
+        artifacts = prefect.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["data-validation"])),
+                                           sort=ArtifactSort.CREATED_DESC)
+    assert artifacts and "leakage" in artifacts[0].data  # the newest: this flow run's
 
 
 def test_long_parameter_values_are_truncated_not_fatal(tracking_uri, tmp_path):

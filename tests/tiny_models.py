@@ -31,3 +31,15 @@ def build_tiny_bert(directory: Path, corpus: list[str], hidden: int = 32, layers
     torch.manual_seed(0)
     BertModel(config).save_pretrained(directory)
     return directory
+
+
+def build_tiny_masked_lm(directory: Path, corpus: list[str], hidden: int = 32) -> Path:
+    """A tiny random BERT with a masked-LM head, for contextual replacement in augmentation."""
+    import torch
+    from transformers import BertConfig, BertForMaskedLM
+
+    build_tiny_bert(directory, corpus, hidden=hidden, layers=1)
+    config = BertConfig.from_pretrained(directory)
+    torch.manual_seed(0)
+    BertForMaskedLM(config).save_pretrained(directory)
+    return directory

@@ -1,0 +1,81 @@
+"""Does EDA augmentation help on a small SST-2 subset? Paired runs, several seeds.
+
+    python bench/augment.py [--rows 500] [--seeds 0 1 2] [--copies 1 2]
+
+For each seed: a seeded ``--rows`` subset of SST-2 train (10 % held out for validation), the
+default two-stage recipe on the bundled all-MiniLM-L6-v2, once without augmentation and once
+per ``--copies`` value with EDA swap/deletion (no offline synonym source ships here), scored
+on the 872-row test set. Prints accuracies and the paired differences; writes
+bench/results/augment.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from finetune_core import stages  # noqa: E402
+from finetune_core.augment import augment_prepared  # noqa: E402
+from finetune_core.backbone import resolve_backbone  # noqa: E402
+from finetune_core.config import validate_config  # noqa: E402
+from finetune_core.data import prepare_data  # noqa: E402
+
+SST2 = Path(os.environ.get("SST2_DIR", REPO.parent / "shared" / "data" / "sst2"))
+BACKBONE = "bundled:all-MiniLM-L6-v2"
+
+
+def run(work: Path, seed: int, rows: int, copies: int) -> float:
+    read = lambda split: pd.read_csv(SST2 / f"{split}.tsv", sep="\t", quoting=3, keep_default_na=False)  # noqa: E731
+    train, test = work / f"train-{seed}.tsv", work / "test.tsv"
+    read("train").sample(n=rows, random_state=seed).to_csv(train, sep="\t", index=False, quoting=3)
+    read("test").to_csv(test, sep="\t", index=False, quoting=3)
+    config = validate_config({
+        "data": {"train": str(train), "test": str(test)},
+        "training": {"seed": seed, "feature_cache": False},
+        "augmentation": {"enabled": copies > 0, "copies_per_example": max(copies, 1)},
+    })
+    tag = work / f"s{seed}-c{copies}"
+    prepared = prepare_data(config, tag / "data")
+    if copies:
+        prepared, _ = augment_prepared(config, prepared)
+    stages.train_frozen(config, prepared, resolve_backbone(BACKBONE), tag / "frozen")
+    stages.train_unfrozen(config, prepared, tag / "frozen", tag / "model")
+    return stages.evaluate_checkpoint(config, prepared, tag / "model")["accuracy"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=500)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--copies", type=int, nargs="+", default=[1, 2])
+    args = parser.parse_args()
+    accuracy: dict[str, list[float]] = {"none": []} | {f"eda x{c}": [] for c in args.copies}
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in args.seeds:
+            accuracy["none"].append(run(Path(tmp), seed, args.rows, 0))
+            for copies in args.copies:
+                accuracy[f"eda x{copies}"].append(run(Path(tmp), seed, args.rows, copies))
+            print(json.dumps({k: v[-1] for k, v in accuracy.items()}), flush=True)
+    base = np.array(accuracy["none"])
+    result = {"rows": args.rows, "seeds": args.seeds, "accuracy": accuracy,
+              "mean": {k: float(np.mean(v)) for k, v in accuracy.items()},
+              "paired_gain_points": {k: [round(100 * d, 2) for d in np.array(v) - base] for k, v in accuracy.items() if k != "none"}}
+    print(json.dumps(result, indent=1))
+    (REPO / "bench" / "results").mkdir(parents=True, exist_ok=True)
+    (REPO / "bench" / "results" / "augment.json").write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,162 @@
+"""Read one data file, or fail with one message that names the file and the line.
+
+A scheduled run reads whatever the last export wrote. Before any parser sees a file we check
+what parsers report badly or not at all: a missing file or a directory, an empty file, binary
+content, text that is not UTF-8, a header without rows, a header naming a column twice, a
+header repeated as a data row (two exports concatenated), ragged CSV/TSV rows, a JSONL line
+that is not a JSON object. The structural scan is one pass in C-backed code (csv, json).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from finetune_core.errors import DataError
+
+FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
+_SNIFF_BYTES = 1 << 16
+
+
+def file_format(path: Path) -> str:
+    kind = FORMATS.get(path.suffix.lower())
+    if kind is None:
+        raise DataError(f"{path}: unsupported extension {path.suffix!r} (use one of {', '.join(FORMATS)})")
+    return kind
+
+
+def _check_exists(path: Path) -> None:
+    if not path.exists():
+        raise DataError(f"data file not found: {path}")
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory; expected a data file")
+    if not path.is_file():
+        raise DataError(f"{path}: is not a regular file")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: file is empty")
+
+
+def _decode_utf8(path: Path) -> str:
+    raw = path.read_bytes()
+    head = raw[:_SNIFF_BYTES]
+    nul = head.find(b"\x00")
+    if nul >= 0:
+        raise DataError(f"{path}: looks binary (NUL byte at offset {nul}); expected UTF-8 text")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise DataError(
+            f"{path}: not valid UTF-8 at line {line} (byte offset {exc.start}); re-export the file as UTF-8"
+        ) from None
+
+
+def _check_header(path: Path, header: list[str]) -> None:
+    seen: set[str] = set()
+    for name in header:
+        if name in seen:
+            raise DataError(f"{path}: the header names column {name!r} twice")
+        seen.add(name)
+
+
+def _scan_delimited(path: Path, text: str, kind: str) -> None:
+    if kind == "tsv":  # GLUE-style TSV: quotes are ordinary characters
+        rows = (line.rstrip("\r").split("\t") for line in text.split("\n"))
+        numbered = enumerate(rows, start=1)
+    else:
+        reader = csv.reader(io.StringIO(text, newline=""))
+        try:
+            numbered = [(reader.line_num, row) for row in reader]
+        except csv.Error as exc:
+            raise DataError(f"{path}: line {reader.line_num} is not valid CSV ({exc})") from None
+    header: list[str] | None = None
+    data_rows = 0
+    for line, row in numbered:
+        if not row or row == [""]:
+            continue  # blank lines are skipped by every parser we use
+        if header is None:
+            header = row
+            _check_header(path, header)
+            continue
+        if row == header:
+            raise DataError(f"{path}: line {line} repeats the header (two exports concatenated?)")
+        if len(row) != len(header):
+            raise DataError(f"{path}: line {line} has {len(row)} fields; the header has {len(header)}")
+        data_rows += 1
+    if header is None:
+        raise DataError(f"{path}: file has no header and no rows")
+    if data_rows == 0:
+        raise DataError(f"{path}: has a header but no data rows")
+
+
+def _scan_json(path: Path, text: str) -> None:
+    stripped = text.lstrip()
+    if stripped.startswith("["):  # a JSON array of records, not JSON lines
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}: line {exc.lineno} is not valid JSON ({exc.msg})") from None
+        if not records:
+            raise DataError(f"{path}: the JSON array has no records")
+        if not all(isinstance(r, dict) for r in records):
+            raise DataError(f"{path}: every element of the JSON array must be an object")
+        return
+    rows = 0
+    for line_number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}: line {line_number} is not valid JSON ({exc.msg} at column {exc.colno})") from None
+        if not isinstance(record, dict):
+            raise DataError(f"{path}: line {line_number} is not a JSON object")
+        rows += 1
+    if rows == 0:
+        raise DataError(f"{path}: has no JSON records")
+
+
+def _check_parquet(path: Path) -> None:
+    with path.open("rb") as handle:
+        if handle.read(4) != b"PAR1":
+            raise DataError(f"{path}: not a Parquet file (missing the PAR1 magic bytes)")
+
+
+def check_readable(path: Path) -> str:
+    """Raise DataError naming the file (and line) if ``path`` cannot be read; return its format."""
+    path = Path(path)
+    _check_exists(path)
+    kind = file_format(path)
+    if kind == "parquet":
+        _check_parquet(path)
+        return kind
+    text = _decode_utf8(path)
+    if kind == "jsonl":
+        _scan_json(path, text)
+    else:
+        _scan_delimited(path, text, kind)
+    return kind
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """Read one file with `datasets`, by extension, with all its columns."""
+    import datasets  # heavy import, only when data is actually read
+
+    path = Path(path)
+    kind = check_readable(path)
+    builder, options = kind, {}
+    if kind == "tsv":
+        builder, options = "csv", {"sep": "\t", "quoting": csv.QUOTE_NONE}
+    elif kind == "jsonl":
+        builder = "json"
+    datasets.disable_progress_bars()
+    try:
+        table = datasets.load_dataset(builder, data_files=str(path), split="train", **options)
+    except Exception as exc:  # datasets wraps parser errors in several exception types
+        cause = exc.__cause__ or exc
+        raise DataError(f"{path}: could not be read as {kind}: {type(cause).__name__}: {cause}") from None
+    return table.to_pandas()
