@@ -164,10 +164,15 @@ def frozen_cost(workdir: Path) -> dict:
     return result
 
 
-def budget(workdir: Path, minutes: float) -> dict:
-    """Equal wall-clock training budget on the full training set: test accuracy."""
+def budget(workdir: Path, minutes: float, hf_from: Path | None = None) -> dict:
+    """Equal wall-clock training budget on the full training set: test accuracy. ``hf_from``: take
+    the HF figure from an earlier result file (run back to back) instead of training HF again."""
     files = sst2_files(workdir, None)
-    hf = hf_train(files, BACKBONE, epochs=3, padding="dynamic", group_by_length=True, max_seconds=minutes * 60)
+    if hf_from is not None:
+        hf = json.loads(hf_from.read_text())
+        hf = {"accuracy": hf["hf_accuracy"], "samples_seen": hf["hf_samples_seen"]}
+    else:
+        hf = hf_train(files, BACKBONE, epochs=3, padding="dynamic", group_by_length=True, max_seconds=minutes * 60)
     print(f"HF Trainer (dynamic + grouped), {minutes} min: accuracy {hf['accuracy']:.4f}", flush=True)
     config = our_config(files, unfrozen={"epochs": 3, "max_minutes": minutes}, feature_cache=False)
     # The frozen stage (feature extraction included) counts against the same budget.
@@ -200,13 +205,14 @@ def main() -> None:
     parser.add_argument("--training", type=json.loads, default={}, help='`full` only: training overrides as JSON, '
                         'e.g. \'{"unfrozen": {"learning_rate": 1e-4}}\'')
     parser.add_argument("--tag", default="", help="suffix of the results file")
+    parser.add_argument("--hf-from", type=Path, default=None, help="`budget` only: HF figure from an earlier results file")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         result = {
             "throughput": lambda: throughput(workdir),
             "frozen": lambda: frozen_cost(workdir),
-            "budget": lambda: budget(workdir, args.minutes),
+            "budget": lambda: budget(workdir, args.minutes, args.hf_from),
             "full": lambda: full(workdir, args.training),
         }[args.which]()
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from finetune_core.data_config import AugmentationConfig, ValidationConfig
 from finetune_core.errors import ConfigError
+from finetune_core.gates import GatesConfig, unknown_metrics
 
 BUNDLED_BACKBONE = "bundled:all-MiniLM-L6-v2"
 
@@ -147,6 +148,9 @@ class FinetuneConfig(_Strict):
     augmentation: AugmentationConfig = Field(
         default_factory=AugmentationConfig, description="Label-preserving text augmentation of the training split."
     )
+    gates: GatesConfig = Field(
+        default_factory=GatesConfig, description="Evaluation gates a new version must pass to become champion."
+    )
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
     output_dir: Path = Field(Path("runs"), description="Where each run keeps its data, checkpoints and model.")
 
@@ -164,6 +168,9 @@ class FinetuneConfig(_Strict):
             raise ValueError("training.frozen.epochs and training.unfrozen.epochs are both 0: nothing to train")
         if training.unfrozen.gradual and training.strategy != "lp-ft":
             raise ValueError("training.unfrozen.gradual applies to strategy lp-ft only")
+        unknown = unknown_metrics(self.task, sorted(self.gates.metrics()))
+        if unknown:
+            raise ValueError(f"gates name metric(s) {unknown} that task {self.task} does not produce")
         if self.augmentation.balance and self.task != "classification":
             raise ValueError("augmentation.balance needs task classification (classes to balance)")
         return self

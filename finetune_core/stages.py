@@ -284,7 +284,11 @@ def evaluate_checkpoint(config: FinetuneConfig, prepared: PreparedData, checkpoi
     """Metrics of a saved model, as served (temperature applied), on one prepared split.
     Classification: accuracy, macro-F1, loss, per-class precision/recall, ECE before/after
     calibration; regression: MSE, MAE, R², Spearman."""
-    outputs, targets, meta = outputs_for(config, prepared, checkpoint, split)
+    return score_split(prepared, *outputs_for(config, prepared, checkpoint, split))
+
+
+def score_split(prepared: PreparedData, outputs: np.ndarray, targets: np.ndarray, meta: ModelMeta) -> dict:
+    """Metrics of raw outputs as served (temperature applied)."""
     if prepared.task == "regression":
         return _score(prepared, outputs, targets)
     metrics = _score(prepared, outputs / meta.temperature, targets)

@@ -66,6 +66,8 @@ def _summary_table(result) -> Table:
             f"{stage} stage",
             f"{info['epochs_run']}/{info['epochs']} ep, {info['wall_seconds']:.1f} s, {info['samples_per_second']:.0f} samples/s",
         )
+    table.add_row("gates", "passed" if result.gate_passed else "FAILED")
+    table.add_row("alias", "champion" if result.champion else "challenger")
     table.add_row("MLflow run", result.mlflow_run_id)
     table.add_row("model", f"models:/{result.registered_model}/{result.model_version}")
     return table
@@ -98,6 +100,10 @@ def _write_summary(path: Path, result) -> None:
         "tracking_uri": result.tracking_uri,
         "backbone": result.backbone,
         "run_dir": result.run_dir,
+        "gate_passed": result.gate_passed,
+        "gate_reasons": result.gate_reasons,
+        "champion": result.champion,
+        "previous_champion": result.previous_champion,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(summary, indent=2), encoding="utf-8")
@@ -144,6 +150,9 @@ def run(
     if summary_json is not None:
         _write_summary(summary_json, result)
         console.print(f"summary written to {summary_json}", highlight=False, soft_wrap=True)
+    if not result.gate_passed:
+        console.print("[bold yellow]gates failed[/]: " + "; ".join(result.gate_reasons), highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_GATE)
 
 
 @app.command()
@@ -195,6 +204,11 @@ def show_config(
         raise typer.Exit(EXIT_BAD_INPUT) from None
     typer.echo(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
 
+
+from flows.registry_cli import models, promote  # noqa: E402  (registry commands)
+
+app.command()(promote)
+app.command()(models)
 
 if __name__ == "__main__":
     app()

@@ -1,7 +1,8 @@
 """The fine-tuning pipeline as a Prefect flow; it reads as the DAG:
 
 read data → validate (Great Expectations) → prepare → augment → resolve backbone → train frozen
-→ train unfrozen → calibrate → evaluate → log model → register
+→ train unfrozen → calibrate → evaluate → log model → re-evaluate the champion on this test set
+→ evaluation gates → review files → register (challenger; champion when the gates pass)
 
 ``resume=RUN_DIR`` continues a killed run from its last finished epoch, in the same MLflow run.
 """
@@ -22,7 +23,8 @@ from finetune_core.config import FinetuneConfig
 from finetune_core.errors import ConfigError
 from tasks.backbone import resolve_backbone
 from tasks.data import augment, load_data, read_data, validate_data
-from tasks.register import log_model, register_model
+from tasks.gates import apply_gates, describe_version, evaluate_champion, log_review_files
+from tasks.register import git_commit, log_model, register_model
 from tasks.tracking import log_config, log_json
 from tasks.train import calibrate, evaluate, train_frozen, train_unfrozen
 
@@ -38,6 +40,10 @@ class FinetuneResult(BaseModel):
     tracking_uri: str
     run_dir: str
     backbone: str
+    gate_passed: bool = True
+    gate_reasons: list[str] = []
+    champion: bool = False  # whether this version became the champion
+    previous_champion: str | None = None
 
 
 RUN_FILE = "run.json"  # in the run directory: config hash and MLflow run id, for resume
@@ -86,17 +92,25 @@ def finetune(config: FinetuneConfig, resume: str | None = None) -> FinetuneResul
         calibration = calibrate(config, prepared, run_dir / "model", run_id)
         metrics = evaluate(config, prepared, run_dir / "model", run_id)
         model_uri = log_model(config, prepared, run_dir / "model", run_id)
+
+        champion = evaluate_champion(config, prepared, run_dir, run_id)
+        verdict = apply_gates(config, prepared, run_dir, metrics, champion, run_id)
+        stages = {s.stage: s.as_dict() for s in (frozen, unfrozen)}
+        files = log_review_files(config, prepared, run_dir, stages, run_id)
+        description = describe_version(config, prepared, backbone, stages, metrics, verdict, files, run_id)
         tags = {
             "task": config.task,
             "backbone": backbone,
             "data_fingerprint": prepared.fingerprint,
             "config_hash": config.fingerprint(),
+            "git_commit": git_commit(),
+            "gate": "passed" if verdict.passed else "failed",
         }
-        version = register_model(config, model_uri, run_id, tags)
+        version = register_model(config, model_uri, run_id, tags, description, verdict.passed)
 
         result = FinetuneResult(
             metrics=metrics,
-            stages={s.stage: s.as_dict() for s in (frozen, unfrozen)},
+            stages=stages,
             calibration=calibration,
             mlflow_run_id=run_id,
             model_uri=model_uri,
@@ -105,7 +119,12 @@ def finetune(config: FinetuneConfig, resume: str | None = None) -> FinetuneResul
             tracking_uri=config.mlflow.tracking_uri,
             run_dir=str(run_dir),
             backbone=backbone,
+            gate_passed=verdict.passed,
+            gate_reasons=verdict.reasons,
+            champion=version.champion,
+            previous_champion=verdict.champion_version,
         )
         log_json(run_id, result.model_dump(), "summary.json")
-    get_run_logger().info("MLflow run %s registered %s version %s", run_id, version.name, version.version)
+    get_run_logger().info("MLflow run %s registered %s version %s (gates %s)", run_id, version.name, version.version,
+                          "passed: champion" if verdict.passed else "failed: challenger only")
     return result

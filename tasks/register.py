@@ -29,6 +29,7 @@ class RegisteredVersion(BaseModel):
     version: str
     model_uri: str  # the logged model (models:/<model id>)
     registry_uri: str  # models:/NAME/VERSION
+    champion: bool = False  # whether the champion alias moved to it
 
 
 def _pip_requirements() -> list[str]:
@@ -66,21 +67,51 @@ def log_model(config: FinetuneConfig, prepared: PreparedData, model_dir: Path, r
 
 
 @task(name="register-model", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[2, 5, 15])
-def register_model(config: FinetuneConfig, model_uri: str, run_id: str, tags: dict[str, str]) -> RegisteredVersion:
-    """Register the logged model; idempotent per run, so a retry never registers twice."""
+def register_model(config: FinetuneConfig, model_uri: str, run_id: str, tags: dict[str, str], description: str = "",
+                   gate_passed: bool = True) -> RegisteredVersion:
+    """Register the logged model with its description and tags; `challenger` moves to it, and
+    `champion` too when the gates passed. Idempotent per run, so a retry never registers twice."""
     client, name = MlflowClient(), config.mlflow.registered_model
     existing = [v for v in _versions_of(client, name) if v.run_id == run_id]
-    if existing:
-        model_version = existing[0]
-    else:
-        model_version = mlflow.register_model(model_uri, name, tags=tags)
-    get_run_logger().info("registered %s version %s", name, model_version.version)
-    return RegisteredVersion(
-        name=name,
-        version=str(model_version.version),
-        model_uri=model_uri,
-        registry_uri=f"models:/{name}/{model_version.version}",
-    )
+    model_version = existing[0] if existing else mlflow.register_model(model_uri, name, tags=tags)
+    version = str(model_version.version)
+    for key, value in tags.items():  # also on a retry that found the version already there
+        client.set_model_version_tag(name, version, key, value)
+    if description:
+        client.update_model_version(name, version, description=description)
+    client.set_registered_model_alias(name, "challenger", version)
+    previous = _alias_version(client, name, "champion")
+    if gate_passed and previous != version:
+        if previous is not None:
+            client.set_model_version_tag(name, version, "previous_champion", previous)
+        client.set_registered_model_alias(name, "champion", version)
+    get_run_logger().info("registered %s version %s (%s)", name, version,
+                          "champion" if gate_passed else "challenger only: gates failed")
+    return RegisteredVersion(name=name, version=version, model_uri=model_uri, registry_uri=f"models:/{name}/{version}",
+                             champion=gate_passed)
+
+
+def _alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
+    try:
+        return str(client.get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
+
+
+def git_commit() -> str:
+    """The pipeline code's commit, "+dirty" when it has uncommitted changes; "unknown" outside git."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True,
+                                text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    if commit.returncode != 0:
+        return "unknown"
+    return commit.stdout.strip() + ("+dirty" if status.stdout.strip() else "")
 
 
 def _versions_of(client: MlflowClient, name: str):

@@ -59,9 +59,20 @@ def calibrate(config: FinetuneConfig, prepared: PreparedData, model_dir: Path, r
     return calibration
 
 
+TEST_PREDICTIONS = "test_predictions.parquet"  # in the run directory: served outputs on the test split
+
+
 @task(name="evaluate", cache_policy=NO_CACHE)
 def evaluate(config: FinetuneConfig, prepared: PreparedData, model_dir: Path, run_id: str) -> dict:
-    metrics = stages.evaluate_checkpoint(config, prepared, Path(model_dir), split="test")
+    """Test metrics as served; the served predictions are kept for the gates and reviewers."""
+    from finetune_core.data import LABEL, TEXT
+    from finetune_core.predict import outputs_to_frame
+
+    outputs, targets, meta = stages.outputs_for(config, prepared, Path(model_dir), "test")
+    metrics = stages.score_split(prepared, outputs, targets, meta)
+    test = prepared.frame("test")
+    served = outputs_to_frame(outputs, meta).assign(**{TEXT: test[TEXT].to_numpy(), "target": test[LABEL].to_numpy()})
+    served.to_parquet(Path(model_dir).parent / TEST_PREDICTIONS, index=False)
     log_metrics(run_id, metrics, prefix="test/")
     get_run_logger().info("test metrics: %s", {k: round(v, 4) for k, v in metrics.items() if not k.startswith("support")})
     return metrics

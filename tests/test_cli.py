@@ -46,10 +46,27 @@ def test_bad_override_exits_2(write_config):
     assert result.exit_code == 2 and "training.batch_size:" in result.output
 
 
-def test_missing_data_file_exits_2_fails_the_run_registers_nothing(finetune_cli, write_config, tracking_uri, tmp_path):
-    result = finetune_cli("run", str(write_config(data={"train": str(tmp_path / "no-such-train.tsv")})))
+UNREADABLE = {
+    "missing": (None, r"data file not found: .*no-such-train\.tsv"),
+    "directory": ("dir", r"no-such-train\.tsv: is a directory"),
+    "latin1": ("sentence\tlabel\nfine\t1\ncaf\xe9\t0\n".encode("latin-1"), r"no-such-train\.tsv: not valid UTF-8 at line 3"),
+    "ragged": (b"sentence\tlabel\nfine\t1\nragged\t0\textra\n", r"no-such-train\.tsv: line 3 has 3 fields"),
+}
+
+
+@pytest.mark.parametrize("case", UNREADABLE)
+def test_unreadable_train_file_exits_2_fails_the_run_registers_nothing(finetune_cli, write_config, tracking_uri, tmp_path, case):
+    import re
+
+    content, message = UNREADABLE[case]
+    path = tmp_path / "no-such-train.tsv"
+    if content == "dir":
+        path.mkdir()
+    elif content is not None:
+        path.write_bytes(content)
+    result = finetune_cli("run", str(write_config(data={"train": str(path)})))
     assert result.returncode == 2, result.stderr
-    assert "data file not found" in result.stderr and "no-such-train.tsv" in result.stderr
+    assert re.search(message, result.stderr), result.stderr
     assert "Traceback" not in result.stderr
     assert run_statuses(tracking_uri) == ["FAILED"]
     assert registered(tracking_uri) == []
@@ -66,7 +83,8 @@ def test_absent_label_column_exits_2_naming_column_and_file(finetune_cli, write_
 
 def test_run_writes_the_summary_json(finetune_cli, write_config, tracking_uri, tmp_path):
     summary_path = tmp_path / "out" / "summary.json"
-    result = finetune_cli("run", str(write_config()), "--set", "training.unfrozen.epochs=2", "--summary-json", str(summary_path))
+    result = finetune_cli("run", str(write_config()), "--set", "training.unfrozen.epochs=2", "--set", "augmentation.enabled=true",
+                          "--summary-json", str(summary_path))
     assert result.returncode == 0, result.stderr
     summary = json.loads(summary_path.read_text())
     assert summary["model_version"] == "1" and summary["model_uri"].startswith("models:/")
@@ -74,6 +92,10 @@ def test_run_writes_the_summary_json(finetune_cli, write_config, tracking_uri, t
     for stage in ("frozen", "unfrozen"):
         assert {"wall_seconds", "train_examples", "samples_per_second"} <= set(summary["stages"][stage])
     assert summary["stages"]["unfrozen"]["epochs"] == 2
+    assert summary["stages"]["frozen"]["train_examples"] == 2 * 108  # one augmented copy per training row
+    client = MlflowClient(tracking_uri)
+    counts = json.loads(open(client.download_artifacts(summary["mlflow_run_id"], "data/augmentation.json", str(tmp_path))).read())
+    assert counts["added"] == 108 and sum(counts["after"].values()) == 216
     assert MlflowClient(tracking_uri).get_run(summary["mlflow_run_id"]).info.status == "FINISHED"
     assert "mlflow ui --backend-store-uri sqlite:///" in result.stderr
 
