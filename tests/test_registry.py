@@ -150,7 +150,9 @@ def test_champion_gate_rollback_and_rest_serving(prefect_server, mlflow_server, 
     port = free_port()
     server = start([sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{NAME}@champion",
                     "--env-manager", "local", "--host", "127.0.0.1", "-p", str(port)],
-                   f"http://127.0.0.1:{port}/ping", easy_files / "serve.log", env={"MLFLOW_TRACKING_URI": mlflow_server})
+                   f"http://127.0.0.1:{port}/ping", easy_files / "serve.log", env={"MLFLOW_TRACKING_URI": mlflow_server,
+                        # the scoring server is started as `uvicorn` from PATH: this interpreter's bin first
+                        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"})
     try:
         body = json.dumps({"dataframe_split": {"columns": ["sentence"], "data": [[t] for t in texts]}}).encode()
         request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
