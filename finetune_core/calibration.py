@@ -10,7 +10,7 @@ import torch.nn.functional as F
 def fit_temperature(logits: np.ndarray, targets: np.ndarray, max_iter: int = 200) -> float:
     """The T > 0 minimising validation NLL of softmax(logits / T); argmax is unchanged."""
     logits_t = torch.as_tensor(np.asarray(logits), dtype=torch.float64)
-    targets_t = torch.as_tensor(np.asarray(targets), dtype=torch.long)
+    targets_t = torch.tensor(np.asarray(targets), dtype=torch.long)  # a copy: the input may be read-only
     log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)  # T = exp(log_t) stays positive
     optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=max_iter, line_search_fn="strong_wolfe")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -19,6 +20,9 @@ from mlflow.utils.validation import MAX_ENTITY_KEY_LENGTH, MAX_PARAM_VAL_LENGTH
 from finetune_core.config import FinetuneConfig, flatten
 
 TRUNCATED_MARK = "...[truncated, see config.yaml]"
+# Our pyfunc model is logged with an explicit signature and input example; MLflow's advice to
+# add type hints to `predict` (for inferring one) is noise in every run's log.
+warnings.filterwarnings("ignore", message=r"Add type hints to the `predict` method")
 
 
 def shorten(value: str, limit: int = MAX_PARAM_VAL_LENGTH) -> str:
