@@ -55,6 +55,19 @@ class BackboneConfig(_Strict):
         description="What the head reads: auto (a sentence-transformers checkpoint's own pooling, else native), "
         "native (the architecture's head input), mean (mean of token states), cls (first token state).",
     )
+    selection_metric: Literal["logme", "probe"] = Field(
+        "logme", description="How candidates are ranked: LogME evidence, or a cross-validated linear probe."
+    )
+    selection_sample: int = Field(2000, ge=10, description="Train rows (seeded, stratified) scored per candidate.")
+    probe_folds: int = Field(5, ge=2, description="Folds of the `probe` metric.")
+    max_parameters: int | None = Field(None, gt=0, description="Exclude candidates with more backbone parameters.")
+    max_latency_ms: float | None = Field(
+        None, gt=0, description="Exclude candidates slower than this per example (batch size 1, measured)."
+    )
+    task_runner: Literal["thread", "dask", "ray"] = Field(
+        "thread", description="Prefect task runner scoring candidates in parallel (dask/ray need prefect-dask/prefect-ray)."
+    )
+    selection_workers: int = Field(2, ge=1, description="Candidates scored at once.")
 
 
 class StageConfig(_Strict):

@@ -60,19 +60,44 @@ def extract_features(model, spec: HeadSpec, encoded: Encoded, batch_size: int, d
     return torch.stack(rows)
 
 
+def _extract_missing(model, spec, encoded: Encoded, batch_size, device, autocast, known) -> torch.Tensor:
+    """Features of every row; rows in ``known`` (indexes, features) are not computed again."""
+    if known is None:
+        return extract_features(model, spec, encoded, batch_size, device, autocast)
+    indexes, values = known
+    features = torch.empty((len(encoded), values.shape[1]), dtype=values.dtype)
+    features[indexes] = values
+    missing = np.setdiff1d(np.arange(len(encoded)), indexes)
+    if len(missing):
+        subset = Encoded([encoded.input_ids[i] for i in missing], encoded.pad_id)
+        features[missing] = extract_features(model, spec, subset, batch_size, device, autocast)
+    return features
+
+
 def cached_features(
     model, spec, encoded: Encoded, backbone: str, max_length: int, batch_size: int, device, autocast, precision: str,
-    pooling: str, cache_dir: Path | None,
+    pooling: str, cache_dir: Path | None, known: tuple[np.ndarray, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, bool]:
-    """(features, hit). ``cache_dir=None`` disables the disk cache."""
+    """(features, hit). ``cache_dir=None`` disables the disk cache; ``known``: (row indexes,
+    features) already extracted, e.g. by backbone selection."""
     if cache_dir is None:
-        return extract_features(model, spec, encoded, batch_size, device, autocast), False
+        return _extract_missing(model, spec, encoded, batch_size, device, autocast, known), False
     path = Path(cache_dir) / f"{cache_key(backbone, encoded, max_length, precision, pooling)}.pt"
     if path.is_file():
         return torch.load(path, weights_only=True), True
-    features = extract_features(model, spec, encoded, batch_size, device, autocast)
+    features = _extract_missing(model, spec, encoded, batch_size, device, autocast, known)
     path.parent.mkdir(parents=True, exist_ok=True)
     scratch = path.with_suffix(f".{os.getpid()}.tmp")
     torch.save(features, scratch)
     scratch.replace(path)  # atomic: a concurrent reader never sees half a file
     return features, False
+
+
+def load_known_features(path: Path | None, pooling: str, precision: str, max_length: int):
+    """(indexes, features) saved by backbone selection, if they match what this stage reads."""
+    if path is None or not Path(path).is_file():
+        return None
+    saved = torch.load(path, weights_only=True)
+    if (saved["pooling"], saved["precision"], saved["max_length"]) != (pooling, precision, max_length):
+        return None
+    return saved["indexes"].numpy(), saved["features"]

@@ -21,7 +21,7 @@ from finetune_core.config import FinetuneConfig
 from finetune_core.data import LABEL, TEXT, PreparedData
 from finetune_core.device import runtime_for
 from finetune_core.evaluation import PRIMARY_METRIC, score_outputs
-from finetune_core.features import DEFAULT_CACHE, cached_features
+from finetune_core.features import DEFAULT_CACHE, cached_features, load_known_features
 from finetune_core.errors import ConfigError
 from finetune_core.heads import head_spec, num_layers, resolve_pooling
 from finetune_core.optim import (
@@ -119,8 +119,10 @@ def train_frozen(
     on_epoch_end: EpochCallback | None = None,
     checkpoints: Path | None = None,
     resume: bool = False,
+    known_features: Path | None = None,
 ) -> StageResult:
-    """Stage 1: a fresh head on ``backbone``, trained on cached frozen-backbone features."""
+    """Stage 1: a fresh head on ``backbone``, trained on cached frozen-backbone features
+    (``known_features``: the train rows backbone selection already extracted)."""
     if (done := _finished(out_dir, resume)) is not None:
         return done
     training = config.training
@@ -154,7 +156,8 @@ def train_frozen(
         cache_dir = (training.cache_dir or DEFAULT_CACHE) if training.feature_cache else None
         common = dict(max_length=training.max_length, batch_size=training.eval_batch_size, device=runtime.device,
                       autocast=runtime.autocast, precision=runtime.precision, pooling=pooling, cache_dir=cache_dir)
-        train_x, train_hit = cached_features(model, spec, train[0], backbone, **common)
+        known = load_known_features(known_features, pooling, runtime.precision, training.max_length)
+        train_x, train_hit = cached_features(model, spec, train[0], backbone, known=known, **common)
         val_x, val_hit = cached_features(model, spec, validation[0], backbone, **common)
         train_x, val_x = train_x.to(runtime.device), val_x.to(runtime.device)
         extra = {"feature_seconds": time.perf_counter() - started, "feature_cache_hits": int(train_hit) + int(val_hit)}

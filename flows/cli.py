@@ -187,6 +187,37 @@ def validate(
         raise typer.Exit(EXIT_BAD_INPUT)
 
 
+@app.command()
+def select(
+    config_path: Path = typer.Argument(..., metavar="CONFIG", help="YAML configuration file."),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="Override a key: --set backbone.selection_sample=500."),
+) -> None:
+    """Only rank `backbone.candidates` (LogME or probe on frozen features) and print the ranking."""
+    import tempfile
+
+    from finetune_core.errors import UserInputError
+
+    _quiet_third_parties()
+    try:
+        config = _load(config_path, set_ or [])
+        from finetune_core.data import prepare_data
+        from finetune_core.selection import select_backbone
+
+        with tempfile.TemporaryDirectory() as scratch:
+            prepared = prepare_data(config, Path(scratch) / "data")
+            result = select_backbone(config, prepared, Path(scratch) / "selection")
+    except UserInputError as exc:
+        _print_user_error(exc)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    table = Table(title=f"backbone ranking ({result.selected.metric}, {result.seconds:.1f} s)")
+    rows = result.table()
+    for column in rows[0]:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(str(v) for v in row.values()))
+    Console(width=200).print(table)
+
+
 @app.command("show-config")
 def show_config(
     config_path: Path = typer.Argument(..., metavar="CONFIG"),

@@ -1,6 +1,6 @@
 """The fine-tuning pipeline as a Prefect flow; it reads as the DAG:
 
-read data → validate (Great Expectations) → prepare → augment → resolve backbone → train frozen
+read data → validate (Great Expectations) → prepare → augment → select backbone → train frozen
 → train unfrozen → calibrate → evaluate → log model → re-evaluate the champion on this test set
 → evaluation gates → review files → register (challenger; champion when the gates pass)
 
@@ -21,7 +21,7 @@ from pydantic import BaseModel
 
 from finetune_core.config import FinetuneConfig
 from finetune_core.errors import ConfigError
-from tasks.backbone import resolve_backbone
+from tasks.backbone import select_backbone, selection_reason, task_runner
 from tasks.data import augment, load_data, read_data, validate_data
 from tasks.gates import apply_gates, describe_version, evaluate_champion, log_review_files
 from tasks.register import git_commit, log_model, register_model
@@ -86,8 +86,10 @@ def finetune(config: FinetuneConfig, resume: str | None = None) -> FinetuneResul
         validate_data(config, raw, run_dir, run_id)
         prepared = load_data(config, raw, run_dir, run_id)
         prepared = augment(config, prepared, run_id)
-        backbone = resolve_backbone(config, run_id)
-        frozen = train_frozen(config, prepared, backbone, run_dir, run_id, resume=bool(resume))
+        selection = select_backbone.with_options(task_runner=task_runner(config))(config, prepared, run_dir, run_id)
+        backbone = selection.selected.path
+        frozen = train_frozen(config, prepared, backbone, run_dir, run_id, resume=bool(resume),
+                              known_features=selection.selected.features)
         unfrozen = train_unfrozen(config, prepared, run_dir, run_id, resume=bool(resume))
         calibration = calibrate(config, prepared, run_dir / "model", run_id)
         metrics = evaluate(config, prepared, run_dir / "model", run_id)
@@ -97,7 +99,8 @@ def finetune(config: FinetuneConfig, resume: str | None = None) -> FinetuneResul
         verdict = apply_gates(config, prepared, run_dir, metrics, champion, run_id)
         stages = {s.stage: s.as_dict() for s in (frozen, unfrozen)}
         files = log_review_files(config, prepared, run_dir, stages, run_id)
-        description = describe_version(config, prepared, backbone, stages, metrics, verdict, files, run_id)
+        description = describe_version(config, prepared, backbone, selection_reason(selection), stages, metrics, verdict,
+                                       files, run_id)
         tags = {
             "task": config.task,
             "backbone": backbone,

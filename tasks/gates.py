@@ -109,14 +109,12 @@ def log_review_files(config: FinetuneConfig, prepared: PreparedData, run_dir: Pa
 
 
 @task(name="describe-version", cache_policy=NO_CACHE)
-def describe_version(config: FinetuneConfig, prepared: PreparedData, backbone: str, stages: dict[str, dict],
+def describe_version(config: FinetuneConfig, prepared: PreparedData, backbone: str, selection: str, stages: dict[str, dict],
                      metrics: dict[str, float], verdict: GateVerdict, files: dict[str, str], run_id: str) -> str:
     """The registered version's Markdown description; the model card (the same plus intended
     use and the review files) is logged as `model_card.md`."""
     from finetune_core.model_card import model_card, version_description
 
-    candidates = config.backbone.candidates
-    selection = "the only candidate" if len(candidates) == 1 else f"first of {len(candidates)} candidates"
     validation = "Great Expectations suites passed" if config.validation.enabled else "disabled"
     data = {"fingerprint": prepared.fingerprint, "rows": prepared.rows, "labels": prepared.labels,
             "augmented_rows": config.augmentation.enabled and prepared.rows["train"], "validation": validation}

@@ -29,11 +29,14 @@ def _report(run_id: str, result: StageResult) -> StageResult:
 
 
 @task(name="train-frozen", cache_policy=NO_CACHE)
-def train_frozen(config: FinetuneConfig, prepared: PreparedData, backbone: str, run_dir: Path, run_id: str, resume: bool = False) -> StageResult:
-    """Stage 1: the task head on cached frozen-backbone features; model in run_dir/frozen."""
+def train_frozen(config: FinetuneConfig, prepared: PreparedData, backbone: str, run_dir: Path, run_id: str, resume: bool = False,
+                 known_features: str | None = None) -> StageResult:
+    """Stage 1: the task head on cached frozen-backbone features (train rows backbone selection
+    extracted are reused); model in run_dir/frozen."""
     run_dir = Path(run_dir)
     result = stages.train_frozen(
-        config, prepared, backbone, run_dir / "frozen", epoch_logger(run_id), run_dir / "checkpoints", resume
+        config, prepared, backbone, run_dir / "frozen", epoch_logger(run_id), run_dir / "checkpoints", resume,
+        Path(known_features) if known_features else None,
     )
     return _report(run_id, result)
 

@@ -1,0 +1,96 @@
+"""Does LogME rank backbones like fine-tuning does? And what does selection cost?
+
+    python bench/selection.py [--layers 3 1] [--metric logme]
+
+Candidates, all offline: the bundled all-MiniLM-L6-v2, copies with only its lowest
+``--layers`` transformer layers, and a randomly initialised copy. On the demo data (the shipped
+2,000-row SST-2 sample, 872-row test): score every candidate with the selection metric
+(sample = the demo's default `backbone.selection_sample`), then fine-tune each with the demo
+recipe and measure test accuracy. Prints both rankings, Kendall's tau between them, and
+selection time as a share of the demo's training time (three candidates: the bundled model,
+the first truncation and the random copy). Writes bench/results/selection.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from scipy.stats import kendalltau  # noqa: E402
+
+from finetune_core import stages  # noqa: E402
+from finetune_core.backbone import resolve_backbone  # noqa: E402
+from finetune_core.config import load_config  # noqa: E402
+from finetune_core.data import prepare_data  # noqa: E402
+from finetune_core.derived import random_copy, truncated_copy  # noqa: E402
+from finetune_core.selection import select_backbone  # noqa: E402
+
+
+def fine_tuned_accuracy(config, prepared, backbone: str, work: Path) -> tuple[float, float]:
+    started = time.perf_counter()
+    stages.train_frozen(config, prepared, backbone, work / "frozen")
+    stages.train_unfrozen(config, prepared, work / "frozen", work / "model")
+    seconds = time.perf_counter() - started
+    return stages.evaluate_checkpoint(config, prepared, work / "model")["accuracy"], seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--layers", type=int, nargs="+", default=[3, 1])
+    parser.add_argument("--metric", default="logme", choices=["logme", "probe"])
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        full = resolve_backbone("bundled:all-MiniLM-L6-v2")
+        candidates = {"all-MiniLM-L6-v2": full}
+        for keep in args.layers:
+            candidates[f"lowest {keep} layer(s)"] = str(truncated_copy(full, work / f"keep{keep}", keep))
+        candidates["random init"] = str(random_copy(full, work / "random"))
+        config = load_config(REPO / "examples" / "sst2.yaml", [
+            f"backbone.candidates={json.dumps(list(candidates.values()))}", f"backbone.selection_metric={args.metric}",
+            "training.feature_cache=false"])
+        prepared = prepare_data(config, work / "data")
+        names = {path: name for name, path in candidates.items()}
+
+        selection = select_backbone(config, prepared, work / "selection")
+        three = [full, candidates[f"lowest {args.layers[0]} layer(s)"], candidates["random init"]]
+        three_config = config.model_copy(deep=True)
+        three_config.backbone.candidates = three
+        three_seconds = select_backbone(three_config, prepared, work / "selection3").seconds
+
+        accuracy, train_seconds = {}, {}
+        for name, path in candidates.items():
+            accuracy[name], train_seconds[name] = fine_tuned_accuracy(config, prepared, path, work / name.replace(" ", "_"))
+            print(f"{name}: fine-tuned test accuracy {accuracy[name]:.4f} ({train_seconds[name]:.0f} s)", flush=True)
+    scores = {names[s.path]: s.score for s in selection.ranking}
+    order = list(candidates)
+    tau = kendalltau([scores[n] for n in order], [accuracy[n] for n in order]).statistic
+    result = {
+        "metric": args.metric,
+        "sample_rows": config.backbone.selection_sample,
+        "selection_scores": scores,
+        "fine_tuned_accuracy": accuracy,
+        "ranking_by_score": sorted(order, key=lambda n: -scores[n]),
+        "ranking_by_accuracy": sorted(order, key=lambda n: -accuracy[n]),
+        "kendall_tau": tau,
+        "selection_seconds_three_candidates": three_seconds,
+        "demo_training_seconds": train_seconds["all-MiniLM-L6-v2"],
+        "selection_share_of_training": three_seconds / train_seconds["all-MiniLM-L6-v2"],
+    }
+    print(json.dumps(result, indent=1))
+    (REPO / "bench" / "results").mkdir(parents=True, exist_ok=True)
+    (REPO / "bench" / "results" / f"selection-{args.metric}.json").write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,203 @@
+"""Backbone selection: rank candidates from frozen features, without fine-tuning them.
+
+LogME (You et al., ICML 2021) is the log marginal evidence of a Bayesian linear model from the
+features to each target column, maximised over its two precisions by a fixed-point
+iteration; no hyperparameters. ``probe`` is a k-fold cross-validated logistic (classification)
+or ridge (regression) probe. Each candidate is also measured: parameter count and latency per
+example at batch size 1. Constraints exclude candidates with the reason; ties (scores within
+``TIE``) go to the smaller model. The winner's sample features are kept so the frozen stage
+does not extract them again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from pydantic import BaseModel
+
+from finetune_core.backbone import load_for_task, load_tokenizer, resolve_backbone
+from finetune_core.batching import Encoded, collate, encode
+from finetune_core.data import LABEL, TEXT, PreparedData
+from finetune_core.device import runtime_for
+from finetune_core.features import extract_features
+from finetune_core.heads import POOLINGS, HeadSpec, head_spec, resolve_pooling
+
+TIE = 1e-3  # LogME is per example; differences this small are noise, not a ranking
+
+
+def logme_column(f: np.ndarray, y: np.ndarray, sigma: np.ndarray, v: np.ndarray, iterations: int = 50):
+    """(evidence per example, alpha, beta) for one target column; ``sigma, v`` eigen-decompose F^T F."""
+    n, d = f.shape
+    projected = v.T @ (f.T @ y)  # V^T F^T y: every iteration works in the eigenbasis
+    alpha, beta = 1.0, 1.0
+    for _ in range(iterations):
+        gamma = float((beta * sigma / (alpha + beta * sigma)).sum())
+        m = v @ (beta * projected / (alpha + beta * sigma))  # posterior mean of the weights
+        new_alpha = gamma / (float(m @ m) + 1e-12)
+        new_beta = (n - gamma) / (float(((y - f @ m) ** 2).sum()) + 1e-12)
+        converged = abs(new_alpha / new_beta - alpha / beta) / (alpha / beta) < 1e-6
+        alpha, beta = new_alpha, new_beta
+        if converged:
+            break
+    m = v @ (beta * projected / (alpha + beta * sigma))
+    m_norm, residual = float(m @ m), float(((y - f @ m) ** 2).sum())
+    evidence = (d / 2 * np.log(alpha) + n / 2 * np.log(beta) - 0.5 * np.log(alpha + beta * sigma).sum()
+                - beta / 2 * residual - alpha / 2 * m_norm - n / 2 * np.log(2 * np.pi))
+    return evidence / n, alpha, beta
+
+
+def logme(features: np.ndarray, targets: np.ndarray, task: str) -> float:
+    """Mean LogME evidence per example over target columns (one-hot classes, or the
+    standardised regression target)."""
+    f = np.asarray(features, dtype=np.float64)
+    if task == "classification":
+        columns = [(targets == c).astype(np.float64) for c in np.unique(targets)]
+    else:
+        y = np.asarray(targets, dtype=np.float64)
+        columns = [(y - y.mean()) / (y.std() or 1.0)]
+    sigma, v = np.linalg.eigh(f.T @ f)
+    sigma = np.clip(sigma, 0.0, None)
+    return float(np.mean([logme_column(f, y, sigma, v)[0] for y in columns]))
+
+
+def probe_score(features: np.ndarray, targets: np.ndarray, task: str, folds: int = 5, seed: int = 0) -> float:
+    """Cross-validated accuracy of a logistic probe, or R² of a ridge probe."""
+    from sklearn.linear_model import LogisticRegression, RidgeCV
+    from sklearn.model_selection import KFold, StratifiedKFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if task == "classification":
+        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+        splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    else:
+        model, splitter = make_pipeline(StandardScaler(), RidgeCV()), KFold(folds, shuffle=True, random_state=seed)
+    return float(cross_val_score(model, features, targets, cv=splitter).mean())
+
+
+def selection_sample(prepared: PreparedData, size: int, seed: int) -> np.ndarray:
+    """Seeded, stratified (classification) row indexes of the prepared train split."""
+    labels = prepared.frame("train")[LABEL].to_numpy()
+    if size >= len(labels):
+        return np.arange(len(labels))
+    from sklearn.model_selection import train_test_split
+
+    stratify = labels if prepared.task == "classification" else None
+    try:
+        chosen, _ = train_test_split(np.arange(len(labels)), train_size=size, random_state=seed, stratify=stratify)
+    except ValueError:  # a class too rare to stratify
+        chosen, _ = train_test_split(np.arange(len(labels)), train_size=size, random_state=seed)
+    return np.sort(chosen)
+
+
+class CandidateScore(BaseModel):
+    candidate: str  # as configured
+    path: str  # what from_pretrained loads
+    metric: str
+    score: float | None = None
+    parameters: int = 0
+    latency_ms: float = 0.0
+    seconds: float = 0.0
+    excluded: str | None = None
+    features: str | None = None  # the sample features, for the frozen stage
+
+
+def _latency_ms(model, spec: HeadSpec | None, encoded: Encoded, runtime, examples: int = 16) -> float:
+    """Mean time of one example through the whole model at batch size 1 (after a warm-up)."""
+    features = spec.features if spec is not None else POOLINGS["mean"]
+    rows = list(range(min(examples, len(encoded))))
+    with torch.inference_mode(), runtime.autocast():
+        for row in rows[:2]:
+            features(model, {k: v.to(runtime.device) for k, v in collate(encoded, [row]).items()})
+        started = time.perf_counter()
+        for row in rows:
+            features(model, {k: v.to(runtime.device) for k, v in collate(encoded, [row]).items()})
+    return 1000 * (time.perf_counter() - started) / max(len(rows), 1)
+
+
+def score_candidate(config, prepared: PreparedData, candidate: str, sample: np.ndarray, out_dir: Path) -> CandidateScore:
+    """Load one candidate, extract frozen features on the sample, score and measure it."""
+    started = time.perf_counter()
+    selection, training = config.backbone, config.training
+    path = resolve_backbone(candidate)
+    runtime = runtime_for(training)
+    tokenizer = load_tokenizer(path, selection.trust_remote_code)
+    model = load_for_task(path, prepared.task, prepared.labels, selection.trust_remote_code).to(runtime.device).eval()
+    pooling = resolve_pooling(selection.pooling, path)
+    try:
+        spec = head_spec(model, pooling)  # exactly what the frozen stage's head will read
+    except ValueError:  # a family outside the head table: its mean token state stands in
+        spec = None
+    frame = prepared.frame("train").iloc[sample]
+    encoded = encode(tokenizer, frame[TEXT].astype(str).tolist(), training.max_length)
+    extractor = spec if spec is not None else HeadSpec(POOLINGS["mean"], lambda m, f: f)
+    features = extract_features(model, extractor, encoded, training.eval_batch_size, runtime.device, runtime.autocast)
+    targets = frame[LABEL].to_numpy()
+    if selection.selection_metric == "logme":
+        score = logme(features.numpy(), targets, prepared.task)
+    else:
+        score = probe_score(features.numpy(), targets, prepared.task, selection.probe_folds, training.seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    features_path = out_dir / f"{hashlib.sha256(path.encode()).hexdigest()[:12]}-features.pt"
+    torch.save({"indexes": torch.as_tensor(sample), "features": features, "pooling": pooling,
+                "precision": runtime.precision, "max_length": training.max_length}, features_path)
+    result = CandidateScore(candidate=candidate, path=path, metric=selection.selection_metric, score=score,
+                            parameters=sum(p.numel() for p in model.base_model.parameters()),
+                            latency_ms=_latency_ms(model, spec, encoded, runtime), features=str(features_path))
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def rank(scores: list[CandidateScore], max_parameters: int | None, max_latency_ms: float | None) -> list[CandidateScore]:
+    """Apply the constraints, then best score first; scores within TIE go to the smaller model."""
+    for s in scores:
+        if max_parameters is not None and s.parameters > max_parameters:
+            s.excluded = f"{s.parameters:,} parameters > backbone.max_parameters {max_parameters:,}"
+        elif max_latency_ms is not None and s.latency_ms > max_latency_ms:
+            s.excluded = f"{s.latency_ms:.1f} ms per example > backbone.max_latency_ms {max_latency_ms:g}"
+    eligible = sorted((s for s in scores if s.excluded is None), key=lambda s: -s.score)
+    ordered: list[CandidateScore] = []
+    for s in eligible:  # insertion keeps ties (within TIE of a better-placed score) ordered by size
+        position = len(ordered)
+        while position > 0 and abs(ordered[position - 1].score - s.score) <= TIE and ordered[position - 1].parameters > s.parameters:
+            position -= 1
+        ordered.insert(position, s)
+    return ordered + [s for s in scores if s.excluded is not None]
+
+
+class SelectionResult(BaseModel):
+    selected: CandidateScore
+    ranking: list[CandidateScore]
+    seconds: float
+
+    def table(self) -> list[dict]:
+        """One row per candidate, best first, for artifacts and the CLI."""
+        rows = []
+        for place, s in enumerate(self.ranking, start=1):
+            rows.append({"rank": place if s.excluded is None else "-", "candidate": s.candidate, "metric": s.metric,
+                         "score": None if s.score is None else round(s.score, 4), "parameters": s.parameters,
+                         "latency_ms": round(s.latency_ms, 2), "seconds": round(s.seconds, 2),
+                         "excluded": s.excluded or "", "selected": s is self.selected})
+        return rows
+
+
+def choose(scores: list[CandidateScore], config, seconds: float) -> SelectionResult:
+    from finetune_core.errors import ConfigError
+
+    ranking = rank(scores, config.backbone.max_parameters, config.backbone.max_latency_ms)
+    if ranking[0].excluded is not None:
+        reasons = "; ".join(f"{s.candidate}: {s.excluded}" for s in ranking)
+        raise ConfigError(f"backbone.candidates: every candidate is excluded by a constraint ({reasons})")
+    return SelectionResult(selected=ranking[0], ranking=ranking, seconds=seconds)
+
+
+def select_backbone(config, prepared: PreparedData, out_dir: Path) -> SelectionResult:
+    """Score every candidate one after another (the flow maps them as parallel tasks instead)."""
+    started = time.perf_counter()
+    sample = selection_sample(prepared, config.backbone.selection_sample, config.training.seed)
+    scores = [score_candidate(config, prepared, c, sample, out_dir) for c in config.backbone.candidates]
+    return choose(scores, config, time.perf_counter() - started)
