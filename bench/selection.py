@@ -48,6 +48,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--layers", type=int, nargs="+", default=[3, 1])
     parser.add_argument("--metric", default="logme", choices=["logme", "probe"])
+    parser.add_argument("--sample", type=int, default=500, help="backbone.selection_sample")
+    parser.add_argument("--accuracy-from", type=Path, default=None,
+                        help="reuse the fine-tuned accuracies of an earlier results file (same candidates, seeded)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -57,7 +60,7 @@ def main() -> None:
             candidates[f"lowest {keep} layer(s)"] = str(truncated_copy(full, work / f"keep{keep}", keep))
         candidates["random init"] = str(random_copy(full, work / "random"))
         config = load_config(REPO / "examples" / "sst2.yaml", [
-            f"backbone.candidates={json.dumps(list(candidates.values()))}", f"backbone.selection_metric={args.metric}",
+            f"backbone.candidates={json.dumps(list(candidates.values()))}", f"backbone.selection_metric={args.metric}", f"backbone.selection_sample={args.sample}",
             "training.feature_cache=false"])
         prepared = prepare_data(config, work / "data")
         names = {path: name for name, path in candidates.items()}
@@ -69,7 +72,11 @@ def main() -> None:
         three_seconds = select_backbone(three_config, prepared, work / "selection3").seconds
 
         accuracy, train_seconds = {}, {}
-        for name, path in candidates.items():
+        if args.accuracy_from is not None:
+            earlier = json.loads(args.accuracy_from.read_text())
+            accuracy = earlier["fine_tuned_accuracy"]
+            train_seconds = {"all-MiniLM-L6-v2": earlier["demo_training_seconds"]}
+        for name, path in candidates.items() if args.accuracy_from is None else []:
             accuracy[name], train_seconds[name] = fine_tuned_accuracy(config, prepared, path, work / name.replace(" ", "_"))
             print(f"{name}: fine-tuned test accuracy {accuracy[name]:.4f} ({train_seconds[name]:.0f} s)", flush=True)
     scores = {names[s.path]: s.score for s in selection.ranking}
@@ -89,7 +96,7 @@ def main() -> None:
     }
     print(json.dumps(result, indent=1))
     (REPO / "bench" / "results").mkdir(parents=True, exist_ok=True)
-    (REPO / "bench" / "results" / f"selection-{args.metric}.json").write_text(json.dumps(result, indent=2))
+    (REPO / "bench" / "results" / f"selection-{args.metric}-{args.sample}.json").write_text(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

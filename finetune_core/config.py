@@ -58,7 +58,7 @@ class BackboneConfig(_Strict):
     selection_metric: Literal["logme", "probe"] = Field(
         "logme", description="How candidates are ranked: LogME evidence, or a cross-validated linear probe."
     )
-    selection_sample: int = Field(2000, ge=10, description="Train rows (seeded, stratified) scored per candidate.")
+    selection_sample: int = Field(500, ge=10, description="Train rows (seeded, stratified) scored per candidate.")
     probe_folds: int = Field(5, ge=2, description="Folds of the `probe` metric.")
     max_parameters: int | None = Field(None, gt=0, description="Exclude candidates with more backbone parameters.")
     max_latency_ms: float | None = Field(

@@ -47,6 +47,7 @@ def test_registering_the_same_run_twice_keeps_one_version(prefect_server, tracki
     config = validate_config({"data": {"train": "a.csv", "test": "b.csv"},
                               "mlflow": {"tracking_uri": tracking_uri, "registered_model": "echo"}})
     mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_experiment("echo")  # earlier tests leave another store's experiment active
     with mlflow.start_run() as run:
         info = mlflow.pyfunc.log_model(name="model", python_model=Echo())
 
