@@ -16,6 +16,7 @@ from pathlib import Path
 
 import mlflow
 from prefect import flow, get_run_logger
+from prefect.concurrency.sync import concurrency
 from prefect.runtime import flow_run
 from pydantic import BaseModel
 
@@ -24,7 +25,7 @@ from finetune_core.errors import ConfigError
 from tasks.backbone import select_backbone, selection_reason, task_runner
 from tasks.data import augment, load_data, read_data, validate_data
 from tasks.gates import apply_gates, describe_version, evaluate_champion, log_review_files
-from tasks.register import git_commit, log_model, register_model
+from tasks.register import ensure_registry_lock, git_commit, log_model, publish_version, register_model
 from tasks.tracking import log_config, log_json
 from tasks.train import calibrate, evaluate, train_frozen, train_unfrozen
 
@@ -68,8 +69,9 @@ def _resumed_run(config: FinetuneConfig, resume: str) -> tuple[Path, str | None]
 
 
 @flow(name="finetune", log_prints=True)
-def finetune(config: FinetuneConfig, resume: str | None = None) -> FinetuneResult:
-    """Fine-tune a pretrained backbone on labelled text: frozen head stage, then unfrozen stage."""
+def finetune(config: FinetuneConfig, resume: str | None = None, extra_tags: dict[str, str] | None = None) -> FinetuneResult:
+    """Fine-tune a pretrained backbone on labelled text: frozen head stage, then unfrozen stage.
+    ``extra_tags`` go on the run and the registered version (e.g. the retrain snapshot)."""
     run_dir, mlflow_run_id = _resumed_run(config, resume) if resume else (_new_run_dir(config), None)
     mlflow.set_tracking_uri(config.mlflow.tracking_uri)
     mlflow.set_experiment(config.mlflow.experiment)
@@ -79,6 +81,8 @@ def finetune(config: FinetuneConfig, resume: str | None = None) -> FinetuneResul
         run_id = run.info.run_id
         (run_dir / RUN_FILE).write_text(json.dumps({"config_hash": config.fingerprint(), "mlflow_run_id": run_id}))
         mlflow.set_tags({"prefect.flow_run_id": str(flow_run.get_id()), "task": config.task, "config_hash": config.fingerprint()})
+        if extra_tags:
+            mlflow.set_tags(extra_tags)
         if not mlflow_run_id:
             log_config(run_id, config)
 
@@ -95,21 +99,25 @@ def finetune(config: FinetuneConfig, resume: str | None = None) -> FinetuneResul
         metrics = evaluate(config, prepared, run_dir / "model", run_id)
         model_uri = log_model(config, prepared, run_dir / "model", run_id)
 
-        champion = evaluate_champion(config, prepared, run_dir, run_id)
-        verdict = apply_gates(config, prepared, run_dir, metrics, champion, run_id)
         stages = {s.stage: s.as_dict() for s in (frozen, unfrozen)}
         files = log_review_files(config, prepared, run_dir, stages, run_id)
-        description = describe_version(config, prepared, backbone, selection_reason(selection), stages, metrics, verdict,
-                                       files, run_id)
-        tags = {
-            "task": config.task,
-            "backbone": backbone,
-            "data_fingerprint": prepared.fingerprint,
-            "config_hash": config.fingerprint(),
-            "git_commit": git_commit(),
-            "gate": "passed" if verdict.passed else "failed",
-        }
-        version = register_model(config, model_uri, run_id, tags, description, verdict.passed)
+        # From measuring the champion to moving its alias, one run per registered model at a time.
+        with concurrency(ensure_registry_lock(config.mlflow.registered_model), occupy=1, strict=True):
+            champion = evaluate_champion(config, prepared, run_dir, run_id)
+            verdict = apply_gates(config, prepared, run_dir, metrics, champion, run_id)
+            description = describe_version(config, prepared, backbone, selection_reason(selection), stages, metrics,
+                                           verdict, files, run_id)
+            tags = {
+                "task": config.task,
+                "backbone": backbone,
+                "data_fingerprint": prepared.fingerprint,
+                "config_hash": config.fingerprint(),
+                "git_commit": git_commit(),
+                "gate": "passed" if verdict.passed else "failed",
+                **(extra_tags or {}),
+            }
+            version = register_model(config, model_uri, run_id, tags, description, verdict.passed)
+        publish_version(version, verdict.summary(), config.mlflow.tracking_uri)
 
         result = FinetuneResult(
             metrics=metrics,

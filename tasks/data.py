@@ -11,11 +11,15 @@ from prefect.cache_policies import NO_CACHE
 
 from finetune_core.augment import augment_prepared
 from finetune_core.config import FinetuneConfig
-from finetune_core.data import PreparedData, RawData, basic_checks, prepare_data, read_splits
+from finetune_core.data import LABEL, TEXT, PreparedData, RawData, basic_checks, prepare_data, read_splits
+from finetune_core.drift import profile
 from finetune_core.errors import DataValidationError
 from finetune_core.validation import ValidationReport, validate_raw
 from finetune_core.validation_report import markdown
 from tasks.tracking import log_json, log_metrics
+
+
+PROFILE_ARTIFACT = "data/profile.json"  # label shares and text-length histogram of the training split
 
 
 @task(name="read-data", cache_policy=NO_CACHE)
@@ -57,6 +61,9 @@ def load_data(config: FinetuneConfig, raw: RawData, run_dir: Path, run_id: str) 
     log_metrics(run_id, {f"rows_{split}": n for split, n in prepared.rows.items()}, prefix="data/")
     log_metrics(run_id, {f"dropped_{split}": n for split, n in prepared.dropped.items()}, prefix="data/")
     log_json(run_id, {**summary, "labels": prepared.labels, "dropped": prepared.dropped}, "data/summary.json")
+    train = prepared.frame("train")
+    names = train[LABEL].map(lambda i: prepared.labels[i]) if prepared.labels else train[LABEL]
+    log_json(run_id, profile(train[TEXT], names, prepared.task).model_dump(), PROFILE_ARTIFACT)  # for drift checks
     return prepared
 
 

@@ -119,3 +119,42 @@ def _versions_of(client: MlflowClient, name: str):
         return client.search_model_versions(f"name = '{name}'")
     except MlflowException:
         return []
+
+
+def registry_lock_name(registered_model: str) -> str:
+    return f"finetune-registry-{registered_model}"
+
+
+def ensure_registry_lock(registered_model: str) -> str:
+    """A Prefect global concurrency limit of 1 per registered model: the champion comparison,
+    the gates and the alias moves of two runs never interleave, so two runs started together
+    never both promote against the same old champion."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    name = registry_lock_name(registered_model)
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            try:
+                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+            except ObjectAlreadyExists:  # another run created it first
+                pass
+    return name
+
+
+def publish_version(version: RegisteredVersion, verdict_summary: str, tracking_uri: str) -> None:
+    """A Markdown artifact for MLOps engineers: the gate decision and where the version is."""
+    from prefect.artifacts import create_markdown_artifact
+
+    alias = "champion" if version.champion else "challenger only"
+    link = f"`{version.registry_uri}`"
+    if tracking_uri.startswith("http"):
+        link = f"[{version.registry_uri}]({tracking_uri.rstrip('/')}/#/models/{version.name}/versions/{version.version})"
+    create_markdown_artifact(
+        key="registered-version",
+        markdown=f"# {version.name} version {version.version}: {alias}\n\nGates {verdict_summary}\n\nModel: {link}\n",
+        description=f"{version.name} v{version.version} ({alias})",
+    )

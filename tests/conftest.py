@@ -101,3 +101,13 @@ def tiny_config(backbone: Path, files: dict[str, Path], tracking_uri: str, tmp_p
         else:
             config[section] = values
     return config
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real `mlflow server` (SQLite backend, local artifact root) for the session."""
+    from tests.servers import start_mlflow_server, stop
+
+    url, process = start_mlflow_server(tmp_path_factory.mktemp("mlflow-server"))
+    yield url
+    stop(process)
