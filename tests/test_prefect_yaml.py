@@ -25,3 +25,17 @@ def test_deployments_point_at_flows_with_valid_parameters():
         for split in ("train", "test"):
             assert (REPO / getattr(config.data, split)).is_file()
         assert deployment["work_pool"]["name"] == "finetune-process"
+
+
+def test_nightly_retrain_is_scheduled_and_work_pool_templates_parse():
+    import json
+
+    spec = yaml.safe_load((REPO / "prefect.yaml").read_text())
+    retrain = next(d for d in spec["deployments"] if d["name"] == "nightly-retrain")
+    assert retrain["entrypoint"] == "flows/retrain.py:retrain"
+    assert retrain["schedules"] == [{"cron": "0 2 * * *", "timezone": "Europe/Paris", "active": True}]
+    docker = json.loads((REPO / "deployments" / "docker-job-template.json").read_text())
+    kubernetes = yaml.safe_load((REPO / "deployments" / "kubernetes-job-template.yaml").read_text())
+    for template in (docker, kubernetes):
+        assert {"job_configuration", "variables"} <= set(template)
+        assert "image" in template["variables"]["properties"]
