@@ -51,6 +51,13 @@ def test_flow_tracks_registers_and_serves(prefect_server, flow_config, tracking_
     second = finetune(flow_config)
     assert second.model_version == "2" and second.mlflow_run_id != result.mlflow_run_id
 
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as prefect:
+        published = prefect.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["registered-version"])))
+    assert any("models:/tiny-model/2" in a.data and "Gates passed" in a.data for a in published)
+
 
 def test_bad_data_fails_the_run_and_registers_nothing(prefect_server, flow_config, tracking_uri, tmp_path):
     from flows.finetune import finetune
