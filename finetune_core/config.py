@@ -67,7 +67,10 @@ class BackboneConfig(_Strict):
     task_runner: Literal["thread", "dask", "ray"] = Field(
         "thread", description="Prefect task runner scoring candidates in parallel (dask/ray need prefect-dask/prefect-ray)."
     )
-    selection_workers: int = Field(2, ge=1, description="Candidates scored at once.")
+    selection_workers: int = Field(2, ge=1, description="Candidates scored at once (threads, or local Dask workers).")
+    dask_address: str | None = Field(
+        None, description="Scheduler of an existing Dask cluster (task_runner dask); unset: a local cluster of processes."
+    )
 
 
 class StageConfig(_Strict):

@@ -28,7 +28,11 @@ def task_runner(config: FinetuneConfig):
             from prefect_dask import DaskTaskRunner
         except ImportError:
             raise ConfigError("backbone.task_runner: dask needs `pip install prefect-dask`") from None
-        return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "processes": False})
+        if config.backbone.dask_address:
+            return DaskTaskRunner(address=config.backbone.dask_address)
+        # A local cluster of worker processes, one thread each: torch parallelises inside a task.
+        return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True,
+                                              "dashboard_address": None})
     if config.backbone.task_runner == "ray":
         try:
             from prefect_ray import RayTaskRunner

@@ -39,3 +39,17 @@ def test_nightly_retrain_is_scheduled_and_work_pool_templates_parse():
     for template in (docker, kubernetes):
         assert {"job_configuration", "variables"} <= set(template)
         assert "image" in template["variables"]["properties"]
+
+
+def test_kubernetes_template_renders_a_gpu_job():
+    from prefect.utilities.templating import apply_values
+
+    template = yaml.safe_load((REPO / "deployments" / "kubernetes-job-template.yaml").read_text())
+    values = {k: v["default"] for k, v in template["variables"]["properties"].items() if "default" in v}
+    values.update(command="python -m prefect.engine", name="retrain", env={}, labels={})
+    rendered = apply_values(template["job_configuration"], values)
+    pod = rendered["job_manifest"]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["image"] == "finetune-pipeline:latest"
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1 and container["resources"]["requests"]["memory"] == "16Gi"
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"} and "{{" not in str(rendered["job_manifest"])

@@ -94,13 +94,16 @@ def test_real_minilm_against_its_truncated_and_random_derivatives(tmp_path):
     assert probe.ranking[0].parameters > probe.ranking[1].parameters  # the truncation really is smaller
 
 
-def test_selection_in_the_flow_logs_ranking_and_nested_runs(prefect_server, tiny_backbone, sst2_small, tracking_uri, tmp_path):
+@pytest.mark.parametrize("runner", ["thread", "dask"])
+def test_selection_in_the_flow_logs_ranking_and_nested_runs(prefect_server, tiny_backbone, sst2_small, tracking_uri, tmp_path,
+                                                            runner):
     from flows.finetune import finetune
     from tests.conftest import tiny_config
 
     weaker = random_copy(tiny_backbone, tmp_path / "random-tiny", seed=3)
     raw = tiny_config(tiny_backbone, sst2_small, tracking_uri, tmp_path)
-    raw["backbone"] = {"candidates": [str(weaker), str(tiny_backbone)], "selection_sample": 60}
+    # dask: a real local cluster of worker processes scores the candidates
+    raw["backbone"] = {"candidates": [str(weaker), str(tiny_backbone)], "selection_sample": 60, "task_runner": runner}
     result = finetune(validate_config(raw))
     client = MlflowClient(tracking_uri)
     run = client.get_run(result.mlflow_run_id)
