@@ -137,6 +137,9 @@ class TrainingConfig(_Strict):
     )
     device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="auto: cuda, then mps, then cpu.")
     num_threads: int | None = Field(None, gt=0, description="torch CPU threads (default: torch's choice).")
+    num_processes: int = Field(
+        1, ge=1, description="Data-parallel processes for the unfrozen stage (gloo on CPUs, one GPU each elsewhere)."
+    )
     feature_cache: bool = Field(True, description="Cache frozen-backbone features on disk for re-runs.")
     cache_dir: Path | None = Field(None, description="Feature cache directory (default: ~/.cache/finetune).")
     calibrate: bool = Field(True, description="Fit temperature scaling on validation (classification).")
@@ -187,6 +190,8 @@ class FinetuneConfig(_Strict):
         unknown = unknown_metrics(self.task, sorted(self.gates.metrics()))
         if unknown:
             raise ValueError(f"gates name metric(s) {unknown} that task {self.task} does not produce")
+        if training.num_processes > 1 and training.unfrozen.max_minutes:
+            raise ValueError("training.unfrozen.max_minutes is single-process only (ranks would stop at different steps)")
         if self.augmentation.balance and self.task != "classification":
             raise ValueError("augmentation.balance needs task classification (classes to balance)")
         return self

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from finetune_core import distributed
 from finetune_core.backbone import load_for_task, load_tokenizer
 from finetune_core.batching import Encoded, encode
 from finetune_core.checkpoint import Checkpointer
@@ -208,9 +209,16 @@ def train_unfrozen(
     checkpoints: Path | None = None,
     resume: bool = False,
 ) -> StageResult:
-    """Stage 2: from the stage-1 model, fine-tune with layer-wise learning rates (or LoRA)."""
+    """Stage 2: from the stage-1 model, fine-tune with layer-wise learning rates (or LoRA);
+    data-parallel over `training.num_processes` processes (finetune_core.distributed)."""
     if (done := _finished(out_dir, resume)) is not None:
         return done
+    ddp = distributed.current()
+    if config.training.num_processes > 1 and ddp is None and config.training.unfrozen.epochs > 0:
+        args = (config, prepared, checkpoint, out_dir, on_epoch_end, checkpoints, resume)
+        return distributed.launch_unfrozen(config.training.num_processes, args, out_dir, RESULT_FILE)
+    if ddp is not None and not ddp.is_main:  # rank 0 alone checkpoints and reports
+        checkpoints, on_epoch_end = None, None
     training, stage = config.training, config.training.unfrozen
     runtime = runtime_for(training)
     seed_everything(training.seed + 1)
@@ -241,7 +249,7 @@ def train_unfrozen(
             apply_trainable_depths(model, depths, unfrozen_depths(epoch, epochs, top))
         rng = epoch_rng(training.seed, "unfrozen", epoch)
         return network_epoch(network, spec, train[0], train_y, task, optimizer, scheduler, training.batch_size, rng,
-                             training.max_grad_norm, runtime, deadline=loop.deadline)
+                             training.max_grad_norm, runtime, deadline=loop.deadline, dist=ddp)
 
     def validate():
         outputs = predict_outputs(network, validation[0], training.eval_batch_size, runtime.device, runtime.autocast, spec)
@@ -255,6 +263,10 @@ def train_unfrozen(
         model = model.merge_and_unload()  # a plain model: loads without peft, serves at full speed
     for parameter in model.parameters():
         parameter.requires_grad_(True)
+    if ddp is not None:
+        result.extra["num_processes"] = ddp.world
+        if not ddp.is_main:
+            return result
     return _save(model.cpu(), tokenizer, meta, out_dir, result)
 
 

@@ -189,27 +189,34 @@ def head_epoch(model, head, features: torch.Tensor, targets: torch.Tensor, task,
 
 
 def network_epoch(model, spec, encoded: Encoded, targets, task, optimizer, scheduler, batch_size, rng, max_grad_norm, runtime,
-                  frozen_backbone=False, deadline: float | None = None):
+                  frozen_backbone=False, deadline: float | None = None, dist=None):
     """One epoch of the network on length-grouped, dynamically padded batches (cut short at
-    ``deadline``, a time.perf_counter() value)."""
+    ``deadline``, a time.perf_counter() value). ``dist``: a data-parallel context; this rank
+    trains on its share of each global batch and gradients are summed across ranks."""
     model.train()
     if frozen_backbone:  # a frozen backbone is a fixed feature extractor: no dropout inside it
         model.base_model.eval()
     parameters = [p for g in optimizer.param_groups for p in g["params"]]
+    trainable = [p for p in parameters if p.requires_grad]
     total, seen = 0.0, 0
-    for batch in length_grouped_batches(encoded.lengths, batch_size, rng):
-        inputs = {k: v.to(runtime.device) for k, v in collate(encoded, batch).items()}
-        with runtime.autocast():
-            outputs = forward_logits(model, spec, inputs)
-        loss = compute_loss(outputs, targets[batch].to(runtime.device), task)
-        loss.backward()
+    for whole in length_grouped_batches(encoded.lengths, batch_size, rng):
+        batch = whole if dist is None else dist.shard(whole)
+        if len(batch):
+            inputs = {k: v.to(runtime.device) for k, v in collate(encoded, batch).items()}
+            with runtime.autocast():
+                outputs = forward_logits(model, spec, inputs)
+            loss = compute_loss(outputs, targets[batch].to(runtime.device), task)
+            (loss if dist is None else loss * (len(batch) / len(whole))).backward()
+        if dist is not None:
+            dist.sync_gradients(trainable)
         torch.nn.utils.clip_grad_norm_([p for p in parameters if p.grad is not None], max_grad_norm)
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        total += float(loss.detach()) * len(batch)
-        seen += len(batch)
+        if len(batch):
+            total += float(loss.detach()) * len(batch)
+            seen += len(batch)
         if deadline is not None and time.perf_counter() >= deadline:
             break
     return total / max(seen, 1)

@@ -49,13 +49,21 @@ def log_metrics(run_id: str, metrics: dict[str, float], prefix: str = "", step: 
         MlflowClient().log_batch(run_id, metrics=batch[start : start + 1000])
 
 
-def epoch_logger(run_id: str):
-    """The training callback: one metric series per stage, stepped by epoch."""
+class EpochLogger:
+    """The training callback: one metric series per stage, stepped by epoch. A picklable
+    object that carries its tracking URI, so a data-parallel worker process logs too."""
 
-    def on_epoch_end(stage: str, epoch: int, metrics: dict) -> None:
-        log_metrics(run_id, metrics, prefix=f"{stage}/", step=epoch)
+    def __init__(self, run_id: str):
+        self.run_id, self.tracking_uri = run_id, mlflow.get_tracking_uri()
 
-    return on_epoch_end
+    def __call__(self, stage: str, epoch: int, metrics: dict) -> None:
+        if mlflow.get_tracking_uri() != self.tracking_uri:
+            mlflow.set_tracking_uri(self.tracking_uri)
+        log_metrics(self.run_id, metrics, prefix=f"{stage}/", step=epoch)
+
+
+def epoch_logger(run_id: str) -> EpochLogger:
+    return EpochLogger(run_id)
 
 
 def log_json(run_id: str, payload: dict, artifact_file: str) -> None:

@@ -1,0 +1,88 @@
+"""Data-parallel training of the unfrozen stage over ``training.num_processes`` processes.
+
+torch.distributed with gloo on CPUs (nccl on GPUs, one per rank). Every rank builds the same
+length-grouped batch order (same seed) and takes its share of each global batch, so the
+global batch size stays `training.batch_size`; each rank's loss is weighted by its share of
+the batch and gradients are summed across ranks in one all-reduce per step, which gives
+exactly the single-process gradient of the whole batch. Validation runs on every rank (the
+weights are identical, so early-stopping decisions agree); checkpoints, the saved model and
+epoch callbacks (MLflow logging) happen on rank 0 only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+_CURRENT: "DistContext | None" = None
+
+
+@dataclass
+class DistContext:
+    rank: int
+    world: int
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def shard(self, batch: np.ndarray) -> np.ndarray:
+        return batch[self.rank :: self.world]
+
+    def sync_gradients(self, parameters: list[torch.nn.Parameter]) -> None:
+        """Sum every gradient across ranks (a missing gradient counts as zeros)."""
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in parameters]
+        flat = torch.cat([g.reshape(-1).float() for g in grads])
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        offset = 0
+        for parameter, grad in zip(parameters, grads):
+            size = grad.numel()
+            parameter.grad = flat[offset : offset + size].view_as(grad).to(parameter.dtype)
+            offset += size
+
+
+def current() -> DistContext | None:
+    """The context inside a data-parallel worker, else None."""
+    return _CURRENT
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _worker(rank: int, world: int, port: int, threads: int, args: tuple) -> None:
+    global _CURRENT
+    from finetune_core import stages
+
+    use_cuda = torch.cuda.is_available()
+    if use_cuda:
+        torch.cuda.set_device(rank)
+    dist.init_process_group("nccl" if use_cuda else "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=world)
+    torch.set_num_threads(threads)
+    _CURRENT = DistContext(rank, world)
+    try:
+        stages.train_unfrozen(*args)
+    finally:
+        _CURRENT = None
+        dist.destroy_process_group()
+
+
+def launch_unfrozen(world: int, args: tuple, out_dir: Path, result_file: str):
+    """Run stages.train_unfrozen(*args) on ``world`` processes; return rank 0's result."""
+    import torch.multiprocessing as mp
+
+    from finetune_core.training import StageResult
+
+    threads = max(1, (os.cpu_count() or world) // world)  # no oversubscription of the cores
+    mp.spawn(_worker, args=(world, _free_port(), threads, args), nprocs=world, join=True)
+    return StageResult(**json.loads((Path(out_dir) / result_file).read_text()))
