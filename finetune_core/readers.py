@@ -4,14 +4,14 @@ A scheduled run reads whatever the last export wrote. Before any parser sees a f
 what parsers report badly or not at all: a missing file or a directory, an empty file, binary
 content, text that is not UTF-8, a header without rows, a header naming a column twice, a
 header repeated as a data row (two exports concatenated), ragged CSV/TSV rows, a JSONL line
-that is not a JSON object. The structural scan is one pass in C-backed code (csv, json).
+that is not a JSON object. The structural scan streams the file line by line (csv, json in C).
 """
 
 from __future__ import annotations
 
 import csv
-import io
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -55,6 +55,34 @@ def _decode_utf8(path: Path) -> str:
         ) from None
 
 
+def _text_lines(path: Path) -> Iterator[str]:
+    """The file's lines decoded one at a time (newlines kept): the scan never holds the whole
+    file. UTF-8 never splits a character across lines, so decoding per line is exact."""
+    with path.open("rb") as handle:
+        nul = handle.read(_SNIFF_BYTES).find(b"\x00")
+        if nul >= 0:
+            raise DataError(f"{path}: looks binary (NUL byte at offset {nul}); expected UTF-8 text")
+        handle.seek(0)
+        offset = 0
+        for number, raw in enumerate(handle, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataError(f"{path}: not valid UTF-8 at line {number} (byte offset {offset + exc.start}); "
+                                "re-export the file as UTF-8") from None
+            offset += len(raw)
+            yield text.removeprefix("\ufeff") if number == 1 else text
+
+
+def _csv_rows(path: Path, lines: Iterator[str]) -> Iterator[tuple[int, list[str]]]:
+    reader = csv.reader(lines)
+    try:
+        for row in reader:
+            yield reader.line_num, row
+    except csv.Error as exc:
+        raise DataError(f"{path}: line {reader.line_num} is not valid CSV ({exc})") from None
+
+
 def _check_header(path: Path, header: list[str]) -> None:
     seen: set[str] = set()
     for name in header:
@@ -63,16 +91,12 @@ def _check_header(path: Path, header: list[str]) -> None:
         seen.add(name)
 
 
-def _scan_delimited(path: Path, text: str, kind: str) -> None:
+def _scan_delimited(path: Path, kind: str) -> None:
+    lines = _text_lines(path)
     if kind == "tsv":  # GLUE-style TSV: quotes are ordinary characters
-        rows = (line.rstrip("\r").split("\t") for line in text.split("\n"))
-        numbered = enumerate(rows, start=1)
+        numbered = enumerate((line.rstrip("\n").rstrip("\r").split("\t") for line in lines), start=1)
     else:
-        reader = csv.reader(io.StringIO(text, newline=""))
-        try:
-            numbered = [(reader.line_num, row) for row in reader]
-        except csv.Error as exc:
-            raise DataError(f"{path}: line {reader.line_num} is not valid CSV ({exc})") from None
+        numbered = _csv_rows(path, lines)
     header: list[str] | None = None
     data_rows = 0
     for line, row in numbered:
@@ -93,11 +117,11 @@ def _scan_delimited(path: Path, text: str, kind: str) -> None:
         raise DataError(f"{path}: has a header but no data rows")
 
 
-def _scan_json(path: Path, text: str) -> None:
-    stripped = text.lstrip()
-    if stripped.startswith("["):  # a JSON array of records, not JSON lines
+def _scan_json(path: Path) -> None:
+    first = next((line for line in _text_lines(path) if line.strip()), "")
+    if first.lstrip().startswith("["):  # a JSON array of records, not JSON lines: parsed whole
         try:
-            records = json.loads(text)
+            records = json.loads(_decode_utf8(path))
         except json.JSONDecodeError as exc:
             raise DataError(f"{path}: line {exc.lineno} is not valid JSON ({exc.msg})") from None
         if not records:
@@ -106,7 +130,7 @@ def _scan_json(path: Path, text: str) -> None:
             raise DataError(f"{path}: every element of the JSON array must be an object")
         return
     rows = 0
-    for line_number, line in enumerate(text.split("\n"), start=1):
+    for line_number, line in enumerate(_text_lines(path), start=1):
         if not line.strip():
             continue
         try:
@@ -134,11 +158,10 @@ def check_readable(path: Path) -> str:
     if kind == "parquet":
         _check_parquet(path)
         return kind
-    text = _decode_utf8(path)
     if kind == "jsonl":
-        _scan_json(path, text)
+        _scan_json(path)
     else:
-        _scan_delimited(path, text, kind)
+        _scan_delimited(path, kind)
     return kind
 
 
