@@ -40,12 +40,12 @@ def promote(
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help=_TRACKING_HELP),
 ) -> None:
     """Move the `champion` alias by hand (rollback or override), recording who, when and why."""
+    from tasks.register import alias_version
+
     client = _client(tracking_uri)
     _version(client, name, version)
-    try:
-        previous = str(client.get_model_version_by_alias(name, "champion").version)
-    except Exception:  # no champion yet
-        previous = None
+    current = alias_version(client, name, "champion")
+    previous = str(current.version) if current is not None else None
     client.set_registered_model_alias(name, "champion", version)
     tags = {
         "promoted_by": os.environ.get("FINETUNE_USER") or getpass.getuser(),

@@ -24,7 +24,7 @@ from finetune_core.readers import read_table
 from finetune_core.snapshots import Snapshot, newest_snapshot
 from flows.finetune import finetune
 from tasks.data import PROFILE_ARTIFACT
-from tasks.gates import champion_version
+from tasks.register import alias_version, versions_of
 
 
 class RetrainResult(BaseModel):
@@ -37,18 +37,14 @@ class RetrainResult(BaseModel):
 
 
 def _already_trained(client: MlflowClient, name: str, snapshot: Snapshot):
-    try:
-        versions = client.search_model_versions(f"name = '{name}'")
-    except Exception:  # no registered model yet
-        return None
-    return next((v for v in versions if v.tags.get("snapshot_fingerprint") == snapshot.fingerprint), None)
+    return next((v for v in versions_of(client, name) if v.tags.get("snapshot_fingerprint") == snapshot.fingerprint), None)
 
 
 @task(name="champion-config", cache_policy=NO_CACHE)
 def champion_records(config: FinetuneConfig) -> tuple[dict | None, DataProfile | None, str | None]:
     """The champion's recorded configuration and training-data profile (None without a champion)."""
     client = MlflowClient()
-    current = champion_version(client, config.mlflow.registered_model)
+    current = alias_version(client, config.mlflow.registered_model, "champion")
     if current is None:
         return None, None, None
     run = current.run_id

@@ -8,7 +8,6 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
@@ -19,6 +18,7 @@ from finetune_core.data import LABEL, TEXT, PreparedData
 from finetune_core.gates import GateVerdict, evaluate_gates, per_example_scores, unknown_metrics
 from finetune_core.errors import ConfigError
 from finetune_core.review import write_review_files
+from tasks.register import alias_version
 from tasks.tracking import log_json, log_metrics
 
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -31,19 +31,12 @@ class ChampionResult(BaseModel):
     reason: str | None = None  # why it could not be compared
 
 
-def champion_version(client: MlflowClient, name: str):
-    try:
-        return client.get_model_version_by_alias(name, CHAMPION)
-    except MlflowException:  # no such model or no champion yet
-        return None
-
-
 @task(name="evaluate-champion", cache_policy=NO_CACHE)
 def evaluate_champion(config: FinetuneConfig, prepared: PreparedData, run_dir: Path, run_id: str) -> ChampionResult | None:
     """Load the current champion and score it on this run's test set (never on numbers from
     another dataset). None when there is no champion yet."""
     name = config.mlflow.registered_model
-    current = champion_version(MlflowClient(), name)
+    current = alias_version(MlflowClient(), name, CHAMPION)
     if current is None:
         return None
     test = prepared.frame("test")

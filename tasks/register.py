@@ -72,7 +72,7 @@ def register_model(config: FinetuneConfig, model_uri: str, run_id: str, tags: di
     """Register the logged model with its description and tags; `challenger` moves to it, and
     `champion` too when the gates passed. Idempotent per run, so a retry never registers twice."""
     client, name = MlflowClient(), config.mlflow.registered_model
-    existing = [v for v in _versions_of(client, name) if v.run_id == run_id]
+    existing = [v for v in versions_of(client, name) if v.run_id == run_id]
     model_version = existing[0] if existing else mlflow.register_model(model_uri, name, tags=tags)
     version = str(model_version.version)
     for key, value in tags.items():  # also on a retry that found the version already there
@@ -80,7 +80,8 @@ def register_model(config: FinetuneConfig, model_uri: str, run_id: str, tags: di
     if description:
         client.update_model_version(name, version, description=description)
     client.set_registered_model_alias(name, "challenger", version)
-    previous = _alias_version(client, name, "champion")
+    current = alias_version(client, name, "champion")
+    previous = str(current.version) if current is not None else None
     if gate_passed and previous != version:
         if previous is not None:
             client.set_model_version_tag(name, version, "previous_champion", previous)
@@ -91,9 +92,10 @@ def register_model(config: FinetuneConfig, model_uri: str, run_id: str, tags: di
                              champion=gate_passed)
 
 
-def _alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
+def alias_version(client: MlflowClient, name: str, alias: str):
+    """The model version an alias points at, or None (no such model, or the alias is unset)."""
     try:
-        return str(client.get_model_version_by_alias(name, alias).version)
+        return client.get_model_version_by_alias(name, alias)
     except MlflowException:
         return None
 
@@ -114,7 +116,8 @@ def git_commit() -> str:
     return commit.stdout.strip() + ("+dirty" if status.stdout.strip() else "")
 
 
-def _versions_of(client: MlflowClient, name: str):
+def versions_of(client: MlflowClient, name: str):
+    """Every version of a registered model; none when it is not registered yet."""
     try:
         return client.search_model_versions(f"name = '{name}'")
     except MlflowException:
