@@ -115,14 +115,19 @@ def _encode_targets(frame: pd.DataFrame, path: Path, column: str) -> pd.DataFram
     return frame.assign(**{LABEL: targets.astype("float64")})
 
 
-def _split_validation(train: pd.DataFrame, fraction: float, seed: int, stratify: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+def seeded_split(items, labels, seed: int, **sizes):
+    """train_test_split stratified by ``labels`` (None: not stratified), seeded; a class too
+    rare to stratify falls back to a plain seeded split. ``sizes``: train_size or test_size."""
     from sklearn.model_selection import train_test_split
 
-    labels = train[LABEL] if stratify else None
     try:
-        kept, held = train_test_split(train, test_size=fraction, random_state=seed, stratify=labels)
-    except ValueError:  # a class too rare to stratify: fall back to a plain seeded split
-        kept, held = train_test_split(train, test_size=fraction, random_state=seed)
+        return train_test_split(items, random_state=seed, stratify=labels, **sizes)
+    except ValueError:
+        return train_test_split(items, random_state=seed, **sizes)
+
+
+def _split_validation(train: pd.DataFrame, fraction: float, seed: int, stratify: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+    kept, held = seeded_split(train, train[LABEL] if stratify else None, seed, test_size=fraction)
     return kept.reset_index(drop=True), held.reset_index(drop=True)
 
 

@@ -21,7 +21,7 @@ from pydantic import BaseModel
 
 from finetune_core.backbone import load_for_task, load_tokenizer, resolve_backbone
 from finetune_core.batching import Encoded, collate, encode
-from finetune_core.data import LABEL, TEXT, PreparedData
+from finetune_core.data import LABEL, TEXT, PreparedData, seeded_split
 from finetune_core.device import runtime_for
 from finetune_core.features import extract_features
 from finetune_core.heads import POOLINGS, HeadSpec, head_spec, resolve_pooling
@@ -84,13 +84,8 @@ def selection_sample(prepared: PreparedData, size: int, seed: int) -> np.ndarray
     labels = prepared.frame("train")[LABEL].to_numpy()
     if size >= len(labels):
         return np.arange(len(labels))
-    from sklearn.model_selection import train_test_split
-
     stratify = labels if prepared.task == "classification" else None
-    try:
-        chosen, _ = train_test_split(np.arange(len(labels)), train_size=size, random_state=seed, stratify=stratify)
-    except ValueError:  # a class too rare to stratify
-        chosen, _ = train_test_split(np.arange(len(labels)), train_size=size, random_state=seed)
+    chosen, _ = seeded_split(np.arange(len(labels)), stratify, seed, train_size=size)
     return np.sort(chosen)
 
 
