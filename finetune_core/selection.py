@@ -101,9 +101,8 @@ class CandidateScore(BaseModel):
     features: str | None = None  # the sample features, for the frozen stage
 
 
-def _latency_ms(model, spec: HeadSpec | None, encoded: Encoded, runtime, examples: int = 16) -> float:
-    """Mean time of one example through the whole model at batch size 1 (after a warm-up)."""
-    features = spec.features if spec is not None else POOLINGS["mean"]
+def _latency_ms(model, features, encoded: Encoded, runtime, examples: int = 16) -> float:
+    """Mean time of one example through the backbone at batch size 1 (after a warm-up)."""
     rows = list(range(min(examples, len(encoded))))
     with torch.inference_mode(), runtime.autocast():
         for row in rows[:2]:
@@ -124,12 +123,12 @@ def score_candidate(config, prepared: PreparedData, candidate: str, sample: np.n
     model = load_for_task(path, prepared.task, prepared.labels, selection.trust_remote_code).to(runtime.device).eval()
     pooling = resolve_pooling(selection.pooling, path)
     try:
-        spec = head_spec(model, pooling)  # exactly what the frozen stage's head will read
+        extractor = head_spec(model, pooling)  # exactly what the frozen stage's head will read
     except ValueError:  # a family outside the head table: its mean token state stands in
-        spec = None
+        extractor = None
+    extractor = extractor or HeadSpec(POOLINGS["mean"], lambda m, f: f)
     frame = prepared.frame("train").iloc[sample]
     encoded = encode(tokenizer, frame[TEXT].astype(str).tolist(), training.max_length)
-    extractor = spec if spec is not None else HeadSpec(POOLINGS["mean"], lambda m, f: f)
     features = extract_features(model, extractor, encoded, training.eval_batch_size, runtime.device, runtime.autocast)
     targets = frame[LABEL].to_numpy()
     if selection.selection_metric == "logme":
@@ -142,7 +141,7 @@ def score_candidate(config, prepared: PreparedData, candidate: str, sample: np.n
                 "precision": runtime.precision, "max_length": training.max_length}, features_path)
     result = CandidateScore(candidate=candidate, path=path, metric=selection.selection_metric, score=score,
                             parameters=sum(p.numel() for p in model.base_model.parameters()),
-                            latency_ms=_latency_ms(model, spec, encoded, runtime), features=str(features_path))
+                            latency_ms=_latency_ms(model, extractor.features, encoded, runtime), features=str(features_path))
     result.seconds = time.perf_counter() - started
     return result
 
