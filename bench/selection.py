@@ -1,6 +1,6 @@
 """Does LogME rank backbones like fine-tuning does? And what does selection cost?
 
-    python bench/selection.py [--layers 3 1] [--metric logme]
+    python bench/selection.py [--layers 3 1] [--metric logme] [--selection-layers all|last]
 
 Candidates, all offline: the bundled all-MiniLM-L6-v2, copies with only its lowest
 ``--layers`` transformer layers, and a randomly initialised copy. On the demo data (the shipped
@@ -48,6 +48,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--layers", type=int, nargs="+", default=[3, 1])
     parser.add_argument("--metric", default="logme", choices=["logme", "probe"])
+    parser.add_argument("--selection-layers", default="all", choices=["all", "last"], help="backbone.selection_layers")
     parser.add_argument("--sample", type=int, default=500, help="backbone.selection_sample")
     parser.add_argument("--accuracy-from", type=Path, default=None,
                         help="reuse the fine-tuned accuracies of an earlier results file (same candidates, seeded)")
@@ -61,6 +62,7 @@ def main() -> None:
         candidates["random init"] = str(random_copy(full, work / "random"))
         config = load_config(REPO / "examples" / "sst2.yaml", [
             f"backbone.candidates={json.dumps(list(candidates.values()))}", f"backbone.selection_metric={args.metric}", f"backbone.selection_sample={args.sample}",
+            f"backbone.selection_layers={args.selection_layers}",
             "training.feature_cache=false"])
         prepared = prepare_data(config, work / "data")
         names = {path: name for name, path in candidates.items()}
@@ -85,6 +87,7 @@ def main() -> None:
     result = {
         "metric": args.metric,
         "sample_rows": config.backbone.selection_sample,
+        "selection_layers": args.selection_layers,
         "selection_scores": scores,
         "fine_tuned_accuracy": accuracy,
         "ranking_by_score": sorted(order, key=lambda n: -scores[n]),
@@ -96,7 +99,7 @@ def main() -> None:
     }
     print(json.dumps(result, indent=1))
     (REPO / "bench" / "results").mkdir(parents=True, exist_ok=True)
-    (REPO / "bench" / "results" / f"selection-{args.metric}-{args.sample}.json").write_text(json.dumps(result, indent=2))
+    (REPO / "bench" / "results" / f"selection-{args.metric}-{args.sample}-{args.selection_layers}.json").write_text(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

@@ -58,6 +58,11 @@ class BackboneConfig(_Strict):
     selection_metric: Literal["logme", "probe"] = Field(
         "logme", description="How candidates are ranked: LogME evidence, or a cross-validated linear probe."
     )
+    selection_layers: Literal["all", "last"] = Field(
+        "all",
+        description="Features LogME/the probe score: the pooled hidden states averaged over every transformer block "
+        "(all), or the last block's only, which is what the frozen head reads (last).",
+    )
     selection_sample: int = Field(500, ge=10, description="Train rows (seeded, stratified) scored per candidate.")
     probe_folds: int = Field(5, ge=2, description="Folds of the `probe` metric.")
     max_parameters: int | None = Field(None, gt=0, description="Exclude candidates with more backbone parameters.")

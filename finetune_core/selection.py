@@ -113,6 +113,41 @@ def _latency_ms(model, features, encoded: Encoded, runtime, examples: int = 16) 
     return 1000 * (time.perf_counter() - started) / max(len(rows), 1)
 
 
+def with_layer_average(extractor: HeadSpec):
+    """(spec, split): the spec's features are the head's features followed by the mean-pooled hidden states averaged over every
+    transformer block, from one forward pass (a hook on the backbone keeps its hidden states).
+
+    Why score the layer average: fine-tuning adapts the whole stack, and what transfers is
+    spread across its layers; the last layer alone reflects the pretraining objective (here a
+    contrastive sentence-similarity loss, which leaves sentiment less linearly separable there
+    than in the blocks below). Scored on the last layer only, LogME ranked copies of
+    all-MiniLM-L6-v2 cut to their lowest layers above the full model, the reverse of their
+    fine-tuned accuracy (README, Backbone selection)."""
+    captured: list = []
+    head_width: list[int] = []
+
+    def features(model, batch):
+        handle = model.base_model.register_forward_hook(lambda module, args, output: captured.append(output))
+        try:
+            head_features = extractor.features(model, {**batch, "output_hidden_states": True})
+        finally:
+            handle.remove()
+        hidden = getattr(captured.pop(), "hidden_states", None) if captured else None
+        captured.clear()
+        head_width[:] = [head_features.shape[1]]
+        if not hidden or len(hidden) < 2:  # a backbone that does not expose them: the head's features stand in
+            return torch.cat([head_features, head_features], dim=1)
+        mask = batch["attention_mask"].unsqueeze(-1).to(hidden[-1].dtype)
+        blocks = torch.stack(hidden[1:]).mean(dim=0)  # hidden[0] is the embedding output, not a block
+        average = (blocks * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
+        return torch.cat([head_features, average.to(head_features.dtype)], dim=1)
+
+    def split(both: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return both[:, :head_width[0]], both[:, head_width[0]:]
+
+    return HeadSpec(features, extractor.head, extractor.layer_pattern, extractor.embeddings), split
+
+
 def score_candidate(config, prepared: PreparedData, candidate: str, sample: np.ndarray, out_dir: Path) -> CandidateScore:
     """Load one candidate, extract frozen features on the sample, score and measure it."""
     started = time.perf_counter()
@@ -129,12 +164,18 @@ def score_candidate(config, prepared: PreparedData, candidate: str, sample: np.n
     extractor = extractor or HeadSpec(POOLINGS["mean"], lambda m, f: f)
     frame = prepared.frame("train").iloc[sample]
     encoded = encode(tokenizer, frame[TEXT].astype(str).tolist(), training.max_length)
-    features = extract_features(model, extractor, encoded, training.eval_batch_size, runtime.device, runtime.autocast)
+    if selection.selection_layers == "all":
+        spec, split = with_layer_average(extractor)
+        both = extract_features(model, spec, encoded, training.eval_batch_size, runtime.device, runtime.autocast)
+        features, scored = split(both)  # the head's features are kept for the frozen stage
+    else:
+        features = scored = extract_features(model, extractor, encoded, training.eval_batch_size, runtime.device,
+                                             runtime.autocast)
     targets = frame[LABEL].to_numpy()
     if selection.selection_metric == "logme":
-        score = logme(features.numpy(), targets, prepared.task)
+        score = logme(scored.numpy(), targets, prepared.task)
     else:
-        score = probe_score(features.numpy(), targets, prepared.task, selection.probe_folds, training.seed)
+        score = probe_score(scored.numpy(), targets, prepared.task, selection.probe_folds, training.seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     features_path = out_dir / f"{hashlib.sha256(path.encode()).hexdigest()[:12]}-features.pt"
     torch.save({"indexes": torch.as_tensor(sample), "features": features, "pooling": pooling,

@@ -73,25 +73,30 @@ def test_known_features_are_not_extracted_again(tiny_backbone, tmp_path):
 @pytest.mark.integration
 def test_real_minilm_against_its_truncated_and_random_derivatives(tmp_path):
     """On the shipped SST-2 sample (fine-tuned test accuracy, bench/selection.py: full 0.800 >
-    lowest layer only 0.764 > random 0.615) the probe ranks the three in that order; LogME puts
-    the random copy last but ranks the one-layer truncation above the full sentence-embedding
-    model (README, Backbone selection)."""
+    lowest 3 layers 0.786 > lowest layer only 0.764 > random 0.615) the default LogME on the
+    layer-averaged features ranks the four in that order. On the last layer alone it ranks the
+    truncations above the full sentence-embedding model (README, Backbone selection)."""
     from finetune_core.backbone import resolve_backbone
     from tests.conftest import SST2
 
     full = resolve_backbone("bundled:all-MiniLM-L6-v2")
-    truncated = str(truncated_copy(full, tmp_path / "truncated", keep_layers=1))
+    three = str(truncated_copy(full, tmp_path / "three", keep_layers=3))
+    one = str(truncated_copy(full, tmp_path / "one", keep_layers=1))
     random = str(random_copy(full, tmp_path / "random"))
     raw = {"data": {"train": str(SST2 / "train.tsv"), "test": str(SST2 / "test.tsv")},
-           "backbone": {"candidates": [random, truncated, full], "selection_sample": 2000, "selection_metric": "probe"}}
+           "backbone": {"candidates": [random, one, three, full]}}
     config = validate_config(raw)
+    assert (config.backbone.selection_metric, config.backbone.selection_layers, config.backbone.selection_sample) == ("logme", "all", 500)
     prepared = prepare_data(config, tmp_path / "data")
-    probe = select_backbone(config, prepared, tmp_path / "probe")
-    assert [s.path for s in probe.ranking] == [full, truncated, random]
-    config.backbone.selection_metric = "logme"
-    by_logme = select_backbone(config, prepared, tmp_path / "logme")
-    assert by_logme.ranking[-1].path == random and by_logme.ranking[0].score - by_logme.ranking[-1].score > 0.1
-    assert probe.ranking[0].parameters > probe.ranking[1].parameters  # the truncation really is smaller
+    ranked = select_backbone(config, prepared, tmp_path / "all")
+    assert [s.path for s in ranked.ranking] == [full, three, one, random]
+    scores = [s.score for s in ranked.ranking]
+    assert min(a - b for a, b in zip(scores, scores[1:])) > 0.01  # clear margins, not ties
+    assert ranked.ranking[0].parameters > ranked.ranking[1].parameters > ranked.ranking[2].parameters  # really smaller
+
+    config.backbone.selection_layers = "last"
+    last_only = select_backbone(config, prepared, tmp_path / "last")
+    assert [s.path for s in last_only.ranking][0] == three and last_only.ranking[-1].path == random
 
 
 @pytest.mark.parametrize("runner", ["thread", "dask"])
