@@ -4,6 +4,11 @@ Checks that compare rows (duplicates) or splits (unknown labels, train/test leak
 shares) are computed as derived columns of the validated frame, so every check is a real
 GX expectation with its own severity, result and Data Docs entry. Failed checks carry a few
 example rows with their line numbers in the source file.
+
+Splits are validated ``validation.chunk_rows`` rows at a time, so a file larger than memory
+is never read whole: the whole-split facts behind the derived columns are gathered first in
+one streaming pass (``split_facts``), each chunk is its own GX validation, and the chunks'
+results are added up per check (``validation_merge``).
 """
 
 from __future__ import annotations
@@ -16,7 +21,10 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
+from finetune_core.chunks import chunks_of, parquet_columns
 from finetune_core.data_config import CHECKS, ValidationConfig
+from finetune_core.split_facts import SplitFacts, gather, label_text, normalise
+from finetune_core.validation_merge import merge_chunks
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")  # no analytics or network calls from GX
 
@@ -62,26 +70,21 @@ class ValidationReport(BaseModel):
         return f"{len(self.results)} checks on {len(self.rows)} split(s): {errors} error(s), {warnings} warning(s)"
 
 
-def normalise(texts: pd.Series) -> pd.Series:
-    """Case- and whitespace-insensitive form of a text, for duplicate and leakage checks."""
-    return texts.fillna("").astype(str).str.lower().str.split().str.join(" ")
-
-
-def _derived_frame(split: str, frame: pd.DataFrame, text: str, label: str, task: str, train: pd.DataFrame | None,
-                   token_counter) -> pd.DataFrame:
-    out = frame.copy()
+def _derived_frame(split: str, chunk: pd.DataFrame, text: str, label: str, task: str, facts: dict[str, SplitFacts],
+                   leaked: set[str], token_counter) -> pd.DataFrame:
+    out = chunk.copy()
     if text in out:
-        keys = normalise(out[text])
-        out[DUPLICATE] = keys.duplicated(keep="first") & (keys != "")
-        if train is not None and text in train:
-            out[IN_TRAIN] = keys.isin(set(normalise(train[text]))) & (keys != "")
+        out[DUPLICATE] = facts[split].duplicate[out.index.to_numpy()] if len(out) else pd.Series(dtype=bool)
+        if split != "train" and "train" in facts and facts["train"].has_text:
+            keys = normalise(out[text])
+            out[IN_TRAIN] = keys.isin(leaked) & (keys != "")
         if token_counter is not None:
             out[TOKENS] = token_counter(out[text].fillna("").astype(str).tolist())
     if label in out:
         if task == "classification":
-            out[label] = out[label].map(lambda v: None if pd.isna(v) else str(v))
+            out[label] = out[label].map(label_text).astype(object)
             if split == "train":
-                out[CLASS_SHARE] = out[label].map(out[label].value_counts(normalize=True)).astype("float64")
+                out[CLASS_SHARE] = out[label].map(facts["train"].class_shares()).astype("float64")
         else:
             numbers = pd.to_numeric(out[label], errors="coerce").astype("float64")
             out[TARGET], out[FINITE] = numbers, np.isfinite(numbers.to_numpy())
@@ -146,14 +149,6 @@ def _examples(frame: pd.DataFrame, indexes: list, columns: list[str], limit: int
     return rows
 
 
-def _observed(result: dict) -> str:
-    if "observed_value" in result:
-        return json.dumps(result["observed_value"], default=str)[:200]
-    if result.get("unexpected_count") is not None:
-        return f"{result['unexpected_count']} unexpected of {result.get('element_count')}"
-    return ""
-
-
 def _context(docs_dir: Path | None):
     import great_expectations as gx
 
@@ -168,51 +163,78 @@ def _context(docs_dir: Path | None):
     return context
 
 
-def run_suites(frames: dict[str, pd.DataFrame], sources: dict[str, str], text: str, label: str, task: str,
+def _validate_chunk(checkpoint, derived: pd.DataFrame, run_name: str | None, text: str, label: str, limit: int):
+    """One GX validation of one chunk: (its JSON, per expectation {type, kwargs, meta, success, result, examples})."""
+    from great_expectations.core.run_identifier import RunIdentifier
+
+    run = checkpoint.run(batch_parameters={"dataframe": derived}, run_id=RunIdentifier(run_name=run_name) if run_name else None)
+    validation = next(iter(run.run_results.values()))
+    parts = []
+    for outcome in validation.results:
+        result = outcome.result or {}
+        failed_rows = result.get("partial_unexpected_index_list") or []
+        parts.append({"type": outcome.expectation_config.type, "kwargs": outcome.expectation_config.kwargs,
+                      "meta": outcome.expectation_config.meta, "success": bool(outcome.success), "result": result,
+                      "examples": _examples(derived, failed_rows, [text, label], limit)})
+    return validation.to_json_dict(), parts
+
+
+def _columns(source) -> list[str]:
+    return list(source.columns) if isinstance(source, pd.DataFrame) else parquet_columns(source)
+
+
+def run_suites(frames: dict[str, pd.DataFrame | str | Path], sources: dict[str, str], text: str, label: str, task: str,
                config: ValidationConfig, docs_dir: Path | None = None, token_counter=None) -> ValidationReport:
-    """Validate every split; with ``docs_dir``, write GX Data Docs and the JSON results there."""
+    """Validate every split (a frame, or a Parquet file read in chunks); with ``docs_dir``,
+    write GX Data Docs and the JSON results there."""
     import great_expectations as gx
 
     context = _context(docs_dir)
-    source = context.data_sources.add_or_update_pandas(name="finetune")
-    train = frames.get("train")
+    data_source = context.data_sources.add_or_update_pandas(name="finetune")
+    chunked = {split: chunks_of(frame, config.chunk_rows) for split, frame in frames.items()}
+    facts, leaked = gather(chunked, text, label, task)
     train_labels = None
-    if task == "classification" and train is not None and label in train:
-        train_labels = sorted({str(v) for v in train[label].dropna()})
+    if task == "classification" and "train" in frames and label in _columns(frames["train"]):
+        train_labels = sorted(facts["train"].label_counts)
     results: list[CheckResult] = []
-    raw_results: dict[str, dict] = {}
+    raw_results: dict[str, object] = {}
     # Reports name the data's own column, not the derived one the expectation ran on.
     source_column = {DUPLICATE: text, IN_TRAIN: text, TOKENS: text, CLASS_SHARE: label, TARGET: label, FINITE: label}
-    for split, frame in frames.items():
-        derived = _derived_frame(split, frame, text, label, task, None if split == "train" else train,
-                                 token_counter if config.max_text_tokens else None)
-        planned = _expectations(split, derived, text, label, task, config, train_labels)
-        suite = context.suites.add_or_update(gx.ExpectationSuite(name=f"finetune-{split}"))
-        for check, expectation in planned:
-            expectation.severity = _GX_SEVERITY[config.severity_of(check)]
-            expectation.meta = {"check": check, "guards": CHECKS[check][0]}
-            suite.add_expectation(expectation)
-        batch_definition = source.add_dataframe_asset(name=split).add_batch_definition_whole_dataframe(split)
-        definition = context.validation_definitions.add_or_update(
-            gx.ValidationDefinition(name=f"finetune-{split}", data=batch_definition, suite=suite))
-        actions = [gx.checkpoint.UpdateDataDocsAction(name="data-docs")] if docs_dir else []
-        checkpoint = context.checkpoints.add_or_update(gx.Checkpoint(
-            name=f"finetune-{split}", validation_definitions=[definition], actions=actions, result_format=_RESULT_FORMAT))
-        run = checkpoint.run(batch_parameters={"dataframe": derived})
-        validation = next(iter(run.run_results.values()))
-        raw_results[split] = validation.to_json_dict()
-        for outcome in validation.results:
-            check, result = outcome.expectation_config.meta["check"], outcome.result or {}
-            column = outcome.expectation_config.kwargs.get("column")
-            failed_rows = result.get("partial_unexpected_index_list") or []
+    for split, chunks in chunked.items():
+        checkpoint, chunk_json, parts = None, [], []
+        several = facts[split].rows > config.chunk_rows
+        for chunk in chunks():
+            derived = _derived_frame(split, chunk, text, label, task, facts, leaked,
+                                     token_counter if config.max_text_tokens else None)
+            if checkpoint is None:  # one suite per split, planned from the (shared) columns
+                planned = _expectations(split, derived, text, label, task, config, train_labels)
+                suite = context.suites.add_or_update(gx.ExpectationSuite(name=f"finetune-{split}"))
+                for check, expectation in planned:
+                    expectation.severity = _GX_SEVERITY[config.severity_of(check)]
+                    expectation.meta = {"check": check, "guards": CHECKS[check][0]}
+                    suite.add_expectation(expectation)
+                batch_definition = data_source.add_dataframe_asset(name=split).add_batch_definition_whole_dataframe(split)
+                definition = context.validation_definitions.add_or_update(
+                    gx.ValidationDefinition(name=f"finetune-{split}", data=batch_definition, suite=suite))
+                actions = [gx.checkpoint.UpdateDataDocsAction(name="data-docs")] if docs_dir else []
+                checkpoint = context.checkpoints.add_or_update(gx.Checkpoint(
+                    name=f"finetune-{split}", validation_definitions=[definition], actions=actions,
+                    result_format=_RESULT_FORMAT))
+            run_name = f"{split} rows {chunk.index[0] + 1}-{chunk.index[-1] + 1}" if several and len(chunk) else None
+            as_json, chunk_parts = _validate_chunk(checkpoint, derived, run_name, text, label, config.examples)
+            chunk_json.append(as_json)
+            parts.append(chunk_parts)
+        raw_results[split] = chunk_json[0] if len(chunk_json) == 1 else chunk_json
+        for index, first in enumerate(parts[0]):
+            merged = merge_chunks([chunk_parts[index] for chunk_parts in parts], facts[split], config.examples)
+            column = first["kwargs"].get("column")
             results.append(CheckResult(
-                split=split, check=check, severity=config.severity_of(check), success=bool(outcome.success),
-                expectation=outcome.expectation_config.type, column=source_column.get(column, column),
-                observed=_observed(result), unexpected_count=result.get("unexpected_count"),
-                unexpected_percent=result.get("unexpected_percent"),
-                examples=[] if outcome.success else _examples(derived, failed_rows, [text, label], config.examples),
+                split=split, check=first["meta"]["check"], severity=config.severity_of(first["meta"]["check"]),
+                success=merged["success"], expectation=first["type"], column=source_column.get(column, column),
+                observed=merged["observed"], unexpected_count=merged["unexpected_count"],
+                unexpected_percent=merged["unexpected_percent"], examples=[] if merged["success"] else merged["examples"],
             ))
-    report = ValidationReport(results=results, rows={s: len(f) for s, f in frames.items()}, sources=sources)
+    report = ValidationReport(results=results, rows={s: f.rows for s, f in facts.items()}, sources=sources)
     if docs_dir is not None:
         report.result_json = str(docs_dir / "validation_results.json")
         Path(report.result_json).write_text(json.dumps(
@@ -237,6 +259,5 @@ def validate_raw(config, raw, docs_dir: Path | None = None) -> ValidationReport:
     counter = None
     if config.validation.max_text_tokens and config.validation.severity_of("text_tokens") != "off":
         counter = token_counter_for(config.backbone.candidates[0], config.backbone.trust_remote_code)
-    frames = {split: raw.frame(split) for split in raw.paths}
-    return run_suites(frames, raw.sources, config.data.text_column, config.data.label_column, config.task,
+    return run_suites(dict(raw.paths), raw.sources, config.data.text_column, config.data.label_column, config.task,
                       config.validation, docs_dir, counter)

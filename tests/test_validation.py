@@ -146,3 +146,28 @@ def test_reports_data_docs_json_markdown_and_table(tmp_path):
     assert "FAILED" in text and "| **error** | test | leakage |" in text and "example rows" in text
     printed = table(report)
     assert printed.splitlines()[0].startswith("data validation FAILED") and "leakage" in printed
+
+
+def _outcomes(report) -> list[tuple]:
+    return [(r.split, r.check, r.expectation, r.success, r.unexpected_count,
+             None if r.unexpected_percent is None else round(r.unexpected_percent, 6), [e["row"] for e in r.examples])
+            for r in report.results]
+
+
+@pytest.mark.parametrize("check", ["clean", *FAILING])
+def test_chunked_validation_of_parquet_files_equals_the_whole_split(check, tmp_path):
+    """Large files are validated chunk by chunk (here 7 rows at a time: train 40 rows in 6
+    chunks) straight from Parquet; whole-split checks (row count, duplicates, leakage, label
+    set, class shares) count every chunk, so each check's verdict, counts and example rows
+    equal validating the whole split at once."""
+    frames, settings, task = _bad(check) if check != "clean" else (clean_frames(), {}, "classification")
+    if check == "target_finite":  # a column mixing text and numbers is text in a file
+        frames["train"]["label"] = frames["train"]["label"].map(str)
+    whole = validate(frames, task=task, **settings)
+    paths = {}
+    for split, frame in frames.items():
+        paths[split] = str(tmp_path / f"{split}.parquet")
+        frame.to_parquet(paths[split], index=False)
+    chunked = validate(paths, task=task, chunk_rows=7, **settings)
+    assert chunked.rows == whole.rows == {s: len(f) for s, f in frames.items()}
+    assert _outcomes(chunked) == _outcomes(whole)
