@@ -71,20 +71,15 @@ def take_rows(path: str | Path, indexes: np.ndarray, rows: int = 100_000, column
     return frame.loc[indexes].reset_index(drop=True)
 
 
-def write_parquet_chunks(chunks: Iterator[pd.DataFrame], path: str | Path) -> int:
-    """Write frames one after another into one Parquet file; returns the rows written."""
+def write_parquet_chunks(chunks: Iterator[pd.DataFrame], path: str | Path, schema) -> int:
+    """Write frames one after another into one Parquet file of ``schema`` (written even when
+    there are no rows); returns the rows written."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    writer, written = None, 0
-    try:
+    written = 0
+    with pq.ParquetWriter(path, schema) as writer:
         for frame in chunks:
-            table = pa.Table.from_pandas(frame, preserve_index=False)
-            if writer is None:
-                writer = pq.ParquetWriter(path, table.schema)
-            writer.write_table(table.cast(writer.schema))
+            writer.write_table(pa.Table.from_pandas(frame, schema=schema, preserve_index=False))
             written += len(frame)
-    finally:
-        if writer is not None:
-            writer.close()
     return written

@@ -3,6 +3,10 @@
 Raw files are never modified: the prepared splits (columns ``text`` and ``label``, the
 label already mapped to a class id or a float target) are written to the run directory
 and handed on by path.
+
+Nothing here holds a split in pandas: files are read through ``datasets`` (Arrow) and written
+to Parquet batch by batch, and preparing streams each split in chunks of ``PREPARE_ROWS``,
+keeping only per-row numbers (label ids for the stratified split) between passes.
 """
 
 from __future__ import annotations
@@ -15,12 +19,14 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
+from finetune_core.chunks import parquet_chunks, parquet_columns, write_parquet_chunks
 from finetune_core.config import FinetuneConfig
 from finetune_core.errors import DataError
-from finetune_core.readers import read_table
+from finetune_core.readers import read_to_parquet
 
 TEXT, LABEL = "text", "label"
 SPLITS = ("train", "validation", "test")
+PREPARE_ROWS = 100_000  # rows per chunk while preparing: bounds memory whatever the file's size
 
 
 class PreparedData(BaseModel):
@@ -59,7 +65,7 @@ def read_splits(config: FinetuneConfig, out_dir: Path) -> RawData:
         if source is None:
             continue
         paths[split], sources[split] = str(out_dir / f"{split}.parquet"), str(source)
-        read_table(source).to_parquet(paths[split], index=False)
+        read_to_parquet(source, Path(paths[split]))
     return RawData(paths=paths, sources=sources)
 
 
@@ -87,7 +93,7 @@ def _label_names(train: pd.Series) -> list[str]:
 
 def _usable_rows(frame: pd.DataFrame, names: list[str] | None) -> pd.Series:
     """Rows training can use: a non-blank text and a known label (or a finite target)."""
-    text_ok = frame[TEXT].map(lambda v: isinstance(v, str) and v.strip() != "")
+    text_ok = frame[TEXT].map(lambda v: isinstance(v, str) and v.strip() != "").astype(bool)
     if names is not None:
         return text_ok & frame[LABEL].map(label_text).isin(set(names))
     targets = pd.to_numeric(frame[LABEL], errors="coerce").to_numpy(dtype="float64")
@@ -96,12 +102,12 @@ def _usable_rows(frame: pd.DataFrame, names: list[str] | None) -> pd.Series:
 
 def _encode_labels(frame: pd.DataFrame, names: list[str], path: Path, column: str) -> pd.DataFrame:
     index = {name: i for i, name in enumerate(names)}
-    as_text = frame[LABEL].map(label_text)
+    as_text = frame[LABEL].map(label_text).astype(object)
     unknown = sorted(set(as_text.dropna()) - set(index))
     if unknown:
         raise DataError(f"{path}: column {column!r} has labels not seen in train: {unknown[:10]}")
     if as_text.isna().any():
-        row = int(as_text.isna().to_numpy().argmax())
+        row = frame.index[int(as_text.isna().to_numpy().argmax())]  # chunks keep the file's row positions
         raise DataError(f"{path}: column {column!r} is empty in data row {row + 1}")
     return frame.assign(**{LABEL: as_text.map(index).astype("int64")})
 
@@ -111,7 +117,8 @@ def _encode_targets(frame: pd.DataFrame, path: Path, column: str) -> pd.DataFram
     bad = ~np.isfinite(targets.to_numpy(dtype="float64"))
     if bad.any():
         row = int(bad.argmax())
-        raise DataError(f"{path}: column {column!r} has a non-numeric target {frame[LABEL].iloc[row]!r} in data row {row + 1}")
+        raise DataError(f"{path}: column {column!r} has a non-numeric target {frame[LABEL].iloc[row]!r} "
+                        f"in data row {frame.index[row] + 1}")
     return frame.assign(**{LABEL: targets.astype("float64")})
 
 
@@ -126,17 +133,78 @@ def seeded_split(items, labels, seed: int, **sizes):
         return train_test_split(items, random_state=seed, **sizes)
 
 
-def _split_validation(train: pd.DataFrame, fraction: float, seed: int, stratify: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
-    kept, held = seeded_split(train, train[LABEL] if stratify else None, seed, test_size=fraction)
-    return kept.reset_index(drop=True), held.reset_index(drop=True)
-
-
 def data_fingerprint(frames: dict[str, pd.DataFrame]) -> str:
     digest = hashlib.sha256()
     for split in SPLITS:
         digest.update(split.encode())
         digest.update(pd.util.hash_pandas_object(frames[split], index=False).to_numpy().tobytes())
     return digest.hexdigest()[:16]
+
+
+def files_fingerprint(paths: dict[str, str]) -> str:
+    """``data_fingerprint`` of the prepared files, read chunk by chunk (row hashes are per row)."""
+    digest = hashlib.sha256()
+    for split in SPLITS:
+        digest.update(split.encode())
+        for chunk in parquet_chunks(paths[split], PREPARE_ROWS)():
+            digest.update(pd.util.hash_pandas_object(chunk, index=False).to_numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _schema(classification: bool):
+    import pyarrow as pa
+
+    return pa.schema([(TEXT, pa.string()), (LABEL, pa.int64() if classification else pa.float64())])
+
+
+class _Preparer:
+    """Streams each split: columns → usable rows → encoded labels/targets → Parquet."""
+
+    def __init__(self, config: FinetuneConfig, raw: RawData, drop_unusable: bool):
+        self.config, self.raw, self.drop_unusable = config, raw, drop_unusable
+        self.classification = config.task == "classification"
+        self.dropped: dict[str, int] = {}
+        for split in raw.paths:  # a missing column fails before any pass, naming the file
+            select_columns(pd.DataFrame(columns=parquet_columns(raw.paths[split])), Path(raw.sources[split]),
+                           config.data.text_column, config.data.label_column)
+        self.names = self._label_names() if self.classification else None
+
+    def _chunks(self, split: str):
+        data = self.config.data
+        for chunk in parquet_chunks(self.raw.paths[split], PREPARE_ROWS, [data.text_column, data.label_column])():
+            yield select_columns(chunk, Path(self.raw.sources[split]), data.text_column, data.label_column)
+
+    def _label_names(self) -> list[str]:
+        """Class names from train's labels (of rows training can use, with ``drop_unusable``)."""
+        values: set = set()
+        for chunk in self._chunks("train"):
+            if self.drop_unusable:
+                chunk = chunk[_usable_rows(chunk, [label_text(v) for v in chunk[LABEL].dropna().unique()])]
+            values.update(chunk[LABEL].dropna().unique().tolist())
+        return _label_names(pd.Series(sorted(values, key=str), dtype=object))
+
+    def encoded(self, split: str):
+        path, column = getattr(self.config.data, split), self.config.data.label_column
+        self.dropped[split] = 0
+        for chunk in self._chunks(split):
+            if self.drop_unusable:
+                usable = _usable_rows(chunk, self.names)
+                self.dropped[split] += int((~usable).sum())
+                chunk = chunk[usable]
+            chunk = _encode_labels(chunk, self.names, path, column) if self.classification else _encode_targets(chunk, path, column)
+            yield chunk.assign(**{TEXT: chunk[TEXT].map(lambda v: None if pd.isna(v) else str(v)).astype(object)})
+
+    def write(self, rows, path: Path) -> int:
+        return write_parquet_chunks(rows, path, _schema(self.classification))
+
+
+def _kept_rows(chunks, keep: np.ndarray):
+    """The rows whose 0-based position (over all chunks) is in the sorted array ``keep``."""
+    offset = 0
+    for chunk in chunks:
+        low, high = np.searchsorted(keep, [offset, offset + len(chunk)])
+        yield chunk.iloc[keep[low:high] - offset]
+        offset += len(chunk)
 
 
 def prepare_data(config: FinetuneConfig, out_dir: Path, raw: RawData | None = None,
@@ -147,53 +215,45 @@ def prepare_data(config: FinetuneConfig, out_dir: Path, raw: RawData | None = No
     text, missing or unknown label, non-finite target) are dropped and counted; without it
     they are errors naming the file."""
     data, seed = config.data, config.training.seed
-    classification = config.task == "classification"
     raw = raw or read_splits(config, out_dir / "raw")
-    frames = {split: select_columns(raw.frame(split), Path(raw.sources[split]), data.text_column, data.label_column)
-              for split in raw.paths}
-    dropped: dict[str, int] = {}
-    if drop_unusable:
-        names = _label_names(frames["train"][LABEL]) if classification else None
-        for split, frame in frames.items():
-            usable = _usable_rows(frame, names)
-            dropped[split] = int((~usable).sum())
-            frames[split] = frame[usable].reset_index(drop=True)
-    names = _label_names(frames["train"][LABEL]) if classification else None
-    encoded = {}
-    for split, frame in frames.items():
-        path = getattr(data, split)
-        if classification:
-            encoded[split] = _encode_labels(frame, names, path, data.label_column)
-        else:
-            encoded[split] = _encode_targets(frame, path, data.label_column)
-        encoded[split][TEXT] = encoded[split][TEXT].map(lambda v: None if pd.isna(v) else str(v))
-
-    if "validation" not in encoded:
-        encoded["train"], encoded["validation"] = _split_validation(
-            encoded["train"], data.validation_fraction, seed, stratify=classification
-        )
-    if data.max_train_samples is not None and data.max_train_samples < len(encoded["train"]):
-        encoded["train"] = encoded["train"].sample(n=data.max_train_samples, random_state=seed).reset_index(drop=True)
-
+    preparer = _Preparer(config, raw, drop_unusable)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {}
-    for split in SPLITS:
-        paths[split] = str(out_dir / f"{split}.parquet")
-        encoded[split].to_parquet(paths[split], index=False)
+    paths = {split: str(out_dir / f"{split}.parquet") for split in SPLITS}
+    rows = {split: preparer.write(preparer.encoded(split), Path(paths[split])) for split in raw.paths}
+    if "validation" not in raw.paths:  # held out of train by a seeded split of row positions
+        everything = out_dir / "train-unsplit.parquet"
+        Path(paths["train"]).replace(everything)
+        labels = np.concatenate([c[LABEL].to_numpy() for c in parquet_chunks(everything, PREPARE_ROWS, [LABEL])()])
+        kept, held = seeded_split(np.arange(len(labels)), labels if preparer.classification else None, seed,
+                                  test_size=data.validation_fraction)
+        del labels
+        kept, held = np.sort(kept), np.sort(held)
+        if data.max_train_samples is not None and data.max_train_samples < len(kept):
+            kept = np.sort(np.random.RandomState(seed).choice(kept, size=data.max_train_samples, replace=False))
+        rows["train"] = preparer.write(_kept_rows(parquet_chunks(everything, PREPARE_ROWS)(), kept), Path(paths["train"]))
+        rows["validation"] = preparer.write(_kept_rows(parquet_chunks(everything, PREPARE_ROWS)(), held),
+                                            Path(paths["validation"]))
+        everything.unlink()
+    elif data.max_train_samples is not None and data.max_train_samples < rows["train"]:
+        kept = np.sort(np.random.RandomState(seed).choice(rows["train"], size=data.max_train_samples, replace=False))
+        everything = out_dir / "train-all.parquet"
+        Path(paths["train"]).replace(everything)
+        rows["train"] = preparer.write(_kept_rows(parquet_chunks(everything, PREPARE_ROWS)(), kept), Path(paths["train"]))
+        everything.unlink()
     mean, std = 0.0, 1.0
-    if not classification:
-        mean = float(encoded["train"][LABEL].mean())
-        std = float(encoded["train"][LABEL].std(ddof=0)) or 1.0
+    if not preparer.classification:
+        targets = np.concatenate([c[LABEL].to_numpy() for c in parquet_chunks(paths["train"], PREPARE_ROWS, [LABEL])()])
+        mean, std = float(targets.mean()), float(targets.std(ddof=0)) or 1.0
     return PreparedData(
         task=config.task,
         paths=paths,
-        rows={split: len(encoded[split]) for split in SPLITS},
-        labels=names,
+        rows={split: rows[split] for split in SPLITS},
+        labels=preparer.names,
         target_mean=mean,
         target_std=std,
         text_column=data.text_column,
-        fingerprint=data_fingerprint(encoded),
-        dropped=dropped,
+        fingerprint=files_fingerprint(paths),
+        dropped=preparer.dropped if drop_unusable else {},
     )
 
 
@@ -201,18 +261,19 @@ def basic_checks(prepared: PreparedData, config: FinetuneConfig) -> dict:
     """Checks every run needs before training; Great Expectations suites go deeper."""
     summary: dict = {"rows": prepared.rows, "fingerprint": prepared.fingerprint}
     for split in SPLITS:
-        frame = prepared.frame(split)
         source = getattr(config.data, split) or config.data.train
-        if frame.empty:
+        if prepared.rows[split] == 0:
             raise DataError(f"{source}: the {split} split has no rows")
-        blank = frame[TEXT].isna() | (frame[TEXT].fillna("").str.strip() == "")
-        if blank.any():
-            raise DataError(
-                f"{source}: column {config.data.text_column!r} is empty in {int(blank.sum())} row(s) of the {split} split"
-            )
+        blank = 0
+        for chunk in parquet_chunks(prepared.paths[split], PREPARE_ROWS, [TEXT])():
+            blank += int((chunk[TEXT].isna() | (chunk[TEXT].fillna("").str.strip() == "")).sum())
+        if blank:
+            raise DataError(f"{source}: column {config.data.text_column!r} is empty in {blank} row(s) of the {split} split")
     if prepared.task == "classification":
-        counts = prepared.frame("train")[LABEL].value_counts().sort_index()
-        if len(counts) < 2:
+        counts = np.zeros(len(prepared.labels), dtype=np.int64)
+        for chunk in parquet_chunks(prepared.paths["train"], PREPARE_ROWS, [LABEL])():
+            counts += np.bincount(chunk[LABEL].to_numpy(), minlength=len(counts))
+        if (counts > 0).sum() < 2:
             raise DataError(f"{config.data.train}: column {config.data.label_column!r} has fewer than 2 classes")
-        summary["train_class_counts"] = {prepared.labels[i]: int(n) for i, n in counts.items()}
+        summary["train_class_counts"] = {prepared.labels[i]: int(n) for i, n in enumerate(counts) if n}
     return summary

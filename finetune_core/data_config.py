@@ -55,7 +55,7 @@ class ValidationConfig(_Strict):
     )
     examples: int = Field(5, ge=0, le=100, description="Example rows shown per failed check in the reports.")
     chunk_rows: int = Field(
-        250_000, ge=1, description="Rows validated at once; larger splits are validated chunk by chunk, with the "
+        100_000, ge=1, description="Rows validated at once; larger splits are validated chunk by chunk, with the "
         "whole-split checks (row counts, duplicates, leakage, label set, class shares) counted over every chunk first.",
     )
 

@@ -166,10 +166,19 @@ def check_readable(path: Path) -> str:
 
 
 def read_table(path: Path) -> pd.DataFrame:
-    """Read one file with `datasets`, by extension, with all its columns."""
+    """Read one (small) file with `datasets`, by extension, with all its columns, into pandas."""
+    return _load(Path(path)).to_pandas()
+
+
+def read_to_parquet(path: Path, target: Path) -> None:
+    """Read one file with `datasets` into its memory-mapped Arrow cache, then write it to
+    ``target`` as Parquet batch by batch: the file is never held in memory whole."""
+    _load(Path(path)).to_parquet(str(target), batch_size=65_536)  # one row group per batch
+
+
+def _load(path: Path):
     import datasets  # heavy import, only when data is actually read
 
-    path = Path(path)
     kind = check_readable(path)
     builder, options = kind, {}
     if kind == "tsv":
@@ -182,4 +191,4 @@ def read_table(path: Path) -> pd.DataFrame:
     except Exception as exc:  # datasets wraps parser errors in several exception types
         cause = exc.__cause__ or exc
         raise DataError(f"{path}: could not be read as {kind}: {type(cause).__name__}: {cause}") from None
-    return table.to_pandas()
+    return table

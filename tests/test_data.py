@@ -135,3 +135,24 @@ def test_basic_checks_summarise_classes(tmp_path):
     config = config_for(train, train)
     summary = basic_checks(prepare_data(config, tmp_path / "out"), config)
     assert summary["train_class_counts"] == {"neg": 18, "pos": 36}
+
+
+@pytest.mark.parametrize("validation_file", [False, True])
+def test_preparing_in_small_chunks_writes_the_same_splits(tmp_path, monkeypatch, validation_file):
+    """Splits are streamed PREPARE_ROWS at a time; 7-row chunks give the same files as one chunk,
+    and errors still name the row of the file."""
+    import finetune_core.data as data
+
+    train = write(TRAIN, tmp_path / "train.csv")
+    extra = {"validation": str(write(TRAIN.tail(9), tmp_path / "validation.csv"))} if validation_file else {}
+    whole = prepare_data(config_for(train, train, max_train_samples=30, **extra), tmp_path / "whole")
+    monkeypatch.setattr(data, "PREPARE_ROWS", 7)
+    chunked = prepare_data(config_for(train, train, max_train_samples=30, **extra), tmp_path / "chunked")
+    assert chunked.rows == whole.rows and chunked.fingerprint == whole.fingerprint
+    for split in data.SPLITS:
+        assert chunked.frame(split).equals(whole.frame(split))
+    bad = write(TRAIN.assign(sentiment=[1.0] * 19 + ["x"] + [1.0] * 40), tmp_path / "bad.csv")
+    config = config_for(bad, train)
+    config.task = "regression"
+    with pytest.raises(DataError, match=r"bad\.csv: column 'sentiment' has a non-numeric target 'x' in data row 20"):
+        prepare_data(config, tmp_path / "bad")
