@@ -21,10 +21,12 @@ from pydantic import BaseModel
 
 from finetune_core.backbone import load_for_task, load_tokenizer, resolve_backbone
 from finetune_core.batching import Encoded, collate, encode
+from finetune_core.chunks import take_rows
 from finetune_core.data import LABEL, TEXT, PreparedData, seeded_split
 from finetune_core.device import runtime_for
 from finetune_core.features import extract_features
 from finetune_core.heads import POOLINGS, HeadSpec, head_spec, resolve_pooling
+from finetune_core.tokenized import read_targets
 
 TIE = 1e-3  # LogME is per example; differences this small are noise, not a ranking
 
@@ -81,7 +83,7 @@ def probe_score(features: np.ndarray, targets: np.ndarray, task: str, folds: int
 
 def selection_sample(prepared: PreparedData, size: int, seed: int) -> np.ndarray:
     """Seeded, stratified (classification) row indexes of the prepared train split."""
-    labels = prepared.frame("train")[LABEL].to_numpy()
+    labels = read_targets(prepared.paths["train"])  # the label column alone: the texts may not fit in memory
     if size >= len(labels):
         return np.arange(len(labels))
     stratify = labels if prepared.task == "classification" else None
@@ -162,7 +164,7 @@ def score_candidate(config, prepared: PreparedData, candidate: str, sample: np.n
     except ValueError:  # a family outside the head table: its mean token state stands in
         extractor = None
     extractor = extractor or HeadSpec(POOLINGS["mean"], lambda m, f: f)
-    frame = prepared.frame("train").iloc[sample]
+    frame = take_rows(prepared.paths["train"], sample, columns=[TEXT, LABEL])  # the sample's rows, in its order
     encoded = encode(tokenizer, frame[TEXT].astype(str).tolist(), training.max_length)
     if selection.selection_layers == "all":
         spec, split = with_layer_average(extractor)

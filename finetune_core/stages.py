@@ -45,6 +45,7 @@ from finetune_core.training import (
     StageResult,
     epoch_rng,
     head_epoch,
+    head_outputs,
     network_epoch,
     predict_outputs,
     seed_everything,
@@ -173,7 +174,7 @@ def train_frozen(
         @torch.inference_mode()
         def validate():
             model.eval()
-            return _score(prepared, spec.head(model, val_x).float().cpu().numpy(), validation[1])
+            return _score(prepared, head_outputs(model, spec.head, val_x, training.eval_batch_size), validation[1])
     else:  # unknown model family: full forward passes with the backbone frozen
 
         def train_epoch(epoch):

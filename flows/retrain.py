@@ -5,10 +5,12 @@ recorded configuration → gates on the snapshot's test split → promote or not
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Literal
 
 import mlflow
+import pandas as pd
 import yaml
 from mlflow import MlflowClient
 from prefect import flow, get_run_logger, task
@@ -17,10 +19,11 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
 from finetune_core.config import FinetuneConfig, validate_config
-from finetune_core.data import LABEL, TEXT, select_columns
-from finetune_core.drift import DataProfile, DriftReport, compare, profile
+from finetune_core.chunks import parquet_columns
+from finetune_core.data import select_columns
+from finetune_core.drift import DataProfile, DriftReport, compare, profile_parquet
 from finetune_core.errors import DataError
-from finetune_core.readers import read_table
+from finetune_core.readers import read_to_parquet
 from finetune_core.snapshots import Snapshot, newest_snapshot
 from flows.finetune import finetune
 from tasks.data import PROFILE_ARTIFACT
@@ -59,8 +62,13 @@ def champion_records(config: FinetuneConfig) -> tuple[dict | None, DataProfile |
 @task(name="drift", cache_policy=NO_CACHE)
 def measure_drift(config: FinetuneConfig, reference: DataProfile, max_label_distance: float,
                   max_length_psi: float) -> DriftReport:
-    frame = select_columns(read_table(config.data.train), config.data.train, config.data.text_column, config.data.label_column)
-    report = compare(reference, profile(frame[TEXT], frame[LABEL], config.task), max_label_distance, max_length_psi)
+    with tempfile.TemporaryDirectory() as scratch:  # the snapshot streamed to Parquet, never whole in memory
+        raw = Path(scratch) / "train.parquet"
+        read_to_parquet(Path(config.data.train), raw)
+        select_columns(pd.DataFrame(columns=parquet_columns(raw)), config.data.train, config.data.text_column,
+                       config.data.label_column)  # a missing column is named before profiling
+        current = profile_parquet(raw, None, config.task, text=config.data.text_column, label=config.data.label_column)
+    report = compare(reference, current, max_label_distance, max_length_psi)
     create_markdown_artifact(key="drift", markdown=f"# Drift against the champion's training data\n\n{report.summary()}\n\n"
                              f"**{'DRIFTED' if report.drifted else 'within thresholds'}**", description=report.summary())
     return report

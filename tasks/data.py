@@ -11,8 +11,8 @@ from prefect.cache_policies import NO_CACHE
 
 from finetune_core.augment import augment_prepared
 from finetune_core.config import FinetuneConfig
-from finetune_core.data import LABEL, TEXT, PreparedData, RawData, basic_checks, prepare_data, read_splits
-from finetune_core.drift import profile
+from finetune_core.data import PreparedData, RawData, basic_checks, prepare_data, read_splits
+from finetune_core.drift import profile_parquet
 from finetune_core.errors import DataValidationError
 from finetune_core.validation import ValidationReport, validate_raw
 from finetune_core.validation_report import markdown
@@ -61,9 +61,9 @@ def load_data(config: FinetuneConfig, raw: RawData, run_dir: Path, run_id: str) 
     log_metrics(run_id, {f"rows_{split}": n for split, n in prepared.rows.items()}, prefix="data/")
     log_metrics(run_id, {f"dropped_{split}": n for split, n in prepared.dropped.items()}, prefix="data/")
     log_json(run_id, {**summary, "labels": prepared.labels, "dropped": prepared.dropped}, "data/summary.json")
-    train = prepared.frame("train")
-    names = train[LABEL].map(lambda i: prepared.labels[i]) if prepared.labels else train[LABEL]
-    log_json(run_id, profile(train[TEXT], names, prepared.task).model_dump(), PROFILE_ARTIFACT)  # for drift checks
+    # read in chunks: the train split may not fit in memory
+    train_profile = profile_parquet(prepared.paths["train"], prepared.labels, prepared.task)
+    log_json(run_id, train_profile.model_dump(), PROFILE_ARTIFACT)  # for drift checks
     return prepared
 
 

@@ -1,9 +1,11 @@
 """Dated snapshots (newest complete one, fingerprint) and drift measures."""
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from finetune_core.drift import compare, profile
+from finetune_core.data import LABEL, TEXT
+from finetune_core.drift import compare, profile, profile_parquet
 from finetune_core.errors import DataError
 from finetune_core.snapshots import newest_snapshot
 
@@ -43,3 +45,21 @@ def test_drift_of_labels_and_text_lengths():
     numbers = profile(texts, pd.Series(range(100)).astype(float), "regression")
     shifted = compare(numbers, profile(texts, pd.Series(range(100)).astype(float) + 29, "regression"), 0.2, 0.25)
     assert shifted.label_distance == pytest.approx(1.0, rel=0.01)
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_profile_read_in_chunks_is_the_profile_of_the_whole_split(tmp_path, task):
+    rng = np.random.default_rng(0)
+    texts = ["x" * int(n) for n in rng.integers(0, 3000, 1000)]  # every length bin
+    if task == "classification":  # class 3 never occurs; classes 0 and 1 tie
+        labels, names = np.repeat([0, 1, 2], [400, 400, 200]).astype(np.int64), ["a", "b", "c", "d"]
+        rng.shuffle(labels)
+    else:  # arbitrary floats: a mean summed chunk by chunk would differ in the last bits
+        labels, names = rng.normal(3.0, 2.0, 1000), None
+    frame = pd.DataFrame({TEXT: texts, LABEL: labels})
+    path = tmp_path / "train.parquet"
+    frame.to_parquet(path, index=False)
+    whole = profile(frame[TEXT], frame[LABEL].map(lambda i: names[i]) if names else frame[LABEL], task)
+    chunked = profile_parquet(path, names, task, rows=64)
+    assert chunked == whole and list(chunked.labels) == list(whole.labels)
+    assert all(whole.lengths) and chunked.rows == 1000

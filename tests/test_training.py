@@ -11,7 +11,7 @@ from finetune_core import stages
 from finetune_core.config import validate_config
 from finetune_core.data import prepare_data
 from finetune_core.predict import Predictor, load_model_dir
-from finetune_core.training import compute_loss
+from finetune_core.training import compute_loss, head_outputs
 
 POSITIVE, NEGATIVE = ["great", "good", "wonderful", "best"], ["bad", "awful", "boring", "worst"]
 FILLER = ["the", "movie", "film", "story", "was", "a", "and", "of", "it", "is"]
@@ -125,6 +125,23 @@ def test_losses_follow_the_task():
     assert torch.allclose(compute_loss(logits, classes, "classification"), F.cross_entropy(logits, classes))
     values, targets = torch.randn(4, 1), torch.randn(4)
     assert torch.allclose(compute_loss(values, targets, "regression"), F.mse_loss(values.squeeze(-1), targets))
+
+
+def test_head_outputs_in_batches_are_the_outputs_on_every_row():
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from finetune_core.heads import head_spec
+
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(BertConfig(vocab_size=50, hidden_size=768, num_hidden_layers=1,
+                                                     num_attention_heads=2, intermediate_size=64)).eval()
+    head = head_spec(model).head
+    for rows in (0, 1, 129, 300):  # 129 and 300 leave a remainder of 1 and of 44 rows
+        features = torch.randn(rows, 768)
+        with torch.inference_mode():
+            whole = head(model, features).float().numpy()
+        batched = head_outputs(model, head, features, 128)
+        assert batched.shape == whole.shape and np.array_equal(batched, whole)
 
 
 def test_predictor_probabilities_and_input_column(easy_task, tiny_backbone):
