@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from finetune_core.backbone import load_for_task, load_tokenizer, resolve_backbone
 from finetune_core.batching import Encoded, collate, encode
 from finetune_core.chunks import take_rows
-from finetune_core.data import LABEL, TEXT, PreparedData, seeded_split
+from finetune_core.data import LABEL, TEXT, PreparedData, seeded_sample
 from finetune_core.device import runtime_for
 from finetune_core.features import extract_features
 from finetune_core.heads import POOLINGS, HeadSpec, head_spec, resolve_pooling
@@ -86,9 +86,7 @@ def selection_sample(prepared: PreparedData, size: int, seed: int) -> np.ndarray
     labels = read_targets(prepared.paths["train"])  # the label column alone: the texts may not fit in memory
     if size >= len(labels):
         return np.arange(len(labels))
-    stratify = labels if prepared.task == "classification" else None
-    chosen, _ = seeded_split(np.arange(len(labels)), stratify, seed, train_size=size)
-    return np.sort(chosen)
+    return seeded_sample(labels if prepared.task == "classification" else None, len(labels), size, seed)
 
 
 class CandidateScore(BaseModel):

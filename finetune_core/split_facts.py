@@ -64,12 +64,18 @@ def _hash_pass(chunks: Chunks, text: str, label: str | None, facts: SplitFacts, 
         if label is not None and label in chunk:
             facts.label_counts.update(label_text(v) for v in chunk[label] if label_text(v) is not None)
     if hashes:
-        every, blank = np.concatenate(hashes), np.concatenate(blanks)
-        del hashes, blanks
-        _, first = np.unique(every, return_index=True)  # stable: the first of equal hashes is kept
-        facts.duplicate = np.ones(len(every), dtype=bool)
-        facts.duplicate[first] = False
-        facts.duplicate &= ~blank
+        facts.duplicate = repeats_earlier(np.concatenate(hashes), np.concatenate(blanks))
+
+
+def repeats_earlier(hashes: np.ndarray, blank: np.ndarray) -> np.ndarray:
+    """Per row: its hash occurred in an earlier row (blank rows never count). A stable sort
+    keeps equal hashes in row order, so all but the first of each run are repeats; about 24
+    bytes per row at the peak."""
+    order = np.argsort(hashes, kind="stable")
+    ordered = hashes[order]
+    repeat = np.zeros(len(hashes), dtype=bool)
+    repeat[order[1:][ordered[1:] == ordered[:-1]]] = True
+    return repeat & ~blank
 
 
 def gather(splits: dict[str, Chunks], text: str, label: str, task: str) -> tuple[dict[str, SplitFacts], set[str]]:

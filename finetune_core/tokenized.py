@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from finetune_core.batching import ArrowTokens, Encoded
-from finetune_core.data import LABEL, TEXT
+from finetune_core.data import TEXT, read_labels
 
 READ_ROWS = 8192  # texts tokenised per step: bounds the memory of the pass, whatever the file's size
 FORMAT = 1  # bump when the file's layout changes
@@ -78,6 +78,4 @@ def encode_file(tokenizer, parquet_path: str | Path, max_length: int, cache_dir:
 
 def read_targets(parquet_path: str | Path) -> np.ndarray:
     """The label column alone (class ids or targets), without reading the texts."""
-    import pyarrow.parquet as pq
-
-    return pq.read_table(parquet_path, columns=[LABEL]).column(LABEL).to_numpy()
+    return read_labels(parquet_path)

@@ -122,7 +122,7 @@ def test_basic_checks_reject_blank_text_and_single_class(tmp_path):
     blank.loc[3, "review"] = "   "
     train = write(blank, tmp_path / "train.csv")
     config = config_for(train, train)
-    with pytest.raises(DataError, match=r"column 'review' is empty in 1 row\(s\) of the train split"):
+    with pytest.raises(DataError, match=r"column 'review' is empty in 1 row\(s\) of the (train|validation) split"):
         basic_checks(prepare_data(config, tmp_path / "out"), config)
     single = write(TRAIN.assign(sentiment="pos"), tmp_path / "single.csv")
     config = config_for(single, single)
@@ -156,3 +156,30 @@ def test_preparing_in_small_chunks_writes_the_same_splits(tmp_path, monkeypatch,
     config.task = "regression"
     with pytest.raises(DataError, match=r"bad\.csv: column 'sentiment' has a non-numeric target 'x' in data row 20"):
         prepare_data(config, tmp_path / "bad")
+
+
+def test_seeded_sample_is_exact_stratified_and_seeded():
+    import numpy as np
+
+    from finetune_core.data import seeded_sample
+
+    labels = np.array([0] * 700 + [1] * 250 + [2] * 50)
+    chosen = seeded_sample(labels, len(labels), 101, seed=3)
+    assert len(chosen) == len(set(chosen)) == 101 and list(chosen) == sorted(chosen)
+    assert np.bincount(labels[chosen]).tolist() == [71, 25, 5]  # 70.7, 25.25, 5.05: the remainder to class 0
+    assert (seeded_sample(labels, len(labels), 101, seed=3) == chosen).all()
+    assert (seeded_sample(labels, len(labels), 101, seed=4) != chosen).any()
+    plain = seeded_sample(None, 1000, 10, seed=0)
+    assert len(set(plain)) == 10 and plain.max() < 1000
+
+
+def test_repeats_are_flagged_after_their_first_occurrence():
+    import numpy as np
+
+    from finetune_core.split_facts import normalise, repeats_earlier, text_hashes
+
+    texts = pd.Series(["b", "A  a", "c", "a a", "", "b", None, "", "c"])
+    keys = normalise(texts)
+    flags = repeats_earlier(text_hashes(keys), (keys == "").to_numpy())
+    assert flags.tolist() == (keys.duplicated() & (keys != "")).tolist()
+    assert flags.tolist() == [False, False, False, True, False, True, False, False, True]
