@@ -1,11 +1,13 @@
-"""How the data path scales today: peak memory and time of read → validate → prepare for 1×,
-10× and 100× the SST-2 training set (repeated, each copy perturbed so texts stay distinct).
+"""Peak memory and time of the data path at 1×, 10× and 100× the SST-2 training set
+(repeated, each copy perturbed so texts stay distinct): read → validate → prepare →
+tokenise train → one pass over its length-grouped training batches.
 
     python bench/scale.py [--factors 1 10 100]
 
-Each factor runs in a fresh process (peak RSS is per process). This is the baseline for
-issue 8's "data larger than memory": the current path holds whole splits in pandas, so memory
-is expected to grow with the data. Writes bench/results/scale.json.
+Each factor runs in a fresh process (peak RSS is per process). Memory should stay nearly
+flat while time grows linearly: splits travel as Parquet, validation and preparation stream
+chunks, token ids are memory-mapped Arrow. The numbers before that change are in
+bench/results/scale-before.json. Writes bench/results/scale.json.
 """
 
 from __future__ import annotations
@@ -38,27 +40,71 @@ def build(work: Path, factor: int) -> Path:
     return path
 
 
+class AnonymousMemory:
+    """Samples the process's anonymous resident memory (RssAnon, KiB) every 10 ms and keeps the
+    peak. Peak RSS also counts pages of memory-mapped files (the Arrow cache, the token file),
+    which the kernel drops and re-reads at will; anonymous memory is what the data path needs."""
+
+    def __init__(self):
+        import threading
+
+        self.peak = 0
+        threading.Thread(target=self._sample, daemon=True).start()
+
+    def _sample(self):
+        while True:
+            with open("/proc/self/status") as status:
+                for line in status:
+                    if line.startswith("RssAnon:"):
+                        self.peak = max(self.peak, int(line.split()[1]))
+            time.sleep(0.01)
+
+
 def measure(train: Path, test: Path) -> dict:
     sys.path.insert(0, str(REPO))
+    import numpy as np
+    from transformers import AutoTokenizer
+
+    from finetune_core.backbone import resolve_backbone
+    from finetune_core.batching import collate, length_grouped_batches
     from finetune_core.config import validate_config
-    from finetune_core.data import prepare_data, read_splits
+    from finetune_core.data import basic_checks, prepare_data, read_splits
+    from finetune_core.tokenized import encode_file
     from finetune_core.validation import validate_raw
 
     config = validate_config({"data": {"train": str(train), "test": str(test)},
                               "validation": {"max_duplicate_fraction": 1.0}})
     work = Path(tempfile.mkdtemp())
-    timings = {}
-    started = time.perf_counter()
-    raw = read_splits(config, work / "raw")
-    timings["read_seconds"] = time.perf_counter() - started
-    started = time.perf_counter()
-    report = validate_raw(config, raw)
-    timings["validate_seconds"] = time.perf_counter() - started
-    started = time.perf_counter()
-    prepared = prepare_data(config, work / "data", raw, drop_unusable=True)
-    timings["prepare_seconds"] = time.perf_counter() - started
-    return {**timings, "rows": prepared.rows, "passed": report.passed,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    timings, peaks, anonymous = {}, {}, {}
+    sampler = AnonymousMemory()
+
+    def phase(name, run):
+        started = time.perf_counter()
+        sampler.peak = 0
+        result = run()
+        timings[f"{name}_seconds"] = time.perf_counter() - started
+        peaks[name] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        anonymous[name] = sampler.peak / 1024
+        return result
+
+    raw = phase("read", lambda: read_splits(config, work / "raw"))
+    report = phase("validate", lambda: validate_raw(config, raw))
+    prepared = phase("prepare", lambda: prepare_data(config, work / "data", raw, drop_unusable=True))
+    phase("basic_checks", lambda: basic_checks(prepared, config))
+    tokenizer = AutoTokenizer.from_pretrained(resolve_backbone(config.backbone.candidates[0]))
+    encoded = phase("tokenize", lambda: encode_file(tokenizer, prepared.paths["train"], config.training.max_length,
+                                                    work / "tokens"))
+
+    def one_epoch_of_batches():  # what a training epoch reads, without the model
+        tokens = 0
+        for batch in length_grouped_batches(encoded.lengths, config.training.batch_size, np.random.default_rng(0)):
+            tokens += int(collate(encoded, batch)["attention_mask"].sum())
+        return tokens
+
+    tokens = phase("batches", one_epoch_of_batches)
+    return {**timings, "rows": prepared.rows, "passed": report.passed, "train_tokens": tokens,
+            "peak_rss_mb_after": peaks, "peak_rss_mb": max(peaks.values()),
+            "peak_anonymous_mb_during": anonymous, "peak_anonymous_mb": max(anonymous.values())}
 
 
 def main() -> None:
@@ -73,8 +119,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for factor in args.factors:
             train = build(Path(tmp), factor)
+            env = {**os.environ, "HF_DATASETS_CACHE": str(Path(tmp) / "hf")}  # the Arrow cache goes with the run
             child = subprocess.run([sys.executable, __file__, "--measure", str(train), str(SST2 / "test.tsv")],
-                                   capture_output=True, text=True, check=True)
+                                   capture_output=True, text=True, check=True, env=env)
             results[f"x{factor}"] = {"file_mb": train.stat().st_size / 1e6, **json.loads(child.stdout.strip().splitlines()[-1])}
             print(factor, json.dumps(results[f"x{factor}"]), flush=True)
             train.unlink()
