@@ -36,6 +36,14 @@ class DistContext:
     def shard(self, batch: np.ndarray) -> np.ndarray:
         return batch[self.rank :: self.world]
 
+    def sum_over_ranks(self, *values: float) -> list[float]:
+        """Each value summed across ranks (e.g. an epoch's loss total and row count, so rank 0
+        reports the loss over the whole epoch, not over its own share)."""
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        totals = torch.tensor(values, dtype=torch.float64, device=device)
+        dist.all_reduce(totals, op=dist.ReduceOp.SUM)
+        return totals.cpu().tolist()
+
     def sync_gradients(self, parameters: list[torch.nn.Parameter]) -> None:
         """Sum every gradient across ranks (a missing gradient counts as zeros)."""
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in parameters]

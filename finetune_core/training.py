@@ -239,4 +239,6 @@ def network_epoch(model, spec, encoded: Encoded, targets, task, optimizer, sched
             seen += len(batch)
         if deadline is not None and time.perf_counter() >= deadline:
             break
+    if dist is not None:
+        total, seen = dist.sum_over_ranks(total, seen)
     return total / max(seen, 1)
