@@ -212,7 +212,8 @@ def network_epoch(model, spec, encoded: Encoded, targets, task, optimizer, sched
                   frozen_backbone=False, deadline: float | None = None, dist=None):
     """One epoch of the network on length-grouped, dynamically padded batches (cut short at
     ``deadline``, a time.perf_counter() value). ``dist``: a data-parallel context; this rank
-    trains on its share of each global batch and gradients are summed across ranks."""
+    trains on its share of each global batch and gradients are summed across ranks; the
+    returned loss is the mean over every rank's rows."""
     model.train()
     if frozen_backbone:  # a frozen backbone is a fixed feature extractor: no dropout inside it
         model.base_model.eval()
