@@ -70,12 +70,6 @@ def parquet_columns(path: str | Path) -> list[str]:
     return list(pq.read_schema(path).names)
 
 
-def parquet_rows(path: str | Path) -> int:
-    import pyarrow.parquet as pq
-
-    return pq.ParquetFile(path).metadata.num_rows
-
-
 def take_rows(path: str | Path, indexes: np.ndarray, rows: int = 100_000, columns: list[str] | None = None) -> pd.DataFrame:
     """The rows at ``indexes`` (any order; returned in that order), reading the file in chunks."""
     indexes = np.asarray(indexes)

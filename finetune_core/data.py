@@ -77,6 +77,11 @@ def select_columns(frame: pd.DataFrame, path: Path, text_column: str, label_colu
     return frame[[text_column, label_column]].rename(columns={text_column: TEXT, label_column: LABEL})
 
 
+def require_columns(parquet_path: str | Path, source: Path, text_column: str, label_column: str) -> None:
+    """``select_columns``'s error, from a Parquet file's schema alone (before any pass over its rows)."""
+    select_columns(pd.DataFrame(columns=parquet_columns(parquet_path)), source, text_column, label_column)
+
+
 def label_text(value) -> str | None:
     """A label as text; 1.0 (an integer column that had a null) reads as "1"."""
     if value is None or (isinstance(value, float) and np.isnan(value)):
@@ -92,9 +97,13 @@ def _label_names(train: pd.Series) -> list[str]:
     return [label_text(v) for v in (sorted(values) if numeric else sorted(map(str, values)))]
 
 
+def _has_text(frame: pd.DataFrame) -> pd.Series:
+    return frame[TEXT].map(lambda v: isinstance(v, str) and v.strip() != "").astype(bool)
+
+
 def _usable_rows(frame: pd.DataFrame, names: list[str] | None) -> pd.Series:
     """Rows training can use: a non-blank text and a known label (or a finite target)."""
-    text_ok = frame[TEXT].map(lambda v: isinstance(v, str) and v.strip() != "").astype(bool)
+    text_ok = _has_text(frame)
     if names is not None:
         return text_ok & frame[LABEL].map(label_text).isin(set(names))
     targets = pd.to_numeric(frame[LABEL], errors="coerce").to_numpy(dtype="float64")
@@ -140,22 +149,24 @@ def seeded_sample(labels: np.ndarray | None, rows: int, size: int, seed: int) ->
     return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
 
 
-def data_fingerprint(frames: dict[str, pd.DataFrame]) -> str:
+def _fingerprint(chunks_of_split) -> str:
+    """Hash of every split's row hashes in order; ``chunks_of_split(split)`` yields its frames
+    (row hashes are per row, so how a split is chunked does not change the result)."""
     digest = hashlib.sha256()
     for split in SPLITS:
         digest.update(split.encode())
-        digest.update(pd.util.hash_pandas_object(frames[split], index=False).to_numpy().tobytes())
+        for chunk in chunks_of_split(split):
+            digest.update(pd.util.hash_pandas_object(chunk, index=False).to_numpy().tobytes())
     return digest.hexdigest()[:16]
+
+
+def data_fingerprint(frames: dict[str, pd.DataFrame]) -> str:
+    return _fingerprint(lambda split: [frames[split]])
 
 
 def files_fingerprint(paths: dict[str, str]) -> str:
-    """``data_fingerprint`` of the prepared files, read chunk by chunk (row hashes are per row)."""
-    digest = hashlib.sha256()
-    for split in SPLITS:
-        digest.update(split.encode())
-        for chunk in parquet_chunks(paths[split], PREPARE_ROWS)():
-            digest.update(pd.util.hash_pandas_object(chunk, index=False).to_numpy().tobytes())
-    return digest.hexdigest()[:16]
+    """``data_fingerprint`` of the prepared files, read chunk by chunk."""
+    return _fingerprint(lambda split: parquet_chunks(paths[split], PREPARE_ROWS)())
 
 
 def read_labels(path: str | Path) -> np.ndarray:
@@ -179,8 +190,7 @@ class _Preparer:
         self.classification = config.task == "classification"
         self.dropped: dict[str, int] = {}
         for split in raw.paths:  # a missing column fails before any pass, naming the file
-            select_columns(pd.DataFrame(columns=parquet_columns(raw.paths[split])), Path(raw.sources[split]),
-                           config.data.text_column, config.data.label_column)
+            require_columns(raw.paths[split], Path(raw.sources[split]), config.data.text_column, config.data.label_column)
         self.names = self._label_names() if self.classification else None
 
     def _chunks(self, split: str):
@@ -192,8 +202,8 @@ class _Preparer:
         """Class names from train's labels (of rows training can use, with ``drop_unusable``)."""
         values: set = set()
         for chunk in self._chunks("train"):
-            if self.drop_unusable:
-                chunk = chunk[_usable_rows(chunk, [label_text(v) for v in chunk[LABEL].dropna().unique()])]
+            if self.drop_unusable:  # rows without a label are dropped below; without text, here
+                chunk = chunk[_has_text(chunk)]
             values.update(chunk[LABEL].dropna().unique().tolist())
         return _label_names(pd.Series(sorted(values, key=str), dtype=object))
 
@@ -234,31 +244,26 @@ def prepare_data(config: FinetuneConfig, out_dir: Path, raw: RawData | None = No
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {split: str(out_dir / f"{split}.parquet") for split in SPLITS}
     rows = {split: preparer.write(preparer.encoded(split), Path(paths[split])) for split in raw.paths}
+    total, held = rows["train"], None
+    kept = np.arange(total)
     if "validation" not in raw.paths:  # held out of train by a seeded split of row positions
-        everything = out_dir / "train-unsplit.parquet"
-        Path(paths["train"]).replace(everything)
-        total = rows["train"]
-        labels = read_labels(everything) if preparer.classification else None
+        labels = read_labels(paths["train"]) if preparer.classification else None
         held = seeded_sample(labels, total, math.ceil(data.validation_fraction * total), seed)
         del labels
-        kept = np.ones(total, dtype=bool)
-        kept[held] = False
-        kept = np.flatnonzero(kept)
-        if data.max_train_samples is not None and data.max_train_samples < len(kept):
-            kept = np.sort(np.random.RandomState(seed).choice(kept, size=data.max_train_samples, replace=False))
-        rows["train"] = preparer.write(_kept_rows(parquet_chunks(everything, PREPARE_ROWS)(), kept), Path(paths["train"]))
-        rows["validation"] = preparer.write(_kept_rows(parquet_chunks(everything, PREPARE_ROWS)(), held),
-                                            Path(paths["validation"]))
-        everything.unlink()
-    elif data.max_train_samples is not None and data.max_train_samples < rows["train"]:
-        kept = np.sort(np.random.RandomState(seed).choice(rows["train"], size=data.max_train_samples, replace=False))
-        everything = out_dir / "train-all.parquet"
-        Path(paths["train"]).replace(everything)
-        rows["train"] = preparer.write(_kept_rows(parquet_chunks(everything, PREPARE_ROWS)(), kept), Path(paths["train"]))
-        everything.unlink()
+        kept = np.delete(kept, held)
+    if data.max_train_samples is not None and data.max_train_samples < len(kept):
+        kept = np.sort(np.random.RandomState(seed).choice(kept, size=data.max_train_samples, replace=False))
+    if held is not None or len(kept) < total:  # rewrite train with the kept rows, validation with the held
+        unsplit = out_dir / "train-unsplit.parquet"
+        Path(paths["train"]).replace(unsplit)
+        for split, positions in (("train", kept), ("validation", held)):
+            if positions is not None:
+                rows[split] = preparer.write(_kept_rows(parquet_chunks(unsplit, PREPARE_ROWS)(), positions),
+                                             Path(paths[split]))
+        unsplit.unlink()
     mean, std = 0.0, 1.0
     if not preparer.classification:
-        targets = np.concatenate([c[LABEL].to_numpy() for c in parquet_chunks(paths["train"], PREPARE_ROWS, [LABEL])()])
+        targets = read_labels(paths["train"])
         mean, std = float(targets.mean()), float(targets.std(ddof=0)) or 1.0
     return PreparedData(
         task=config.task,

@@ -42,50 +42,55 @@ class DriftReport(BaseModel):
                 f"text length PSI {self.length_psi:.3f} (max {self.max_length_psi})")
 
 
+class _ProfileCounts:
+    """Counts a profile is made of, added up chunk by chunk: a chunked split's profile is the
+    same, to the last bit, as the whole split's."""
+
+    def __init__(self, task: str):
+        self.task, self.rows = task, 0
+        self.lengths = np.zeros(len(LENGTH_BINS) - 1, dtype=np.int64)
+        self.labels: dict[str, int] = {}  # in order of first appearance, as value_counts sees them
+        self.targets: list[np.ndarray] = []
+
+    def add(self, texts: pd.Series, labels: pd.Series) -> None:
+        self.rows += len(texts)
+        self.lengths += np.histogram(texts.fillna("").astype(str).str.len().to_numpy(), bins=LENGTH_BINS)[0]
+        if self.task == "classification":
+            for name, count in labels.map(str).value_counts(sort=False).items():
+                self.labels[str(name)] = self.labels.get(str(name), 0) + int(count)
+        else:
+            # The targets themselves, not running sums: numpy's pairwise mean and std over the whole
+            # column differ in the last bits from a sum built chunk by chunk. A float per row is the
+            # memory the label column costs anyway (data.read_labels).
+            self.targets.append(pd.to_numeric(labels, errors="coerce").dropna().to_numpy())
+
+    def profile(self) -> DataProfile:
+        if self.task == "classification":
+            ordered = sorted(self.labels.items(), key=lambda item: -item[1])  # stable, as value_counts sorts
+            counts = np.array([count for _, count in ordered], dtype=np.int64)
+            shares = counts / counts.sum() if len(counts) else counts
+            label_shares = {name: float(share) for (name, _), share in zip(ordered, shares)}
+        else:
+            values = np.concatenate(self.targets) if self.targets else np.array([], dtype=np.float64)
+            label_shares = {"mean": float(values.mean()), "std": float(values.std())} if len(values) else {}
+        length_shares = self.lengths / max(self.rows, 1)
+        return DataProfile(rows=self.rows, labels=label_shares, lengths=[float(x) for x in length_shares])
+
+
 def profile(texts: pd.Series, labels: pd.Series, task: str) -> DataProfile:
-    lengths = texts.fillna("").astype(str).str.len().to_numpy()
-    length_shares = np.histogram(lengths, bins=LENGTH_BINS)[0] / max(len(lengths), 1)
-    if task == "classification":
-        shares = labels.map(str).value_counts(normalize=True)
-        label_shares = {str(k): float(v) for k, v in shares.items()}
-    else:
-        values = pd.to_numeric(labels, errors="coerce").dropna().to_numpy()
-        label_shares = {"mean": float(values.mean()), "std": float(values.std())} if len(values) else {}
-    return DataProfile(rows=len(texts), labels=label_shares, lengths=[float(x) for x in length_shares])
+    counts = _ProfileCounts(task)
+    counts.add(texts, labels)
+    return counts.profile()
 
 
 def profile_parquet(path: str | Path, labels: list[str] | None, task: str, rows: int = 100_000,
                     text: str = TEXT, label: str = LABEL) -> DataProfile:
     """``profile`` of a prepared split (ids in ``label``; ``labels`` names them), read ``rows`` at a
-    time so the texts are never all in memory: the same profile, to the last bit, as
-    ``profile`` on the whole frame. ``text``/``label``: the columns (a raw file's own names)."""
-    length_counts = np.zeros(len(LENGTH_BINS) - 1, dtype=np.int64)
-    label_counts: dict[str, int] = {}  # in order of first appearance, as value_counts sees them
-    targets: list[np.ndarray] = []
-    total = 0
+    time so the texts are never all in memory. ``text``/``label``: the columns (a raw file's own names)."""
+    counts = _ProfileCounts(task)
     for chunk in parquet_chunks(path, rows, [text, label])():
-        chunk = chunk.rename(columns={text: TEXT, label: LABEL})
-        total += len(chunk)
-        length_counts += np.histogram(chunk[TEXT].fillna("").astype(str).str.len().to_numpy(), bins=LENGTH_BINS)[0]
-        if task == "classification":
-            names = chunk[LABEL].map(lambda i: labels[i]) if labels else chunk[LABEL]
-            for name, count in names.map(str).value_counts(sort=False).items():
-                label_counts[str(name)] = label_counts.get(str(name), 0) + int(count)
-        else:
-            # The targets themselves, not running sums: numpy's pairwise mean and std over the whole
-            # column are what ``profile`` gives, and a sum built chunk by chunk differs in the last bits.
-            # A float per row is the memory the label column costs anyway (tokenized.read_targets).
-            targets.append(pd.to_numeric(chunk[LABEL], errors="coerce").dropna().to_numpy())
-    if task == "classification":
-        ordered = sorted(label_counts.items(), key=lambda item: -item[1])  # stable, as value_counts sorts
-        shares = np.array([count for _, count in ordered], dtype=np.int64)
-        shares = shares / shares.sum() if len(shares) else shares
-        label_shares = {name: float(share) for (name, _), share in zip(ordered, shares)}
-    else:
-        values = np.concatenate(targets) if targets else np.array([], dtype=np.float64)
-        label_shares = {"mean": float(values.mean()), "std": float(values.std())} if len(values) else {}
-    length_shares = length_counts / max(total, 1)
-    return DataProfile(rows=total, labels=label_shares, lengths=[float(x) for x in length_shares])
+        counts.add(chunk[text], chunk[label].map(lambda i: labels[i]) if labels else chunk[label])
+    return counts.profile()
 
 
 def _psi(expected: np.ndarray, actual: np.ndarray, floor: float = 1e-4) -> float:

@@ -22,11 +22,10 @@ from pydantic import BaseModel
 from finetune_core.backbone import load_for_task, load_tokenizer, resolve_backbone
 from finetune_core.batching import Encoded, collate, encode
 from finetune_core.chunks import take_rows
-from finetune_core.data import LABEL, TEXT, PreparedData, seeded_sample
+from finetune_core.data import LABEL, TEXT, PreparedData, read_labels, seeded_sample
 from finetune_core.device import runtime_for
 from finetune_core.features import extract_features
 from finetune_core.heads import POOLINGS, HeadSpec, head_spec, resolve_pooling
-from finetune_core.tokenized import read_targets
 
 TIE = 1e-3  # LogME is per example; differences this small are noise, not a ranking
 
@@ -83,7 +82,7 @@ def probe_score(features: np.ndarray, targets: np.ndarray, task: str, folds: int
 
 def selection_sample(prepared: PreparedData, size: int, seed: int) -> np.ndarray:
     """Seeded, stratified (classification) row indexes of the prepared train split."""
-    labels = read_targets(prepared.paths["train"])  # the label column alone: the texts may not fit in memory
+    labels = read_labels(prepared.paths["train"])  # the label column alone: the texts may not fit in memory
     if size >= len(labels):
         return np.arange(len(labels))
     return seeded_sample(labels if prepared.task == "classification" else None, len(labels), size, seed)

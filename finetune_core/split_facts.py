@@ -38,7 +38,7 @@ def normalise(texts: pd.Series) -> pd.Series:
     try:
         keys = pa.array(texts, from_pandas=True).cast(pa.string())  # a text column: no Python objects
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):  # mixed values: as text
-        keys = pa.array(texts.map(lambda v: None if pd.isna(v) else str(v)).astype(object), type=pa.string())
+        keys = pa.array(texts.map(as_written).astype(object), type=pa.string())
     keys = pc.fill_null(keys, "")
     keys = pc.utf8_trim(pc.replace_substring_regex(pc.utf8_lower(keys), _WHITESPACE, " "), " ")
     return pd.Series(keys, index=texts.index, dtype=pd.ArrowDtype(pa.string()))
@@ -48,8 +48,9 @@ def text_hashes(keys: pd.Series) -> np.ndarray:
     return pd.util.hash_pandas_object(keys, index=False).to_numpy()
 
 
-def label_text(value) -> str | None:
-    """A label as validation reports it (the file's own spelling); None when missing."""
+def as_written(value) -> str | None:
+    """A value as validation reports it (str of what the file holds, unlike ``data.label_text``,
+    which reads 1.0 as "1"); None when missing."""
     return None if value is None or pd.isna(value) else str(value)
 
 
@@ -78,7 +79,7 @@ def _hash_pass(chunks: Chunks, text: str, label: str | None, facts: SplitFacts, 
             if on_chunk is not None:
                 on_chunk(keys, hashes[-1])
         if label is not None and label in chunk:
-            facts.label_counts.update(label_text(v) for v in chunk[label] if label_text(v) is not None)
+            facts.label_counts.update(chunk[label].dropna().map(as_written))
     if hashes:
         facts.duplicate = repeats_earlier(np.concatenate(hashes), np.concatenate(blanks))
         del hashes, blanks

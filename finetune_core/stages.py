@@ -19,7 +19,7 @@ from finetune_core.backbone import load_for_task, load_tokenizer
 from finetune_core.batching import Encoded
 from finetune_core.checkpoint import Checkpointer
 from finetune_core.config import FinetuneConfig
-from finetune_core.data import PreparedData
+from finetune_core.data import PreparedData, read_labels
 from finetune_core.device import runtime_for
 from finetune_core.evaluation import PRIMARY_METRIC, score_outputs
 from finetune_core.features import DEFAULT_CACHE, cached_features, load_known_features
@@ -37,7 +37,7 @@ from finetune_core.optim import (
 )
 from finetune_core.calibration import expected_calibration_error, fit_temperature
 from finetune_core.predict import ModelMeta, load_model_dir, save_model_dir, write_meta
-from finetune_core.tokenized import encode_file, read_targets
+from finetune_core.tokenized import encode_file
 from finetune_core.training import (
     EpochCallback,
     EpochLoop,
@@ -58,7 +58,7 @@ RESULT_FILE = "stage_result.json"
 def _split(prepared: PreparedData, split: str, tokenizer, max_length: int) -> tuple[Encoded, np.ndarray]:
     """(token ids memory-mapped from a cache beside the prepared file, targets)."""
     path = Path(prepared.paths[split])
-    targets = read_targets(path)
+    targets = read_labels(path)
     if prepared.task == "regression":  # train on standardised targets; metrics undo it
         targets = (targets - prepared.target_mean) / prepared.target_std
     return encode_file(tokenizer, path, max_length, path.parent / "tokens"), targets

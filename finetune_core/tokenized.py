@@ -14,10 +14,8 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
-
 from finetune_core.batching import ArrowTokens, Encoded
-from finetune_core.data import TEXT, read_labels
+from finetune_core.data import TEXT
 
 READ_ROWS = 8192  # texts tokenised per step: bounds the memory of the pass, whatever the file's size
 FORMAT = 1  # bump when the file's layout changes
@@ -75,7 +73,3 @@ def encode_file(tokenizer, parquet_path: str | Path, max_length: int, cache_dir:
     tokens = datasets.Dataset.from_file(str(target), in_memory=False)  # reads the IPC stream format written above
     return Encoded(input_ids=ArrowTokens(tokens.data.table.column("input_ids")), pad_id=tokenizer.pad_token_id or 0)
 
-
-def read_targets(parquet_path: str | Path) -> np.ndarray:
-    """The label column alone (class ids or targets), without reading the texts."""
-    return read_labels(parquet_path)

@@ -23,7 +23,7 @@ from pydantic import BaseModel
 
 from finetune_core.chunks import chunks_of, parquet_columns
 from finetune_core.data_config import CHECKS, ValidationConfig
-from finetune_core.split_facts import SplitFacts, gather, label_text, normalise
+from finetune_core.split_facts import SplitFacts, as_written, gather, normalise
 from finetune_core.validation_merge import merge_chunks
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")  # no analytics or network calls from GX
@@ -82,7 +82,7 @@ def _derived_frame(split: str, chunk: pd.DataFrame, text: str, label: str, task:
             out[TOKENS] = token_counter(out[text].fillna("").astype(str).tolist())
     if label in out:
         if task == "classification":
-            out[label] = out[label].map(label_text).astype(object)
+            out[label] = out[label].map(as_written).astype(object)
             if split == "train":
                 out[CLASS_SHARE] = out[label].map(facts["train"].class_shares()).astype("float64")
         else:

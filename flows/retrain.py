@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Literal
 
 import mlflow
-import pandas as pd
 import yaml
 from mlflow import MlflowClient
 from prefect import flow, get_run_logger, task
@@ -19,8 +18,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
 from finetune_core.config import FinetuneConfig, validate_config
-from finetune_core.chunks import parquet_columns
-from finetune_core.data import select_columns
+from finetune_core.data import require_columns
 from finetune_core.drift import DataProfile, DriftReport, compare, profile_parquet
 from finetune_core.errors import DataError
 from finetune_core.readers import read_to_parquet
@@ -65,8 +63,7 @@ def measure_drift(config: FinetuneConfig, reference: DataProfile, max_label_dist
     with tempfile.TemporaryDirectory() as scratch:  # the snapshot streamed to Parquet, never whole in memory
         raw = Path(scratch) / "train.parquet"
         read_to_parquet(Path(config.data.train), raw)
-        select_columns(pd.DataFrame(columns=parquet_columns(raw)), config.data.train, config.data.text_column,
-                       config.data.label_column)  # a missing column is named before profiling
+        require_columns(raw, config.data.train, config.data.text_column, config.data.label_column)
         current = profile_parquet(raw, None, config.task, text=config.data.text_column, label=config.data.label_column)
     report = compare(reference, current, max_label_distance, max_length_psi)
     create_markdown_artifact(key="drift", markdown=f"# Drift against the champion's training data\n\n{report.summary()}\n\n"

@@ -11,7 +11,7 @@ from finetune_core import stages, tokenized
 from finetune_core.backbone import load_for_task, load_tokenizer
 from finetune_core.batching import ArrowTokens, collate, encode
 from finetune_core.config import validate_config
-from finetune_core.data import LABEL, TEXT, prepare_data
+from finetune_core.data import LABEL, TEXT, prepare_data, read_labels
 from finetune_core.features import cached_features, extract_features, texts_digest
 from finetune_core.heads import head_spec
 from tests.conftest import read_sst2
@@ -57,7 +57,7 @@ def test_arrow_tokens_equal_encode(tiny_backbone, texts_file, tmp_path, monkeypa
     ours, theirs = collate(encoded, batch), collate(expected, batch)
     assert all(torch.equal(ours[k], theirs[k]) and ours[k].dtype == torch.long for k in theirs)
     assert texts_digest(encoded) == texts_digest(expected)  # the feature cache key does not depend on the store
-    assert np.array_equal(tokenized.read_targets(path), np.arange(len(texts)) % 2)
+    assert np.array_equal(read_labels(path), np.arange(len(texts)) % 2)
 
 
 def test_tokens_are_memory_mapped_and_cached_per_tokenizer_setting(tiny_backbone, texts_file, tmp_path):
