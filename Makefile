@@ -6,14 +6,9 @@ EXTRAS ?= bundled,dev
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell echo '$(TORCH_SPEC) $(EXTRAS)' | cksum | cut -d' ' -f1)
 
-# Offline-friendly defaults for everything run from here.
-export HF_HUB_OFFLINE ?= 1
-export GX_ANALYTICS_ENABLED ?= false
-export DO_NOT_TRACK ?= 1
-export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
-export TOKENIZERS_PARALLELISM ?= false
+# Environment defaults live in the program (finetune_core/environment.py), not here.
 
-.PHONY: install demo test test-fast clean
+.PHONY: install demo lint test test-fast clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,9 +25,15 @@ install: $(STAMP)
 demo: install
 	$(BIN)/finetune run examples/sst2.yaml --summary-json runs/demo-summary.json
 
-test: install
+# ruff's lint and format check (settings in pyproject.toml); `make test` runs it first.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
 	$(BIN)/python -m pytest
 
+# Unit tests only: no servers, no real backbone.
 test-fast: install
 	$(BIN)/python -m pytest -m "not integration"
 

@@ -26,11 +26,12 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from finetune_core import stages  # noqa: E402
-from finetune_core.augment import augment_prepared  # noqa: E402
-from finetune_core.backbone import resolve_backbone  # noqa: E402
-from finetune_core.config import validate_config  # noqa: E402
-from finetune_core.data import prepare_data  # noqa: E402
+from finetune_core.config.loading import validate_config  # noqa: E402
+from finetune_core.data.augment import augment_prepared  # noqa: E402
+from finetune_core.data.prepare import prepare_splits  # noqa: E402
+from finetune_core.evaluation.test_split import evaluate_model  # noqa: E402
+from finetune_core.model.backbone import resolve_backbone  # noqa: E402
+from finetune_core.training import stages  # noqa: E402
 
 SST2 = Path(os.environ.get("SST2_DIR", REPO.parent / "shared" / "data" / "sst2"))
 BACKBONE = "bundled:all-MiniLM-L6-v2"
@@ -41,18 +42,20 @@ def run(work: Path, seed: int, rows: int, copies: int) -> float:
     train, test = work / f"train-{seed}.tsv", work / "test.tsv"
     read("train").sample(n=rows, random_state=seed).to_csv(train, sep="\t", index=False, quoting=3)
     read("test").to_csv(test, sep="\t", index=False, quoting=3)
-    config = validate_config({
-        "data": {"train": str(train), "test": str(test)},
-        "training": {"seed": seed, "feature_cache": False},
-        "augmentation": {"enabled": copies > 0, "copies_per_example": max(copies, 1)},
-    })
+    config = validate_config(
+        {
+            "data": {"train": str(train), "test": str(test)},
+            "training": {"seed": seed, "feature_cache": False},
+            "augmentation": {"enabled": copies > 0, "copies_per_example": max(copies, 1)},
+        }
+    )
     tag = work / f"s{seed}-c{copies}"
-    prepared = prepare_data(config, tag / "data")
+    prepared = prepare_splits(config, tag / "data")
     if copies:
         prepared, _ = augment_prepared(config, prepared)
     stages.train_frozen(config, prepared, resolve_backbone(BACKBONE), tag / "frozen")
     stages.train_unfrozen(config, prepared, tag / "frozen", tag / "model")
-    return stages.evaluate_checkpoint(config, prepared, tag / "model")["accuracy"]
+    return evaluate_model(config, prepared, tag / "model")["accuracy"]
 
 
 def main() -> None:
@@ -69,9 +72,15 @@ def main() -> None:
                 accuracy[f"eda x{copies}"].append(run(Path(tmp), seed, args.rows, copies))
             print(json.dumps({k: v[-1] for k, v in accuracy.items()}), flush=True)
     base = np.array(accuracy["none"])
-    result = {"rows": args.rows, "seeds": args.seeds, "accuracy": accuracy,
-              "mean": {k: float(np.mean(v)) for k, v in accuracy.items()},
-              "paired_gain_points": {k: [round(100 * d, 2) for d in np.array(v) - base] for k, v in accuracy.items() if k != "none"}}
+    result = {
+        "rows": args.rows,
+        "seeds": args.seeds,
+        "accuracy": accuracy,
+        "mean": {k: float(np.mean(v)) for k, v in accuracy.items()},
+        "paired_gain_points": {
+            k: [round(100 * d, 2) for d in np.array(v) - base] for k, v in accuracy.items() if k != "none"
+        },
+    }
     print(json.dumps(result, indent=1))
     (REPO / "bench" / "results").mkdir(parents=True, exist_ok=True)
     (REPO / "bench" / "results" / "augment.json").write_text(json.dumps(result, indent=2))

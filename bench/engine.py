@@ -29,10 +29,11 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from bench.hf_baseline import hf_train  # noqa: E402
-from finetune_core import stages  # noqa: E402
-from finetune_core.backbone import resolve_backbone  # noqa: E402
-from finetune_core.config import validate_config  # noqa: E402
-from finetune_core.data import prepare_data  # noqa: E402
+from finetune_core.config.loading import validate_config  # noqa: E402
+from finetune_core.data.prepare import prepare_splits  # noqa: E402
+from finetune_core.evaluation.test_split import evaluate_model  # noqa: E402
+from finetune_core.model.backbone import resolve_backbone  # noqa: E402
+from finetune_core.training import stages  # noqa: E402
 
 SST2 = Path(os.environ.get("SST2_DIR", REPO.parent / "shared" / "data" / "sst2"))
 RESULTS = REPO / "bench" / "results"
@@ -58,20 +59,29 @@ def our_config(files, **training) -> object:
         else:
             base[key] = value
     return validate_config(
-        {"data": {"train": str(files["train"]), "test": str(files["test"])}, "backbone": {"candidates": [BACKBONE]}, "training": base}
+        {
+            "data": {"train": str(files["train"]), "test": str(files["test"])},
+            "backbone": {"candidates": [BACKBONE]},
+            "training": base,
+        }
     )
 
 
 def run_ours(config, workdir: Path, tag: str) -> dict:
-    prepared = prepare_data(config, workdir / f"{tag}-data")
+    prepared = prepare_splits(config, workdir / f"{tag}-data")
     backbone = resolve_backbone(BACKBONE)
     started = time.perf_counter()
     frozen = stages.train_frozen(config, prepared, backbone, workdir / f"{tag}-frozen")
     unfrozen = stages.train_unfrozen(config, prepared, workdir / f"{tag}-frozen", workdir / f"{tag}-model")
     seconds = time.perf_counter() - started
-    metrics = stages.evaluate_checkpoint(config, prepared, workdir / f"{tag}-model")
-    return {"frozen": frozen.as_dict(), "unfrozen": unfrozen.as_dict(), "seconds": seconds, "accuracy": metrics["accuracy"],
-            "rows": prepared.rows}
+    metrics = evaluate_model(config, prepared, workdir / f"{tag}-model")
+    return {
+        "frozen": frozen.as_dict(),
+        "unfrozen": unfrozen.as_dict(),
+        "seconds": seconds,
+        "accuracy": metrics["accuracy"],
+        "rows": prepared.rows,
+    }
 
 
 def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 10) -> float:
@@ -93,7 +103,7 @@ def training_flops(lengths: np.ndarray, config) -> float:
 
 def throughput(workdir: Path) -> dict:
     files = sst2_files(workdir, 2000)
-    results = {"setup": "2,000 SST-2 rows, batch 32, max length 128, 1 epoch, threads %d" % torch.get_num_threads()}
+    results = {"setup": f"2,000 SST-2 rows, batch 32, max length 128, 1 epoch, threads {torch.get_num_threads()}"}
     for name, kwargs in {
         "hf_padded": dict(padding="max_length"),
         "hf_dynamic": dict(padding="dynamic"),
@@ -101,22 +111,43 @@ def throughput(workdir: Path) -> dict:
         "hf_grouped_bf16": dict(padding="dynamic", group_by_length=True, bf16=True),
     }.items():
         results[name] = hf_train(files, BACKBONE, epochs=1, **kwargs)
-        print(f"{name:>18}: {results[name]['samples_per_second']:7.1f} samples/s  accuracy {results[name]['accuracy']:.4f}", flush=True)
+        print(
+            f"{name:>18}: {results[name]['samples_per_second']:7.1f} samples/s  "
+            f"accuracy {results[name]['accuracy']:.4f}",
+            flush=True,
+        )
     for precision in ("fp32", "bf16"):
         config = our_config(files, strategy="full", precision=precision, unfrozen={"epochs": 1, "learning_rate": 5e-5})
         run = run_ours(config, workdir, f"ours-{precision}")
-        results[f"ours_{precision}"] = {"samples_per_second": run["unfrozen"]["samples_per_second"], "accuracy": run["accuracy"],
-                                        "train_seconds": run["unfrozen"]["train_seconds"]}
-        print(f"{'ours_' + precision:>18}: {run['unfrozen']['samples_per_second']:7.1f} samples/s  accuracy {run['accuracy']:.4f}", flush=True)
+        results[f"ours_{precision}"] = {
+            "samples_per_second": run["unfrozen"]["samples_per_second"],
+            "accuracy": run["accuracy"],
+            "train_seconds": run["unfrozen"]["train_seconds"],
+        }
+        print(
+            f"{'ours_' + precision:>18}: {run['unfrozen']['samples_per_second']:7.1f} samples/s  "
+            f"accuracy {run['accuracy']:.4f}",
+            flush=True,
+        )
         if precision == "bf16":
             from transformers import AutoConfig, AutoTokenizer
 
             backbone = resolve_backbone(BACKBONE)
             texts = pd.read_csv(files["train"], sep="\t", quoting=3, keep_default_na=False)["sentence"].tolist()
-            lengths = np.array([len(ids) for ids in AutoTokenizer.from_pretrained(backbone)(texts, truncation=True, max_length=128)["input_ids"]])
+            lengths = np.array(
+                [
+                    len(ids)
+                    for ids in AutoTokenizer.from_pretrained(backbone)(texts, truncation=True, max_length=128)[
+                        "input_ids"
+                    ]
+                ]
+            )
             flops = training_flops(lengths, AutoConfig.from_pretrained(backbone)) / run["unfrozen"]["train_seconds"]
-            results["mfu"] = {"achieved_gflops": flops / 1e9, "peak_gflops_fp32": matmul_peak(torch.float32) / 1e9,
-                              "peak_gflops_bf16": matmul_peak(torch.bfloat16) / 1e9}
+            results["mfu"] = {
+                "achieved_gflops": flops / 1e9,
+                "peak_gflops_fp32": matmul_peak(torch.float32) / 1e9,
+                "peak_gflops_bf16": matmul_peak(torch.bfloat16) / 1e9,
+            }
             results["mfu"]["utilisation_vs_bf16_peak"] = flops / (results["mfu"]["peak_gflops_bf16"] * 1e9)
     best_hf = max(("hf_grouped", "hf_grouped_bf16"), key=lambda k: results[k]["samples_per_second"])
     for ours in ("ours_fp32", "ours_bf16"):
@@ -129,16 +160,16 @@ def throughput(workdir: Path) -> dict:
 
 def frozen_cost(workdir: Path) -> dict:
     """Seconds per extra frozen epoch: head on cached features vs full forward passes."""
-    from finetune_core.backbone import load_for_task, load_tokenizer
-    from finetune_core.batching import encode
-    from finetune_core.device import runtime_for
-    from finetune_core.heads import head_spec
-    from finetune_core.optim import make_optimizer
-    from finetune_core.training import network_epoch, targets_tensor
+    from finetune_core.model.backbone import load_for_task, load_tokenizer
+    from finetune_core.model.batching import encode
+    from finetune_core.model.heads import head_spec
+    from finetune_core.training.device import runtime_for
+    from finetune_core.training.loop import network_epoch, targets_tensor
+    from finetune_core.training.optim import make_optimizer
 
     files = sst2_files(workdir, 2000)
     config = our_config(files, unfrozen={"epochs": 0}, frozen={"epochs": 20, "learning_rate": 1e-2})
-    prepared = prepare_data(config, workdir / "frozen-data")
+    prepared = prepare_splits(config, workdir / "frozen-data")
     cached = stages.train_frozen(config, prepared, resolve_backbone(BACKBONE), workdir / "frozen-cached")
     per_epoch_cached = cached.train_seconds / cached.epochs_run
     backbone = resolve_backbone(BACKBONE)
@@ -150,8 +181,20 @@ def frozen_cost(workdir: Path) -> dict:
     encoded = encode(load_tokenizer(backbone), frame["text"].tolist(), 128)
     optimizer = make_optimizer([{"params": list(model.classifier.parameters())}], 1e-2)
     started = time.perf_counter()
-    network_epoch(model, spec, encoded, targets_tensor(frame["label"].to_numpy(), "classification"), "classification",
-                  optimizer, None, 32, np.random.default_rng(0), 1.0, runtime, frozen_backbone=True)
+    network_epoch(
+        model,
+        spec,
+        encoded,
+        targets_tensor(frame["label"].to_numpy(), "classification"),
+        "classification",
+        optimizer,
+        None,
+        32,
+        np.random.default_rng(0),
+        1.0,
+        runtime,
+        frozen_backbone=True,
+    )
     per_epoch_forward = time.perf_counter() - started
     result = {
         "extraction_seconds_once": cached.extra["feature_seconds"],
@@ -176,14 +219,20 @@ def budget(workdir: Path, minutes: float, hf_from: Path | None = None) -> dict:
     print(f"HF Trainer (dynamic + grouped), {minutes} min: accuracy {hf['accuracy']:.4f}", flush=True)
     config = our_config(files, unfrozen={"epochs": 3, "max_minutes": minutes}, feature_cache=False)
     # The frozen stage (feature extraction included) counts against the same budget.
-    prepared = prepare_data(config, workdir / "budget-data")
+    prepared = prepare_splits(config, workdir / "budget-data")
     started = time.perf_counter()
     stages.train_frozen(config, prepared, resolve_backbone(BACKBONE), workdir / "budget-frozen")
     config.training.unfrozen.max_minutes = max(minutes - (time.perf_counter() - started) / 60, 0.1)
     stages.train_unfrozen(config, prepared, workdir / "budget-frozen", workdir / "budget-model")
-    ours = stages.evaluate_checkpoint(config, prepared, workdir / "budget-model")["accuracy"]
-    result = {"minutes": minutes, "hf_accuracy": hf["accuracy"], "ours_accuracy": ours, "points_gained": 100 * (ours - hf["accuracy"]),
-              "hf_samples_seen": hf["samples_seen"], "ours_seconds": time.perf_counter() - started}
+    ours = evaluate_model(config, prepared, workdir / "budget-model")["accuracy"]
+    result = {
+        "minutes": minutes,
+        "hf_accuracy": hf["accuracy"],
+        "ours_accuracy": ours,
+        "points_gained": 100 * (ours - hf["accuracy"]),
+        "hf_samples_seen": hf["samples_seen"],
+        "ours_seconds": time.perf_counter() - started,
+    }
     print(json.dumps(result, indent=1))
     return result
 
@@ -191,9 +240,15 @@ def budget(workdir: Path, minutes: float, hf_from: Path | None = None) -> dict:
 def full(workdir: Path, overrides: dict) -> dict:
     files = sst2_files(workdir, None)
     run = run_ours(our_config(files, feature_cache=False, **overrides), workdir, "full")
-    result = {"overrides": overrides, "accuracy": run["accuracy"], "seconds": run["seconds"], "rows": run["rows"],
-              "unfrozen_samples_per_second": run["unfrozen"]["samples_per_second"], "best_epoch": run["unfrozen"]["best_epoch"],
-              "val_history": [h["val_accuracy"] for h in run["unfrozen"]["history"]]}
+    result = {
+        "overrides": overrides,
+        "accuracy": run["accuracy"],
+        "seconds": run["seconds"],
+        "rows": run["rows"],
+        "unfrozen_samples_per_second": run["unfrozen"]["samples_per_second"],
+        "best_epoch": run["unfrozen"]["best_epoch"],
+        "val_history": [h["val_accuracy"] for h in run["unfrozen"]["history"]],
+    }
     print(json.dumps(result, indent=1))
     return result
 
@@ -202,10 +257,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("which", choices=["throughput", "frozen", "budget", "full"])
     parser.add_argument("--minutes", type=float, default=10.0, help="budget for `budget`")
-    parser.add_argument("--training", type=json.loads, default={}, help='`full` only: training overrides as JSON, '
-                        'e.g. \'{"unfrozen": {"learning_rate": 1e-4}}\'')
+    parser.add_argument(
+        "--training",
+        type=json.loads,
+        default={},
+        help='`full` only: training overrides as JSON, e.g. \'{"unfrozen": {"learning_rate": 1e-4}}\'',
+    )
     parser.add_argument("--tag", default="", help="suffix of the results file")
-    parser.add_argument("--hf-from", type=Path, default=None, help="`budget` only: HF figure from an earlier results file")
+    parser.add_argument(
+        "--hf-from", type=Path, default=None, help="`budget` only: HF figure from an earlier results file"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)

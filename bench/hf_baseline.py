@@ -10,8 +10,17 @@ import numpy as np
 import pandas as pd
 
 
-def hf_train(files, backbone_spec: str, epochs: int = 1, padding: str = "max_length", group_by_length: bool = False,
-             bf16: bool = False, max_seconds: float | None = None, batch_size: int = 32, max_length: int = 128) -> dict:
+def hf_train(
+    files,
+    backbone_spec: str,
+    epochs: int = 1,
+    padding: str = "max_length",
+    group_by_length: bool = False,
+    bf16: bool = False,
+    max_seconds: float | None = None,
+    batch_size: int = 32,
+    max_length: int = 128,
+) -> dict:
     import datasets
     from transformers import (
         AutoModelForSequenceClassification,
@@ -24,7 +33,7 @@ def hf_train(files, backbone_spec: str, epochs: int = 1, padding: str = "max_len
         set_seed,
     )
 
-    from finetune_core.backbone import resolve_backbone
+    from finetune_core.model.backbone import resolve_backbone
 
     backbone = resolve_backbone(backbone_spec)
     set_seed(42)
@@ -33,7 +42,9 @@ def hf_train(files, backbone_spec: str, epochs: int = 1, padding: str = "max_len
     pad = padding == "max_length"
 
     def tokenize(frame):
-        encoded = tokenizer(frame["sentence"].tolist(), truncation=True, max_length=max_length, padding="max_length" if pad else False)
+        encoded = tokenizer(
+            frame["sentence"].tolist(), truncation=True, max_length=max_length, padding="max_length" if pad else False
+        )
         return datasets.Dataset.from_dict({**encoded, "labels": frame["label"].tolist()})
 
     train, test = tokenize(read(files["train"])), tokenize(read(files["test"]))
@@ -68,7 +79,9 @@ def hf_train(files, backbone_spec: str, epochs: int = 1, padding: str = "max_len
             disable_tqdm=True,
         )
         collator = default_data_collator if pad else DataCollatorWithPadding(tokenizer)
-        trainer = Trainer(model=model, args=args, train_dataset=train, data_collator=collator, callbacks=[StopAtBudget()])
+        trainer = Trainer(
+            model=model, args=args, train_dataset=train, data_collator=collator, callbacks=[StopAtBudget()]
+        )
         started = time.perf_counter()
         output = trainer.train()
         train_seconds = time.perf_counter() - started

@@ -65,15 +65,16 @@ def measure(train: Path, test: Path) -> dict:
     import numpy as np
     from transformers import AutoTokenizer
 
-    from finetune_core.backbone import resolve_backbone
-    from finetune_core.batching import collate, length_grouped_batches
-    from finetune_core.config import validate_config
-    from finetune_core.data import basic_checks, prepare_data, read_splits
-    from finetune_core.tokenized import encode_file
-    from finetune_core.validation import validate_raw
+    from finetune_core.config.loading import validate_config
+    from finetune_core.data.prepare import basic_checks, prepare_splits, read_splits
+    from finetune_core.model.backbone import resolve_backbone
+    from finetune_core.model.batching import collate, length_grouped_batches
+    from finetune_core.model.tokenized import encode_file
+    from finetune_core.validation.suites import validate_raw
 
-    config = validate_config({"data": {"train": str(train), "test": str(test)},
-                              "validation": {"max_duplicate_fraction": 1.0}})
+    config = validate_config(
+        {"data": {"train": str(train), "test": str(test)}, "validation": {"max_duplicate_fraction": 1.0}}
+    )
     work = Path(tempfile.mkdtemp())
     timings, peaks, anonymous = {}, {}, {}
     sampler = AnonymousMemory()
@@ -89,11 +90,12 @@ def measure(train: Path, test: Path) -> dict:
 
     raw = phase("read", lambda: read_splits(config, work / "raw"))
     report = phase("validate", lambda: validate_raw(config, raw))
-    prepared = phase("prepare", lambda: prepare_data(config, work / "data", raw, drop_unusable=True))
+    prepared = phase("prepare", lambda: prepare_splits(config, work / "data", raw, drop_unusable=True))
     phase("basic_checks", lambda: basic_checks(prepared, config))
     tokenizer = AutoTokenizer.from_pretrained(resolve_backbone(config.backbone.candidates[0]))
-    encoded = phase("tokenize", lambda: encode_file(tokenizer, prepared.paths["train"], config.training.max_length,
-                                                    work / "tokens"))
+    encoded = phase(
+        "tokenize", lambda: encode_file(tokenizer, prepared.paths["train"], config.training.max_length, work / "tokens")
+    )
 
     def one_epoch_of_batches():  # what a training epoch reads, without the model
         tokens = 0
@@ -102,9 +104,16 @@ def measure(train: Path, test: Path) -> dict:
         return tokens
 
     tokens = phase("batches", one_epoch_of_batches)
-    return {**timings, "rows": prepared.rows, "passed": report.passed, "train_tokens": tokens,
-            "peak_rss_mb_after": peaks, "peak_rss_mb": max(peaks.values()),
-            "peak_anonymous_mb_during": anonymous, "peak_anonymous_mb": max(anonymous.values())}
+    return {
+        **timings,
+        "rows": prepared.rows,
+        "passed": report.passed,
+        "train_tokens": tokens,
+        "peak_rss_mb_after": peaks,
+        "peak_rss_mb": max(peaks.values()),
+        "peak_anonymous_mb_during": anonymous,
+        "peak_anonymous_mb": max(anonymous.values()),
+    }
 
 
 def main() -> None:
@@ -120,9 +129,17 @@ def main() -> None:
         for factor in args.factors:
             train = build(Path(tmp), factor)
             env = {**os.environ, "HF_DATASETS_CACHE": str(Path(tmp) / "hf")}  # the Arrow cache goes with the run
-            child = subprocess.run([sys.executable, __file__, "--measure", str(train), str(SST2 / "test.tsv")],
-                                   capture_output=True, text=True, check=True, env=env)
-            results[f"x{factor}"] = {"file_mb": train.stat().st_size / 1e6, **json.loads(child.stdout.strip().splitlines()[-1])}
+            child = subprocess.run(
+                [sys.executable, __file__, "--measure", str(train), str(SST2 / "test.tsv")],
+                capture_output=True,
+                text=True,
+                check=True,
+                env=env,
+            )
+            results[f"x{factor}"] = {
+                "file_mb": train.stat().st_size / 1e6,
+                **json.loads(child.stdout.strip().splitlines()[-1]),
+            }
             print(factor, json.dumps(results[f"x{factor}"]), flush=True)
             train.unlink()
     (REPO / "bench" / "results").mkdir(parents=True, exist_ok=True)

@@ -28,12 +28,13 @@ sys.path.insert(0, str(REPO))
 
 from scipy.stats import kendalltau  # noqa: E402
 
-from finetune_core import stages  # noqa: E402
-from finetune_core.backbone import resolve_backbone  # noqa: E402
-from finetune_core.config import load_config  # noqa: E402
-from finetune_core.data import prepare_data  # noqa: E402
-from finetune_core.derived import random_copy, truncated_copy  # noqa: E402
-from finetune_core.selection import select_backbone  # noqa: E402
+from finetune_core.config.loading import load_config  # noqa: E402
+from finetune_core.data.prepare import prepare_splits  # noqa: E402
+from finetune_core.evaluation.test_split import evaluate_model  # noqa: E402
+from finetune_core.model.backbone import resolve_backbone  # noqa: E402
+from finetune_core.selection.candidates import rank_backbones  # noqa: E402
+from finetune_core.training import stages  # noqa: E402
+from tests.derived_backbones import random_copy, truncated_copy  # noqa: E402
 
 
 def fine_tuned_accuracy(config, prepared, backbone: str, work: Path) -> tuple[float, float]:
@@ -41,7 +42,7 @@ def fine_tuned_accuracy(config, prepared, backbone: str, work: Path) -> tuple[fl
     stages.train_frozen(config, prepared, backbone, work / "frozen")
     stages.train_unfrozen(config, prepared, work / "frozen", work / "model")
     seconds = time.perf_counter() - started
-    return stages.evaluate_checkpoint(config, prepared, work / "model")["accuracy"], seconds
+    return evaluate_model(config, prepared, work / "model")["accuracy"], seconds
 
 
 def main() -> None:
@@ -50,8 +51,12 @@ def main() -> None:
     parser.add_argument("--metric", default="logme", choices=["logme", "probe"])
     parser.add_argument("--selection-layers", default="all", choices=["all", "last"], help="backbone.selection_layers")
     parser.add_argument("--sample", type=int, default=500, help="backbone.selection_sample")
-    parser.add_argument("--accuracy-from", type=Path, default=None,
-                        help="reuse the fine-tuned accuracies of an earlier results file (same candidates, seeded)")
+    parser.add_argument(
+        "--accuracy-from",
+        type=Path,
+        default=None,
+        help="reuse the fine-tuned accuracies of an earlier results file (same candidates, seeded)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -60,18 +65,24 @@ def main() -> None:
         for keep in args.layers:
             candidates[f"lowest {keep} layer(s)"] = str(truncated_copy(full, work / f"keep{keep}", keep))
         candidates["random init"] = str(random_copy(full, work / "random"))
-        config = load_config(REPO / "examples" / "sst2.yaml", [
-            f"backbone.candidates={json.dumps(list(candidates.values()))}", f"backbone.selection_metric={args.metric}", f"backbone.selection_sample={args.sample}",
-            f"backbone.selection_layers={args.selection_layers}",
-            "training.feature_cache=false"])
-        prepared = prepare_data(config, work / "data")
+        config = load_config(
+            REPO / "examples" / "sst2.yaml",
+            [
+                f"backbone.candidates={json.dumps(list(candidates.values()))}",
+                f"backbone.selection_metric={args.metric}",
+                f"backbone.selection_sample={args.sample}",
+                f"backbone.selection_layers={args.selection_layers}",
+                "training.feature_cache=false",
+            ],
+        )
+        prepared = prepare_splits(config, work / "data")
         names = {path: name for name, path in candidates.items()}
 
-        selection = select_backbone(config, prepared, work / "selection")
+        selection = rank_backbones(config, prepared, work / "selection")
         three = [full, candidates[f"lowest {args.layers[0]} layer(s)"], candidates["random init"]]
         three_config = config.model_copy(deep=True)
         three_config.backbone.candidates = three
-        three_seconds = select_backbone(three_config, prepared, work / "selection3").seconds
+        three_seconds = rank_backbones(three_config, prepared, work / "selection3").seconds
 
         accuracy, train_seconds = {}, {}
         if args.accuracy_from is not None:
@@ -79,7 +90,9 @@ def main() -> None:
             accuracy = earlier["fine_tuned_accuracy"]
             train_seconds = {"all-MiniLM-L6-v2": earlier["demo_training_seconds"]}
         for name, path in candidates.items() if args.accuracy_from is None else []:
-            accuracy[name], train_seconds[name] = fine_tuned_accuracy(config, prepared, path, work / name.replace(" ", "_"))
+            accuracy[name], train_seconds[name] = fine_tuned_accuracy(
+                config, prepared, path, work / name.replace(" ", "_")
+            )
             print(f"{name}: fine-tuned test accuracy {accuracy[name]:.4f} ({train_seconds[name]:.0f} s)", flush=True)
     scores = {names[s.path]: s.score for s in selection.ranking}
     order = list(candidates)
@@ -99,7 +112,9 @@ def main() -> None:
     }
     print(json.dumps(result, indent=1))
     (REPO / "bench" / "results").mkdir(parents=True, exist_ok=True)
-    (REPO / "bench" / "results" / f"selection-{args.metric}-{args.sample}-{args.selection_layers}.json").write_text(json.dumps(result, indent=2))
+    (REPO / "bench" / "results" / f"selection-{args.metric}-{args.sample}-{args.selection_layers}.json").write_text(
+        json.dumps(result, indent=2)
+    )
 
 
 if __name__ == "__main__":

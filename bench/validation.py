@@ -24,9 +24,9 @@ sys.path.insert(0, str(REPO))
 
 import pandas as pd  # noqa: E402
 
-from finetune_core.config import validate_config  # noqa: E402
-from finetune_core.data import read_splits  # noqa: E402
-from finetune_core.validation import validate_raw  # noqa: E402
+from finetune_core.config.loading import validate_config  # noqa: E402
+from finetune_core.data.prepare import read_splits  # noqa: E402
+from finetune_core.validation.suites import validate_raw  # noqa: E402
 
 SST2 = Path(os.environ.get("SST2_DIR", REPO.parent / "shared" / "data" / "sst2"))
 
@@ -53,8 +53,12 @@ def main() -> None:
         big["sentence"] = big["sentence"] + " #" + big.index.astype(str)
         big.to_csv(work / "train.tsv", sep="\t", index=False, quoting=3)
         read_tsv(SST2 / "test.tsv").to_csv(work / "test.tsv", sep="\t", index=False, quoting=3)
-        config = validate_config({"data": {"train": str(work / "train.tsv"), "test": str(work / "test.tsv")},
-                                  "output_dir": str(work / "runs")})
+        config = validate_config(
+            {
+                "data": {"train": str(work / "train.tsv"), "test": str(work / "test.tsv")},
+                "output_dir": str(work / "runs"),
+            }
+        )
 
         _, pandas_seconds = timed(lambda: read_tsv(work / "train.tsv"))
         raw, read_seconds = timed(lambda: read_splits(config, work / "raw"))

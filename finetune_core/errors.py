@@ -26,7 +26,9 @@ class DataValidationError(DataError):
             detail = failure.observed
             if failure.examples:
                 first = failure.examples[0]
-                detail += f"; e.g. row {first['row']}: " + ", ".join(f"{k}={v!r}" for k, v in first.items() if k != "row")
+                detail += f"; e.g. row {first['row']}: " + ", ".join(
+                    f"{k}={v!r}" for k, v in first.items() if k != "row"
+                )
             column = f" column {failure.column!r}" if failure.column else ""
             lines.append(f"  {where}:{column} {failure.check} ({detail[:160]})")
         if report.data_docs:

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -23,10 +21,9 @@ EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_GATE = 0, 1, 2, 3
 
 
 def _quiet_third_parties() -> None:
-    # Offline-friendly defaults; an explicit setting in the environment wins.
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    from finetune_core.environment import apply_defaults
+
+    apply_defaults()
 
 
 class _NoTracebackForUserErrors(logging.Filter):
@@ -49,7 +46,7 @@ def _shorten_prefect_console_errors() -> None:
 
 
 def _load(config_path: Path, overrides: list[str]):
-    from finetune_core.config import load_config
+    from finetune_core.config.loading import load_config
 
     return load_config(config_path, overrides)
 
@@ -64,7 +61,8 @@ def _summary_table(result) -> Table:
     for stage, info in result.stages.items():
         table.add_row(
             f"{stage} stage",
-            f"{info['epochs_run']}/{info['epochs']} ep, {info['wall_seconds']:.1f} s, {info['samples_per_second']:.0f} samples/s",
+            f"{info['epochs_run']}/{info['epochs']} ep, {info['wall_seconds']:.1f} s, "
+            f"{info['samples_per_second']:.0f} samples/s",
         )
     table.add_row("gates", "passed" if result.gate_passed else "FAILED")
     table.add_row("alias", "champion" if result.champion else "challenger")
@@ -82,16 +80,23 @@ def _browse_hint(tracking_uri: str) -> str:
     return f"MLflow database: {database}\nBrowse it: mlflow ui --backend-store-uri sqlite:///{database}"
 
 
-_STAGE_KEYS = ("wall_seconds", "train_seconds", "train_examples", "samples_per_second", "epochs", "epochs_run",
-               "best_epoch", "stopped_early", "extra")
+_STAGE_KEYS = (
+    "wall_seconds",
+    "train_seconds",
+    "train_examples",
+    "samples_per_second",
+    "epochs",
+    "epochs_run",
+    "best_epoch",
+    "stopped_early",
+    "extra",
+)
 
 
 def _write_summary(path: Path, result) -> None:
     summary = {
         "metrics": result.metrics,
-        "stages": {
-            stage: {key: info[key] for key in _STAGE_KEYS} for stage, info in result.stages.items()
-        },
+        "stages": {stage: {key: info[key] for key in _STAGE_KEYS} for stage, info in result.stages.items()},
         "calibration": result.calibration,
         "mlflow_run_id": result.mlflow_run_id,
         "model_uri": result.model_uri,
@@ -112,7 +117,7 @@ def _write_summary(path: Path, result) -> None:
 def _print_user_error(exc: Exception) -> None:
     report = getattr(exc, "report", None)
     if report is not None:  # a failed data validation: the table says more than the message
-        from finetune_core.validation_report import table
+        from finetune_core.validation.report import table
 
         console.print(table(report), highlight=False, soft_wrap=True, markup=False)
         if report.data_docs:
@@ -124,9 +129,11 @@ def _print_user_error(exc: Exception) -> None:
 @app.command()
 def run(
     config_path: Path = typer.Argument(..., metavar="CONFIG", help="YAML configuration file."),
-    set_: Optional[list[str]] = typer.Option(None, "--set", help="Override a key: --set training.batch_size=16."),
-    summary_json: Optional[Path] = typer.Option(None, "--summary-json", help="Write metrics, timings and ids here."),
-    resume: Optional[Path] = typer.Option(None, "--resume", metavar="RUN_DIR", help="Continue a killed run from its last epoch."),
+    set_: list[str] | None = typer.Option(None, "--set", help="Override a key: --set training.batch_size=16."),
+    summary_json: Path | None = typer.Option(None, "--summary-json", help="Write metrics, timings and ids here."),
+    resume: Path | None = typer.Option(
+        None, "--resume", metavar="RUN_DIR", help="Continue a killed run from its last epoch."
+    ),
 ) -> None:
     """Run the fine-tuning flow: validate, train frozen then unfrozen, evaluate, register."""
     from finetune_core.errors import UserInputError
@@ -151,16 +158,19 @@ def run(
         _write_summary(summary_json, result)
         console.print(f"summary written to {summary_json}", highlight=False, soft_wrap=True)
     if not result.gate_passed:
-        console.print("[bold yellow]gates failed[/]: " + "; ".join(result.gate_reasons), highlight=False, soft_wrap=True)
+        console.print(
+            "[bold yellow]gates failed[/]: " + "; ".join(result.gate_reasons), highlight=False, soft_wrap=True
+        )
         raise typer.Exit(EXIT_GATE)
 
 
 @app.command()
 def validate(
     config_path: Path = typer.Argument(..., metavar="CONFIG", help="YAML configuration file."),
-    set_: Optional[list[str]] = typer.Option(None, "--set", help="Override a key: --set validation.min_train_rows=100."),
-    report_dir: Optional[Path] = typer.Option(None, "--report-dir", help="Where Data Docs and JSON results go "
-                                              "(default: OUTPUT_DIR/validation-<time>)."),
+    set_: list[str] | None = typer.Option(None, "--set", help="Override a key: --set validation.min_train_rows=100."),
+    report_dir: Path | None = typer.Option(
+        None, "--report-dir", help="Where Data Docs and JSON results go (default: OUTPUT_DIR/validation-<time>)."
+    ),
 ) -> None:
     """Only validate the data (Great Expectations): exit 0 when no `error` check fails, else 2."""
     from datetime import datetime, timezone
@@ -170,9 +180,9 @@ def validate(
     _quiet_third_parties()
     try:
         config = _load(config_path, set_ or [])
-        from finetune_core.data import read_splits
-        from finetune_core.validation import validate_raw
-        from finetune_core.validation_report import table
+        from finetune_core.data.prepare import read_splits
+        from finetune_core.validation.report import table
+        from finetune_core.validation.suites import validate_raw
 
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
         target = report_dir or Path(config.output_dir) / f"validation-{stamp}"
@@ -190,7 +200,7 @@ def validate(
 @app.command()
 def select(
     config_path: Path = typer.Argument(..., metavar="CONFIG", help="YAML configuration file."),
-    set_: Optional[list[str]] = typer.Option(None, "--set", help="Override a key: --set backbone.selection_sample=500."),
+    set_: list[str] | None = typer.Option(None, "--set", help="Override a key: --set backbone.selection_sample=500."),
 ) -> None:
     """Only rank `backbone.candidates` (LogME or probe on frozen features) and print the ranking."""
     import tempfile
@@ -200,12 +210,12 @@ def select(
     _quiet_third_parties()
     try:
         config = _load(config_path, set_ or [])
-        from finetune_core.data import prepare_data
-        from finetune_core.selection import select_backbone
+        from finetune_core.data.prepare import prepare_splits
+        from finetune_core.selection.candidates import rank_backbones
 
         with tempfile.TemporaryDirectory() as scratch:
-            prepared = prepare_data(config, Path(scratch) / "data")
-            result = select_backbone(config, prepared, Path(scratch) / "selection")
+            prepared = prepare_splits(config, Path(scratch) / "data")
+            result = rank_backbones(config, prepared, Path(scratch) / "selection")
     except UserInputError as exc:
         _print_user_error(exc)
         raise typer.Exit(EXIT_BAD_INPUT) from None
@@ -221,7 +231,7 @@ def select(
 @app.command("show-config")
 def show_config(
     config_path: Path = typer.Argument(..., metavar="CONFIG"),
-    set_: Optional[list[str]] = typer.Option(None, "--set"),
+    set_: list[str] | None = typer.Option(None, "--set"),
 ) -> None:
     """Validate a configuration and print it with every default filled in."""
     import yaml

@@ -5,7 +5,6 @@ from __future__ import annotations
 import getpass
 import os
 from datetime import datetime, timezone
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -13,7 +12,6 @@ from rich.table import Table
 
 console = Console(stderr=True)
 _TRACKING_HELP = "MLflow tracking URI (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)."
-_METRICS = ("test/accuracy", "test/f1_macro", "test/mse", "test/r2")
 
 
 def _client(tracking_uri: str | None):
@@ -37,10 +35,10 @@ def promote(
     name: str = typer.Argument(..., help="Registered model name."),
     version: str = typer.Argument(..., help="Version to make champion (e.g. a rollback target)."),
     reason: str = typer.Option(..., "--reason", help="Why: recorded on the version."),
-    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help=_TRACKING_HELP),
+    tracking_uri: str | None = typer.Option(None, "--tracking-uri", help=_TRACKING_HELP),
 ) -> None:
     """Move the `champion` alias by hand (rollback or override), recording who, when and why."""
-    from tasks.register import alias_version
+    from tasks.registry import alias_version
 
     client = _client(tracking_uri)
     _version(client, name, version)
@@ -57,15 +55,19 @@ def promote(
         tags["previous_champion"] = previous
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
-    console.print(f"{name}: champion moved {('from version ' + previous + ' ') if previous else ''}to version {version}",
-                  highlight=False)
+    console.print(
+        f"{name}: champion moved {('from version ' + previous + ' ') if previous else ''}to version {version}",
+        highlight=False,
+    )
 
 
 def models(
     name: str = typer.Argument(..., help="Registered model name."),
-    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help=_TRACKING_HELP),
+    tracking_uri: str | None = typer.Option(None, "--tracking-uri", help=_TRACKING_HELP),
 ) -> None:
     """Versions with aliases, key test metrics, data fingerprint and gate verdict."""
+    from finetune_core.evaluation.metric_table import headline
+
     client = _client(tracking_uri)
     try:
         registered = client.get_registered_model(name)
@@ -81,8 +83,16 @@ def models(
         table.add_column(column)
     for v in versions:
         run_metrics = client.get_run(v.run_id).data.metrics if v.run_id else {}
-        shown = ", ".join(f"{m.split('/')[1]} {run_metrics[m]:.4f}" for m in _METRICS if m in run_metrics)
+        shown = ", ".join(
+            f"{m} {run_metrics['test/' + m]:.4f}" for m in headline(v.tags.get("task")) if "test/" + m in run_metrics
+        )
         created = datetime.fromtimestamp(v.creation_timestamp / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M")
-        table.add_row(str(v.version), ", ".join(sorted(aliases.get(str(v.version), []))), shown,
-                      v.tags.get("data_fingerprint", ""), v.tags.get("gate", ""), created)
+        table.add_row(
+            str(v.version),
+            ", ".join(sorted(aliases.get(str(v.version), []))),
+            shown,
+            v.tags.get("data_fingerprint", ""),
+            v.tags.get("gate", ""),
+            created,
+        )
     Console(width=160).print(table)

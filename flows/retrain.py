@@ -5,27 +5,20 @@ recorded configuration → gates on the snapshot's test split → promote or not
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
 from typing import Literal
 
 import mlflow
-import yaml
 from mlflow import MlflowClient
-from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
-from prefect.cache_policies import NO_CACHE
+from prefect import flow, get_run_logger
 from pydantic import BaseModel
 
-from finetune_core.config import FinetuneConfig, validate_config
-from finetune_core.data import require_columns
-from finetune_core.drift import DataProfile, DriftReport, compare, profile_parquet
+from finetune_core.config.finetune import FinetuneConfig
+from finetune_core.config.loading import validate_config
+from finetune_core.data.snapshots import Snapshot, newest_snapshot
 from finetune_core.errors import DataError
-from finetune_core.readers import read_to_parquet
-from finetune_core.snapshots import Snapshot, newest_snapshot
 from flows.finetune import finetune
-from tasks.data import PROFILE_ARTIFACT
-from tasks.register import alias_version, versions_of
+from tasks.registry import versions_of
+from tasks.retrain import champion_records, measure_drift
 
 
 class RetrainResult(BaseModel):
@@ -38,53 +31,35 @@ class RetrainResult(BaseModel):
 
 
 def _already_trained(client: MlflowClient, name: str, snapshot: Snapshot):
-    return next((v for v in versions_of(client, name) if v.tags.get("snapshot_fingerprint") == snapshot.fingerprint), None)
-
-
-@task(name="champion-config", cache_policy=NO_CACHE)
-def champion_records(config: FinetuneConfig) -> tuple[dict | None, DataProfile | None, str | None]:
-    """The champion's recorded configuration and training-data profile (None without a champion)."""
-    client = MlflowClient()
-    current = alias_version(client, config.mlflow.registered_model, "champion")
-    if current is None:
-        return None, None, None
-    run = current.run_id
-    recorded = yaml.safe_load(mlflow.artifacts.load_text(f"runs:/{run}/config.yaml"))
-    try:
-        reference = DataProfile.model_validate_json(mlflow.artifacts.load_text(f"runs:/{run}/{PROFILE_ARTIFACT}"))
-    except Exception:  # a champion from before profiles were logged: no drift reference
-        reference = None
-    return recorded, reference, str(current.version)
-
-
-@task(name="drift", cache_policy=NO_CACHE)
-def measure_drift(config: FinetuneConfig, reference: DataProfile, max_label_distance: float,
-                  max_length_psi: float) -> DriftReport:
-    with tempfile.TemporaryDirectory() as scratch:  # the snapshot streamed to Parquet, never whole in memory
-        raw = Path(scratch) / "train.parquet"
-        read_to_parquet(Path(config.data.train), raw)
-        require_columns(raw, config.data.train, config.data.text_column, config.data.label_column)
-        current = profile_parquet(raw, None, config.task, text=config.data.text_column, label=config.data.label_column)
-    report = compare(reference, current, max_label_distance, max_length_psi)
-    create_markdown_artifact(key="drift", markdown=f"# Drift against the champion's training data\n\n{report.summary()}\n\n"
-                             f"**{'DRIFTED' if report.drifted else 'within thresholds'}**", description=report.summary())
-    return report
+    return next(
+        (v for v in versions_of(client, name) if v.tags.get("snapshot_fingerprint") == snapshot.fingerprint), None
+    )
 
 
 def snapshot_config(base: dict, deployment: FinetuneConfig, snapshot: Snapshot) -> FinetuneConfig:
     """``base`` (the champion's or the given config) on the snapshot's files, with the
     deployment's tracking settings and output directory."""
     raw = dict(base)
-    raw["data"] = {**raw["data"], "train": snapshot.files["train"], "test": snapshot.files["test"],
-                   "validation": snapshot.files.get("validation")}
+    raw["data"] = {
+        **raw["data"],
+        "train": snapshot.files["train"],
+        "test": snapshot.files["test"],
+        "validation": snapshot.files.get("validation"),
+    }
     raw["mlflow"] = deployment.mlflow.model_dump(mode="json")
     raw["output_dir"] = str(deployment.output_dir)
     return validate_config(raw)
 
 
 @flow(name="retrain", log_prints=True)
-def retrain(incoming: str, config: FinetuneConfig, use_champion_config: bool = True, max_label_drift: float = 0.2,
-            max_length_psi: float = 0.25, on_drift: Literal["warn", "stop"] = "warn") -> RetrainResult:
+def retrain(
+    incoming: str,
+    config: FinetuneConfig,
+    use_champion_config: bool = True,
+    max_label_drift: float = 0.2,
+    max_length_psi: float = 0.25,
+    on_drift: Literal["warn", "stop"] = "warn",
+) -> RetrainResult:
     """Retrain on the newest snapshot in ``incoming`` unless a version already carries its fingerprint."""
     logger = get_run_logger()
     snapshot = newest_snapshot(incoming)
@@ -105,8 +80,11 @@ def retrain(incoming: str, config: FinetuneConfig, use_champion_config: bool = T
         drift, tags["drift"] = report.summary(), "drifted" if report.drifted else "ok"
         if report.drifted:
             if on_drift == "stop":
-                raise DataError(f"{snapshot.files['train']}: drift against champion v{champion}'s data: {report.summary()}")
+                raise DataError(
+                    f"{snapshot.files['train']}: drift against champion v{champion}'s data: {report.summary()}"
+                )
             logger.warning("drift against champion v%s's data: %s", champion, report.summary())
     result = finetune(effective, extra_tags=tags)
-    return RetrainResult(snapshot=snapshot.name, skipped=False, model_version=result.model_version,
-                         champion=result.champion, drift=drift)
+    return RetrainResult(
+        snapshot=snapshot.name, skipped=False, model_version=result.model_version, champion=result.champion, drift=drift
+    )

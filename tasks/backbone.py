@@ -11,11 +11,18 @@ from prefect import flow, get_run_logger, task, unmapped
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from finetune_core.backbone import resolve_backbone
-from finetune_core.config import FinetuneConfig
-from finetune_core.data import PreparedData
+from finetune_core.config.finetune import FinetuneConfig
+from finetune_core.data.prepare import PreparedData
 from finetune_core.errors import ConfigError
-from finetune_core.selection import CandidateScore, SelectionResult, choose, score_candidate, selection_sample
+from finetune_core.model.backbone import resolve_backbone
+from finetune_core.run_layout import RunLayout
+from finetune_core.selection.candidates import (
+    CandidateScore,
+    SelectionResult,
+    choose,
+    score_candidate,
+    selection_sample,
+)
 from tasks.tracking import log_json
 
 
@@ -31,8 +38,9 @@ def task_runner(config: FinetuneConfig):
         if config.backbone.dask_address:
             return DaskTaskRunner(address=config.backbone.dask_address)
         # A local cluster of worker processes, one thread each: torch parallelises inside a task.
-        return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True,
-                                              "dashboard_address": None})
+        return DaskTaskRunner(
+            cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True, "dashboard_address": None}
+        )
     if config.backbone.task_runner == "ray":
         try:
             from prefect_ray import RayTaskRunner
@@ -45,8 +53,9 @@ def task_runner(config: FinetuneConfig):
 
 
 @task(name="score-backbone", cache_policy=NO_CACHE, task_run_name="score-{candidate}")
-def score_backbone(config: FinetuneConfig, prepared: PreparedData, candidate: str, sample: np.ndarray,
-                   out_dir: Path) -> CandidateScore:
+def score_backbone(
+    config: FinetuneConfig, prepared: PreparedData, candidate: str, sample: np.ndarray, out_dir: Path
+) -> CandidateScore:
     """Frozen features of one candidate on the sample: LogME (or probe) score, size, latency."""
     return score_candidate(config, prepared, candidate, sample, Path(out_dir))
 
@@ -56,9 +65,16 @@ def _log_candidates(result: SelectionResult, run_id: str) -> None:
     client = MlflowClient()
     experiment = client.get_run(run_id).info.experiment_id
     for row, score in zip(result.table(), result.ranking):
-        child = client.create_run(experiment, run_name=f"backbone-{row['rank']}",
-                                  tags={"mlflow.parentRunId": run_id, "candidate": score.candidate,
-                                        "selected": str(row["selected"]).lower(), "excluded": score.excluded or ""})
+        child = client.create_run(
+            experiment,
+            run_name=f"backbone-{row['rank']}",
+            tags={
+                "mlflow.parentRunId": run_id,
+                "candidate": score.candidate,
+                "selected": str(row["selected"]).lower(),
+                "excluded": score.excluded or "",
+            },
+        )
         child_id = child.info.run_id
         client.log_param(child_id, "candidate", score.candidate[:500])
         client.log_param(child_id, "metric", score.metric)
@@ -70,7 +86,7 @@ def _log_candidates(result: SelectionResult, run_id: str) -> None:
 
 
 @flow(name="select-backbone")
-def select_backbone(config: FinetuneConfig, prepared: PreparedData, run_dir: Path, run_id: str) -> SelectionResult:
+def select_backbone(config: FinetuneConfig, prepared: PreparedData, layout: RunLayout, run_id: str) -> SelectionResult:
     """Rank `backbone.candidates` by transferability from frozen features; one candidate skips it."""
     paths = [resolve_backbone(c) for c in config.backbone.candidates]  # a missing path fails here, named
     if len(paths) == 1:
@@ -79,19 +95,31 @@ def select_backbone(config: FinetuneConfig, prepared: PreparedData, run_dir: Pat
         return SelectionResult(selected=only, ranking=[only], seconds=0.0)
     started = time.perf_counter()
     sample = selection_sample(prepared, config.backbone.selection_sample, config.training.seed)
-    futures = score_backbone.map(unmapped(config), unmapped(prepared), config.backbone.candidates, unmapped(sample),
-                                 unmapped(Path(run_dir) / "selection"))
+    futures = score_backbone.map(
+        unmapped(config), unmapped(prepared), config.backbone.candidates, unmapped(sample), unmapped(layout.selection)
+    )
     result = choose([f.result() for f in futures], config, time.perf_counter() - started)
     table = result.table()
-    create_table_artifact(table=table, key="backbone-ranking",
-                          description=f"{result.selected.metric} on {len(sample)} train rows; best first")
-    log_json(run_id, {"seconds": result.seconds, "sample_rows": len(sample), "ranking": table}, "selection/ranking.json")
+    create_table_artifact(
+        table=table,
+        key="backbone-ranking",
+        description=f"{result.selected.metric} on {len(sample)} train rows; best first",
+    )
+    log_json(
+        run_id, {"seconds": result.seconds, "sample_rows": len(sample), "ranking": table}, "selection/ranking.json"
+    )
     _log_candidates(result, run_id)
     client = MlflowClient()
     client.set_tag(run_id, "backbone", result.selected.path)
     client.log_metric(run_id, "selection/seconds", result.seconds)
-    get_run_logger().info("selected %s (%s %.4f) among %d candidates in %.1f s", result.selected.candidate,
-                          result.selected.metric, result.selected.score, len(paths), result.seconds)
+    get_run_logger().info(
+        "selected %s (%s %.4f) among %d candidates in %.1f s",
+        result.selected.candidate,
+        result.selected.metric,
+        result.selected.score,
+        len(paths),
+        result.seconds,
+    )
     return result
 
 
@@ -100,5 +128,7 @@ def selection_reason(result: SelectionResult) -> str:
     if len(result.ranking) == 1:
         return "the only candidate"
     best = result.selected
-    return (f"best {best.metric} {best.score:.4f} of {len(result.ranking)} candidates; "
-            "ranking in the run's `selection/ranking.json`")
+    return (
+        f"best {best.metric} {best.score:.4f} of {len(result.ranking)} candidates; "
+        "ranking in the run's `selection/ranking.json`"
+    )

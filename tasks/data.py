@@ -9,33 +9,32 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from finetune_core.augment import augment_prepared
-from finetune_core.config import FinetuneConfig
-from finetune_core.data import PreparedData, RawData, basic_checks, prepare_data, read_splits
-from finetune_core.drift import profile_parquet
+from finetune_core.config.finetune import FinetuneConfig
+from finetune_core.data.augment import augment_prepared
+from finetune_core.data.drift import profile_parquet
+from finetune_core.data.prepare import PreparedData, RawData, basic_checks, prepare_splits, read_splits
 from finetune_core.errors import DataValidationError
-from finetune_core.validation import ValidationReport, validate_raw
-from finetune_core.validation_report import markdown
+from finetune_core.run_layout import RunLayout
+from finetune_core.validation.report import markdown
+from finetune_core.validation.suites import ValidationReport, validate_raw
 from tasks.tracking import log_json, log_metrics
-
 
 PROFILE_ARTIFACT = "data/profile.json"  # label shares and text-length histogram of the training split
 
 
 @task(name="read-data", cache_policy=NO_CACHE)
-def read_data(config: FinetuneConfig, run_dir: Path) -> RawData:
+def read_data(config: FinetuneConfig, layout: RunLayout) -> RawData:
     """Read every configured file; unreadable input fails here naming the file (and line)."""
-    return read_splits(config, Path(run_dir) / "raw")
+    return read_splits(config, layout.raw)
 
 
 @task(name="validate-data", cache_policy=NO_CACHE)
-def validate_data(config: FinetuneConfig, raw: RawData, run_dir: Path, run_id: str) -> ValidationReport | None:
+def validate_data(config: FinetuneConfig, raw: RawData, layout: RunLayout, run_id: str) -> ValidationReport | None:
     """Great Expectations suites on every split. Reports (Data Docs, JSON, a Markdown summary)
     reach MLflow and Prefect before an `error` failure stops the flow."""
     if not config.validation.enabled:
         return None
-    docs_dir = Path(run_dir) / "validation"
-    report = validate_raw(config, raw, docs_dir)
+    report = validate_raw(config, raw, layout.validation)
     client = MlflowClient()
     client.log_artifact(run_id, report.result_json, "validation")
     if report.data_docs:
@@ -43,8 +42,14 @@ def validate_data(config: FinetuneConfig, raw: RawData, run_dir: Path, run_id: s
     summary = markdown(report)
     client.log_text(run_id, summary, "validation/summary.md")
     create_markdown_artifact(markdown=summary, key="data-validation", description=report.summary())
-    log_metrics(run_id, {"checks_failed_error": len(report.failures("error")),
-                         "checks_failed_warning": len(report.failures("warning"))}, prefix="validation/")
+    log_metrics(
+        run_id,
+        {
+            "checks_failed_error": len(report.failures("error")),
+            "checks_failed_warning": len(report.failures("warning")),
+        },
+        prefix="validation/",
+    )
     logger = get_run_logger()
     for failure in report.failures("warning"):
         logger.warning("data validation warning: %s / %s (%s)", failure.split, failure.check, failure.observed)
@@ -54,9 +59,9 @@ def validate_data(config: FinetuneConfig, raw: RawData, run_dir: Path, run_id: s
 
 
 @task(name="prepare-data", cache_policy=NO_CACHE)
-def load_data(config: FinetuneConfig, raw: RawData, run_dir: Path, run_id: str) -> PreparedData:
-    """Map labels, split, check; the prepared splits go to run_dir/data."""
-    prepared = prepare_data(config, Path(run_dir) / "data", raw, drop_unusable=config.validation.enabled)
+def prepare_data(config: FinetuneConfig, raw: RawData, layout: RunLayout, run_id: str) -> PreparedData:
+    """Map labels, split, check; the prepared splits go to layout.data."""
+    prepared = prepare_splits(config, layout.data, raw, drop_unusable=config.validation.enabled)
     summary = basic_checks(prepared, config)
     log_metrics(run_id, {f"rows_{split}": n for split, n in prepared.rows.items()}, prefix="data/")
     log_metrics(run_id, {f"dropped_{split}": n for split, n in prepared.dropped.items()}, prefix="data/")

@@ -1,5 +1,5 @@
 """The champion re-measured on this run's test set, the evaluation gates, and the files
-reviewers read (Prefect tasks; the logic is in finetune_core.gates, .comparison, .review)."""
+reviewers read (Prefect tasks; the logic is in finetune_core.evaluation)."""
 
 from __future__ import annotations
 
@@ -12,16 +12,17 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
-from finetune_core.comparison import comparable, predicted_ids, served_metrics
-from finetune_core.config import FinetuneConfig
-from finetune_core.data import LABEL, TEXT, PreparedData
-from finetune_core.gates import GateVerdict, evaluate_gates, per_example_scores, unknown_metrics
+from finetune_core.config.finetune import FinetuneConfig
+from finetune_core.data.prepare import LABEL, TEXT, PreparedData
 from finetune_core.errors import ConfigError
-from finetune_core.review import write_review_files
-from tasks.register import alias_version
+from finetune_core.evaluation.comparison import comparable, predicted_ids, served_metrics
+from finetune_core.evaluation.gates import GateVerdict, evaluate_gates, per_example_scores
+from finetune_core.evaluation.metric_table import unknown_metrics
+from finetune_core.evaluation.model_card import model_card, version_description
+from finetune_core.evaluation.review import write_review_files
+from finetune_core.run_layout import RunLayout
+from tasks.registry import CHAMPION, alias_version
 from tasks.tracking import log_json, log_metrics
-
-CHAMPION, CHALLENGER = "champion", "challenger"
 
 
 class ChampionResult(BaseModel):
@@ -32,7 +33,9 @@ class ChampionResult(BaseModel):
 
 
 @task(name="evaluate-champion", cache_policy=NO_CACHE)
-def evaluate_champion(config: FinetuneConfig, prepared: PreparedData, run_dir: Path, run_id: str) -> ChampionResult | None:
+def evaluate_champion(
+    config: FinetuneConfig, prepared: PreparedData, layout: RunLayout, run_id: str
+) -> ChampionResult | None:
     """Load the current champion and score it on this run's test set (never on numbers from
     another dataset). None when there is no champion yet."""
     name = config.mlflow.registered_model
@@ -47,38 +50,50 @@ def evaluate_champion(config: FinetuneConfig, prepared: PreparedData, run_dir: P
         get_run_logger().warning("champion v%s not comparable: %s", current.version, reason)
         return ChampionResult(version=str(current.version), reason=reason)
     metrics = served_metrics(config.task, served, test[LABEL].to_numpy(), prepared.labels)
-    path = Path(run_dir) / "champion_predictions.parquet"
+    path = layout.champion_predictions
     served.to_parquet(path, index=False)
     log_metrics(run_id, metrics, prefix="champion/")
-    get_run_logger().info("champion v%s on this test set: %s", current.version,
-                          {k: round(v, 4) for k, v in metrics.items() if not k.startswith("support")})
+    get_run_logger().info(
+        "champion v%s on this test set: %s",
+        current.version,
+        {k: round(v, 4) for k, v in metrics.items() if not k.startswith("support")},
+    )
     return ChampionResult(version=str(current.version), metrics=metrics, predictions=str(path))
 
 
 @task(name="evaluation-gates", cache_policy=NO_CACHE)
-def apply_gates(config: FinetuneConfig, prepared: PreparedData, run_dir: Path, metrics: dict[str, float],
-                champion: ChampionResult | None, run_id: str) -> GateVerdict:
+def apply_gates(
+    config: FinetuneConfig,
+    prepared: PreparedData,
+    layout: RunLayout,
+    metrics: dict[str, float],
+    champion: ChampionResult | None,
+    run_id: str,
+) -> GateVerdict:
     """Absolute thresholds on the test metrics; no regression against the champion measured
     on the same rows; optionally a significant improvement (paired bootstrap)."""
     unknown = unknown_metrics(config.task, sorted(config.gates.metrics()), prepared.labels)
     if unknown:
         raise ConfigError(f"gates name metric(s) {unknown} that this run does not produce (classes: {prepared.labels})")
-    from tasks.train import TEST_PREDICTIONS
-
-    ours = pd.read_parquet(Path(run_dir) / TEST_PREDICTIONS)
-    targets = ours["target"].to_numpy()
-    champion_metrics = scores = None
-    if champion is not None and champion.metrics is not None:
+    scores = None
+    comparable_champion = champion is not None and champion.metrics is not None
+    if comparable_champion and config.gates.require_significant:
+        ours = pd.read_parquet(layout.test_predictions)
         theirs = pd.read_parquet(champion.predictions)
-        champion_metrics = champion.metrics
-        scores = (per_example_scores(config.task, targets, predicted_ids(config.task, ours, prepared.labels)),
-                  per_example_scores(config.task, targets, predicted_ids(config.task, theirs, prepared.labels)))
-        metrics = {**metrics, **served_metrics(config.task, ours, targets, prepared.labels)}
-    verdict = evaluate_gates(config.task, metrics, config.gates, champion_metrics,
-                             champion.version if champion else None, scores)
-    if champion is not None and champion.metrics is None:  # e.g. the classes changed: nothing to compare
-        verdict.champion_version = champion.version
-        verdict.checks[-1].reason = f"champion v{champion.version} not comparable: {champion.reason}"
+        targets = ours["target"].to_numpy()
+        scores = (
+            per_example_scores(config.task, targets, predicted_ids(config.task, ours, prepared.labels)),
+            per_example_scores(config.task, targets, predicted_ids(config.task, theirs, prepared.labels)),
+        )
+    verdict = evaluate_gates(
+        config.task,
+        metrics,
+        config.gates,
+        champion.metrics if champion else None,
+        champion.version if champion else None,
+        scores,
+        not_comparable=champion.reason if champion else None,
+    )
     log_json(run_id, verdict.model_dump(), "gates.json")
     MlflowClient().set_tag(run_id, "gate", "passed" if verdict.passed else "failed")
     logger = get_run_logger()
@@ -87,14 +102,14 @@ def apply_gates(config: FinetuneConfig, prepared: PreparedData, run_dir: Path, m
 
 
 @task(name="review-files", cache_policy=NO_CACHE)
-def log_review_files(config: FinetuneConfig, prepared: PreparedData, run_dir: Path, stages: dict[str, dict],
-                     run_id: str) -> dict[str, str]:
+def log_review_files(
+    config: FinetuneConfig, prepared: PreparedData, layout: RunLayout, stages: dict[str, dict], run_id: str
+) -> dict[str, str]:
     """Plots, per-class report and worst-predicted test rows, logged under `review/`."""
-    from tasks.train import TEST_PREDICTIONS
-
-    served = pd.read_parquet(Path(run_dir) / TEST_PREDICTIONS)
-    files = write_review_files(Path(run_dir) / "review", config.task, served[TEXT].tolist(), served["target"].to_numpy(),
-                               served, prepared.labels, stages)
+    served = pd.read_parquet(layout.test_predictions)
+    files = write_review_files(
+        layout.review, config.task, served[TEXT].tolist(), served["target"].to_numpy(), served, prepared.labels, stages
+    )
     client = MlflowClient()
     for path in files.values():
         client.log_artifact(run_id, str(path), "review")
@@ -102,23 +117,47 @@ def log_review_files(config: FinetuneConfig, prepared: PreparedData, run_dir: Pa
 
 
 @task(name="describe-version", cache_policy=NO_CACHE)
-def describe_version(config: FinetuneConfig, prepared: PreparedData, backbone: str, selection: str, stages: dict[str, dict],
-                     metrics: dict[str, float], verdict: GateVerdict, files: dict[str, str], run_id: str) -> str:
+def describe_version(
+    config: FinetuneConfig,
+    prepared: PreparedData,
+    backbone: str,
+    selection: str,
+    stages: dict[str, dict],
+    metrics: dict[str, float],
+    verdict: GateVerdict,
+    files: dict[str, str],
+    run_id: str,
+) -> str:
     """The registered version's Markdown description; the model card (the same plus intended
     use and the review files) is logged as `model_card.md`."""
-    from finetune_core.model_card import model_card, version_description
-
     validation = "Great Expectations suites passed" if config.validation.enabled else "disabled"
-    data = {"fingerprint": prepared.fingerprint, "rows": prepared.rows, "labels": prepared.labels,
-            "augmented_rows": config.augmentation.enabled and prepared.rows["train"], "validation": validation}
+    data = {
+        "fingerprint": prepared.fingerprint,
+        "rows": prepared.rows,
+        "labels": prepared.labels,
+        "augmented_rows": config.augmentation.enabled and prepared.rows["train"],
+        "validation": validation,
+    }
     tracking = mlflow.get_tracking_uri()
     run_link = f"run `{run_id}` ({tracking})"
     if tracking.startswith("http"):
         experiment = MlflowClient().get_run(run_id).info.experiment_id
         run_link = f"[{run_id}]({tracking.rstrip('/')}/#/experiments/{experiment}/runs/{run_id})"
-    description = version_description(config, backbone=backbone, selection=selection, data=data, stages=stages,
-                                      metrics=metrics, verdict=verdict, run_link=run_link)
-    card = model_card(config, name=config.mlflow.registered_model, description=description,
-                      files={**files, "data_validation": "validation/summary.md", "gates": "gates.json"})
+    description = version_description(
+        config,
+        backbone=backbone,
+        selection=selection,
+        data=data,
+        stages=stages,
+        metrics=metrics,
+        verdict=verdict,
+        run_link=run_link,
+    )
+    card = model_card(
+        config,
+        name=config.mlflow.registered_model,
+        description=description,
+        files={**files, "data_validation": "validation/summary.md", "gates": "gates.json"},
+    )
     MlflowClient().log_text(run_id, card, "model_card.md")
     return description

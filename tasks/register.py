@@ -2,26 +2,40 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import mlflow
 import pandas as pd
 from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
 import finetune_core
-from finetune_core.config import FinetuneConfig
-from finetune_core.data import TEXT, PreparedData
+from finetune_core.config.finetune import FinetuneConfig
+from finetune_core.data.prepare import TEXT, PreparedData
+from finetune_core.serving import SHIPPED_MODULES
+from finetune_core.serving.predictor import Predictor
+from tasks.registry import CHALLENGER, CHAMPION, alias_version, versions_of
 from tasks.tracking import active_run
 
 # MLflow "models from code": this file is copied into the model; importing it here would run it.
 SERVING_MODEL_FILE = Path(__file__).with_name("serving_model.py")
 # What the logged model needs to load and predict in a fresh environment.
-_RUNTIME_PACKAGES = ("torch", "transformers", "tokenizers", "safetensors", "pandas", "numpy", "scipy", "scikit-learn", "pydantic")
+_RUNTIME_PACKAGES = (
+    "torch",
+    "transformers",
+    "tokenizers",
+    "safetensors",
+    "pandas",
+    "numpy",
+    "scipy",
+    "scikit-learn",
+    "pydantic",
+)
 
 
 class RegisteredVersion(BaseModel):
@@ -42,33 +56,53 @@ def _pip_requirements() -> list[str]:
     return pins
 
 
-@task(name="log-model", cache_policy=NO_CACHE)
-def log_model(config: FinetuneConfig, prepared: PreparedData, model_dir: Path, run_id: str) -> str:
-    """Log model, tokenizer and label map as one pyfunc model with signature and input example."""
+def serving_code(target: Path) -> Path:
+    """A copy of the ``finetune_core`` modules the served model imports, and no others."""
+    source = Path(finetune_core.__file__).resolve().parents[1]
+    for relative in SHIPPED_MODULES:
+        destination = target / relative
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source / relative, destination)
+    return target / "finetune_core"
+
+
+def log_pyfunc(model_dir: Path, example: pd.DataFrame, run_id: str) -> str:
+    """Log a model directory as a pyfunc model (signature and input example from ``example``)
+    shipping only the serving code; returns the logged model's URI."""
     from mlflow.models import infer_signature
 
-    from finetune_core.predict import Predictor
-
-    examples = prepared.frame("test")[TEXT].head(3).tolist()
-    example = pd.DataFrame({prepared.text_column: examples})
     signature = infer_signature(example, Predictor.load(model_dir).predict_frame(example))
-    with active_run(run_id):
+    with active_run(run_id), tempfile.TemporaryDirectory() as scratch:
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=str(SERVING_MODEL_FILE),
             artifacts={"model_dir": str(model_dir)},
-            code_paths=[str(Path(finetune_core.__file__).parent)],
+            code_paths=[str(serving_code(Path(scratch)))],
             signature=signature,
             input_example=example,
             pip_requirements=_pip_requirements(),
         )
-    get_run_logger().info("logged model %s", info.model_uri)
     return info.model_uri
 
 
+@task(name="log-model", cache_policy=NO_CACHE)
+def log_model(config: FinetuneConfig, prepared: PreparedData, model_dir: Path, run_id: str) -> str:
+    """Log model, tokenizer and label map as one pyfunc model with signature and input example."""
+    examples = prepared.frame("test")[TEXT].head(3).tolist()
+    model_uri = log_pyfunc(model_dir, pd.DataFrame({prepared.text_column: examples}), run_id)
+    get_run_logger().info("logged model %s", model_uri)
+    return model_uri
+
+
 @task(name="register-model", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[2, 5, 15])
-def register_model(config: FinetuneConfig, model_uri: str, run_id: str, tags: dict[str, str], description: str = "",
-                   gate_passed: bool = True) -> RegisteredVersion:
+def register_model(
+    config: FinetuneConfig,
+    model_uri: str,
+    run_id: str,
+    tags: dict[str, str],
+    description: str = "",
+    gate_passed: bool = True,
+) -> RegisteredVersion:
     """Register the logged model with its description and tags; `challenger` moves to it, and
     `champion` too when the gates passed. Idempotent per run, so a retry never registers twice."""
     client, name = MlflowClient(), config.mlflow.registered_model
@@ -79,25 +113,19 @@ def register_model(config: FinetuneConfig, model_uri: str, run_id: str, tags: di
         client.set_model_version_tag(name, version, key, value)
     if description:
         client.update_model_version(name, version, description=description)
-    client.set_registered_model_alias(name, "challenger", version)
-    current = alias_version(client, name, "champion")
+    client.set_registered_model_alias(name, CHALLENGER, version)
+    current = alias_version(client, name, CHAMPION)
     previous = str(current.version) if current is not None else None
     if gate_passed and previous != version:
         if previous is not None:
             client.set_model_version_tag(name, version, "previous_champion", previous)
-        client.set_registered_model_alias(name, "champion", version)
-    get_run_logger().info("registered %s version %s (%s)", name, version,
-                          "champion" if gate_passed else "challenger only: gates failed")
-    return RegisteredVersion(name=name, version=version, model_uri=model_uri, registry_uri=f"models:/{name}/{version}",
-                             champion=gate_passed)
-
-
-def alias_version(client: MlflowClient, name: str, alias: str):
-    """The model version an alias points at, or None (no such model, or the alias is unset)."""
-    try:
-        return client.get_model_version_by_alias(name, alias)
-    except MlflowException:
-        return None
+        client.set_registered_model_alias(name, CHAMPION, version)
+    get_run_logger().info(
+        "registered %s version %s (%s)", name, version, "champion" if gate_passed else "challenger only: gates failed"
+    )
+    return RegisteredVersion(
+        name=name, version=version, model_uri=model_uri, registry_uri=f"models:/{name}/{version}", champion=gate_passed
+    )
 
 
 def git_commit() -> str:
@@ -107,21 +135,18 @@ def git_commit() -> str:
     root = Path(__file__).resolve().parents[1]
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True,
-                                text=True, timeout=10)
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
     if commit.returncode != 0:
         return "unknown"
     return commit.stdout.strip() + ("+dirty" if status.stdout.strip() else "")
-
-
-def versions_of(client: MlflowClient, name: str):
-    """Every version of a registered model; none when it is not registered yet."""
-    try:
-        return client.search_model_versions(f"name = '{name}'")
-    except MlflowException:
-        return []
 
 
 def registry_lock_name(registered_model: str) -> str:
@@ -155,7 +180,9 @@ def publish_version(version: RegisteredVersion, verdict_summary: str, tracking_u
     alias = "champion" if version.champion else "challenger only"
     link = f"`{version.registry_uri}`"
     if tracking_uri.startswith("http"):
-        link = f"[{version.registry_uri}]({tracking_uri.rstrip('/')}/#/models/{version.name}/versions/{version.version})"
+        link = (
+            f"[{version.registry_uri}]({tracking_uri.rstrip('/')}/#/models/{version.name}/versions/{version.version})"
+        )
     create_markdown_artifact(
         key="registered-version",
         markdown=f"# {version.name} version {version.version}: {alias}\n\nGates {verdict_summary}\n\nModel: {link}\n",

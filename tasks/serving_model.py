@@ -1,7 +1,8 @@
 """MLflow pyfunc entry point (MLflow "models from code"): this file is copied into every
 logged model and loaded by ``mlflow.pyfunc.load_model`` and ``mlflow models serve``.
 
-Prediction logic lives in ``finetune_core.predict``, shipped with the model as code.
+Prediction logic lives in ``finetune_core.serving``; the model ships only the modules it needs
+(``finetune_core.serving.SHIPPED_MODULES``).
 """
 
 import mlflow
@@ -11,7 +12,7 @@ from mlflow.pyfunc import PythonModel
 
 class FinetunedTextModel(PythonModel):
     def load_context(self, context):
-        from finetune_core.predict import Predictor
+        from finetune_core.serving.predictor import Predictor
 
         self.predictor = Predictor.load(context.artifacts["model_dir"])
 

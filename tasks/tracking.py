@@ -17,7 +17,8 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 from mlflow.utils.validation import MAX_ENTITY_KEY_LENGTH, MAX_PARAM_VAL_LENGTH
 
-from finetune_core.config import FinetuneConfig, flatten
+from finetune_core.config.finetune import FinetuneConfig
+from finetune_core.config.loading import flatten
 
 TRUNCATED_MARK = "...[truncated, see config.yaml]"
 # Our pyfunc model is logged with an explicit signature and input example; MLflow's advice to
@@ -83,4 +84,4 @@ def active_run(run_id: str):
 
 def sqlite_path(tracking_uri: str) -> Path | None:
     prefix = "sqlite:///"
-    return Path(tracking_uri[len(prefix):]).resolve() if tracking_uri.startswith(prefix) else None
+    return Path(tracking_uri[len(prefix) :]).resolve() if tracking_uri.startswith(prefix) else None

@@ -7,10 +7,12 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from finetune_core import stages
-from finetune_core.config import FinetuneConfig
-from finetune_core.data import PreparedData
-from finetune_core.training import StageResult
+from finetune_core.config.finetune import FinetuneConfig
+from finetune_core.data.prepare import PreparedData
+from finetune_core.evaluation.test_split import evaluate_model
+from finetune_core.run_layout import RunLayout
+from finetune_core.training import stages
+from finetune_core.training.loop import StageResult
 from tasks.tracking import epoch_logger, log_metrics
 
 _TIMINGS = ("wall_seconds", "train_seconds", "samples_per_second", "train_examples", "epochs_run", "best_epoch")
@@ -22,60 +24,74 @@ def _report(run_id: str, result: StageResult) -> StageResult:
     log_metrics(run_id, numbers, prefix=f"{result.stage}/")
     get_run_logger().info(
         "%s stage: %d/%d epoch(s), best epoch %d, %.1f s, %.1f samples/s%s",
-        result.stage, result.epochs_run, result.epochs, result.best_epoch, result.wall_seconds,
-        result.samples_per_second, " (stopped early)" if result.stopped_early else "",
+        result.stage,
+        result.epochs_run,
+        result.epochs,
+        result.best_epoch,
+        result.wall_seconds,
+        result.samples_per_second,
+        " (stopped early)" if result.stopped_early else "",
     )
     return result
 
 
 @task(name="train-frozen", cache_policy=NO_CACHE)
-def train_frozen(config: FinetuneConfig, prepared: PreparedData, backbone: str, run_dir: Path, run_id: str, resume: bool = False,
-                 known_features: str | None = None) -> StageResult:
+def train_frozen(
+    config: FinetuneConfig,
+    prepared: PreparedData,
+    backbone: str,
+    layout: RunLayout,
+    run_id: str,
+    resume: bool = False,
+    known_features: str | None = None,
+) -> StageResult:
     """Stage 1: the task head on cached frozen-backbone features (train rows backbone selection
-    extracted are reused); model in run_dir/frozen."""
-    run_dir = Path(run_dir)
+    extracted are reused); model in layout.frozen."""
     result = stages.train_frozen(
-        config, prepared, backbone, run_dir / "frozen", epoch_logger(run_id), run_dir / "checkpoints", resume,
+        config,
+        prepared,
+        backbone,
+        layout.frozen,
+        epoch_logger(run_id),
+        layout.checkpoints,
+        resume,
         Path(known_features) if known_features else None,
     )
     return _report(run_id, result)
 
 
 @task(name="train-unfrozen", cache_policy=NO_CACHE)
-def train_unfrozen(config: FinetuneConfig, prepared: PreparedData, run_dir: Path, run_id: str, resume: bool = False) -> StageResult:
-    """Stage 2: unfreeze and fine-tune from the stage-1 model; model in run_dir/model."""
-    run_dir = Path(run_dir)
+def train_unfrozen(
+    config: FinetuneConfig, prepared: PreparedData, layout: RunLayout, run_id: str, resume: bool = False
+) -> StageResult:
+    """Stage 2: unfreeze and fine-tune from the stage-1 model; model in layout.model."""
     result = stages.train_unfrozen(
-        config, prepared, run_dir / "frozen", run_dir / "model", epoch_logger(run_id), run_dir / "checkpoints", resume
+        config, prepared, layout.frozen, layout.model, epoch_logger(run_id), layout.checkpoints, resume
     )
     return _report(run_id, result)
 
 
 @task(name="calibrate", cache_policy=NO_CACHE)
-def calibrate(config: FinetuneConfig, prepared: PreparedData, model_dir: Path, run_id: str) -> dict:
+def calibrate(config: FinetuneConfig, prepared: PreparedData, layout: RunLayout, run_id: str) -> dict:
     """Temperature scaling fitted on validation, stored with the model (classification only)."""
-    calibration = stages.calibrate(config, prepared, Path(model_dir))
+    calibration = stages.calibrate(config, prepared, layout.model)
     if calibration:
         log_metrics(run_id, calibration, prefix="calibration/")
-        get_run_logger().info("temperature %.3f (validation ECE %.4f -> %.4f)", calibration["temperature"],
-                              calibration["val_ece_before"], calibration["val_ece_after"])
+        get_run_logger().info(
+            "temperature %.3f (validation ECE %.4f -> %.4f)",
+            calibration["temperature"],
+            calibration["val_ece_before"],
+            calibration["val_ece_after"],
+        )
     return calibration
 
 
-TEST_PREDICTIONS = "test_predictions.parquet"  # in the run directory: served outputs on the test split
-
-
 @task(name="evaluate", cache_policy=NO_CACHE)
-def evaluate(config: FinetuneConfig, prepared: PreparedData, model_dir: Path, run_id: str) -> dict:
+def evaluate(config: FinetuneConfig, prepared: PreparedData, layout: RunLayout, run_id: str) -> dict:
     """Test metrics as served; the served predictions are kept for the gates and reviewers."""
-    from finetune_core.data import LABEL, TEXT
-    from finetune_core.predict import outputs_to_frame
-
-    outputs, targets, meta = stages.outputs_for(config, prepared, Path(model_dir), "test")
-    metrics = stages.score_split(prepared, outputs, targets, meta)
-    test = prepared.frame("test")
-    served = outputs_to_frame(outputs, meta).assign(**{TEXT: test[TEXT].to_numpy(), "target": test[LABEL].to_numpy()})
-    served.to_parquet(Path(model_dir).parent / TEST_PREDICTIONS, index=False)
+    metrics = evaluate_model(config, prepared, layout.model, layout.test_predictions)
     log_metrics(run_id, metrics, prefix="test/")
-    get_run_logger().info("test metrics: %s", {k: round(v, 4) for k, v in metrics.items() if not k.startswith("support")})
+    get_run_logger().info(
+        "test metrics: %s", {k: round(v, 4) for k, v in metrics.items() if not k.startswith("support")}
+    )
     return metrics

@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("DO_NOT_TRACK", "1")
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+from finetune_core.environment import apply_defaults  # noqa: E402
+
+apply_defaults(offline=True)  # the tests never reach a hub
 # Frozen-feature cache of this test session, not the user's.
 os.environ.setdefault("FINETUNE_CACHE", __import__("tempfile").mkdtemp(prefix="finetune-test-cache-"))
 
@@ -22,6 +19,16 @@ import pytest  # noqa: E402
 from tests.tiny_models import build_tiny_bert  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+# Fixtures that start a server: a test using one is an integration test (`make test-fast` skips them).
+SERVER_FIXTURES = {"prefect_server", "finetune_cli", "mlflow_server", "postgres"}
+
+
+def pytest_collection_modifyitems(items) -> None:
+    for item in items:
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+
+
 SST2 = REPO / "examples" / "data" / "sst2"
 
 
@@ -73,9 +80,7 @@ def finetune_cli(prefect_server, tmp_path):
     env = {**os.environ, "PREFECT_API_URL": prefect_server}
 
     def run(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [*command, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout
-        )
+        return subprocess.run([*command, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
 
     return run
 

@@ -47,7 +47,24 @@ def start_mlflow_server(root: Path) -> tuple[str, subprocess.Popen]:
     """`mlflow server` with a SQLite backend and a local artifact root, on a free port."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    process = start([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-                     "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-                     "--workers", "1"], f"{url}/health", root / "mlflow-server.log")
+    process = start(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{root / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(root / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        f"{url}/health",
+        root / "mlflow-server.log",
+    )
     return url, process

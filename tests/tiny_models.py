@@ -10,7 +10,9 @@ from pathlib import Path
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
-def build_tiny_bert(directory: Path, corpus: list[str], hidden: int = 32, layers: int = 2, vocab_size: int = 2000) -> Path:
+def build_tiny_bert(
+    directory: Path, corpus: list[str], hidden: int = 32, layers: int = 2, vocab_size: int = 2000
+) -> Path:
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
     directory.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,72 @@
+"""One validated configuration, loaded from YAML, split by concern.
+
+Every field has a default and a description; unknown keys are rejected; all errors
+name the dotted field path (``training.frozen.epochs: ...``). Cross-field checks live in
+``FinetuneConfig._check_consistency`` and nowhere else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from finetune_core.config.augmentation import AugmentationConfig
+from finetune_core.config.base import Strict
+from finetune_core.config.gates import GatesConfig
+from finetune_core.config.sections import BackboneConfig, DataConfig, MlflowConfig, TrainingConfig
+from finetune_core.config.validation import ValidationConfig
+from finetune_core.evaluation.metric_table import unknown_metrics
+
+
+class FinetuneConfig(Strict):
+    task: Literal["classification", "regression"] = Field(
+        "classification", description="Task head: cross-entropy classification or MSE regression."
+    )
+    data: DataConfig
+    backbone: BackboneConfig = Field(default_factory=BackboneConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    validation: ValidationConfig = Field(
+        default_factory=ValidationConfig, description="Great Expectations checks run on every split before training."
+    )
+    augmentation: AugmentationConfig = Field(
+        default_factory=AugmentationConfig, description="Label-preserving text augmentation of the training split."
+    )
+    gates: GatesConfig = Field(
+        default_factory=GatesConfig, description="Evaluation gates a new version must pass to become champion."
+    )
+    mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
+    output_dir: Path = Field(Path("runs"), description="Where each run keeps its data, checkpoints and model.")
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> FinetuneConfig:
+        if self.data.text_column == self.data.label_column:
+            raise ValueError("data.text_column and data.label_column must differ")
+        training = self.training
+        frozen, unfrozen = training.frozen.epochs, training.unfrozen.epochs
+        if training.strategy == "linear-probe" and frozen == 0:
+            raise ValueError("training.strategy linear-probe needs training.frozen.epochs > 0")
+        if training.strategy == "full" and unfrozen == 0:
+            raise ValueError("training.strategy full needs training.unfrozen.epochs > 0")
+        if frozen + unfrozen == 0:
+            raise ValueError("training.frozen.epochs and training.unfrozen.epochs are both 0: nothing to train")
+        if training.unfrozen.gradual and training.strategy != "lp-ft":
+            raise ValueError("training.unfrozen.gradual applies to strategy lp-ft only")
+        unknown = unknown_metrics(self.task, sorted(self.gates.metrics()))
+        if unknown:
+            raise ValueError(f"gates name metric(s) {unknown} that task {self.task} does not produce")
+        if training.num_processes > 1 and training.unfrozen.max_minutes:
+            raise ValueError(
+                "training.unfrozen.max_minutes is single-process only (ranks would stop at different steps)"
+            )
+        if self.augmentation.balance and self.task != "classification":
+            raise ValueError("augmentation.balance needs task classification (classes to balance)")
+        return self
+
+    def fingerprint(self) -> str:
+        """Stable hash of the configuration, for lineage tags."""
+        payload = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]

@@ -1,0 +1,40 @@
+"""Configuration of the evaluation gates (`gates`): thresholds and rules only; the decision
+itself is ``finetune_core.evaluation.gates.evaluate_gates``."""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import Field, field_validator
+
+from finetune_core.config.base import Strict
+from finetune_core.evaluation.metric_table import PRIMARY_METRIC
+
+
+class GatesConfig(Strict):
+    min: dict[str, float] = Field(default_factory=dict, description="Absolute floors, e.g. {accuracy: 0.85}.")
+    max: dict[str, float] = Field(default_factory=dict, description="Absolute ceilings, e.g. {mse: 0.4}.")
+    max_regression: dict[str, float] = Field(
+        default_factory=dict,
+        description="Largest allowed worsening against the champion re-evaluated on this test set, per metric, "
+        "e.g. {accuracy: 0.01}. Unset: the primary metric must not get worse at all.",
+    )
+    require_significant: bool = Field(
+        False, description="The primary metric must beat the champion under a paired bootstrap of the test set."
+    )
+    significance_level: float = Field(0.05, gt=0, lt=1, description="One-sided p-value threshold.")
+    bootstrap_samples: int = Field(2000, ge=100, description="Bootstrap resamples of the test set.")
+    seed: int = Field(0, ge=0, description="Bootstrap seed.")
+
+    @field_validator("min", "max", "max_regression")
+    @classmethod
+    def _finite(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = [k for k, v in value.items() if not np.isfinite(v)]
+        if bad:
+            raise ValueError(f"thresholds must be finite numbers: {bad}")
+        return value
+
+    def metrics(self) -> set[str]:
+        return set(self.min) | set(self.max) | set(self.max_regression)
+
+    def regression_rules(self, task: str) -> dict[str, float]:
+        return self.max_regression or {PRIMARY_METRIC[task][0]: 0.0}

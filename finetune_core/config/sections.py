@@ -1,0 +1,153 @@
+"""Configuration sections by concern: data, backbone, training stages, MLflow.
+Cross-field checks are not here: they live in ``FinetuneConfig`` (config.finetune)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from finetune_core.config.base import Strict
+
+BUNDLED_BACKBONE = "bundled:all-MiniLM-L6-v2"
+
+
+class DataConfig(Strict):
+    train: Path = Field(description="Training file (.csv, .tsv, .jsonl/.json or .parquet).")
+    validation: Path | None = Field(
+        None, description="Validation file; when absent a seeded stratified split of train is used."
+    )
+    validation_fraction: float = Field(
+        0.1, gt=0, lt=1, description="Share of train held out for validation when `validation` is absent."
+    )
+    test: Path = Field(description="Labelled test file used for the final evaluation.")
+    text_column: str = Field("sentence", min_length=1, description="Column holding the input text.")
+    label_column: str = Field("label", min_length=1, description="Column holding the label or target.")
+    max_train_samples: int | None = Field(
+        None, gt=0, description="Optional seeded subsample of train (after the validation split)."
+    )
+
+
+class BackboneConfig(Strict):
+    candidates: list[str] = Field(
+        default_factory=lambda: [BUNDLED_BACKBONE],
+        min_length=1,
+        description="Hugging Face ids or local paths; `bundled:all-MiniLM-L6-v2` is the offline model.",
+    )
+    trust_remote_code: bool = Field(False, description="Allow custom modelling code from the hub.")
+    pooling: Literal["auto", "native", "mean", "cls"] = Field(
+        "auto",
+        description="What the head reads: auto (a sentence-transformers checkpoint's own pooling, else native), "
+        "native (the architecture's head input), mean (mean of token states), cls (first token state).",
+    )
+    selection_metric: Literal["logme", "probe"] = Field(
+        "logme", description="How candidates are ranked: LogME evidence, or a cross-validated linear probe."
+    )
+    selection_layers: Literal["all", "last"] = Field(
+        "all",
+        description="Features LogME/the probe score: the pooled hidden states averaged over every transformer block "
+        "(all), or the last block's only, which is what the frozen head reads (last).",
+    )
+    selection_sample: int = Field(500, ge=10, description="Train rows (seeded, stratified) scored per candidate.")
+    probe_folds: int = Field(5, ge=2, description="Folds of the `probe` metric.")
+    max_parameters: int | None = Field(None, gt=0, description="Exclude candidates with more backbone parameters.")
+    max_latency_ms: float | None = Field(
+        None, gt=0, description="Exclude candidates slower than this per example (batch size 1, measured)."
+    )
+    task_runner: Literal["thread", "dask", "ray"] = Field(
+        "thread",
+        description="Prefect task runner scoring candidates in parallel (dask/ray need prefect-dask/prefect-ray).",
+    )
+    selection_workers: int = Field(2, ge=1, description="Candidates scored at once (threads, or local Dask workers).")
+    dask_address: str | None = Field(
+        None,
+        description="Scheduler of an existing Dask cluster (task_runner dask); unset: a local cluster of processes.",
+    )
+
+
+class StageConfig(Strict):
+    epochs: int = Field(ge=0, description="Epochs in this stage (0 skips it).")
+    learning_rate: float = Field(gt=0, le=1, description="Peak learning rate of this stage.")
+
+
+class FrozenStageConfig(StageConfig):
+    epochs: int = Field(
+        20, ge=0, description="Epochs training the head on cached frozen-backbone features (0 skips it); cheap."
+    )
+    learning_rate: float = Field(1e-2, gt=0, le=1, description="Head learning rate.")
+
+
+class UnfrozenStageConfig(StageConfig):
+    epochs: int = Field(3, ge=0, description="Epochs fine-tuning everything (0 skips it).")
+    learning_rate: float = Field(5e-5, gt=0, le=1, description="Peak learning rate of the top layer and head.")
+    layer_lr_decay: float = Field(
+        0.9,
+        gt=0,
+        le=1,
+        description="Layer-wise decay: each layer below the top learns at this factor of the one above.",
+    )
+    scheduler: Literal["linear", "cosine", "constant"] = Field("linear", description="Decay after warmup.")
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Share of stage-2 steps spent warming up.")
+    gradual: bool = Field(False, description="Unfreeze top-down, a slice of layers more each epoch (ULMFiT).")
+    max_minutes: float | None = Field(
+        None,
+        gt=0,
+        description="Time budget of this stage's training steps: the learning rate decays over it and the stage "
+        "stops after the batch that passes it.",
+    )
+
+
+class LoraConfig(Strict):
+    r: int = Field(8, gt=0, description="Adapter rank.")
+    alpha: int = Field(16, gt=0, description="Adapter scaling numerator (scale = alpha / r).")
+    dropout: float = Field(0.1, ge=0, lt=1, description="Dropout on the adapter input.")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["query", "value"], min_length=1, description="Module names that get adapters."
+    )
+
+
+class TrainingConfig(Strict):
+    frozen: FrozenStageConfig = Field(
+        default_factory=FrozenStageConfig,
+        description="Stage 1: backbone frozen, only the task head learns.",
+    )
+    unfrozen: UnfrozenStageConfig = Field(
+        default_factory=UnfrozenStageConfig,
+        description="Stage 2: everything learns, at a smaller learning rate.",
+    )
+    batch_size: int = Field(32, gt=0, description="Training batch size.")
+    eval_batch_size: int = Field(128, gt=0, description="Batch size for validation, test and prediction.")
+    max_length: int = Field(128, gt=1, le=8192, description="Longest input in tokens; longer texts are truncated.")
+    seed: int = Field(42, ge=0, description="Seed for splits, subsampling, shuffling and initialisation.")
+    strategy: Literal["lp-ft", "full", "linear-probe", "lora"] = Field(
+        "lp-ft",
+        description="lp-ft: head on the frozen backbone, then everything; full: skip the frozen stage; "
+        "linear-probe: frozen stage only; lora: frozen stage, then adapters and head.",
+    )
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (never on biases or LayerNorm).")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
+    early_stopping_patience: int | None = Field(
+        None, gt=0, description="Stop a stage after this many epochs without validation improvement."
+    )
+    keep_best: bool = Field(True, description="End each stage with its best validation epoch's weights, not the last.")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="auto: bf16 autocast where the CPU or GPU supports it, else fp32."
+    )
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="auto: cuda, then mps, then cpu.")
+    num_threads: int | None = Field(None, gt=0, description="torch CPU threads (default: torch's choice).")
+    num_processes: int = Field(
+        1, ge=1, description="Data-parallel processes for the unfrozen stage (gloo on CPUs, one GPU each elsewhere)."
+    )
+    feature_cache: bool = Field(True, description="Cache frozen-backbone features on disk for re-runs.")
+    cache_dir: Path | None = Field(None, description="Feature cache directory (default: ~/.cache/finetune).")
+    calibrate: bool = Field(True, description="Fit temperature scaling on validation (classification).")
+    lora: LoraConfig = Field(default_factory=LoraConfig, description="Adapters for strategy `lora`.")
+
+
+class MlflowConfig(Strict):
+    tracking_uri: str = Field(
+        "sqlite:///mlflow.db", min_length=1, description="Tracking server URI or database (default: ./mlflow.db)."
+    )
+    experiment: str = Field("finetune", min_length=1, description="MLflow experiment name.")
+    registered_model: str = Field("finetune-model", min_length=1, description="Registered model name.")

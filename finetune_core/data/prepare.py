@@ -1,0 +1,312 @@
+"""Load labelled text tables, map labels, split, and write the prepared splits.
+
+Raw files are never modified: the prepared splits (columns ``text`` and ``label``, the
+label already mapped to a class id or a float target) are written to the run directory
+and handed on by path.
+
+Nothing here holds a split in pandas: files are read through ``datasets`` (Arrow) and written
+to Parquet batch by batch, and preparing streams each split in chunks of ``PREPARE_ROWS``,
+keeping only per-row numbers (label ids for the stratified split) between passes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel
+
+from finetune_core.config.finetune import FinetuneConfig
+from finetune_core.data.chunks import parquet_chunks, parquet_columns, write_parquet_chunks
+from finetune_core.data.readers import read_to_parquet
+from finetune_core.errors import DataError
+
+TEXT, LABEL = "text", "label"
+SPLITS = ("train", "validation", "test")
+PREPARE_ROWS = 100_000  # rows per chunk while preparing: bounds memory whatever the file's size
+
+
+class PreparedData(BaseModel):
+    """References to the prepared splits plus what downstream steps need to know about them."""
+
+    task: Literal["classification", "regression"]
+    paths: dict[str, str]
+    rows: dict[str, int]
+    labels: list[str] | None = None  # class names, index = class id (classification)
+    target_mean: float = 0.0  # regression targets are standardised for training
+    target_std: float = 1.0
+    text_column: str
+    fingerprint: str  # hash of the prepared splits (after augmentation, when it ran)
+    dropped: dict[str, int] = {}  # unusable rows dropped per split after validation warnings
+
+    def frame(self, split: str) -> pd.DataFrame:
+        return pd.read_parquet(self.paths[split])
+
+
+class RawData(BaseModel):
+    """Each split's file as read (all its columns), stored as Parquet in the run directory."""
+
+    paths: dict[str, str]
+    sources: dict[str, str]  # split -> the file it came from
+
+    def frame(self, split: str) -> pd.DataFrame:
+        return pd.read_parquet(self.paths[split])
+
+
+def read_splits(config: FinetuneConfig, out_dir: Path) -> RawData:
+    """Read every configured file (unreadable input fails here, naming the file and line)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths, sources = {}, {}
+    for split in SPLITS:
+        source = getattr(config.data, split)
+        if source is None:
+            continue
+        paths[split], sources[split] = str(out_dir / f"{split}.parquet"), str(source)
+        read_to_parquet(source, Path(paths[split]))
+    return RawData(paths=paths, sources=sources)
+
+
+def select_columns(frame: pd.DataFrame, path: Path, text_column: str, label_column: str) -> pd.DataFrame:
+    for column in (text_column, label_column):
+        if column not in frame.columns:
+            raise DataError(f"{path}: column {column!r} not found (columns: {', '.join(map(str, frame.columns))})")
+    return frame[[text_column, label_column]].rename(columns={text_column: TEXT, label_column: LABEL})
+
+
+def require_columns(parquet_path: str | Path, source: Path, text_column: str, label_column: str) -> None:
+    """``select_columns``'s error, from a Parquet file's schema alone (before any pass over its rows)."""
+    select_columns(pd.DataFrame(columns=parquet_columns(parquet_path)), source, text_column, label_column)
+
+
+def label_text(value) -> str | None:
+    """A label as text; 1.0 (an integer column that had a null) reads as "1"."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _label_names(train: pd.Series) -> list[str]:
+    values = train.dropna().unique().tolist()
+    numeric = all(isinstance(v, (int, np.integer)) or (isinstance(v, float) and v.is_integer()) for v in values)
+    return [label_text(v) for v in (sorted(values) if numeric else sorted(map(str, values)))]
+
+
+def _has_text(frame: pd.DataFrame) -> pd.Series:
+    return frame[TEXT].map(lambda v: isinstance(v, str) and v.strip() != "").astype(bool)
+
+
+def _usable_rows(frame: pd.DataFrame, names: list[str] | None) -> pd.Series:
+    """Rows training can use: a non-blank text and a known label (or a finite target)."""
+    text_ok = _has_text(frame)
+    if names is not None:
+        return text_ok & frame[LABEL].map(label_text).isin(set(names))
+    targets = pd.to_numeric(frame[LABEL], errors="coerce").to_numpy(dtype="float64")
+    return text_ok & np.isfinite(targets)
+
+
+def _encode_labels(frame: pd.DataFrame, names: list[str], path: Path, column: str) -> pd.DataFrame:
+    index = {name: i for i, name in enumerate(names)}
+    as_text = frame[LABEL].map(label_text).astype(object)
+    unknown = sorted(set(as_text.dropna()) - set(index))
+    if unknown:
+        raise DataError(f"{path}: column {column!r} has labels not seen in train: {unknown[:10]}")
+    if as_text.isna().any():
+        row = frame.index[int(as_text.isna().to_numpy().argmax())]  # chunks keep the file's row positions
+        raise DataError(f"{path}: column {column!r} is empty in data row {row + 1}")
+    return frame.assign(**{LABEL: as_text.map(index).astype("int64")})
+
+
+def _encode_targets(frame: pd.DataFrame, path: Path, column: str) -> pd.DataFrame:
+    targets = pd.to_numeric(frame[LABEL], errors="coerce")
+    bad = ~np.isfinite(targets.to_numpy(dtype="float64"))
+    if bad.any():
+        row = int(bad.argmax())
+        raise DataError(
+            f"{path}: column {column!r} has a non-numeric target {frame[LABEL].iloc[row]!r} "
+            f"in data row {frame.index[row] + 1}"
+        )
+    return frame.assign(**{LABEL: targets.astype("float64")})
+
+
+def seeded_sample(labels: np.ndarray | None, rows: int, size: int, seed: int) -> np.ndarray:
+    """``size`` of ``rows`` row positions (sorted), drawn without replacement and seeded; with
+    ``labels`` (class ids) stratified: each class gets its share of ``size``, the remainders
+    going to the largest fractions. Memory is a few bytes per row whatever the data's size
+    (scikit-learn's stratified split needed ~110 bytes per row)."""
+    rng = np.random.default_rng(seed)
+    if labels is None:
+        return np.sort(rng.choice(rows, size=size, replace=False))
+    counts = np.bincount(labels)
+    quotas = size * counts / rows
+    take = np.floor(quotas).astype(np.int64)
+    for c in np.argsort(-(quotas - take), kind="stable")[: size - int(take.sum())]:
+        take[c] += 1
+    chosen = [rng.choice(np.flatnonzero(labels == c), size=int(n), replace=False) for c, n in enumerate(take) if n]
+    return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
+
+
+def _fingerprint(chunks_of_split) -> str:
+    """Hash of every split's row hashes in order; ``chunks_of_split(split)`` yields its frames
+    (row hashes are per row, so how a split is chunked does not change the result)."""
+    digest = hashlib.sha256()
+    for split in SPLITS:
+        digest.update(split.encode())
+        for chunk in chunks_of_split(split):
+            digest.update(pd.util.hash_pandas_object(chunk, index=False).to_numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def data_fingerprint(frames: dict[str, pd.DataFrame]) -> str:
+    return _fingerprint(lambda split: [frames[split]])
+
+
+def files_fingerprint(paths: dict[str, str]) -> str:
+    """``data_fingerprint`` of the prepared files, read chunk by chunk."""
+    return _fingerprint(lambda split: parquet_chunks(paths[split], PREPARE_ROWS)())
+
+
+def read_labels(path: str | Path) -> np.ndarray:
+    """A prepared split's label column alone (class ids or targets), without its texts."""
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path, columns=[LABEL]).column(LABEL).to_numpy()
+
+
+def _schema(classification: bool):
+    import pyarrow as pa
+
+    return pa.schema([(TEXT, pa.string()), (LABEL, pa.int64() if classification else pa.float64())])
+
+
+class _Preparer:
+    """Streams each split: columns → usable rows → encoded labels/targets → Parquet."""
+
+    def __init__(self, config: FinetuneConfig, raw: RawData, drop_unusable: bool):
+        self.config, self.raw, self.drop_unusable = config, raw, drop_unusable
+        self.classification = config.task == "classification"
+        self.dropped: dict[str, int] = {}
+        for split in raw.paths:  # a missing column fails before any pass, naming the file
+            require_columns(
+                raw.paths[split], Path(raw.sources[split]), config.data.text_column, config.data.label_column
+            )
+        self.names = self._label_names() if self.classification else None
+
+    def _chunks(self, split: str):
+        data = self.config.data
+        for chunk in parquet_chunks(self.raw.paths[split], PREPARE_ROWS, [data.text_column, data.label_column])():
+            yield select_columns(chunk, Path(self.raw.sources[split]), data.text_column, data.label_column)
+
+    def _label_names(self) -> list[str]:
+        """Class names from train's labels (of rows training can use, with ``drop_unusable``)."""
+        values: set = set()
+        for chunk in self._chunks("train"):
+            if self.drop_unusable:  # rows without a label are dropped below; without text, here
+                chunk = chunk[_has_text(chunk)]
+            values.update(chunk[LABEL].dropna().unique().tolist())
+        return _label_names(pd.Series(sorted(values, key=str), dtype=object))
+
+    def encoded(self, split: str):
+        path, column = getattr(self.config.data, split), self.config.data.label_column
+        self.dropped[split] = 0
+        for chunk in self._chunks(split):
+            if self.drop_unusable:
+                usable = _usable_rows(chunk, self.names)
+                self.dropped[split] += int((~usable).sum())
+                chunk = chunk[usable]
+            chunk = (
+                _encode_labels(chunk, self.names, path, column)
+                if self.classification
+                else _encode_targets(chunk, path, column)
+            )
+            yield chunk.assign(**{TEXT: chunk[TEXT].map(lambda v: None if pd.isna(v) else str(v)).astype(object)})
+
+    def write(self, rows, path: Path) -> int:
+        return write_parquet_chunks(rows, path, _schema(self.classification))
+
+
+def _kept_rows(chunks, keep: np.ndarray):
+    """The rows whose 0-based position (over all chunks) is in the sorted array ``keep``."""
+    offset = 0
+    for chunk in chunks:
+        low, high = np.searchsorted(keep, [offset, offset + len(chunk)])
+        yield chunk.iloc[keep[low:high] - offset]
+        offset += len(chunk)
+
+
+def prepare_splits(
+    config: FinetuneConfig, out_dir: Path, raw: RawData | None = None, drop_unusable: bool = False
+) -> PreparedData:
+    """Encode and split the data; write ``{train,validation,test}.parquet`` to ``out_dir``.
+
+    ``drop_unusable``: after validation has reported them, rows training cannot use (blank
+    text, missing or unknown label, non-finite target) are dropped and counted; without it
+    they are errors naming the file."""
+    data, seed = config.data, config.training.seed
+    raw = raw or read_splits(config, out_dir / "raw")
+    preparer = _Preparer(config, raw, drop_unusable)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {split: str(out_dir / f"{split}.parquet") for split in SPLITS}
+    rows = {split: preparer.write(preparer.encoded(split), Path(paths[split])) for split in raw.paths}
+    total, held = rows["train"], None
+    kept = np.arange(total)
+    if "validation" not in raw.paths:  # held out of train by a seeded split of row positions
+        labels = read_labels(paths["train"]) if preparer.classification else None
+        held = seeded_sample(labels, total, math.ceil(data.validation_fraction * total), seed)
+        del labels
+        kept = np.delete(kept, held)
+    if data.max_train_samples is not None and data.max_train_samples < len(kept):
+        kept = np.sort(np.random.RandomState(seed).choice(kept, size=data.max_train_samples, replace=False))
+    if held is not None or len(kept) < total:  # rewrite train with the kept rows, validation with the held
+        unsplit = out_dir / "train-unsplit.parquet"
+        Path(paths["train"]).replace(unsplit)
+        for split, positions in (("train", kept), ("validation", held)):
+            if positions is not None:
+                rows[split] = preparer.write(
+                    _kept_rows(parquet_chunks(unsplit, PREPARE_ROWS)(), positions), Path(paths[split])
+                )
+        unsplit.unlink()
+    mean, std = 0.0, 1.0
+    if not preparer.classification:
+        targets = read_labels(paths["train"])
+        mean, std = float(targets.mean()), float(targets.std(ddof=0)) or 1.0
+    return PreparedData(
+        task=config.task,
+        paths=paths,
+        rows={split: rows[split] for split in SPLITS},
+        labels=preparer.names,
+        target_mean=mean,
+        target_std=std,
+        text_column=data.text_column,
+        fingerprint=files_fingerprint(paths),
+        dropped=preparer.dropped if drop_unusable else {},
+    )
+
+
+def basic_checks(prepared: PreparedData, config: FinetuneConfig) -> dict:
+    """Checks every run needs before training; Great Expectations suites go deeper."""
+    summary: dict = {"rows": prepared.rows, "fingerprint": prepared.fingerprint}
+    for split in SPLITS:
+        source = getattr(config.data, split) or config.data.train
+        if prepared.rows[split] == 0:
+            raise DataError(f"{source}: the {split} split has no rows")
+        blank = 0
+        for chunk in parquet_chunks(prepared.paths[split], PREPARE_ROWS, [TEXT])():
+            blank += int((chunk[TEXT].isna() | (chunk[TEXT].fillna("").str.strip() == "")).sum())
+        if blank:
+            raise DataError(
+                f"{source}: column {config.data.text_column!r} is empty in {blank} row(s) of the {split} split"
+            )
+    if prepared.task == "classification":
+        counts = np.zeros(len(prepared.labels), dtype=np.int64)
+        for chunk in parquet_chunks(prepared.paths["train"], PREPARE_ROWS, [LABEL])():
+            counts += np.bincount(chunk[LABEL].to_numpy(), minlength=len(counts))
+        if (counts > 0).sum() < 2:
+            raise DataError(f"{config.data.train}: column {config.data.label_column!r} has fewer than 2 classes")
+        summary["train_class_counts"] = {prepared.labels[i]: int(n) for i, n in enumerate(counts) if n}
+    return summary

@@ -1,0 +1,2 @@
+"""Evaluation: the metric table (one owner), metrics, served-prediction scoring, gates, and the
+files reviewers read (plots, model card)."""

@@ -1,0 +1,150 @@
+"""Evaluation gates: may a newly trained model replace the champion?
+
+A pure function of this run's test metrics, the champion's metrics **re-measured on this
+run's test set**, and (for the significance test) both models' per-example scores on it.
+Three kinds of rule, all from `gates.*`:
+
+- absolute floors and ceilings (`gates.min.accuracy: 0.85`, `gates.max.mse: 0.4`);
+- no regression against the champion beyond `gates.max_regression.<metric>` (in the metric's
+  own units; a drop for larger-is-better metrics, a rise for the others);
+- optionally, the primary metric's improvement over the champion must be significant under
+  a paired bootstrap of the test examples (`gates.require_significant`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from finetune_core.evaluation.metric_table import PRIMARY_METRIC, larger_is_better
+
+
+class GateCheck(BaseModel):
+    rule: str  # min | max | regression | significance
+    metric: str
+    passed: bool
+    value: float | None = None
+    threshold: float | None = None
+    reason: str
+
+
+class GateVerdict(BaseModel):
+    passed: bool
+    checks: list[GateCheck] = Field(default_factory=list)
+    champion_version: str | None = None
+    champion_metrics: dict[str, float] | None = None
+    p_value: float | None = None
+
+    @property
+    def reasons(self) -> list[str]:
+        return [c.reason for c in self.checks if not c.passed]
+
+    def summary(self) -> str:
+        if self.passed:
+            return (
+                "passed: " + "; ".join(c.reason for c in self.checks) if self.checks else "passed (no gates configured)"
+            )
+        return "failed: " + "; ".join(self.reasons)
+
+
+def paired_bootstrap_p_value(challenger: np.ndarray, champion: np.ndarray, samples: int = 2000, seed: int = 0) -> float:
+    """One-sided p-value that the challenger's mean per-example score is no better than the
+    champion's (scores: larger is better, e.g. 1 for a correct prediction), resampling
+    test examples with replacement."""
+    difference = np.asarray(challenger, dtype=np.float64) - np.asarray(champion, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    indexes = rng.integers(len(difference), size=(samples, len(difference)))
+    means = difference[indexes].mean(axis=1)
+    return float((np.sum(means <= 0) + 1) / (samples + 1))
+
+
+def evaluate_gates(
+    task: str,
+    metrics: dict[str, float],
+    gates,
+    champion_metrics: dict[str, float] | None = None,
+    champion_version: str | None = None,
+    scores: tuple[np.ndarray, np.ndarray] | None = None,
+    not_comparable: str | None = None,
+) -> GateVerdict:
+    """Apply ``gates`` (a GatesConfig) to this run's ``metrics``. ``scores``: per-example scores
+    (challenger, champion) on the same test rows, for the significance test. ``not_comparable``:
+    why a champion (``champion_version``) could not be measured on this data (e.g. other classes),
+    in which case there is nothing to regress against."""
+    checks: list[GateCheck] = []
+    for metric, floor in gates.min.items():
+        value = metrics[metric]
+        ok = value >= floor
+        checks.append(
+            GateCheck(
+                rule="min",
+                metric=metric,
+                passed=ok,
+                value=value,
+                threshold=floor,
+                reason=f"{metric} {value:.4f} {'>=' if ok else '<'} minimum {floor:.4f}",
+            )
+        )
+    for metric, ceiling in gates.max.items():
+        value = metrics[metric]
+        ok = value <= ceiling
+        checks.append(
+            GateCheck(
+                rule="max",
+                metric=metric,
+                passed=ok,
+                value=value,
+                threshold=ceiling,
+                reason=f"{metric} {value:.4f} {'<=' if ok else '>'} maximum {ceiling:.4f}",
+            )
+        )
+    verdict = GateVerdict(passed=True, champion_version=champion_version, champion_metrics=champion_metrics)
+    if champion_metrics is None:
+        reason = (
+            f"champion v{champion_version} not comparable: {not_comparable}"
+            if not_comparable
+            else "no champion yet: first version"
+        )
+        checks.append(GateCheck(rule="regression", metric="*", passed=True, reason=reason))
+    else:
+        for metric, allowed in gates.regression_rules(task).items():
+            value, reference = metrics[metric], champion_metrics[metric]
+            worse_by = (reference - value) if larger_is_better(task, metric) else (value - reference)
+            ok = worse_by <= allowed
+            checks.append(
+                GateCheck(
+                    rule="regression",
+                    metric=metric,
+                    passed=ok,
+                    value=value,
+                    threshold=reference,
+                    reason=f"{metric} {value:.4f} vs champion v{champion_version} {reference:.4f} on this test set "
+                    f"({'worse' if worse_by > 0 else 'better or equal'} by {abs(worse_by):.4f}; allowed {allowed:.4f})",
+                )
+            )
+        if gates.require_significant and scores is not None:
+            verdict.p_value = paired_bootstrap_p_value(*scores, samples=gates.bootstrap_samples, seed=gates.seed)
+            primary = PRIMARY_METRIC[task][0]
+            ok = verdict.p_value < gates.significance_level
+            checks.append(
+                GateCheck(
+                    rule="significance",
+                    metric=primary,
+                    passed=ok,
+                    value=verdict.p_value,
+                    threshold=gates.significance_level,
+                    reason=f"paired bootstrap p = {verdict.p_value:.4f} {'<' if ok else '>='} "
+                    f"{gates.significance_level} for a better {primary} than the champion",
+                )
+            )
+    verdict.checks = checks
+    verdict.passed = all(c.passed for c in checks)
+    return verdict
+
+
+def per_example_scores(task: str, targets: np.ndarray, predictions: np.ndarray) -> np.ndarray:
+    """Larger-is-better score of each test example: correctness (classification, predicted
+    class ids) or negative squared error (regression)."""
+    if task == "classification":
+        return (np.asarray(predictions) == np.asarray(targets)).astype(np.float64)
+    return -((np.asarray(predictions, dtype=np.float64) - np.asarray(targets, dtype=np.float64)) ** 2)

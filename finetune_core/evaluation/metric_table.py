@@ -1,0 +1,43 @@
+"""The metric table: every metric a task reports, which direction is better, and the primary
+metric that selects epochs and decides the champion comparison. The one owner of these facts:
+gates, early stopping, the model card and `finetune models` all read it from here."""
+
+from __future__ import annotations
+
+# Metrics each task produces: name -> larger is better. Order is the order reviewers see
+# (model card, `finetune models`). Per-class metrics are named precision_<class>, recall_<class>.
+TASK_METRICS = {
+    "classification": {"accuracy": True, "f1_macro": True, "loss": False, "ece": False},
+    "regression": {"mse": False, "mae": False, "r2": True, "spearman": True},
+}
+PER_CLASS_PREFIXES = ("precision_", "recall_")
+
+# The metric each task selects models by, and whether larger is better.
+PRIMARY_METRIC = {"classification": ("accuracy", True), "regression": ("mse", False)}
+
+
+def larger_is_better(task: str, metric: str) -> bool:
+    if metric.startswith(PER_CLASS_PREFIXES) and task == "classification":
+        return True
+    return TASK_METRICS[task][metric]
+
+
+def unknown_metrics(task: str, names, labels: list[str] | None = None) -> list[str]:
+    """Gate metrics the task does not produce (per-class names are checked when labels are known)."""
+    known = set(TASK_METRICS[task])
+    unknown = []
+    for name in names:
+        if name in known:
+            continue
+        if task == "classification" and name.startswith(PER_CLASS_PREFIXES):
+            if labels is None or name.split("_", 1)[1] in labels:
+                continue
+        unknown.append(name)
+    return unknown
+
+
+def headline(task: str | None) -> list[str]:
+    """The metrics reviewers see first, in order; every task's when the task is unknown."""
+    if task in TASK_METRICS:
+        return list(TASK_METRICS[task])
+    return [name for metrics in TASK_METRICS.values() for name in metrics]

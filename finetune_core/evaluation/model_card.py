@@ -1,0 +1,100 @@
+"""The registered version's description and the model card, in Markdown, for reviewers."""
+
+from __future__ import annotations
+
+from finetune_core.evaluation.gates import GateVerdict
+from finetune_core.evaluation.metric_table import headline
+
+
+def _metrics_table(
+    task: str, metrics: dict[str, float], champion: dict[str, float] | None, champion_version: str | None
+) -> list[str]:
+    names = [m for m in headline(task) if m in metrics]
+    if champion:
+        lines = [f"| metric | this version | champion v{champion_version} (same test set) |", "|---|---|---|"]
+        lines += [
+            f"| {m} | {metrics[m]:.4f} | {champion[m]:.4f} |" if m in champion else f"| {m} | {metrics[m]:.4f} | - |"
+            for m in names
+        ]
+    else:
+        lines = ["| metric | this version |", "|---|---|"] + [f"| {m} | {metrics[m]:.4f} |" for m in names]
+    return lines
+
+
+def _stage_lines(config, stages: dict[str, dict]) -> list[str]:
+    training = config.training
+    lines = [
+        f"- strategy `{training.strategy}`, batch {training.batch_size}, max length {training.max_length}, "
+        f"seed {training.seed}, precision {training.precision}"
+    ]
+    settings = {
+        "frozen": f"lr {training.frozen.learning_rate:g}",
+        "unfrozen": f"lr {training.unfrozen.learning_rate:g}, layer decay {training.unfrozen.layer_lr_decay:g}, "
+        f"{training.unfrozen.scheduler} schedule, warmup {training.unfrozen.warmup_ratio:g}"
+        + (", gradual unfreezing" if training.unfrozen.gradual else ""),
+    }
+    for stage, info in stages.items():
+        lines.append(
+            f"- {stage} stage: {info['epochs_run']}/{info['epochs']} epochs ({settings.get(stage, '')}), "
+            f"best epoch {info['best_epoch']}, {info['wall_seconds']:.1f} s, {info['samples_per_second']:.0f} samples/s"
+        )
+    return lines
+
+
+def version_description(
+    config,
+    *,
+    backbone: str,
+    selection: str,
+    data: dict,
+    stages: dict[str, dict],
+    metrics: dict[str, float],
+    verdict: GateVerdict,
+    run_link: str,
+) -> str:
+    """Markdown for the registered version: data, backbone, stages, metrics, gate verdict."""
+    lines = [f"**Gate verdict: {'PASSED' if verdict.passed else 'FAILED'}** — {verdict.summary()}", ""]
+    lines += [
+        "### Data",
+        f"- fingerprint `{data['fingerprint']}`",
+        "- rows: " + ", ".join(f"{split} {n}" for split, n in data["rows"].items()),
+    ]
+    if data.get("labels"):
+        lines.append(f"- classes: {', '.join(data['labels'])}")
+    if data.get("augmented_rows"):
+        lines.append(f"- augmented training rows: {data['augmented_rows']}")
+    if data.get("validation"):
+        lines.append(f"- validation: {data['validation']}")
+    lines += ["", "### Backbone", f"- `{backbone}` ({selection})", "", "### Training"]
+    lines += _stage_lines(config, stages)
+    lines += ["", "### Test metrics"]
+    lines += _metrics_table(config.task, metrics, verdict.champion_metrics, verdict.champion_version)
+    lines += ["", "### Gates"] + [f"- {'✔' if c.passed else '✘'} {c.reason}" for c in verdict.checks]
+    lines += ["", f"Run: {run_link}"]
+    return "\n".join(lines)
+
+
+def model_card(config, *, name: str, description: str, files: dict[str, str]) -> str:
+    """A model card: intended use, the version description, and where each review file is."""
+    task = config.task
+    lines = [
+        f"# Model card: {name}",
+        "",
+        f"A {task} model fine-tuned from a pretrained text backbone with a two-stage recipe (head on the frozen "
+        f"backbone, then everything at small layer-wise learning rates).",
+        "",
+        "## Intended use",
+        f"Predicts from the text column `{config.data.text_column}` of a DataFrame; returns "
+        + (
+            "`label` and `probability_<class>` columns (temperature-scaled)."
+            if task == "classification"
+            else "a `prediction` column."
+        ),
+        "Trained on the data described below only; check the worst-predicted examples before using it elsewhere.",
+        "",
+        description,
+        "",
+        "## Files for review",
+    ]
+    lines += [f"- `{path}`: {what.replace('_', ' ')}" for what, path in files.items()]
+    return "\n".join(lines)

@@ -1,0 +1,108 @@
+"""Tokenise once, then batch with dynamic padding.
+
+Training batches are grouped by length (shuffled megabatches sorted by length, as in
+HF's LengthGroupedSampler) so little compute goes to padding; evaluation batches are
+sorted by length and results are put back in the original order.
+
+Token ids are a Python list (small inputs: serving, selection samples, tests) or an
+``ArrowTokens`` store memory-mapped from disk (a training split, finetune_core.tokenized),
+so a split larger than memory costs only its O(rows) lengths in RAM.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+MEGABATCH_FACTOR = 50
+
+
+class ArrowTokens:
+    """Rows of token ids in an Arrow list<int32> column; row i is a zero-copy numpy view of the
+    values buffer (the pages of a memory-mapped file are read only when a batch needs them)."""
+
+    def __init__(self, column):
+        import pyarrow as pa  # not needed to serve a model, which tokenises in memory
+
+        chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+        self.column = column  # holds the buffers (and the memory map) the views below point into
+        # offsets of a sliced chunk index its unsliced values, so the pair stays consistent
+        self.parts = [(c.offsets.to_numpy(), c.values.to_numpy()) for c in chunks if len(c)]
+        self.starts = np.cumsum([0] + [len(offsets) - 1 for offsets, _ in self.parts])
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def __getitem__(self, i) -> np.ndarray:
+        i = int(i)
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(f"row {i} out of range for {len(self)} rows")
+        part = int(np.searchsorted(self.starts, i, side="right")) - 1
+        offsets, values = self.parts[part]
+        row = i - self.starts[part]
+        return values[offsets[row] : offsets[row + 1]]
+
+    def __iter__(self):
+        for offsets, values in self.parts:
+            for start, end in zip(offsets[:-1], offsets[1:]):
+                yield values[start:end]
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """From the offsets alone: no pass over the rows."""
+        return np.concatenate(
+            [np.diff(offsets).astype(np.int64) for offsets, _ in self.parts] or [np.zeros(0, np.int64)]
+        )
+
+
+@dataclass
+class Encoded:
+    input_ids: list[list[int]] | ArrowTokens
+    pad_id: int
+
+    @property
+    def lengths(self) -> np.ndarray:
+        if isinstance(self.input_ids, ArrowTokens):
+            return self.input_ids.lengths
+        return np.fromiter((len(ids) for ids in self.input_ids), dtype=np.int64, count=len(self.input_ids))
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+def encode(tokenizer, texts: list[str], max_length: int) -> Encoded:
+    ids = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
+    return Encoded(input_ids=ids, pad_id=tokenizer.pad_token_id or 0)
+
+
+def collate(encoded: Encoded, indices) -> dict[str, torch.Tensor]:
+    rows = [encoded.input_ids[i] for i in indices]
+    width = max(len(row) for row in rows)
+    # filled in numpy: a row may be a list or a read-only view of a memory map, and both copy in
+    input_ids = np.full((len(rows), width), encoded.pad_id, dtype=np.int64)
+    attention_mask = np.zeros((len(rows), width), dtype=np.int64)
+    for r, row in enumerate(rows):
+        input_ids[r, : len(row)] = row
+        attention_mask[r, : len(row)] = 1
+    return {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(attention_mask)}
+
+
+def length_grouped_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Shuffle, cut into megabatches, sort each by length, cut into batches, shuffle batch order."""
+    order = rng.permutation(len(lengths))
+    megabatch = batch_size * MEGABATCH_FACTOR
+    batches = []
+    for start in range(0, len(order), megabatch):
+        chunk = order[start : start + megabatch]
+        chunk = chunk[np.argsort(-lengths[chunk], kind="stable")]
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def sorted_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    order = np.argsort(-lengths, kind="stable")
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]

@@ -1,0 +1,163 @@
+"""Frozen-backbone features: computed once per (backbone, texts, max_length), cached on disk.
+
+While the backbone is frozen, every epoch would recompute the same outputs; instead the
+frozen stage trains the head on these cached features, and backbone selection reuses them.
+The cache is a .npy file written row batch by row batch and read back memory-mapped, so a
+training set's features never need to fit in RAM.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from finetune_core.model.batching import ArrowTokens, Encoded, collate, sorted_batches
+from finetune_core.model.heads import HeadSpec
+
+DEFAULT_CACHE = Path(os.environ.get("FINETUNE_CACHE", Path.home() / ".cache" / "finetune")) / "features"
+
+
+def backbone_identity(name_or_path: str) -> str:
+    """A local backbone is identified by its files (so retrained weights miss the cache); a hub id by name."""
+    path = Path(name_or_path)
+    if not path.is_dir():
+        return name_or_path
+    digest = hashlib.sha256(str(path.resolve()).encode())
+    for file in sorted(path.iterdir()):
+        if file.is_file():
+            stat = file.stat()
+            digest.update(f"{file.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()
+
+
+def texts_digest(encoded: Encoded) -> str:
+    """Of the lengths, then every id in row order: the same for a list and an Arrow store."""
+    digest = hashlib.sha256(encoded.lengths.tobytes())
+    if isinstance(encoded.input_ids, ArrowTokens):  # a chunk's rows are contiguous in its values buffer
+        for offsets, values in encoded.input_ids.parts:
+            digest.update(np.ascontiguousarray(values[offsets[0] : offsets[-1]], dtype=np.int32))
+    else:
+        for ids in encoded.input_ids:
+            digest.update(np.asarray(ids, dtype=np.int32).tobytes())
+    return digest.hexdigest()
+
+
+def cache_key(backbone: str, encoded: Encoded, max_length: int, precision: str, pooling: str) -> str:
+    payload = json.dumps([backbone_identity(backbone), texts_digest(encoded), max_length, precision, pooling, 2])
+    return hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+
+@torch.inference_mode()
+def _write_features(model, spec: HeadSpec, encoded: Encoded, rows: np.ndarray, batch_size: int, device, autocast, out):
+    """Features of ``rows`` into ``out[rows]``, one sorted batch at a time. ``out`` is an array,
+    or a function of the feature width making one (the width is known after the first batch).
+    Returns the array (``out`` unchanged when there were no rows)."""
+    model.eval()
+    for batch in sorted_batches(encoded.lengths[rows], batch_size):
+        index = rows[batch]
+        inputs = {k: v.to(device) for k, v in collate(encoded, index).items()}
+        with autocast():
+            features = spec.features(model, inputs).float().cpu().numpy()
+        if callable(out):
+            out = out(features.shape[1])
+        out[index] = features
+    return out
+
+
+def extract_features(model, spec: HeadSpec, encoded: Encoded, batch_size: int, device, autocast) -> torch.Tensor:
+    """What the head sees, for every row in original order (backbone in eval mode, sorted batches)."""
+    rows = np.arange(len(encoded))
+    out = _write_features(
+        model,
+        spec,
+        encoded,
+        rows,
+        batch_size,
+        device,
+        autocast,
+        lambda width: np.empty((len(encoded), width), dtype=np.float32),
+    )
+    if callable(out):  # no rows
+        out = np.empty((0, 0), dtype=np.float32)
+    return torch.from_numpy(out)
+
+
+def _extract_missing(model, spec, encoded: Encoded, batch_size, device, autocast, known, allocate) -> np.ndarray:
+    """Features of every row into ``allocate(width)``'s array; rows in ``known`` (indexes,
+    features) are copied, not computed again."""
+    if known is None:
+        out, rows = allocate, np.arange(len(encoded))
+    else:
+        indexes, values = known
+        out = allocate(values.shape[1])
+        out[indexes] = values.float().numpy()
+        rows = np.setdiff1d(np.arange(len(encoded)), indexes)
+    out = _write_features(model, spec, encoded, rows, batch_size, device, autocast, out)
+    return allocate(0) if callable(out) else out  # no rows at all: an empty (0, 0) array
+
+
+def cached_features(
+    model,
+    spec,
+    encoded: Encoded,
+    backbone: str,
+    max_length: int,
+    batch_size: int,
+    device,
+    autocast,
+    precision: str,
+    pooling: str,
+    cache_dir: Path | None,
+    known: tuple[np.ndarray, torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, bool]:
+    """(features, hit). ``cache_dir=None`` disables the disk cache (features in memory);
+    otherwise they are memory-mapped from it. ``known``: (row indexes, features) already
+    extracted, e.g. by backbone selection."""
+    if cache_dir is None:
+        features = _extract_missing(
+            model,
+            spec,
+            encoded,
+            batch_size,
+            device,
+            autocast,
+            known,
+            lambda width: np.empty((len(encoded), width), dtype=np.float32),
+        )
+        return torch.from_numpy(features), False
+    path = Path(cache_dir) / f"{cache_key(backbone, encoded, max_length, precision, pooling)}.npy"
+    if path.is_file():
+        return _open_features(path), True
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scratch = path.with_suffix(f".{os.getpid()}.tmp")
+
+    def allocate(width):  # rows go straight to disk: no copy of the whole array in memory
+        return np.lib.format.open_memmap(scratch, mode="w+", dtype=np.float32, shape=(len(encoded), width))
+
+    try:
+        _extract_missing(model, spec, encoded, batch_size, device, autocast, known, allocate).flush()
+    except BaseException:
+        scratch.unlink(missing_ok=True)
+        raise
+    scratch.replace(path)  # atomic: a concurrent reader never sees half a file
+    return _open_features(path), False
+
+
+def _open_features(path: Path) -> torch.Tensor:
+    # copy-on-write: torch wants a writable array, and a write must never reach the shared cache
+    return torch.from_numpy(np.load(path, mmap_mode="c"))
+
+
+def load_known_features(path: Path | None, pooling: str, precision: str, max_length: int):
+    """(indexes, features) saved by backbone selection, if they match what this stage reads."""
+    if path is None or not Path(path).is_file():
+        return None
+    saved = torch.load(path, weights_only=True)
+    if (saved["pooling"], saved["precision"], saved["max_length"]) != (pooling, precision, max_length):
+        return None
+    return saved["indexes"].numpy(), saved["features"]

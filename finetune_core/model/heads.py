@@ -1,0 +1,122 @@
+"""Backbone knowledge as data: where the task head reads its input, and how layers are named.
+
+For each model family: ``features`` computes what the head sees from the backbone (this is
+what the frozen stage caches), ``head`` maps those features to outputs, and ``layer_pattern``
+maps parameter names to depth for layer-wise learning rates and gradual unfreezing.
+A family not in the table still trains (full forward passes in the frozen stage); it only
+misses the feature cache and the choice of pooling.
+
+Pooling: ``native`` is the architecture's own head input (BERT's pooler over [CLS], RoBERTa's
+first token); ``mean`` averages the last hidden states over real tokens; ``cls`` takes the
+first token's hidden state. ``auto`` uses the pooling a sentence-transformers checkpoint was
+trained with (its ``1_Pooling/config.json``), else ``native``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+Features = Callable[[torch.nn.Module, dict], torch.Tensor]
+Head = Callable[[torch.nn.Module, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    features: Features
+    head: Head
+    layer_pattern: str = r"\.layer\.(\d+)\."  # parameter-name pattern capturing the block index
+    embeddings: str = "embeddings"
+
+
+def _bert_features(model, batch):  # BERT pools [CLS] through its pretrained pooler
+    return model.base_model(**batch).pooler_output
+
+
+def _bert_head(model, features):
+    return model.classifier(model.dropout(features))
+
+
+def _first_token_features(model, batch):
+    return model.base_model(**batch).last_hidden_state[:, 0]
+
+
+def _mean_features(model, batch):
+    hidden = model.base_model(**batch).last_hidden_state
+    mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
+
+
+def _sequence_head(model, features):  # RoBERTa's and ELECTRA's heads read [:, 0] themselves
+    return model.classifier(features[:, None, :])
+
+
+def _distilbert_head(model, features):
+    hidden = torch.relu(model.pre_classifier(features))
+    return model.classifier(model.dropout(hidden))
+
+
+HEADS: dict[str, HeadSpec] = {
+    "bert": HeadSpec(_bert_features, _bert_head),
+    "roberta": HeadSpec(_first_token_features, _sequence_head),
+    "xlm-roberta": HeadSpec(_first_token_features, _sequence_head),
+    "camembert": HeadSpec(_first_token_features, _sequence_head),
+    "distilbert": HeadSpec(_first_token_features, _distilbert_head),
+    "electra": HeadSpec(_first_token_features, _sequence_head),
+}
+
+
+POOLINGS: dict[str, Features] = {"mean": _mean_features, "cls": _first_token_features}
+
+
+def head_spec(model, pooling: str = "native") -> HeadSpec | None:
+    spec = HEADS.get(getattr(model.config, "model_type", ""))
+    if spec is None:
+        if pooling != "native":
+            raise ValueError(
+                f"pooling {pooling!r} is not available for model type {model.config.model_type!r}; use native"
+            )
+        return None
+    return replace(spec, features=POOLINGS[pooling]) if pooling in POOLINGS else spec
+
+
+def resolve_pooling(requested: str, backbone: str) -> str:
+    """``auto``: the pooling a sentence-transformers checkpoint was trained with, else native."""
+    if requested != "auto":
+        return requested
+    config = Path(backbone) / "1_Pooling" / "config.json"
+    if config.is_file():
+        modes = json.loads(config.read_text())
+        if modes.get("pooling_mode_mean_tokens"):
+            return "mean"
+        if modes.get("pooling_mode_cls_token"):
+            return "cls"
+    return "native"
+
+
+def forward_logits(model, spec: HeadSpec | None, batch: dict):
+    """The model's outputs through the chosen pooling; without a spec, the model's own forward."""
+    if spec is None:
+        return model(**batch).logits
+    return spec.head(model, spec.features(model, batch))
+
+
+def num_layers(model) -> int:
+    config = model.config
+    return int(getattr(config, "num_hidden_layers", None) or getattr(config, "n_layers", 0) or 0)
+
+
+def layer_depth(name: str, model, spec: HeadSpec | None) -> int:
+    """0 = embeddings, 1..L = transformer blocks, L+1 = everything above (pooler, head)."""
+    spec = spec or HEADS["bert"]  # the naming most encoder families share
+    match = re.search(spec.layer_pattern, name)
+    if match:
+        return int(match.group(1)) + 1
+    if spec.embeddings in name:
+        return 0
+    return num_layers(model) + 1

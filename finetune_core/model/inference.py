@@ -1,0 +1,48 @@
+"""Inference a batch at a time: raw model outputs in the original row order, for validation,
+evaluation, selection and serving alike."""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import torch
+
+from finetune_core.model.batching import Encoded, collate, sorted_batches
+from finetune_core.model.heads import forward_logits
+
+
+@torch.inference_mode()
+def predict_outputs(model, encoded: Encoded, batch_size: int, device="cpu", autocast=None, spec=None) -> np.ndarray:
+    """Raw outputs (logits or values) in the original row order."""
+    was_training = model.training
+    model.eval()
+    results = None  # one array, allocated once the first batch shows the output width
+    for batch in sorted_batches(encoded.lengths, batch_size):
+        inputs = {k: v.to(device) for k, v in collate(encoded, batch).items()}
+        with autocast() if autocast else contextlib.nullcontext():
+            logits = forward_logits(model, spec, inputs).float().cpu().numpy()
+        if results is None:
+            results = np.empty((len(encoded), *logits.shape[1:]), dtype=logits.dtype)
+        results[np.asarray(batch)] = logits
+    model.train(was_training)
+    return results if results is not None else np.zeros((0, model.config.num_labels), dtype=np.float32)
+
+
+@torch.inference_mode()
+def head_outputs(model, head, features: torch.Tensor, batch_size: int) -> np.ndarray:
+    """``head(model, features)`` a batch of rows at a time, so the head's activations stay a
+    batch in size however many rows ``features`` has; an empty ``features`` still runs once
+    for the output width.
+
+    The last batch is the last ``batch_size`` rows, overlapping the one before, so every call
+    has the same shape: a short remainder (one row takes the matrix-vector kernel) rounds
+    differently from the batches before it and from one call on every row."""
+    results, rows = None, len(features)
+    for start in range(0, max(rows, 1), batch_size):
+        start = max(min(start, rows - batch_size), 0)
+        outputs = head(model, features[start : start + batch_size]).float().cpu().numpy()
+        if results is None:
+            results = np.empty((rows, *outputs.shape[1:]), dtype=outputs.dtype)
+        results[start : start + len(outputs)] = outputs
+    return results

@@ -1,0 +1,2 @@
+"""Backbone selection: transferability scores (LogME, probe) and ranking of candidates under
+constraints."""

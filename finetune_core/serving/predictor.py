@@ -1,0 +1,96 @@
+"""A trained model directory (weights, tokenizer, metadata) and the predictor that serves it.
+
+The directory is what gets logged to MLflow; the MLflow pyfunc wrapper only delegates here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel
+
+from finetune_core.model.batching import encode
+from finetune_core.model.heads import head_spec
+from finetune_core.model.inference import predict_outputs
+
+META_FILE = "finetune_meta.json"
+
+
+class ModelMeta(BaseModel):
+    task: str
+    text_column: str
+    max_length: int
+    labels: list[str] | None = None
+    target_mean: float = 0.0
+    target_std: float = 1.0
+    temperature: float = 1.0  # fitted by calibration; 1.0 = uncalibrated
+    pooling: str = "native"  # what the head reads (finetune_core.heads)
+    backbone: str = ""
+
+
+def save_model_dir(model, tokenizer, meta: ModelMeta, directory: str | Path) -> Path:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    write_meta(meta, directory)
+    return directory
+
+
+def write_meta(meta: ModelMeta, directory: str | Path) -> None:
+    (Path(directory) / META_FILE).write_text(meta.model_dump_json(indent=2), encoding="utf-8")
+
+
+def load_meta(directory: str | Path) -> ModelMeta:
+    return ModelMeta.model_validate_json((Path(directory) / META_FILE).read_text(encoding="utf-8"))
+
+
+def load_model_dir(directory: str | Path):
+    """(model, tokenizer, meta) from a directory written by ``save_model_dir``."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    directory = Path(directory)
+    model = AutoModelForSequenceClassification.from_pretrained(directory)
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    return model, tokenizer, load_meta(directory)
+
+
+def outputs_to_frame(outputs: np.ndarray, meta: ModelMeta) -> pd.DataFrame:
+    """Classification: ``label`` plus ``probability_<class>`` columns; regression: ``prediction``."""
+    if meta.task == "regression":
+        return pd.DataFrame({"prediction": outputs.reshape(-1).astype(np.float64) * meta.target_std + meta.target_mean})
+    scaled = outputs.astype(np.float64) / meta.temperature
+    scaled -= scaled.max(axis=1, keepdims=True)
+    probabilities = np.exp(scaled)
+    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    frame = pd.DataFrame({"label": [meta.labels[i] for i in probabilities.argmax(axis=1)]})
+    for i, name in enumerate(meta.labels):
+        frame[f"probability_{name}"] = probabilities[:, i]
+    return frame
+
+
+class Predictor:
+    def __init__(self, model, tokenizer, meta: ModelMeta, batch_size: int = 64):
+        self.model, self.tokenizer, self.meta, self.batch_size = model.eval(), tokenizer, meta, batch_size
+
+    @classmethod
+    def load(cls, directory: str | Path, batch_size: int = 64) -> Predictor:
+        return cls(*load_model_dir(directory), batch_size=batch_size)
+
+    def raw_outputs(self, texts: list[str]) -> np.ndarray:
+        """Logits (classification) or standardised values (regression), in input order."""
+        encoded = encode(self.tokenizer, [str(t) for t in texts], self.meta.max_length)
+        return predict_outputs(self.model, encoded, self.batch_size, spec=head_spec(self.model, self.meta.pooling))
+
+    def predict_texts(self, texts: list[str]) -> pd.DataFrame:
+        return outputs_to_frame(self.raw_outputs(texts), self.meta)
+
+    def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
+        column = self.meta.text_column
+        if column not in frame.columns:
+            if len(frame.columns) != 1:
+                raise ValueError(f"input needs a {column!r} column (got {', '.join(map(str, frame.columns))})")
+            column = frame.columns[0]  # a single unnamed text column is unambiguous
+        return self.predict_texts(frame[column].tolist())

@@ -1,0 +1,46 @@
+"""A prepared split as the model reads it (token ids memory-mapped from a cache beside the
+prepared file, and targets), and a saved model's raw outputs on one split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from finetune_core.config.finetune import FinetuneConfig
+from finetune_core.data.prepare import PreparedData, read_labels
+from finetune_core.errors import ConfigError
+from finetune_core.model.batching import Encoded
+from finetune_core.model.heads import head_spec
+from finetune_core.model.inference import predict_outputs
+from finetune_core.model.tokenized import encode_file
+from finetune_core.serving.predictor import load_model_dir
+from finetune_core.training.device import runtime_for
+
+
+def split_tokens(prepared: PreparedData, split: str, tokenizer, max_length: int) -> tuple[Encoded, np.ndarray]:
+    """(token ids memory-mapped from a cache beside the prepared file, targets)."""
+    path = Path(prepared.paths[split])
+    targets = read_labels(path)
+    if prepared.task == "regression":  # train on standardised targets; metrics undo it
+        targets = (targets - prepared.target_mean) / prepared.target_std
+    return encode_file(tokenizer, path, max_length, path.parent / "tokens"), targets
+
+
+def spec_for(model, pooling: str):
+    """The head spec of ``model`` with ``pooling``; an unavailable pooling is a config error."""
+    try:
+        return head_spec(model, pooling)
+    except ValueError as exc:
+        raise ConfigError(f"backbone.pooling: {exc}") from None
+
+
+def outputs_for(config: FinetuneConfig, prepared: PreparedData, checkpoint: Path, split: str):
+    """(raw outputs, targets, model metadata) of a saved model on one prepared split."""
+    runtime = runtime_for(config.training)
+    model, tokenizer, meta = load_model_dir(checkpoint)
+    encoded, targets = split_tokens(prepared, split, tokenizer, config.training.max_length)
+    model.to(runtime.device)
+    spec = spec_for(model, meta.pooling)
+    outputs = predict_outputs(model, encoded, config.training.eval_batch_size, runtime.device, runtime.autocast, spec)
+    return outputs, targets, meta

@@ -1,0 +1,333 @@
+"""Pipeline steps as plain functions over paths: each reads its inputs from disk and writes
+its output directory, so the Prefect tasks wrapping them hand each other references only.
+
+Strategies: lp-ft (head on the frozen backbone, then everything), full (no frozen stage),
+linear-probe (frozen stage only), lora (frozen stage, then adapters and head).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from finetune_core.config.finetune import FinetuneConfig
+from finetune_core.data.prepare import PreparedData
+from finetune_core.evaluation.metric_table import PRIMARY_METRIC
+from finetune_core.evaluation.metrics import score_outputs
+from finetune_core.model.backbone import load_for_task, load_tokenizer
+from finetune_core.model.features import DEFAULT_CACHE, cached_features, load_known_features
+from finetune_core.model.heads import num_layers, resolve_pooling
+from finetune_core.model.inference import head_outputs, predict_outputs
+from finetune_core.serving.predictor import ModelMeta, load_model_dir, save_model_dir, write_meta
+from finetune_core.training import distributed
+from finetune_core.training.calibration import expected_calibration_error, fit_temperature
+from finetune_core.training.checkpoint import Checkpointer
+from finetune_core.training.device import runtime_for
+from finetune_core.training.distributed import DistContext
+from finetune_core.training.loop import (
+    EpochCallback,
+    EpochLoop,
+    ParameterSubset,
+    StageResult,
+    epoch_rng,
+    head_epoch,
+    network_epoch,
+    seed_everything,
+    targets_tensor,
+)
+from finetune_core.training.optim import (
+    NO_DECAY,
+    BudgetSchedule,
+    apply_trainable_depths,
+    depth_of_parameters,
+    layerwise_groups,
+    make_optimizer,
+    make_scheduler,
+    unfrozen_depths,
+)
+from finetune_core.training.splits import outputs_for, spec_for, split_tokens
+
+RESULT_FILE = "stage_result.json"
+
+
+def _score(prepared: PreparedData, outputs: np.ndarray, targets: np.ndarray) -> dict:
+    if prepared.task == "regression":
+        targets = targets * prepared.target_std + prepared.target_mean
+    return score_outputs(prepared.task, outputs, targets, prepared.labels, prepared.target_mean, prepared.target_std)
+
+
+def _loop(config, prepared, stage, epochs, checkpoints, on_epoch_end, max_seconds=None) -> EpochLoop:
+    metric, larger = PRIMARY_METRIC[prepared.task]
+    return EpochLoop(
+        stage=stage,
+        epochs=epochs,
+        train_examples=prepared.rows["train"],
+        metric=f"val_{metric}",
+        larger_is_better=larger,
+        patience=config.training.early_stopping_patience,
+        keep_best=config.training.keep_best,
+        checkpointer=Checkpointer(Path(checkpoints) / stage if checkpoints else None),
+        on_epoch_end=on_epoch_end,
+        max_seconds=max_seconds,
+    )
+
+
+def _finished(out_dir: Path, resume: bool) -> StageResult | None:
+    path = Path(out_dir) / RESULT_FILE
+    if resume and path.is_file():
+        return StageResult(**json.loads(path.read_text()))
+    return None
+
+
+def _save(model, tokenizer, meta, out_dir: Path, result: StageResult) -> StageResult:
+    save_model_dir(model, tokenizer, meta, out_dir)
+    (Path(out_dir) / RESULT_FILE).write_text(json.dumps(result.as_dict(), indent=2))
+    return result
+
+
+def _head_optimizer(model, config: FinetuneConfig, steps: int):
+    head = [(n, p) for n, p in model.named_parameters() if not n.startswith(model.base_model_prefix + ".")]
+    groups = [  # the same no-decay rule as the unfrozen stage's groups
+        {"params": [p for n, p in head if not n.endswith(NO_DECAY)], "weight_decay": config.training.weight_decay},
+        {"params": [p for n, p in head if n.endswith(NO_DECAY)], "weight_decay": 0.0},
+    ]
+    optimizer = make_optimizer(groups, config.training.frozen.learning_rate)
+    return optimizer, make_scheduler(optimizer, "linear", 0, max(steps, 1)), {n for n, _ in head}
+
+
+def train_frozen(
+    config: FinetuneConfig,
+    prepared: PreparedData,
+    backbone: str,
+    out_dir: Path,
+    on_epoch_end: EpochCallback | None = None,
+    checkpoints: Path | None = None,
+    resume: bool = False,
+    known_features: Path | None = None,
+) -> StageResult:
+    """Stage 1: a fresh head on ``backbone``, trained on cached frozen-backbone features
+    (``known_features``: the train rows backbone selection already extracted)."""
+    if (done := _finished(out_dir, resume)) is not None:
+        return done
+    training = config.training
+    runtime = runtime_for(training)
+    seed_everything(training.seed)  # the head's initialisation depends on it
+    tokenizer = load_tokenizer(backbone, config.backbone.trust_remote_code)
+    model = load_for_task(backbone, prepared.task, prepared.labels, config.backbone.trust_remote_code).to(
+        runtime.device
+    )
+    pooling = resolve_pooling(config.backbone.pooling, backbone)
+    spec = spec_for(model, pooling)
+    meta = ModelMeta(
+        task=prepared.task,
+        text_column=prepared.text_column,
+        max_length=training.max_length,
+        labels=prepared.labels,
+        target_mean=prepared.target_mean,
+        target_std=prepared.target_std,
+        backbone=backbone,
+        pooling=pooling,
+    )
+    epochs = 0 if training.strategy == "full" else training.frozen.epochs
+    for parameter in model.base_model.parameters():
+        parameter.requires_grad_(False)
+    train, validation = (split_tokens(prepared, s, tokenizer, training.max_length) for s in ("train", "validation"))
+    steps = epochs * -(-len(train[0]) // training.batch_size)
+    optimizer, scheduler, head_names = _head_optimizer(model, config, steps)
+    loop = _loop(config, prepared, "frozen", epochs, checkpoints, on_epoch_end)
+    train_y, task, extra = targets_tensor(train[1], prepared.task).to(runtime.device), prepared.task, {}
+
+    if spec is not None and epochs > 0:  # train the head on backbone outputs computed once
+        started = time.perf_counter()
+        cache_dir = (training.cache_dir or DEFAULT_CACHE) if training.feature_cache else None
+        common = dict(
+            max_length=training.max_length,
+            batch_size=training.eval_batch_size,
+            device=runtime.device,
+            autocast=runtime.autocast,
+            precision=runtime.precision,
+            pooling=pooling,
+            cache_dir=cache_dir,
+        )
+        known = load_known_features(known_features, pooling, runtime.precision, training.max_length)
+        train_x, train_hit = cached_features(model, spec, train[0], backbone, known=known, **common)
+        val_x, val_hit = cached_features(model, spec, validation[0], backbone, **common)
+        train_x, val_x = train_x.to(runtime.device), val_x.to(runtime.device)
+        extra = {"feature_seconds": time.perf_counter() - started, "feature_cache_hits": int(train_hit) + int(val_hit)}
+
+        def train_epoch(epoch):
+            rng = epoch_rng(training.seed, "frozen", epoch)
+            return head_epoch(
+                model,
+                spec.head,
+                train_x,
+                train_y,
+                task,
+                optimizer,
+                scheduler,
+                training.batch_size,
+                rng,
+                training.max_grad_norm,
+            )
+
+        @torch.inference_mode()
+        def validate():
+            model.eval()
+            return _score(prepared, head_outputs(model, spec.head, val_x, training.eval_batch_size), validation[1])
+    else:  # unknown model family: full forward passes with the backbone frozen
+
+        def train_epoch(epoch):
+            rng = epoch_rng(training.seed, "frozen", epoch)
+            return network_epoch(
+                model,
+                spec,
+                train[0],
+                train_y,
+                task,
+                optimizer,
+                scheduler,
+                training.batch_size,
+                rng,
+                training.max_grad_norm,
+                runtime,
+                frozen_backbone=True,
+            )
+
+        def validate():
+            outputs = predict_outputs(
+                model, validation[0], training.eval_batch_size, runtime.device, runtime.autocast, spec
+            )
+            return _score(prepared, outputs, validation[1])
+
+    result = loop.run(ParameterSubset(model, head_names), train_epoch, validate, optimizer, scheduler, resume=resume)
+    result.extra.update(extra, precision=runtime.precision, device=str(runtime.device), pooling=pooling)
+    result.wall_seconds += extra.get("feature_seconds", 0.0)  # extraction is part of the stage's cost
+    for parameter in model.parameters():
+        parameter.requires_grad_(True)
+    return _save(model.cpu(), tokenizer, meta, out_dir, result)
+
+
+def _wrap_lora(model, config: FinetuneConfig):
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    lora = config.training.lora
+    peft_config = LoraConfig(
+        task_type=TaskType.SEQ_CLS,
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=list(lora.target_modules),
+    )
+    return get_peft_model(model, peft_config)
+
+
+def train_unfrozen(
+    config: FinetuneConfig,
+    prepared: PreparedData,
+    checkpoint: Path,
+    out_dir: Path,
+    on_epoch_end: EpochCallback | None = None,
+    checkpoints: Path | None = None,
+    resume: bool = False,
+    ddp: DistContext | None = None,
+) -> StageResult:
+    """Stage 2: from the stage-1 model, fine-tune with layer-wise learning rates (or LoRA);
+    data-parallel over `training.num_processes` processes: the launcher (training.distributed)
+    runs this function again in each worker with its rank context as ``ddp``."""
+    if (done := _finished(out_dir, resume)) is not None:
+        return done
+    if config.training.num_processes > 1 and ddp is None and config.training.unfrozen.epochs > 0:
+        args = (config, prepared, checkpoint, out_dir, on_epoch_end, checkpoints, resume)
+        distributed.launch(config.training.num_processes, train_unfrozen, args)
+        return _finished(out_dir, resume=True)  # what rank 0 saved
+    if ddp is not None and not ddp.is_main:  # rank 0 alone checkpoints and reports
+        checkpoints, on_epoch_end = None, None
+    training, stage = config.training, config.training.unfrozen
+    runtime = runtime_for(training)
+    seed_everything(training.seed + 1)
+    model, tokenizer, meta = load_model_dir(checkpoint)
+    epochs = 0 if training.strategy == "linear-probe" else stage.epochs
+    train, validation = (split_tokens(prepared, s, tokenizer, training.max_length) for s in ("train", "validation"))
+    train_y, task = targets_tensor(train[1], prepared.task), prepared.task
+    spec = spec_for(model, meta.pooling)
+    if training.strategy == "lora" and epochs > 0:
+        model = _wrap_lora(model, config)
+        groups = [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": training.weight_decay}]
+    else:
+        groups = layerwise_groups(model, spec, stage.learning_rate, stage.layer_lr_decay, training.weight_decay)
+    model.to(runtime.device)
+    optimizer = make_optimizer(groups, stage.learning_rate)
+    steps = epochs * -(-len(train[0]) // training.batch_size)
+    if stage.max_minutes:  # decay over the budget, not over epochs the budget would cut short
+        scheduler = BudgetSchedule(optimizer, stage.scheduler, stage.warmup_ratio, steps, stage.max_minutes * 60)
+    else:
+        scheduler = make_scheduler(optimizer, stage.scheduler, int(stage.warmup_ratio * steps), max(steps, 1))
+    depths, top = depth_of_parameters(model, spec), num_layers(model) + 1
+
+    loop = _loop(
+        config,
+        prepared,
+        "unfrozen",
+        epochs,
+        checkpoints,
+        on_epoch_end,
+        max_seconds=stage.max_minutes * 60 if stage.max_minutes else None,
+    )
+    # With LoRA the adapters sit inside the wrapped transformers model: run that one.
+    network = model.get_base_model() if hasattr(model, "get_base_model") else model
+
+    def train_epoch(epoch):
+        if stage.gradual:
+            apply_trainable_depths(model, depths, unfrozen_depths(epoch, epochs, top))
+        rng = epoch_rng(training.seed, "unfrozen", epoch)
+        return network_epoch(
+            network,
+            spec,
+            train[0],
+            train_y,
+            task,
+            optimizer,
+            scheduler,
+            training.batch_size,
+            rng,
+            training.max_grad_norm,
+            runtime,
+            deadline=loop.deadline,
+            dist=ddp,
+        )
+
+    def validate():
+        outputs = predict_outputs(
+            network, validation[0], training.eval_batch_size, runtime.device, runtime.autocast, spec
+        )
+        return _score(prepared, outputs, validation[1])
+
+    result = loop.run(model, train_epoch, validate, optimizer, scheduler, resume=resume)
+    result.extra.update(precision=runtime.precision, device=str(runtime.device), strategy=training.strategy)
+    if training.strategy == "lora" and epochs > 0:
+        model = model.merge_and_unload()  # a plain model: loads without peft, serves at full speed
+    for parameter in model.parameters():
+        parameter.requires_grad_(True)
+    if ddp is not None:
+        result.extra["num_processes"] = ddp.world
+        if not ddp.is_main:
+            return result
+    return _save(model.cpu(), tokenizer, meta, out_dir, result)
+
+
+def calibrate(config: FinetuneConfig, prepared: PreparedData, model_dir: Path) -> dict:
+    """Fit temperature scaling on validation and store it with the model (classification)."""
+    if prepared.task != "classification" or not config.training.calibrate:
+        return {}
+    outputs, targets, meta = outputs_for(config, prepared, model_dir, "validation")
+    meta.temperature = fit_temperature(outputs, targets)
+    write_meta(meta, model_dir)
+    return {
+        "temperature": meta.temperature,
+        "val_ece_before": expected_calibration_error(outputs, targets),
+        "val_ece_after": expected_calibration_error(outputs, targets, meta.temperature),
+    }

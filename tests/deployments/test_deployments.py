@@ -1,0 +1,158 @@
+"""Deployments end to end on real servers: `prefect server start` and `mlflow server` on free
+loopback ports, a process work pool, `prefect deploy` from prefect.yaml, `prefect deployment
+run` of the nightly retrain, a worker running it; then the same snapshot again (skipped) and a
+second snapshot (a challenger judged by the gates). Also: two runs started together never both
+promote."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import urllib.request
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from finetune_core.config.loading import validate_config
+from tests.datasets import easy_sentiment
+from tests.servers import free_port, start, stop
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def _prefect(env: dict, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [str(BIN / "prefect"), *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    assert result.returncode == 0, f"prefect {' '.join(args)}:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+def _flow_run(api: str, flow_run_id: str) -> dict:
+    with urllib.request.urlopen(f"{api}/flow_runs/{flow_run_id}", timeout=30) as response:
+        return json.loads(response.read())
+
+
+@pytest.fixture(scope="module")
+def prefect_server_process(tmp_path_factory):
+    home = tmp_path_factory.mktemp("prefect-home")
+    port = free_port()
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_UI_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+    }
+    env.pop("PREFECT_API_KEY", None)
+    process = start(
+        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        f"http://127.0.0.1:{port}/api/health",
+        home / "server.log",
+        env=env,
+    )
+    yield env
+    stop(process)
+
+
+def _snapshot(incoming: Path, name: str, seed: int) -> None:
+    folder = incoming / name
+    folder.mkdir(parents=True)
+    easy_sentiment(160, seed).to_csv(folder / "train.csv", index=False)
+    easy_sentiment(60, seed + 100).to_csv(folder / "test.csv", index=False)
+
+
+def _config(tiny_backbone, tmp_path: Path, tracking_uri: str, model: str, **gates) -> dict:
+    return {
+        "data": {"train": "unused.csv", "test": "unused.csv"},
+        "backbone": {"candidates": [str(tiny_backbone)]},
+        "training": {
+            "frozen": {"epochs": 2, "learning_rate": 1e-2},
+            "unfrozen": {"epochs": 2, "learning_rate": 2e-3, "warmup_ratio": 0.0},
+            "batch_size": 16,
+            "max_length": 16,
+            "precision": "fp32",
+            "feature_cache": False,
+        },
+        "gates": gates,
+        "mlflow": {"tracking_uri": tracking_uri, "experiment": "retrain", "registered_model": model},
+        "output_dir": str(tmp_path / "runs"),
+    }
+
+
+def test_nightly_retrain_deployment_on_real_servers(prefect_server_process, mlflow_server, tiny_backbone, tmp_path):
+    env = {
+        **prefect_server_process,
+        "MLFLOW_TRACKING_URI": mlflow_server,
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    api = env["PREFECT_API_URL"]
+    incoming = tmp_path / "incoming"
+    _snapshot(incoming, "2026-11-27", seed=0)
+    _prefect(env, "work-pool", "create", "finetune-process", "--type", "process")
+    _prefect(env, "--no-prompt", "deploy", "--name", "nightly-retrain")
+    inspected = _prefect(env, "deployment", "inspect", "retrain/nightly-retrain").stdout
+    assert "0 2 * * *" in inspected and "Europe/Paris" in inspected
+
+    params = json.dumps(
+        {"incoming": str(incoming), "config": _config(tiny_backbone, tmp_path, mlflow_server, "nightly")}
+    )
+
+    def run_deployment_and_worker() -> dict:
+        created = _prefect(env, "deployment", "run", "retrain/nightly-retrain", "--params", params).stdout
+        flow_run_id = re.search(r"UUID: ([0-9a-f-]{36})", created).group(1)
+        _prefect(env, "worker", "start", "--pool", "finetune-process", "--run-once", timeout=600)
+        return _flow_run(api, flow_run_id)
+
+    client = MlflowClient(mlflow_server)
+    first = run_deployment_and_worker()
+    assert first["state_type"] == "COMPLETED", first["state"]
+    versions = client.search_model_versions("name = 'nightly'")
+    assert len(versions) == 1 and versions[0].tags["snapshot"] == "2026-11-27"
+    assert {a: str(v) for a, v in client.get_registered_model("nightly").aliases.items()}["champion"] == "1"
+
+    again = run_deployment_and_worker()  # same snapshot: nothing to do
+    assert again["state_type"] == "COMPLETED" and len(client.search_model_versions("name = 'nightly'")) == 1
+
+    _snapshot(incoming, "2026-11-28", seed=1)
+    second = run_deployment_and_worker()
+    assert second["state_type"] == "COMPLETED", second["state"]
+    newest = client.get_model_version("nightly", "2")
+    assert newest.tags["snapshot"] == "2026-11-28" and newest.tags["gate"] in ("passed", "failed")
+    assert "drift" in newest.tags and "champion/accuracy" in client.get_run(newest.run_id).data.metrics
+    assert newest.tags["config_hash"]  # trained with the champion's recorded configuration
+
+
+def test_two_runs_started_together_never_both_promote(prefect_server, tiny_backbone, tmp_path, tracking_uri):
+    from flows.finetune import finetune
+
+    easy_sentiment(160, 0).to_csv(tmp_path / "train.csv", index=False)
+    easy_sentiment(60, 100).to_csv(tmp_path / "test.csv", index=False)
+    raw = _config(tiny_backbone, tmp_path, tracking_uri, "race", require_significant=True)
+    raw["data"] = {"train": str(tmp_path / "train.csv"), "test": str(tmp_path / "test.csv")}
+    results, errors = [], []
+
+    def one_run(index: int):
+        try:
+            config = validate_config({**raw, "output_dir": str(tmp_path / f"runs-{index}")})
+            results.append(finetune(config))
+        except Exception as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one_run, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    promoted = [r for r in results if r.champion]
+    assert len(promoted) == 1, [(r.model_version, r.gate_reasons) for r in results]
+    loser = next(r for r in results if not r.champion)
+    assert any("champion v" in reason or "paired bootstrap" in reason for reason in loser.gate_reasons)
+    client = MlflowClient(tracking_uri)
+    assert sorted(v.tags["gate"] for v in client.search_model_versions("name = 'race'")) == ["failed", "passed"]

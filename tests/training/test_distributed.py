@@ -1,0 +1,98 @@
+"""Data-parallel unfrozen stage on 2 CPU processes (gloo): same result as one process with the
+same global batch size; inside the flow, rank 0 logs and the logged model loads."""
+
+import mlflow
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from finetune_core.config.loading import validate_config
+from finetune_core.data.prepare import prepare_splits
+from finetune_core.evaluation.test_split import evaluate_model
+from finetune_core.training import stages
+from tests.datasets import easy_sentiment
+
+
+def _config(tmp_path, backbone, processes: int, tracking_uri: str | None = None) -> dict:
+    raw = {
+        "data": {"train": str(tmp_path / "train.csv"), "test": str(tmp_path / "test.csv")},
+        # mean pooling: the tiny random BERT's pooler output is nearly constant, so with it the
+        # head only starts learning mid-way and one- and two-process runs could leave the
+        # plateau an epoch apart; with mean-pooled features both learn from the first epoch
+        "backbone": {"candidates": [str(backbone)], "pooling": "mean"},
+        "training": {
+            "frozen": {"epochs": 2, "learning_rate": 1e-2},
+            "unfrozen": {"epochs": 4, "learning_rate": 2e-3, "warmup_ratio": 0.0, "layer_lr_decay": 1.0},
+            "batch_size": 16,
+            "max_length": 16,
+            "precision": "fp32",
+            "feature_cache": False,
+            "num_processes": processes,
+        },
+        "output_dir": str(tmp_path / "runs"),
+    }
+    if tracking_uri:
+        raw["mlflow"] = {"tracking_uri": tracking_uri, "experiment": "ddp", "registered_model": "ddp-model"}
+    return raw
+
+
+@pytest.fixture
+def easy_files(tmp_path):
+    easy_sentiment(240, 0).to_csv(tmp_path / "train.csv", index=False)
+    easy_sentiment(80, 1).to_csv(tmp_path / "test.csv", index=False)
+    return tmp_path
+
+
+def _without_dropout(backbone, target):
+    """The same weights with dropout off, so one and two processes differ only by the order of
+    floating-point sums (dropout masks would be drawn differently per rank)."""
+    import shutil
+
+    from transformers import BertConfig
+
+    shutil.copytree(backbone, target)
+    config = BertConfig.from_pretrained(target)
+    config.hidden_dropout_prob = config.attention_probs_dropout_prob = 0.0
+    config.save_pretrained(target)
+    return target
+
+
+def test_two_processes_match_one_with_the_same_global_batch(easy_files, tiny_backbone):
+    backbone = _without_dropout(tiny_backbone, easy_files / "backbone")
+    results = {}
+    for processes in (1, 2):
+        config = validate_config(_config(easy_files, backbone, processes))
+        prepared = prepare_splits(config, easy_files / f"data-{processes}")
+        stages.train_frozen(config, prepared, str(backbone), easy_files / f"frozen-{processes}")
+        result = stages.train_unfrozen(
+            config,
+            prepared,
+            easy_files / f"frozen-{processes}",
+            easy_files / f"model-{processes}",
+            checkpoints=easy_files / f"checkpoints-{processes}",
+        )
+        metrics = evaluate_model(config, prepared, easy_files / f"model-{processes}")
+        results[processes] = (result, metrics["accuracy"])
+    (single, single_accuracy), (double, double_accuracy) = results[1], results[2]
+    assert double.extra["num_processes"] == 2 and double.epochs_run == single.epochs_run
+    assert abs(double_accuracy - single_accuracy) <= 0.05
+    assert single.history[-1]["train_loss"] < 0.8 * single.history[0]["train_loss"]  # it learned: not a flat plateau
+    for a, b in zip(single.history, double.history):
+        assert abs(a["train_loss"] - b["train_loss"]) < 0.01 * max(a["train_loss"], 1e-3) + 1e-4
+    assert (easy_files / "checkpoints-2" / "unfrozen").is_dir()  # rank 0 checkpointed
+
+
+def test_flow_with_two_processes_logs_from_rank_0_and_the_model_loads(
+    prefect_server, easy_files, tiny_backbone, tracking_uri
+):
+    from flows.finetune import finetune
+
+    result = finetune(validate_config(_config(easy_files, tiny_backbone, 2, tracking_uri)))
+    assert result.stages["unfrozen"]["extra"]["num_processes"] == 2
+    client = MlflowClient(tracking_uri)
+    history = client.get_metric_history(result.mlflow_run_id, "unfrozen/val_accuracy")
+    assert [m.step for m in history] == [1, 2, 3, 4]  # once per epoch: rank 0 only
+    mlflow.set_tracking_uri(tracking_uri)
+    model = mlflow.pyfunc.load_model(f"models:/ddp-model/{result.model_version}")
+    predictions = model.predict(pd.DataFrame({"sentence": ["the film was great", "an awful boring story"]}))
+    assert list(predictions["label"]) == ["1", "0"]
