@@ -14,6 +14,11 @@ Flows create one ``RunLayout`` and hand it to tasks, which never spell a file na
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import itertools
+import json
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +51,11 @@ class RunLayout:
         return self.root / "selection"
 
     @property
+    def contrastive(self) -> Path:
+        """The encoder tuned on pairs (strategy contrastive): the frozen stage's backbone."""
+        return self.root / "contrastive"
+
+    @property
     def frozen(self) -> Path:
         return self.root / "frozen"
 
@@ -68,3 +78,100 @@ class RunLayout:
     @property
     def review(self) -> Path:
         return self.root / "review"
+
+
+# --- Which run directory a run uses --------------------------------------------------------
+#
+# A run's directory is keyed by what determines its result: the configuration's hash, the
+# input files' content and an optional run key. Re-running the same work after a crash (a
+# Prefect flow retry, or the deployment run again after its worker was killed) finds the
+# unfinished directory and continues it, in the same MLflow run, from its last finished
+# epoch. A finished directory is never reused: the same work run again gets `KEY-2`, `KEY-3`.
+#
+# Liveness is an exclusive `flock` on `claim.lock`, held while the run lives and released by
+# the kernel when its process dies, kill -9 included, so a crashed run's directory is free at
+# once and a live one is never taken. (flock is per host: directories on a network file system
+# shared by several hosts need the run key to tell concurrent runs apart.)
+
+
+def run_dir_key(config_hash: str, inputs_digest: str, key: str | None = None) -> str:
+    payload = json.dumps({"config": config_hash, "inputs": inputs_digest, "key": key or ""}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+def inputs_digest(paths: list[Path | str | None]) -> str:
+    """Content hash of the input files (streamed; a missing file hashes as its name only, and
+    the pipeline reports it by name when it reads it)."""
+    digest = hashlib.sha256()
+    for path in paths:
+        if path is None:
+            continue
+        digest.update(str(path).encode())
+        if Path(path).is_file():
+            with open(path, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def read_record(layout: RunLayout) -> dict | None:
+    try:
+        return json.loads(layout.record.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):  # no record, or one cut by a kill
+        return None
+
+
+def write_record(layout: RunLayout, **fields) -> dict:
+    """Merge ``fields`` into the run's record, written atomically."""
+    record = {**(read_record(layout) or {}), **fields}
+    scratch = layout.record.with_name(f".{layout.record.name}.tmp")
+    scratch.write_text(json.dumps(record, indent=2))
+    scratch.replace(layout.record)
+    return record
+
+
+@dataclass
+class RunClaim:
+    """A run directory held by this process: ``record`` is the unfinished run found there
+    (to resume), or None for a new one."""
+
+    layout: RunLayout
+    record: dict | None
+    lock: object
+
+    def release(self) -> None:
+        fcntl.flock(self.lock.fileno(), fcntl.LOCK_UN)
+        self.lock.close()
+
+
+def _try_lock(root: Path):
+    handle = open(root / "claim.lock", "a+")
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:  # a live run holds it
+        handle.close()
+        return None
+    return handle
+
+
+@contextmanager
+def claim_run_dir(output_dir: Path, key: str):
+    """The first of ``KEY``, ``KEY-2``, ... that is unfinished and not held by a live run."""
+    for attempt in itertools.count(1):
+        root = (Path(output_dir) / (key if attempt == 1 else f"{key}-{attempt}")).resolve()
+        root.mkdir(parents=True, exist_ok=True)
+        lock = _try_lock(root)
+        if lock is None:
+            continue
+        layout = RunLayout(root)
+        record = read_record(layout)
+        if record is not None and record.get("finished"):
+            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+            lock.close()
+            continue
+        claim = RunClaim(layout, record if record and record.get("mlflow_run_id") else None, lock)
+        try:
+            yield claim
+        finally:
+            claim.release()
+        return

@@ -1,5 +1,9 @@
 """`finetune` command line. Exit codes: 0 success, 1 unexpected error, 2 bad configuration
-or data (the message names the field, file or column), 3 rejected by an evaluation gate.
+or data (the message names the field, file or column), 3 rejected by an evaluation gate, 4 the
+MLflow tracking server is unreachable (the message names its URI).
+
+Why 4 and not 2: the configuration may be right and the server merely down; a scheduler or a
+wrapper script can retry on 4 (run again once the server answers) and never on 2 (fix the input).
 
 Heavy imports (torch, transformers, prefect, mlflow) happen inside commands, so
 ``finetune --help`` stays fast.
@@ -17,7 +21,27 @@ from rich.table import Table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n\n")[0])
 console = Console(stderr=True)
-EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_GATE = 0, 1, 2, 3
+EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_GATE, EXIT_TRACKING_DOWN = 0, 1, 2, 3, 4
+
+
+def _print_version(requested: bool) -> None:
+    if requested:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"finetune-pipeline {version('finetune-pipeline')}")
+        except PackageNotFoundError:  # run from a checkout that was never installed
+            typer.echo("finetune-pipeline (not installed)")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    show_version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the installed version and exit."
+    ),
+) -> None:
+    """Fine-tune, validate, score and manage registered models."""
 
 
 def _quiet_third_parties() -> None:
@@ -27,13 +51,14 @@ def _quiet_third_parties() -> None:
 
 
 class _NoTracebackForUserErrors(logging.Filter):
-    """Bad input is reported in one line by the CLI; Prefect's console log keeps the message
-    but drops the traceback (the Prefect API still records it in full)."""
+    """Bad input and an unreachable tracking server are reported in one line by the CLI; Prefect's
+    console log keeps the message but drops the traceback (the Prefect API still records it in full)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         from finetune_core.errors import UserInputError
+        from tasks.tracking_server import TrackingUnavailable
 
-        if record.exc_info and isinstance(record.exc_info[1], UserInputError):
+        if record.exc_info and isinstance(record.exc_info[1], (UserInputError, TrackingUnavailable)):
             record.exc_info, record.exc_text = None, None
         return True
 
@@ -89,6 +114,7 @@ _STAGE_KEYS = (
     "epochs_run",
     "best_epoch",
     "stopped_early",
+    "resumed_after_epoch",
     "extra",
 )
 
@@ -139,15 +165,28 @@ def run(
     from finetune_core.errors import UserInputError
 
     _quiet_third_parties()
+    from tasks.tracking_server import TrackingUnavailable
+
     try:
         config = _load(config_path, set_ or [])
+        from flows.prefect_api import start_temporary_api, wait_for_api
+
+        api = start_temporary_api()  # without PREFECT_API_URL: boots while the imports below run
+        from flows.console_progress import live_progress
         from flows.finetune import finetune
+        from tasks.progress import watching
 
         _shorten_prefect_console_errors()
-        result = finetune(config, resume=str(resume) if resume else None)
+        wait_for_api(api)
+        # a live bar on a terminal; in a log (CI, a pipe), the training tasks' one line per epoch
+        with live_progress(console) as bar, watching(bar):
+            result = finetune(config, resume=str(resume) if resume else None)
     except UserInputError as exc:
         _print_user_error(exc)
         raise typer.Exit(EXIT_BAD_INPUT) from None
+    except TrackingUnavailable as exc:
+        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_TRACKING_DOWN) from None
     except Exception as exc:  # anything else is a bug or an environment failure: keep the trace
         console.print_exception(max_frames=8)
         console.print(f"[bold red]failed:[/] {type(exc).__name__}: {exc}", highlight=False, soft_wrap=True)
@@ -246,10 +285,12 @@ def show_config(
     typer.echo(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
 
 
+from flows.predict_cli import predict  # noqa: E402  (batch scoring)
 from flows.registry_cli import models, promote  # noqa: E402  (registry commands)
 
 app.command()(promote)
 app.command()(models)
+app.command()(predict)
 
 if __name__ == "__main__":
     app()

@@ -1,34 +1,39 @@
 """The fine-tuning pipeline as a Prefect flow; it reads as the DAG:
 
-read data → validate (Great Expectations) → prepare → augment → select backbone → train frozen
-→ train unfrozen → calibrate → evaluate → log model → re-evaluate the champion on this test set
-→ evaluation gates → review files → register (challenger; champion when the gates pass)
+read data → validate (Great Expectations) → prepare → augment → select backbone → choose recipe
+→ [tune the encoder on pairs, strategy contrastive] → train frozen → train unfrozen → calibrate
+→ evaluate → log model → re-evaluate the champion on this test set → evaluation gates → review files
+→ register (challenger; champion when the gates pass)
 
-``resume=RUN_DIR`` continues a killed run from its last finished epoch, in the same MLflow run.
+A crashed run started again on the same configuration and data continues from its last
+finished epoch, in the same MLflow run (``resume=RUN_DIR`` names a run directory explicitly).
 """
 
 from __future__ import annotations
 
 import json
-import uuid
-from datetime import datetime, timezone
 from pathlib import Path
 
 import mlflow
 from prefect import flow, get_run_logger
 from prefect.concurrency.sync import concurrency
 from prefect.runtime import flow_run
+from prefect.states import Completed, State
 from pydantic import BaseModel
 
 from finetune_core.config.finetune import FinetuneConfig
+from finetune_core.config.tracking import with_resolved_tracking
 from finetune_core.errors import ConfigError
-from finetune_core.run_layout import RunLayout
+from finetune_core.model.backbone import backbone_identity
+from finetune_core.run_layout import RunLayout, claim_run_dir, inputs_digest, run_dir_key, write_record
 from tasks.backbone import select_backbone, selection_reason, task_runner
-from tasks.data import augment, prepare_data, read_data, validate_data
+from tasks.data import augment, prepare_data, read_data, record_datasets, validate_data
 from tasks.gates import apply_gates, describe_version, evaluate_champion, log_review_files
+from tasks.progress import set_run_progress, start_run_progress
 from tasks.register import ensure_registry_lock, git_commit, log_model, publish_version, register_model
 from tasks.tracking import log_config, log_json
-from tasks.train import calibrate, evaluate, train_frozen, train_unfrozen
+from tasks.tracking_server import naming_tracking_outages, require_tracking_server
+from tasks.train import calibrate, choose_recipe, evaluate, train_contrastive, train_frozen, train_unfrozen
 
 
 class FinetuneResult(BaseModel):
@@ -48,13 +53,6 @@ class FinetuneResult(BaseModel):
     previous_champion: str | None = None
 
 
-def _new_run_dir(config: FinetuneConfig) -> RunLayout:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
-    run_dir = Path(config.output_dir) / f"{stamp}-{(flow_run.get_id() or uuid.uuid4().hex)[:8]}"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return RunLayout(run_dir.resolve())
-
-
 def _resumed_run(config: FinetuneConfig, resume: str) -> tuple[RunLayout, str | None]:
     layout = RunLayout(Path(resume).resolve())
     record = layout.record
@@ -63,23 +61,67 @@ def _resumed_run(config: FinetuneConfig, resume: str) -> tuple[RunLayout, str | 
     saved = json.loads(record.read_text())
     if saved["config_hash"] != config.fingerprint():
         raise ConfigError(f"--resume {resume}: the configuration differs from the one this run started with")
+    recorded_store = saved.get("tracking_uri")  # absent in records written before it was kept
+    if recorded_store and recorded_store != config.mlflow.tracking_uri:
+        raise ConfigError(
+            f"--resume {resume}: this run is tracked in {recorded_store}, but the tracking URI resolves to "
+            f"{config.mlflow.tracking_uri}; set mlflow.tracking_uri or MLFLOW_TRACKING_URI to {recorded_store}"
+        )
     return layout, saved.get("mlflow_run_id")
 
 
 @flow(name="finetune", log_prints=True)
 def finetune(
-    config: FinetuneConfig, resume: str | None = None, extra_tags: dict[str, str] | None = None
+    config: FinetuneConfig,
+    resume: str | None = None,
+    extra_tags: dict[str, str] | None = None,
+    run_key: str | None = None,
 ) -> FinetuneResult:
     """Fine-tune a pretrained backbone on labelled text: frozen head stage, then unfrozen stage.
-    ``extra_tags`` go on the run and the registered version (e.g. the retrain snapshot)."""
-    layout, mlflow_run_id = _resumed_run(config, resume) if resume else (_new_run_dir(config), None)
+    ``extra_tags`` go on the run and the registered version (e.g. the retrain snapshot).
+
+    The run directory is keyed by the configuration, the input files and ``run_key``: the same
+    work started again after a crash (a flow retry, a deployment re-run after its worker was
+    killed) continues the unfinished run from its last finished epoch, in the same MLflow run.
+    ``resume=RUN_DIR`` names the directory explicitly."""
+    config = with_resolved_tracking(config)  # config → MLFLOW_TRACKING_URI → sqlite:///mlflow.db
+    require_tracking_server(config.mlflow.tracking_uri)  # a server that is down: named before anything starts
+    if resume:
+        return _pipeline(config, *_resumed_run(config, resume), extra_tags)
+    data = config.data
+    inputs = inputs_digest([data.train, data.validation, data.test])
+    # the store is part of the key: an unfinished run is continued only in the store it started in
+    key = run_dir_key(config.fingerprint() + config.mlflow.tracking_uri, inputs, run_key)
+    with claim_run_dir(Path(config.output_dir), key) as claim:
+        mlflow_run_id = (claim.record or {}).get("mlflow_run_id")
+        if mlflow_run_id:
+            get_run_logger().info(
+                "continuing the unfinished run in %s (MLflow run %s)", claim.layout.root, mlflow_run_id
+            )
+        return _pipeline(config, claim.layout, mlflow_run_id, extra_tags)
+
+
+@naming_tracking_outages
+def _pipeline(
+    config: FinetuneConfig, layout: RunLayout, mlflow_run_id: str | None, extra_tags: dict[str, str] | None
+) -> FinetuneResult | State:
+    """The DAG, in ``layout``; ``mlflow_run_id`` set: continue that run (finished stages and
+    epochs are not trained again)."""
+    resuming = mlflow_run_id is not None
     mlflow.set_tracking_uri(config.mlflow.tracking_uri)
     mlflow.set_experiment(config.mlflow.experiment)
     # One MLflow run per flow run (a resumed run continues its own); leaving the block on an
     # exception marks it FAILED.
     with mlflow.start_run(run_id=mlflow_run_id, run_name=None if mlflow_run_id else flow_run.get_name()) as run:
         run_id = run.info.run_id
-        layout.record.write_text(json.dumps({"config_hash": config.fingerprint(), "mlflow_run_id": run_id}))
+        write_record(
+            layout,
+            config_hash=config.fingerprint(),
+            mlflow_run_id=run_id,
+            tracking_uri=config.mlflow.tracking_uri,
+            flow_run_id=str(flow_run.get_id()),
+            finished=False,
+        )
         mlflow.set_tags(
             {"prefect.flow_run_id": str(flow_run.get_id()), "task": config.task, "config_hash": config.fingerprint()}
         )
@@ -88,32 +130,51 @@ def finetune(
         if not mlflow_run_id:
             log_config(run_id, config)
 
+        progress = start_run_progress()  # the Prefect progress artifact, 0 to 100 % as the run goes
         raw = read_data(config, layout)
         validate_data(config, raw, layout, run_id)
         prepared = prepare_data(config, raw, layout, run_id)
         prepared = augment(config, prepared, run_id)
+        datasets = record_datasets(config, prepared, run_id)
         selection = select_backbone.with_options(task_runner=task_runner(config))(config, prepared, layout, run_id)
         backbone = selection.selected.path
+        # `trained`: what the stages run (strategy auto resolved, validation use decided); `config` stays
+        # the configuration as given (its fingerprint keys resume and lineage)
+        trained, recipe = choose_recipe(config, prepared, run_id)
+        tuned = []  # strategy contrastive: the encoder tuned on pairs first; the frozen stage loads it
+        if trained.training.strategy == "contrastive":
+            tuned = [train_contrastive(trained, prepared, backbone, layout, run_id, resuming, progress)]
         frozen = train_frozen(
-            config, prepared, backbone, layout, run_id, resume=bool(resume), known_features=selection.selected.features
+            trained,
+            prepared,
+            str(layout.contrastive) if tuned else backbone,
+            layout,
+            run_id,
+            resume=resuming,
+            known_features=None if tuned else selection.selected.features,  # selection's are the original's
+            progress_artifact=progress,
         )
-        unfrozen = train_unfrozen(config, prepared, layout, run_id, resume=bool(resume))
-        calibration = calibrate(config, prepared, layout, run_id)
-        metrics = evaluate(config, prepared, layout, run_id)
-        model_uri = log_model(config, prepared, layout.model, run_id)
+        unfrozen = train_unfrozen(trained, prepared, layout, run_id, resume=resuming, progress_artifact=progress)
+        calibration = calibrate(trained, prepared, layout, run_id)
+        metrics = evaluate(config, prepared, layout)
+        model_uri = log_model(config, prepared, layout.model, run_id, metrics, datasets["test"])
 
-        stages = {s.stage: s.as_dict() for s in (frozen, unfrozen)}
+        stages = {s.stage: s.as_dict() for s in (*tuned, frozen, unfrozen)}
+        for info in stages.values():  # why this recipe, and whether validation chose epochs and temperature
+            info["extra"].update(strategy=recipe.strategy, strategy_reason=recipe.reason, validation=recipe.validation)
         files = log_review_files(config, prepared, layout, stages, run_id)
         # From measuring the champion to moving its alias, one run per registered model at a time.
         with concurrency(ensure_registry_lock(config.mlflow.registered_model), occupy=1, strict=True):
             champion = evaluate_champion(config, prepared, layout, run_id)
             verdict = apply_gates(config, prepared, layout, metrics, champion, run_id)
+            identity = backbone_identity(selection.selected.candidate, backbone)  # as asked for + weights hash
+            why = selection_reason(selection)
             description = describe_version(
-                config, prepared, backbone, selection_reason(selection), stages, metrics, verdict, files, run_id
+                trained, prepared, identity.describe(), why, stages, metrics, verdict, files, run_id
             )
             tags = {
                 "task": config.task,
-                "backbone": backbone,
+                **identity.tags(),  # backbone (as asked for), backbone_sha256, backbone_path
                 "data_fingerprint": prepared.fingerprint,
                 "config_hash": config.fingerprint(),
                 "git_commit": git_commit(),
@@ -122,6 +183,8 @@ def finetune(
             }
             version = register_model(config, model_uri, run_id, tags, description, verdict.passed)
         publish_version(version, verdict.summary(), config.mlflow.tracking_uri)
+        set_run_progress(progress, 100.0, f"registered {version.name} version {version.version}")
+        write_record(layout, finished=True)  # registered: the same work run again starts afresh
 
         result = FinetuneResult(
             metrics=metrics,
@@ -147,4 +210,13 @@ def finetune(
         version.version,
         "passed: champion" if verdict.passed else "failed: challenger only",
     )
-    return result
+    return result if verdict.passed else _rejected(result)
+
+
+def _rejected(result: FinetuneResult) -> State:
+    """A gate-rejected run ends `Completed` named `Rejected`, so the Prefect UI tells it from an
+    accepted one (the `registered-version` artifact says why); ``finetune(...)`` still returns
+    the FinetuneResult, and the CLI exits 3."""
+    reasons = "; ".join(result.gate_reasons)
+    message = f"{result.registered_model} v{result.model_version} rejected by the gates: {reasons}"
+    return Completed(name="Rejected", message=message, data=result)

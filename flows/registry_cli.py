@@ -1,8 +1,10 @@
-"""`finetune promote` and `finetune models`: the registry from the command line."""
+"""`finetune promote` and `finetune models`: the registry from the command line. Both find the
+store the way `finetune run` does (finetune_core.config.tracking)."""
 
 from __future__ import annotations
 
 import getpass
+import json
 import os
 from datetime import datetime, timezone
 
@@ -17,7 +19,9 @@ _TRACKING_HELP = "MLflow tracking URI (default: MLFLOW_TRACKING_URI, else sqlite
 def _client(tracking_uri: str | None):
     from mlflow import MlflowClient
 
-    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+    from finetune_core.config.tracking import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(tracking_uri)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
@@ -61,38 +65,73 @@ def promote(
     )
 
 
+def _created(version) -> str:
+    return datetime.fromtimestamp(version.creation_timestamp / 1000, timezone.utc).isoformat(timespec="seconds")
+
+
+def _headline_metrics(client, version) -> dict[str, float]:
+    """The task's headline test metrics (accuracy, macro-F1, ...) of the version's run."""
+    from finetune_core.evaluation.metric_table import headline
+
+    run_metrics = client.get_run(version.run_id).data.metrics if version.run_id else {}
+    return {m: run_metrics["test/" + m] for m in headline(version.tags.get("task")) if "test/" + m in run_metrics}
+
+
+def registry_listing(client, name: str) -> dict:
+    """The registered model as plain data: aliases, then each version (newest first) with its
+    aliases, tags and headline test metrics. ``models --json`` prints it; the table shows it."""
+    registered = client.get_registered_model(name)
+    aliases = {alias: str(version) for alias, version in (registered.aliases or {}).items()}
+    versions = sorted(client.search_model_versions(f"name = '{name}'"), key=lambda v: int(v.version), reverse=True)
+    return {
+        "name": name,
+        "aliases": aliases,
+        "versions": [
+            {
+                "version": str(v.version),
+                "aliases": sorted(a for a, target in aliases.items() if target == str(v.version)),
+                "created": _created(v),
+                "run_id": v.run_id,
+                "source": v.source,
+                "status": v.status,
+                "tags": dict(v.tags),
+                "metrics": _headline_metrics(client, v),
+            }
+            for v in versions
+        ],
+    }
+
+
 def models(
     name: str = typer.Argument(..., help="Registered model name."),
     tracking_uri: str | None = typer.Option(None, "--tracking-uri", help=_TRACKING_HELP),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print JSON (aliases; versions with aliases, tags, test metrics) instead of a table."
+    ),
 ) -> None:
     """Versions with aliases, key test metrics, data fingerprint and gate verdict."""
-    from finetune_core.evaluation.metric_table import headline
+    from mlflow.exceptions import MlflowException
 
     client = _client(tracking_uri)
     try:
-        registered = client.get_registered_model(name)
-    except Exception:
+        client.get_registered_model(name)
+    except MlflowException:
         console.print(f"[bold red]error:[/] no registered model {name!r}", highlight=False)
         raise typer.Exit(2) from None
-    aliases: dict[str, list[str]] = {}
-    for alias, version in (registered.aliases or {}).items():
-        aliases.setdefault(str(version), []).append(alias)
-    versions = sorted(client.search_model_versions(f"name = '{name}'"), key=lambda v: int(v.version), reverse=True)
+    listing = registry_listing(client, name)
+    if as_json:
+        typer.echo(json.dumps(listing, indent=2))
+        return
     table = Table(title=name)
     for column in ("version", "aliases", "metrics (test)", "data fingerprint", "gate", "created"):
         table.add_column(column)
-    for v in versions:
-        run_metrics = client.get_run(v.run_id).data.metrics if v.run_id else {}
-        shown = ", ".join(
-            f"{m} {run_metrics['test/' + m]:.4f}" for m in headline(v.tags.get("task")) if "test/" + m in run_metrics
-        )
-        created = datetime.fromtimestamp(v.creation_timestamp / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M")
+    for v in listing["versions"]:
         table.add_row(
-            str(v.version),
-            ", ".join(sorted(aliases.get(str(v.version), []))),
-            shown,
-            v.tags.get("data_fingerprint", ""),
-            v.tags.get("gate", ""),
-            created,
+            v["version"],
+            ", ".join(v["aliases"]),
+            ", ".join(f"{m} {value:.4f}" for m, value in v["metrics"].items()),
+            v["tags"].get("data_fingerprint", ""),
+            v["tags"].get("gate", ""),
+            v["created"][:16].replace("T", " "),
         )
     Console(width=160).print(table)

@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from finetune_core.config.finetune import FinetuneConfig
 from finetune_core.config.loading import validate_config
+from finetune_core.config.tracking import with_resolved_tracking
 from finetune_core.data.snapshots import Snapshot, newest_snapshot
 from finetune_core.errors import DataError
 from flows.finetune import finetune
@@ -63,6 +64,7 @@ def retrain(
     """Retrain on the newest snapshot in ``incoming`` unless a version already carries its fingerprint."""
     logger = get_run_logger()
     snapshot = newest_snapshot(incoming)
+    config = with_resolved_tracking(config)  # config → MLFLOW_TRACKING_URI → sqlite:///mlflow.db
     mlflow.set_tracking_uri(config.mlflow.tracking_uri)
     client = MlflowClient()
     done = _already_trained(client, config.mlflow.registered_model, snapshot)

@@ -14,7 +14,7 @@ from prefect.cache_policies import NO_CACHE
 from finetune_core.config.finetune import FinetuneConfig
 from finetune_core.data.prepare import PreparedData
 from finetune_core.errors import ConfigError
-from finetune_core.model.backbone import resolve_backbone
+from finetune_core.model.backbone import backbone_identity, resolve_backbone
 from finetune_core.run_layout import RunLayout
 from finetune_core.selection.candidates import (
     CandidateScore,
@@ -23,6 +23,7 @@ from finetune_core.selection.candidates import (
     score_candidate,
     selection_sample,
 )
+from finetune_core.training.device import Runtime, runtime_for
 from tasks.tracking import log_json
 
 
@@ -54,10 +55,19 @@ def task_runner(config: FinetuneConfig):
 
 @task(name="score-backbone", cache_policy=NO_CACHE, task_run_name="score-{candidate}")
 def score_backbone(
-    config: FinetuneConfig, prepared: PreparedData, candidate: str, sample: np.ndarray, out_dir: Path
+    config: FinetuneConfig, prepared: PreparedData, candidate: str, sample: np.ndarray, out_dir: Path, runtime: Runtime
 ) -> CandidateScore:
-    """Frozen features of one candidate on the sample: LogME (or probe) score, size, latency."""
-    return score_candidate(config, prepared, candidate, sample, Path(out_dir))
+    """Frozen features of one candidate on the sample: LogME (or probe) score, size, latency.
+    An error names the candidate (``score_candidate``)."""
+    return score_candidate(config, prepared, candidate, sample, Path(out_dir), runtime)
+
+
+def tag_backbone(run_id: str, candidate: str, path: str) -> None:
+    """The run's backbone tags: what the configuration asked for (and its hub revision) and a
+    hash of its weights, which mean the same on any machine; the resolved path as a detail."""
+    client = MlflowClient()
+    for key, value in backbone_identity(candidate, path).tags().items():
+        client.set_tag(run_id, key, value)
 
 
 def _log_candidates(result: SelectionResult, run_id: str) -> None:
@@ -91,12 +101,19 @@ def select_backbone(config: FinetuneConfig, prepared: PreparedData, layout: RunL
     paths = [resolve_backbone(c) for c in config.backbone.candidates]  # a missing path fails here, named
     if len(paths) == 1:
         only = CandidateScore(candidate=config.backbone.candidates[0], path=paths[0], metric="none")
-        MlflowClient().set_tag(run_id, "backbone", paths[0])
+        tag_backbone(run_id, config.backbone.candidates[0], paths[0])
         return SelectionResult(selected=only, ranking=[only], seconds=0.0)
     started = time.perf_counter()
     sample = selection_sample(prepared, config.backbone.selection_sample, config.training.seed)
+    # Resolved here, once, not by each mapped task: the workers then share one device and precision.
+    runtime = runtime_for(config.training)
     futures = score_backbone.map(
-        unmapped(config), unmapped(prepared), config.backbone.candidates, unmapped(sample), unmapped(layout.selection)
+        unmapped(config),
+        unmapped(prepared),
+        config.backbone.candidates,
+        unmapped(sample),
+        unmapped(layout.selection),
+        unmapped(runtime),
     )
     result = choose([f.result() for f in futures], config, time.perf_counter() - started)
     table = result.table()
@@ -110,7 +127,7 @@ def select_backbone(config: FinetuneConfig, prepared: PreparedData, layout: RunL
     )
     _log_candidates(result, run_id)
     client = MlflowClient()
-    client.set_tag(run_id, "backbone", result.selected.path)
+    tag_backbone(run_id, result.selected.candidate, result.selected.path)
     client.log_metric(run_id, "selection/seconds", result.seconds)
     get_run_logger().info(
         "selected %s (%s %.4f) among %d candidates in %.1f s",

@@ -12,14 +12,16 @@ from prefect.cache_policies import NO_CACHE
 from finetune_core.config.finetune import FinetuneConfig
 from finetune_core.data.augment import augment_prepared
 from finetune_core.data.drift import profile_parquet
-from finetune_core.data.prepare import PreparedData, RawData, basic_checks, prepare_splits, read_splits
+from finetune_core.data.prepare import SPLITS, PreparedData, RawData, basic_checks, prepare_splits, read_splits
+from finetune_core.data.snapshots import fingerprint
 from finetune_core.errors import DataValidationError
 from finetune_core.run_layout import RunLayout
 from finetune_core.validation.report import markdown
 from finetune_core.validation.suites import ValidationReport, validate_raw
-from tasks.tracking import log_json, log_metrics
+from tasks.tracking import SplitDataset, log_datasets, log_json, log_metrics
 
 PROFILE_ARTIFACT = "data/profile.json"  # label shares and text-length histogram of the training split
+CONTEXTS = {"train": "training", "validation": "validation", "test": "test"}  # MLflow's dataset contexts
 
 
 @task(name="read-data", cache_policy=NO_CACHE)
@@ -82,3 +84,21 @@ def augment(config: FinetuneConfig, prepared: PreparedData, run_id: str) -> Prep
     log_metrics(run_id, {"rows_train_augmented": augmented.rows["train"]}, prefix="data/")
     MlflowClient().set_tag(run_id, "data_fingerprint", augmented.fingerprint)
     return augmented
+
+
+@task(name="record-datasets", cache_policy=NO_CACHE)
+def record_datasets(config: FinetuneConfig, prepared: PreparedData, run_id: str) -> dict[str, SplitDataset]:
+    """The splits trained and evaluated on, as the MLflow run's datasets: the file each came from,
+    a digest of the prepared split (its file's bytes, streamed: no split is loaded) and its rows."""
+    datasets = {
+        split: SplitDataset(
+            name=split,
+            source=str(Path(getattr(config.data, split) or config.data.train).resolve()),  # held out: train's
+            digest=fingerprint({split: prepared.paths[split]}),
+            rows=prepared.rows[split],
+            context=CONTEXTS[split],
+        )
+        for split in SPLITS
+    }
+    log_datasets(run_id, list(datasets.values()))
+    return datasets

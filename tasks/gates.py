@@ -13,8 +13,9 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
 from finetune_core.config.finetune import FinetuneConfig
-from finetune_core.data.prepare import LABEL, TEXT, PreparedData
+from finetune_core.data.prepare import LABEL, TEXT, TEXT_PAIR, PreparedData
 from finetune_core.errors import ConfigError
+from finetune_core.evaluation.baseline import original_train_labels, trivial_baseline
 from finetune_core.evaluation.comparison import comparable, predicted_ids, served_metrics
 from finetune_core.evaluation.gates import GateVerdict, evaluate_gates, per_example_scores
 from finetune_core.evaluation.metric_table import unknown_metrics
@@ -44,7 +45,10 @@ def evaluate_champion(
         return None
     test = prepared.frame("test")
     model = mlflow.pyfunc.load_model(f"models:/{name}@{CHAMPION}")
-    served = model.predict(pd.DataFrame({config.data.text_column: test[TEXT].tolist()}))
+    inputs = {config.data.text_column: test[TEXT].tolist()}
+    if config.data.text_pair_column:  # a single-text champion reads its own column and ignores this one
+        inputs[config.data.text_pair_column] = test[TEXT_PAIR].tolist()
+    served = model.predict(pd.DataFrame(inputs))
     reason = comparable(config.task, served, prepared.labels)
     if reason is not None:
         get_run_logger().warning("champion v%s not comparable: %s", current.version, reason)
@@ -70,8 +74,9 @@ def apply_gates(
     champion: ChampionResult | None,
     run_id: str,
 ) -> GateVerdict:
-    """Absolute thresholds on the test metrics; no regression against the champion measured
-    on the same rows; optionally a significant improvement (paired bootstrap)."""
+    """Absolute thresholds on the test metrics; better than the trivial baseline (train's majority
+    class or mean) on the same rows; no regression against the champion measured on the same
+    rows; optionally a significant improvement (paired bootstrap)."""
     unknown = unknown_metrics(config.task, sorted(config.gates.metrics()), prepared.labels)
     if unknown:
         raise ConfigError(f"gates name metric(s) {unknown} that this run does not produce (classes: {prepared.labels})")
@@ -85,6 +90,12 @@ def apply_gates(
             per_example_scores(config.task, targets, predicted_ids(config.task, ours, prepared.labels)),
             per_example_scores(config.task, targets, predicted_ids(config.task, theirs, prepared.labels)),
         )
+    baseline = None
+    if config.gates.beat_baseline:
+        targets = pd.read_parquet(layout.test_predictions, columns=["target"])["target"].to_numpy()
+        train = original_train_labels(prepared.paths["train"])
+        baseline = trivial_baseline(config.task, train, targets, prepared.labels)
+        log_metrics(run_id, baseline.metrics, prefix="baseline/")
     verdict = evaluate_gates(
         config.task,
         metrics,
@@ -93,6 +104,8 @@ def apply_gates(
         champion.version if champion else None,
         scores,
         not_comparable=champion.reason if champion else None,
+        baseline=baseline,
+        primary=config.training.metric,
     )
     log_json(run_id, verdict.model_dump(), "gates.json")
     MlflowClient().set_tag(run_id, "gate", "passed" if verdict.passed else "failed")

@@ -16,11 +16,12 @@ from pydantic import BaseModel
 
 import finetune_core
 from finetune_core.config.finetune import FinetuneConfig
-from finetune_core.data.prepare import TEXT, PreparedData
+from finetune_core.data.chunks import parquet_chunks
+from finetune_core.data.prepare import TEXT, TEXT_PAIR, PreparedData
 from finetune_core.serving import SHIPPED_MODULES
 from finetune_core.serving.predictor import Predictor
 from tasks.registry import CHALLENGER, CHAMPION, alias_version, versions_of
-from tasks.tracking import active_run
+from tasks.tracking import SplitDataset, active_run, log_metrics
 
 # MLflow "models from code": this file is copied into the model; importing it here would run it.
 SERVING_MODEL_FILE = Path(__file__).with_name("serving_model.py")
@@ -85,11 +86,32 @@ def log_pyfunc(model_dir: Path, example: pd.DataFrame, run_id: str) -> str:
     return info.model_uri
 
 
+def model_id_of(model_uri: str) -> str:
+    """The logged model's id: MLflow 3 names a logged model ``models:/<model id>``."""
+    if not model_uri.startswith("models:/m-"):
+        raise ValueError(f"not a logged model's URI: {model_uri}")
+    return model_uri.removeprefix("models:/")
+
+
 @task(name="log-model", cache_policy=NO_CACHE)
-def log_model(config: FinetuneConfig, prepared: PreparedData, model_dir: Path, run_id: str) -> str:
-    """Log model, tokenizer and label map as one pyfunc model with signature and input example."""
-    examples = prepared.frame("test")[TEXT].head(3).tolist()
-    model_uri = log_pyfunc(model_dir, pd.DataFrame({prepared.text_column: examples}), run_id)
+def log_model(
+    config: FinetuneConfig,
+    prepared: PreparedData,
+    model_dir: Path,
+    run_id: str,
+    test_metrics: dict[str, float] | None = None,
+    test_dataset: SplitDataset | None = None,
+) -> str:
+    """Log model, tokenizer and label map as one pyfunc model with signature and input example;
+    then its test metrics as ``test/…``, on the run and on the logged model's page (measured on
+    ``test_dataset``)."""
+    columns = {TEXT: prepared.text_column}
+    if prepared.text_pair_column:  # sentence pairs: the signature names both columns
+        columns[TEXT_PAIR] = prepared.text_pair_column
+    examples = next(parquet_chunks(prepared.paths["test"], 3, list(columns))())  # not the whole split
+    model_uri = log_pyfunc(model_dir, examples[list(columns)].rename(columns=columns), run_id)
+    if test_metrics:
+        log_metrics(run_id, test_metrics, prefix="test/", model_id=model_id_of(model_uri), dataset=test_dataset)
     get_run_logger().info("logged model %s", model_uri)
     return model_uri
 
@@ -177,7 +199,7 @@ def publish_version(version: RegisteredVersion, verdict_summary: str, tracking_u
     """A Markdown artifact for MLOps engineers: the gate decision and where the version is."""
     from prefect.artifacts import create_markdown_artifact
 
-    alias = "champion" if version.champion else "challenger only"
+    alias = "champion" if version.champion else "rejected by the gates, challenger only"
     link = f"`{version.registry_uri}`"
     if tracking_uri.startswith("http"):
         link = (

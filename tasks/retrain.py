@@ -44,8 +44,11 @@ def measure_drift(
     with tempfile.TemporaryDirectory() as scratch:  # the snapshot streamed to Parquet, never whole in memory
         raw = Path(scratch) / "train.parquet"
         read_to_parquet(Path(config.data.train), raw)
-        require_columns(raw, config.data.train, config.data.text_column, config.data.label_column)
-        current = profile_parquet(raw, None, config.task, text=config.data.text_column, label=config.data.label_column)
+        data = config.data
+        require_columns(raw, data.train, data.text_column, data.label_column, data.text_pair_column)
+        current = profile_parquet(
+            raw, None, config.task, text=data.text_column, label=data.label_column, pair=data.text_pair_column
+        )
     report = compare(reference, current, max_label_distance, max_length_psi)
     create_markdown_artifact(
         key="drift",

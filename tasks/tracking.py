@@ -1,4 +1,5 @@
-"""MLflow at the edges: parameters, per-epoch metrics, text artifacts. No Prefect here.
+"""MLflow at the edges: parameters, per-epoch metrics, text artifacts, the run's datasets. No
+Prefect here.
 
 Every function takes the run id explicitly, so it logs to the flow's run from any thread.
 """
@@ -14,8 +15,11 @@ from pathlib import Path
 
 import mlflow
 from mlflow import MlflowClient
+from mlflow.data.dataset_source_registry import resolve_dataset_source
+from mlflow.data.meta_dataset import MetaDataset
 from mlflow.entities import Metric, Param
 from mlflow.utils.validation import MAX_ENTITY_KEY_LENGTH, MAX_PARAM_VAL_LENGTH
+from pydantic import BaseModel
 
 from finetune_core.config.finetune import FinetuneConfig
 from finetune_core.config.loading import flatten
@@ -23,7 +27,7 @@ from finetune_core.config.loading import flatten
 TRUNCATED_MARK = "...[truncated, see config.yaml]"
 # Our pyfunc model is logged with an explicit signature and input example; MLflow's advice to
 # add type hints to `predict` (for inferring one) is noise in every run's log.
-warnings.filterwarnings("ignore", message=r"Add type hints to the `predict` method")
+warnings.filterwarnings("ignore", message=r".*Add type hints to the `predict` method")  # (colour codes first)
 
 
 def shorten(value: str, limit: int = MAX_PARAM_VAL_LENGTH) -> str:
@@ -39,10 +43,22 @@ def log_config(run_id: str, config: FinetuneConfig) -> None:
     client.log_dict(run_id, config.model_dump(mode="json"), "config.yaml")
 
 
-def log_metrics(run_id: str, metrics: dict[str, float], prefix: str = "", step: int = 0) -> None:
+def log_metrics(
+    run_id: str,
+    metrics: dict[str, float],
+    prefix: str = "",
+    step: int = 0,
+    model_id: str | None = None,
+    dataset: SplitDataset | None = None,
+) -> None:
+    """Finite numbers only. ``model_id``: the metrics also go on that logged model's page (MLflow 3),
+    measured on ``dataset`` (one the run recorded with ``log_datasets``)."""
     timestamp = int(time.time() * 1000)
+    on = {"model_id": model_id}
+    if dataset is not None:
+        on.update(dataset_name=dataset.name, dataset_digest=dataset.digest)
     batch = [
-        Metric(f"{prefix}{name}", float(value), timestamp, step)
+        Metric(f"{prefix}{name}", float(value), timestamp, step, **on)
         for name, value in metrics.items()
         if isinstance(value, (int, float)) and math.isfinite(value)
     ]
@@ -60,11 +76,59 @@ class EpochLogger:
     def __call__(self, stage: str, epoch: int, metrics: dict) -> None:
         if mlflow.get_tracking_uri() != self.tracking_uri:
             mlflow.set_tracking_uri(self.tracking_uri)
+        if self._logged(stage, epoch, metrics):  # reported again after a crash: once is enough
+            return
         log_metrics(self.run_id, metrics, prefix=f"{stage}/", step=epoch)
+
+    def _logged(self, stage: str, epoch: int, metrics: dict) -> bool:
+        first = next((k for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)), None)
+        if first is None:
+            return False
+        history = MlflowClient().get_metric_history(self.run_id, f"{stage}/{first}")
+        return any(m.step == epoch for m in history)
 
 
 def epoch_logger(run_id: str) -> EpochLogger:
     return EpochLogger(run_id)
+
+
+class SplitDataset(BaseModel):
+    """A split as a run's dataset input: where it came from, its fingerprint and its rows."""
+
+    name: str  # the split: train, validation, test
+    source: str  # the file it was read from (a held-out validation split: the train file)
+    digest: str
+    rows: int
+    context: str  # MLflow's input context: training, validation, test
+
+
+class _SplitReference(MetaDataset):
+    """A MetaDataset (a reference, not the data) with the row count as its profile."""
+
+    def __init__(self, split: SplitDataset):
+        with warnings.catch_warnings():  # MLflow registers its local-file source twice and says so
+            warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted in multiple")
+            source = resolve_dataset_source(split.source)
+        super().__init__(source, name=split.name, digest=split.digest)
+        self.rows = split.rows
+
+    @property
+    def profile(self) -> dict:
+        return {"num_rows": self.rows}
+
+    def to_dict(self) -> dict[str, str]:
+        return {**super().to_dict(), "profile": json.dumps(self.profile)}
+
+
+def log_datasets(run_id: str, datasets: list[SplitDataset]) -> None:
+    """Record the splits as the run's dataset inputs (the run's Datasets in the MLflow UI): a
+    reference with digest and row count, not the data, so a split of any size costs nothing."""
+    with active_run(run_id):
+        mlflow.log_inputs(
+            [_SplitReference(s) for s in datasets],
+            contexts=[s.context for s in datasets],
+            tags_list=[None] * len(datasets),
+        )
 
 
 def log_json(run_id: str, payload: dict, artifact_file: str) -> None:

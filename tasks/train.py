@@ -1,8 +1,12 @@
-"""The training stages as Prefect tasks; each returns its stage result, models stay on disk."""
+"""The training stages as Prefect tasks; each returns its stage result, models stay on disk.
+
+Each stage logs one line per epoch and moves the run's progress artifact (``progress_artifact``,
+made by the flow); the command line's live bar hears the same events (tasks.progress)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from uuid import UUID
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -11,9 +15,11 @@ from finetune_core.config.finetune import FinetuneConfig
 from finetune_core.data.prepare import PreparedData
 from finetune_core.evaluation.test_split import evaluate_model
 from finetune_core.run_layout import RunLayout
-from finetune_core.training import stages
+from finetune_core.training import recipe, stages
+from finetune_core.training.contrastive import train_contrastive as tune_on_pairs
 from finetune_core.training.loop import StageResult
-from tasks.tracking import epoch_logger, log_metrics
+from tasks.progress import stage_progress
+from tasks.tracking import epoch_logger, log_metrics, shorten
 
 _TIMINGS = ("wall_seconds", "train_seconds", "samples_per_second", "train_examples", "epochs_run", "best_epoch")
 
@@ -35,6 +41,52 @@ def _report(run_id: str, result: StageResult) -> StageResult:
     return result
 
 
+@task(name="choose-recipe", cache_policy=NO_CACHE)
+def choose_recipe(config: FinetuneConfig, prepared: PreparedData, run_id: str) -> tuple[FinetuneConfig, recipe.Recipe]:
+    """The configuration the stages run (``strategy: auto`` resolved; best-epoch restore and
+    calibration off on a tiny validation split); the choice and why: run params and a log line."""
+    from mlflow import MlflowClient
+
+    resolved, chosen = recipe.resolve(config, prepared)
+    client = MlflowClient()
+    for key, value in {
+        "training.strategy_resolved": chosen.strategy,
+        "training.strategy_reason": chosen.reason,
+        "training.validation_use": chosen.validation,
+    }.items():
+        client.log_param(run_id, key, shorten(value))  # the same value again on resume: allowed
+    logger = get_run_logger()
+    logger.info("strategy %s (%s): %s", chosen.strategy, config.training.strategy, chosen.reason)
+    if chosen.validation != "used":
+        logger.warning("validation split too small (%s): no best-epoch restore, no calibration", chosen.validation)
+    return resolved, chosen
+
+
+@task(name="train-contrastive", cache_policy=NO_CACHE)
+def train_contrastive(
+    config: FinetuneConfig,
+    prepared: PreparedData,
+    backbone: str,
+    layout: RunLayout,
+    run_id: str,
+    resume: bool = False,
+    progress_artifact: UUID | None = None,
+) -> StageResult:
+    """Strategy contrastive: the backbone tuned on same/different-class pairs; encoder in
+    layout.contrastive, which the frozen stage then loads."""
+    result = tune_on_pairs(
+        config,
+        prepared,
+        backbone,
+        layout.contrastive,
+        epoch_logger(run_id),
+        layout.checkpoints,
+        resume,
+        stage_progress("contrastive", get_run_logger(), progress_artifact),
+    )
+    return _report(run_id, result)
+
+
 @task(name="train-frozen", cache_policy=NO_CACHE)
 def train_frozen(
     config: FinetuneConfig,
@@ -44,6 +96,7 @@ def train_frozen(
     run_id: str,
     resume: bool = False,
     known_features: str | None = None,
+    progress_artifact: UUID | None = None,
 ) -> StageResult:
     """Stage 1: the task head on cached frozen-backbone features (train rows backbone selection
     extracted are reused); model in layout.frozen."""
@@ -56,17 +109,30 @@ def train_frozen(
         layout.checkpoints,
         resume,
         Path(known_features) if known_features else None,
+        stage_progress("frozen", get_run_logger(), progress_artifact),
     )
     return _report(run_id, result)
 
 
 @task(name="train-unfrozen", cache_policy=NO_CACHE)
 def train_unfrozen(
-    config: FinetuneConfig, prepared: PreparedData, layout: RunLayout, run_id: str, resume: bool = False
+    config: FinetuneConfig,
+    prepared: PreparedData,
+    layout: RunLayout,
+    run_id: str,
+    resume: bool = False,
+    progress_artifact: UUID | None = None,
 ) -> StageResult:
     """Stage 2: unfreeze and fine-tune from the stage-1 model; model in layout.model."""
     result = stages.train_unfrozen(
-        config, prepared, layout.frozen, layout.model, epoch_logger(run_id), layout.checkpoints, resume
+        config,
+        prepared,
+        layout.frozen,
+        layout.model,
+        epoch_logger(run_id),
+        layout.checkpoints,
+        resume,
+        stage_progress("unfrozen", get_run_logger(), progress_artifact),
     )
     return _report(run_id, result)
 
@@ -87,10 +153,10 @@ def calibrate(config: FinetuneConfig, prepared: PreparedData, layout: RunLayout,
 
 
 @task(name="evaluate", cache_policy=NO_CACHE)
-def evaluate(config: FinetuneConfig, prepared: PreparedData, layout: RunLayout, run_id: str) -> dict:
-    """Test metrics as served; the served predictions are kept for the gates and reviewers."""
+def evaluate(config: FinetuneConfig, prepared: PreparedData, layout: RunLayout) -> dict:
+    """Test metrics as served; the served predictions are kept for the gates and reviewers. The
+    metrics are logged with the logged model (``log_model``), so its MLflow page shows them."""
     metrics = evaluate_model(config, prepared, layout.model, layout.test_predictions)
-    log_metrics(run_id, metrics, prefix="test/")
     get_run_logger().info(
         "test metrics: %s", {k: round(v, 4) for k, v in metrics.items() if not k.startswith("support")}
     )

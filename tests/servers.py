@@ -43,9 +43,9 @@ def stop(process: subprocess.Popen) -> None:
         process.kill()
 
 
-def start_mlflow_server(root: Path) -> tuple[str, subprocess.Popen]:
-    """`mlflow server` with a SQLite backend and a local artifact root, on a free port."""
-    port = free_port()
+def start_mlflow_server(root: Path, port: int | None = None) -> tuple[str, subprocess.Popen]:
+    """`mlflow server` with a SQLite backend and a local artifact root, on ``port`` (default: a free one)."""
+    port = port or free_port()
     url = f"http://127.0.0.1:{port}"
     process = start(
         [

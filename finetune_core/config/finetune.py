@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Literal
 
@@ -19,7 +20,7 @@ from finetune_core.config.base import Strict
 from finetune_core.config.gates import GatesConfig
 from finetune_core.config.sections import BackboneConfig, DataConfig, MlflowConfig, TrainingConfig
 from finetune_core.config.validation import ValidationConfig
-from finetune_core.evaluation.metric_table import unknown_metrics
+from finetune_core.evaluation.metric_table import TASK_METRICS, unknown_metrics
 
 
 class FinetuneConfig(Strict):
@@ -45,6 +46,8 @@ class FinetuneConfig(Strict):
     def _check_consistency(self) -> FinetuneConfig:
         if self.data.text_column == self.data.label_column:
             raise ValueError("data.text_column and data.label_column must differ")
+        if self.data.text_pair_column in (self.data.text_column, self.data.label_column):
+            raise ValueError("data.text_pair_column must differ from data.text_column and data.label_column")
         training = self.training
         frozen, unfrozen = training.frozen.epochs, training.unfrozen.epochs
         if training.strategy == "linear-probe" and frozen == 0:
@@ -53,20 +56,41 @@ class FinetuneConfig(Strict):
             raise ValueError("training.strategy full needs training.unfrozen.epochs > 0")
         if frozen + unfrozen == 0:
             raise ValueError("training.frozen.epochs and training.unfrozen.epochs are both 0: nothing to train")
-        if training.unfrozen.gradual and training.strategy != "lp-ft":
-            raise ValueError("training.unfrozen.gradual applies to strategy lp-ft only")
+        if training.unfrozen.gradual and training.strategy not in ("lp-ft", "auto", "contrastive"):
+            raise ValueError("training.unfrozen.gradual applies to strategies lp-ft, contrastive and auto only")
+        if training.strategy == "contrastive" and self.task != "classification":
+            raise ValueError("training.strategy contrastive needs task classification (pairs of same/different class)")
+        if training.strategy == "contrastive" and training.frozen.epochs == 0:
+            raise ValueError("training.strategy contrastive needs training.frozen.epochs > 0 (the head after pairs)")
+        if training.metric is not None and training.metric not in TASK_METRICS[self.task]:
+            raise ValueError(
+                f"training.metric {training.metric!r} is not a metric of task {self.task} "
+                f"(one of: {', '.join(TASK_METRICS[self.task])})"
+            )
+        if training.class_weights != "none" and self.task != "classification":
+            raise ValueError("training.class_weights needs task classification")
+        if isinstance(training.class_weights, dict):
+            bad = {k: v for k, v in training.class_weights.items() if not (v > 0 and math.isfinite(v))}
+            if bad:
+                raise ValueError(f"training.class_weights must be positive finite numbers: {bad}")
         unknown = unknown_metrics(self.task, sorted(self.gates.metrics()))
         if unknown:
             raise ValueError(f"gates name metric(s) {unknown} that task {self.task} does not produce")
-        if training.num_processes > 1 and training.unfrozen.max_minutes:
+        if (training.num_processes > 1 or training.launcher == "torchrun") and training.unfrozen.max_minutes:
             raise ValueError(
                 "training.unfrozen.max_minutes is single-process only (ranks would stop at different steps)"
             )
+        if training.torchrun_args and training.launcher != "torchrun":
+            raise ValueError("training.torchrun_args needs training.launcher: torchrun")
+        if any(arg.startswith(("--nproc-per-node", "--nproc_per_node")) for arg in training.torchrun_args):
+            raise ValueError("training.torchrun_args: set the processes per node with training.num_processes")
         if self.augmentation.balance and self.task != "classification":
             raise ValueError("augmentation.balance needs task classification (classes to balance)")
         return self
 
     def fingerprint(self) -> str:
-        """Stable hash of the configuration, for lineage tags."""
-        payload = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        """Stable hash of the configuration, for lineage tags. The tracking URI is left out: where a
+        run is recorded is not how it trains (the same configuration on two stores hashes the same,
+        and resolving the URI from the environment never changes it)."""
+        payload = json.dumps(self.model_dump(mode="json", exclude={"mlflow": {"tracking_uri"}}), sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]

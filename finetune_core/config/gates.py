@@ -7,10 +7,15 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from finetune_core.config.base import Strict
-from finetune_core.evaluation.metric_table import PRIMARY_METRIC
+from finetune_core.evaluation.metric_table import primary_metric
 
 
 class GatesConfig(Strict):
+    beat_baseline: bool = Field(
+        True,
+        description="The primary metric must be strictly better than the trivial baseline's on the test set "
+        "(the train majority class for classification, the train mean for regression).",
+    )
     min: dict[str, float] = Field(default_factory=dict, description="Absolute floors, e.g. {accuracy: 0.85}.")
     max: dict[str, float] = Field(default_factory=dict, description="Absolute ceilings, e.g. {mse: 0.4}.")
     max_regression: dict[str, float] = Field(
@@ -36,5 +41,6 @@ class GatesConfig(Strict):
     def metrics(self) -> set[str]:
         return set(self.min) | set(self.max) | set(self.max_regression)
 
-    def regression_rules(self, task: str) -> dict[str, float]:
-        return self.max_regression or {PRIMARY_METRIC[task][0]: 0.0}
+    def regression_rules(self, task: str, metric: str | None = None) -> dict[str, float]:
+        """``max_regression``, else: the primary metric (``training.metric``) must not get worse."""
+        return self.max_regression or {primary_metric(task, metric)[0]: 0.0}

@@ -24,6 +24,12 @@ class DataConfig(Strict):
     test: Path = Field(description="Labelled test file used for the final evaluation.")
     text_column: str = Field("sentence", min_length=1, description="Column holding the input text.")
     label_column: str = Field("label", min_length=1, description="Column holding the label or target.")
+    text_pair_column: str | None = Field(
+        None,
+        min_length=1,
+        description="Column holding the second text of a sentence pair (paraphrase, entailment, similarity); "
+        "the two texts are tokenised as a pair.",
+    )
     max_train_samples: int | None = Field(
         None, gt=0, description="Optional seeded subsample of train (after the validation split)."
     )
@@ -98,6 +104,18 @@ class UnfrozenStageConfig(StageConfig):
     )
 
 
+class ContrastiveStageConfig(StageConfig):
+    """SetFit-style encoder tuning before the head (strategy `contrastive`); defaults follow SetFit's."""
+
+    epochs: int = Field(1, ge=0, description="Epochs over freshly sampled pairs (0 skips the stage).")
+    learning_rate: float = Field(2e-5, gt=0, le=1, description="Encoder learning rate while tuning on pairs.")
+    pairs_per_example: int = Field(
+        20, gt=0, description="Per training row and epoch: this many similar (same class) and dissimilar pairs."
+    )
+    batch_size: int = Field(16, gt=0, description="Pairs per training step.")
+    max_pairs: int = Field(20000, gt=0, description="Cap on the pairs of one epoch (seeded subsample).")
+
+
 class LoraConfig(Strict):
     r: int = Field(8, gt=0, description="Adapter rank.")
     alpha: int = Field(16, gt=0, description="Adapter scaling numerator (scale = alpha / r).")
@@ -120,10 +138,15 @@ class TrainingConfig(Strict):
     eval_batch_size: int = Field(128, gt=0, description="Batch size for validation, test and prediction.")
     max_length: int = Field(128, gt=1, le=8192, description="Longest input in tokens; longer texts are truncated.")
     seed: int = Field(42, ge=0, description="Seed for splits, subsampling, shuffling and initialisation.")
-    strategy: Literal["lp-ft", "full", "linear-probe", "lora"] = Field(
-        "lp-ft",
-        description="lp-ft: head on the frozen backbone, then everything; full: skip the frozen stage; "
-        "linear-probe: frozen stage only; lora: frozen stage, then adapters and head.",
+    strategy: Literal["auto", "lp-ft", "full", "linear-probe", "lora", "contrastive"] = Field(
+        "auto",
+        description="auto: chosen from the training rows per class (finetune_core.training.recipe); "
+        "lp-ft: head on the frozen backbone, then everything; full: skip the frozen stage; "
+        "linear-probe: frozen stage only; lora: frozen stage, then adapters and head; "
+        "contrastive: tune the encoder on same/different-class pairs (SetFit), then lp-ft's stages.",
+    )
+    contrastive: ContrastiveStageConfig = Field(
+        default_factory=ContrastiveStageConfig, description="The pair-tuning stage of strategy `contrastive`."
     )
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (never on biases or LayerNorm).")
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
@@ -137,17 +160,47 @@ class TrainingConfig(Strict):
     device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="auto: cuda, then mps, then cpu.")
     num_threads: int | None = Field(None, gt=0, description="torch CPU threads (default: torch's choice).")
     num_processes: int = Field(
-        1, ge=1, description="Data-parallel processes for the unfrozen stage (gloo on CPUs, one GPU each elsewhere)."
+        1,
+        ge=1,
+        description="Data-parallel (DDP) processes per node for the unfrozen stage (gloo on CPUs, one GPU each "
+        "elsewhere).",
+    )
+    launcher: Literal["local", "torchrun"] = Field(
+        "local",
+        description="How the data-parallel processes start. local: num_processes on this machine through torch's "
+        "elastic launcher; torchrun: the stage runs under torchrun's elastic agent with torchrun_args (multi-node; "
+        "other nodes run the command written next to the run's model directory).",
+    )
+    torchrun_args: list[str] = Field(
+        default_factory=list,
+        description="torchrun options for launcher torchrun, e.g. [--nnodes=2, --rdzv-backend=c10d, "
+        "--rdzv-endpoint=HOST:29400, --rdzv-id=RUN]; empty: --standalone (one node).",
+    )
+    max_restarts: int = Field(
+        0, ge=0, description="Restarts of a failed worker group by the elastic agent; each resumes from the last epoch."
     )
     feature_cache: bool = Field(True, description="Cache frozen-backbone features on disk for re-runs.")
     cache_dir: Path | None = Field(None, description="Feature cache directory (default: ~/.cache/finetune).")
     calibrate: bool = Field(True, description="Fit temperature scaling on validation (classification).")
+    metric: str | None = Field(
+        None,
+        description="Validation metric that picks the best epoch, stops early and decides the champion comparison "
+        "(unset: accuracy for classification, spearman for regression).",
+    )
+    class_weights: Literal["none", "balanced"] | dict[str, float] = Field(
+        "none",
+        description="Cross-entropy class weights (classification): none, balanced (n_samples / (n_classes * "
+        "count) from train), or {label: weight}.",
+    )
     lora: LoraConfig = Field(default_factory=LoraConfig, description="Adapters for strategy `lora`.")
 
 
 class MlflowConfig(Strict):
-    tracking_uri: str = Field(
-        "sqlite:///mlflow.db", min_length=1, description="Tracking server URI or database (default: ./mlflow.db)."
+    tracking_uri: str | None = Field(
+        None,
+        min_length=1,
+        description="Tracking server URI or database. Unset: the MLFLOW_TRACKING_URI environment variable, "
+        "else sqlite:///mlflow.db in the working directory (finetune_core.config.tracking).",
     )
     experiment: str = Field("finetune", min_length=1, description="MLflow experiment name.")
     registered_model: str = Field("finetune-model", min_length=1, description="Registered model name.")

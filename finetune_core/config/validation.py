@@ -1,4 +1,11 @@
-"""Configuration of data validation (`validation`): each check, its default severity, thresholds."""
+"""Configuration of data validation (`validation`): each check, its default severity, thresholds.
+
+Checks with a threshold on a share or a count have two levels: a warning level (the field
+named after the threshold, e.g. ``max_duplicate_fraction``) that reports and lets the run go on,
+and an error level (the same name with ``_error``) that stops the run. ``severity.<check>``
+keeps its meaning for such a check: what failing the *warning* level does (``error`` stops
+there already, ``off`` skips both levels); the error level stops the run unless it is null.
+"""
 
 from __future__ import annotations
 
@@ -19,14 +26,43 @@ CHECKS: dict[str, tuple[str, Severity]] = {
     "text_length": ("text length in characters lies within bounds", "warning"),
     "text_tokens": ("text length in tokens stays within `max_text_tokens` (when set)", "warning"),
     "label_not_null": ("every row has a label", "error"),
+    "label_types": ("train labels are all numbers or all words, not a mix (classification)", "error"),
+    "label_typos": (
+        "no train label is a case/spacing variant or likely misspelling of another (classification)",
+        "error",
+    ),
     "labels_known": ("validation/test labels all occur in train (classification)", "error"),
     "min_classes": ("train has at least two classes (classification)", "error"),
-    "class_fraction": ("every train class has at least `min_class_fraction` of the rows", "warning"),
+    "class_rows": (
+        "every train class has at least `min_class_rows` rows; stops below `min_class_rows_error`",
+        "warning",
+    ),
+    "class_fraction": (
+        "every train class has at least `min_class_fraction` of the rows; stops below `min_class_fraction_error`",
+        "warning",
+    ),
     "target_finite": ("targets are finite numbers (regression)", "error"),
     "target_bounds": ("targets lie within `target_min`..`target_max` (regression, when set)", "error"),
-    "duplicates": ("at most `max_duplicate_fraction` of a split repeats an earlier text", "warning"),
+    "duplicates": (
+        "at most `max_duplicate_fraction` of a split repeats an earlier text; "
+        "stops above `max_duplicate_fraction_error`",
+        "warning",
+    ),
     "leakage": ("at most `max_leakage_fraction` of validation/test texts also occur in train", "error"),
 }
+
+# Checks with two levels: check -> (warning-level field, error-level field, "max" | "min").
+# For "max" thresholds the error level is the larger one, for "min" thresholds the smaller one.
+LEVELS: dict[str, tuple[str, str, str]] = {
+    "duplicates": ("max_duplicate_fraction", "max_duplicate_fraction_error", "max"),
+    "class_fraction": ("min_class_fraction", "min_class_fraction_error", "min"),
+    "class_rows": ("min_class_rows", "min_class_rows_error", "min"),
+}
+
+
+def _looser(direction: str, error: float, warning: float) -> bool:
+    """The error level is at least as permissive as the warning level."""
+    return error >= warning if direction == "max" else error <= warning
 
 
 class ValidationConfig(Strict):
@@ -40,11 +76,34 @@ class ValidationConfig(Strict):
         ge=1,
         description="Longest text in tokens of the first backbone candidate's tokenizer (unset: not checked).",
     )
-    min_class_fraction: float = Field(0.01, ge=0, lt=1, description="Smallest share of train rows a class may have.")
+    min_class_fraction: float = Field(
+        0.01, ge=0, lt=1, description="Warning level: smallest share of train rows a class may have."
+    )
+    min_class_fraction_error: float | None = Field(
+        None, ge=0, lt=1, description="Error level: a class with a smaller share of train stops the run (null: never)."
+    )
+    # A class needs a handful of rows to be learnt at all; with fewer than 5, a 10 % held-out
+    # validation split gets none of them and its test metrics are noise (the malformed-data corpus:
+    # a class of 2 in 300 rows trained and became champion).
+    min_class_rows: int = Field(10, ge=0, description="Warning level: fewest train rows a class may have.")
+    min_class_rows_error: int | None = Field(
+        5, ge=0, description="Error level: a class with fewer train rows stops the run (null: never)."
+    )
     target_min: float | None = Field(None, description="Smallest allowed regression target.")
     target_max: float | None = Field(None, description="Largest allowed regression target.")
     max_duplicate_fraction: float = Field(
-        0.1, ge=0, le=1, description="Largest share of a split whose normalised text repeats an earlier row."
+        0.05,
+        ge=0,
+        le=1,
+        description="Warning level: largest share of a split whose normalised text repeats an earlier row.",
+    )
+    # Half a split repeating itself is no longer a dataset with some duplicates but a few texts
+    # copied (the corpus: 20 texts x 20 trained and became champion); above it the run stops.
+    max_duplicate_fraction_error: float | None = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Error level: a larger share of repeated texts in a split stops the run (null: never).",
     )
     max_leakage_fraction: float = Field(
         0.0,
@@ -54,7 +113,8 @@ class ValidationConfig(Strict):
     )
     severity: dict[str, Severity] = Field(
         default_factory=dict,
-        description="Per-check severity overrides (error | warning | off); checks: " + ", ".join(CHECKS) + ".",
+        description="Per-check severity overrides (error | warning | off; for a check with two levels, what "
+        "failing its warning level does); checks: " + ", ".join(CHECKS) + ".",
     )
     examples: int = Field(5, ge=0, le=100, description="Example rows shown per failed check in the reports.")
     chunk_rows: int = Field(
@@ -63,6 +123,24 @@ class ValidationConfig(Strict):
         description="Rows validated at once; larger splits are validated chunk by chunk, with the "
         "whole-split checks (row counts, duplicates, leakage, label set, class shares) counted over every chunk first.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _error_level_follows_a_looser_warning_level(cls, data):
+        """A configuration that sets only the warning level looser than the default error level (as
+        configurations written before the error level existed may: `max_duplicate_fraction: 1.0`)
+        moves the error level with it, instead of being stopped by a level it never asked for."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for warning_field, error_field, direction in LEVELS.values():
+            default = cls.model_fields[error_field].default
+            warning = data.get(warning_field)
+            if error_field in data or default is None or not isinstance(warning, (int, float)):
+                continue
+            if not _looser(direction, default, warning):
+                data[error_field] = warning
+        return data
 
     @field_validator("severity")
     @classmethod
@@ -78,7 +156,32 @@ class ValidationConfig(Strict):
             raise ValueError("min_text_chars is larger than max_text_chars")
         if self.target_min is not None and self.target_max is not None and self.target_min > self.target_max:
             raise ValueError("target_min is larger than target_max")
+        for warning_field, error_field, direction in LEVELS.values():
+            warning, error = getattr(self, warning_field), getattr(self, error_field)
+            if error is not None and not _looser(direction, error, warning):
+                relation = "below" if direction == "max" else "above"
+                raise ValueError(
+                    f"{error_field} ({error}) is {relation} {warning_field} ({warning}): "
+                    "the error level must be at least as permissive as the warning level"
+                )
         return self
 
     def severity_of(self, check: str) -> Severity:
         return self.severity.get(check, CHECKS[check][1])
+
+    def levels(self, check: str) -> list[tuple[Severity, float]]:
+        """(severity, threshold) of each level of ``check`` that runs: the warning-level threshold
+        at ``severity_of(check)``, then the error level when it adds anything."""
+        severity = self.severity_of(check)
+        if severity == "off":
+            return []
+        if check not in LEVELS:
+            raise KeyError(f"{check} has no threshold levels")
+        warning_field, error_field, _ = LEVELS[check]
+        warning, error = getattr(self, warning_field), getattr(self, error_field)
+        planned: list[tuple[Severity, float]] = []
+        if severity == "error" or error is None or error != warning:
+            planned.append((severity, warning))
+        if severity != "error" and error is not None:
+            planned.append(("error", error))
+        return planned

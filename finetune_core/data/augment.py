@@ -4,8 +4,9 @@ Each augmented copy gets one operation, drawn among those enabled: random swap, 
 deletion, and (with a replacement source) synonym replacement and random insertion. No
 offline synonym dictionary ships in a package we can install here (NLTK's WordNet is a
 separate download), so replacements come from a masked language model in context: mask the
-word (or a gap) and draw among the model's top predictions that are whole words. Everything
-is seeded; validation and test are never touched.
+word (or a gap) and draw among the model's top predictions that are whole words, decoded
+through its tokenizer (WordPiece, byte-level BPE and SentencePiece vocabularies alike).
+Everything is seeded; validation and test are never touched.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pandas as pd
 
 from finetune_core.config.augmentation import AugmentationConfig
 from finetune_core.config.finetune import FinetuneConfig
-from finetune_core.data.prepare import LABEL, SPLITS, TEXT, PreparedData, data_fingerprint
+from finetune_core.data.prepare import LABEL, TEXT, PreparedData, files_fingerprint
 from finetune_core.errors import ConfigError
 
 AUGMENTED = "augmented"
@@ -30,9 +31,15 @@ STOP_WORDS = frozenset(
 
 
 class MaskedLmReplacer:
-    """Contextual replacements from a masked LM: top-k whole-word predictions for a masked slot."""
+    """Contextual replacements from a masked LM: the top whole-word predictions for a masked slot.
 
-    def __init__(self, model: str, top_k: int = 10):
+    Vocabulary entries are decoded through the tokenizer, so a byte-level BPE entry ('Ġdull') and
+    a SentencePiece entry ('▁dull') both give the word 'dull'; an entry counts as a whole word only
+    if the tokenizer spells that word with it alone after a space, which rules out word pieces
+    ('##ing', a BPE piece without 'Ġ'), punctuation, numbers and special tokens. All the slots
+    of one text go through the model in one batch."""
+
+    def __init__(self, model: str, top_k: int = 10, max_length: int = 256):
         import torch
         from transformers import AutoModelForMaskedLM, AutoTokenizer
 
@@ -41,35 +48,59 @@ class MaskedLmReplacer:
         path = resolve_backbone(model)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.model = AutoModelForMaskedLM.from_pretrained(path).eval()
-        self.top_k, self.torch = top_k, torch
+        self.top_k, self.max_length, self.torch = top_k, max_length, torch
         if self.tokenizer.mask_token is None:
             raise ConfigError(f"augmentation.masked_lm {model!r}: the tokenizer has no mask token")
+        if self.tokenizer.pad_token is None:  # batches need padding; the attention mask hides it
+            self.tokenizer.pad_token = self.tokenizer.unk_token or self.tokenizer.eos_token
+        self.mask = self.tokenizer.mask_token
+        self._special = set(self.tokenizer.all_special_ids)
+        self._anchor = len(self.tokenizer.tokenize(_ANCHOR))
+        self._words: dict[int, str | None] = {}
 
-    def fill(self, words: list[str], position: int, rng: np.random.Generator, insert: bool = False) -> str | None:
-        masked = list(words)
-        original = None if insert else masked[position]
-        if insert:
-            masked.insert(position, self.tokenizer.mask_token)
-        else:
-            masked[position] = self.tokenizer.mask_token
-        encoded = self.tokenizer(" ".join(masked), return_tensors="pt", truncation=True, max_length=256)
-        slots = (encoded["input_ids"][0] == self.tokenizer.mask_token_id).nonzero()
-        if len(slots) == 0:  # truncated away
-            return None
+    def word_of(self, token_id: int) -> str | None:
+        """The whole word a vocabulary entry stands for, or None (a piece, a symbol, a special token)."""
+        if token_id not in self._words:
+            word = None
+            if token_id not in self._special:
+                text = self.tokenizer.decode([token_id]).strip()
+                token = self.tokenizer.convert_ids_to_tokens(token_id)
+                if text.isalpha() and self.tokenizer.tokenize(f"{_ANCHOR} {text}")[self._anchor :] == [token]:
+                    word = text
+            self._words[token_id] = word
+        return self._words[token_id]
+
+    def candidates(self, variants: list[list[str]]) -> list[list[str]]:
+        """For each word list holding one mask token, the model's whole-word predictions for that
+        slot, best first (among its ``3 * top_k`` most likely entries); one forward pass for all."""
+        if not variants:
+            return []
+        encoded = self.tokenizer(
+            [" ".join(words) for words in variants],
+            return_tensors="pt",
+            truncation=True,
+            max_length=self.max_length,
+            padding=True,
+        )
         with self.torch.inference_mode():
-            logits = self.model(**encoded).logits[0, int(slots[0])]
-        candidates = []
-        for token_id in logits.topk(self.top_k * 3).indices.tolist():
-            token = self.tokenizer.convert_ids_to_tokens(token_id)
-            if (
-                token.isalpha()
-                and token.lower() != (original or "").lower()
-                and token not in self.tokenizer.all_special_tokens
-            ):
-                candidates.append(token)
-            if len(candidates) == self.top_k:
-                break
-        return str(rng.choice(candidates)) if candidates else None
+            logits = self.model(**encoded).logits
+        found = []
+        for row, ids in enumerate(encoded["input_ids"]):
+            slots = (ids == self.tokenizer.mask_token_id).nonzero()
+            if len(slots) == 0:  # truncated away
+                found.append([])
+                continue
+            top = logits[row, int(slots[0])].topk(min(self.top_k * 3, logits.shape[-1])).indices.tolist()
+            found.append([word for word in map(self.word_of, top) if word])
+        return found
+
+    def pick(self, options: list[str], rng: np.random.Generator, instead_of: str | None = None) -> str | None:
+        """One of the ``top_k`` best options (never the word being replaced), drawn with ``rng``."""
+        usable = [w for w in options if w.lower() != (instead_of or "").lower()][: self.top_k]
+        return str(rng.choice(usable)) if usable else None
+
+
+_ANCHOR = "a"  # a word every tokenizer keeps whole: what follows it is tokenised as a word after a space
 
 
 def random_swap(words: list[str], rate: float, rng: np.random.Generator) -> list[str]:
@@ -86,20 +117,28 @@ def random_deletion(words: list[str], rate: float, rng: np.random.Generator) -> 
 
 
 def synonym_replacement(words, rate, rng, replacer: MaskedLmReplacer) -> list[str]:
+    """Replace a share of the non-stop words, each predicted with the others as its context."""
     words = list(words)
     positions = [i for i, w in enumerate(words) if w.lower() not in STOP_WORDS]
     rng.shuffle(positions)
-    for i in positions[: max(1, round(rate * len(words)))]:
-        words[i] = replacer.fill(words, i, rng) or words[i]
+    chosen = positions[: max(1, round(rate * len(words)))]
+    variants = [words[:i] + [replacer.mask] + words[i + 1 :] for i in chosen]
+    replacements = [replacer.pick(options, rng, words[i]) for i, options in zip(chosen, replacer.candidates(variants))]
+    for i, word in zip(chosen, replacements):
+        words[i] = word or words[i]
     return words
 
 
 def random_insertion(words, rate, rng, replacer: MaskedLmReplacer) -> list[str]:
+    """Insert predicted words into gaps of the original text (from the last gap back, so the
+    earlier gaps keep their positions)."""
     words = list(words)
-    for _ in range(max(1, round(rate * len(words)))):
-        position = int(rng.integers(len(words) + 1))
-        if (word := replacer.fill(words, position, rng, insert=True)) is not None:
-            words.insert(position, word)
+    gaps = [int(rng.integers(len(words) + 1)) for _ in range(max(1, round(rate * len(words))))]
+    variants = [words[:g] + [replacer.mask] + words[g:] for g in gaps]
+    inserted = [replacer.pick(options, rng) for options in replacer.candidates(variants)]
+    for gap, word in sorted(zip(gaps, inserted), key=lambda pair: pair[0], reverse=True):
+        if word is not None:
+            words.insert(gap, word)
     return words
 
 
@@ -171,7 +210,7 @@ def augment_prepared(config: FinetuneConfig, prepared: PreparedData) -> tuple[Pr
     augmented = augment_frame(train, settings, seed, replacer)
     path = Path(prepared.paths["train"]).with_name("train_augmented.parquet")
     augmented.to_parquet(path, index=False)
-    frames = {split: augmented if split == "train" else prepared.frame(split) for split in SPLITS}
+    paths = {**prepared.paths, "train": str(path)}
     counts = {
         "before": class_counts(train, prepared.labels),
         "after": class_counts(augmented, prepared.labels),
@@ -179,9 +218,10 @@ def augment_prepared(config: FinetuneConfig, prepared: PreparedData) -> tuple[Pr
     }
     result = prepared.model_copy(
         update={
-            "paths": {**prepared.paths, "train": str(path)},
+            "paths": paths,
             "rows": {**prepared.rows, "train": len(augmented)},
-            "fingerprint": data_fingerprint(frames),
+            # the splits streamed from their files: validation and test are never loaded whole
+            "fingerprint": files_fingerprint(paths),
         }
     )
     return result, counts

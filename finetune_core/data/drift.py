@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
-from finetune_core.data.chunks import parquet_chunks
-from finetune_core.data.prepare import LABEL, TEXT
+from finetune_core.data.chunks import parquet_chunks, parquet_columns
+from finetune_core.data.prepare import LABEL, TEXT, TEXT_PAIR
 
 LENGTH_BINS = [0, 16, 32, 64, 96, 128, 192, 256, 384, 512, 1024, 2048, np.inf]
 
@@ -86,13 +86,26 @@ def profile(texts: pd.Series, labels: pd.Series, task: str) -> DataProfile:
 
 
 def profile_parquet(
-    path: str | Path, labels: list[str] | None, task: str, rows: int = 100_000, text: str = TEXT, label: str = LABEL
+    path: str | Path,
+    labels: list[str] | None,
+    task: str,
+    rows: int = 100_000,
+    text: str = TEXT,
+    label: str = LABEL,
+    pair: str | None = None,
 ) -> DataProfile:
     """``profile`` of a prepared split (ids in ``label``; ``labels`` names them), read ``rows`` at a
-    time so the texts are never all in memory. ``text``/``label``: the columns (a raw file's own names)."""
+    time so the texts are never all in memory. ``text``/``label``/``pair``: the columns (a raw file's
+    own names; a prepared split's second text is found by itself). A sentence pair's length is the
+    length of both texts together."""
+    if pair is None and text == TEXT and TEXT_PAIR in parquet_columns(path):
+        pair = TEXT_PAIR
     counts = _ProfileCounts(task)
-    for chunk in parquet_chunks(path, rows, [text, label])():
-        counts.add(chunk[text], chunk[label].map(lambda i: labels[i]) if labels else chunk[label])
+    for chunk in parquet_chunks(path, rows, [text, label] + ([pair] if pair else []))():
+        texts = chunk[text].fillna("").astype(str)
+        if pair:
+            texts = texts + chunk[pair].fillna("").astype(str)
+        counts.add(texts, chunk[label].map(lambda i: labels[i]) if labels else chunk[label])
     return counts.profile()
 
 

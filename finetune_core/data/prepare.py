@@ -23,9 +23,10 @@ from pydantic import BaseModel
 from finetune_core.config.finetune import FinetuneConfig
 from finetune_core.data.chunks import parquet_chunks, parquet_columns, write_parquet_chunks
 from finetune_core.data.readers import read_to_parquet
-from finetune_core.errors import DataError
+from finetune_core.errors import ConfigError, DataError
 
 TEXT, LABEL = "text", "label"
+TEXT_PAIR = "text_pair"  # the second text of a sentence pair (``data.text_pair_column``), when configured
 SPLITS = ("train", "validation", "test")
 PREPARE_ROWS = 100_000  # rows per chunk while preparing: bounds memory whatever the file's size
 
@@ -40,6 +41,7 @@ class PreparedData(BaseModel):
     target_mean: float = 0.0  # regression targets are standardised for training
     target_std: float = 1.0
     text_column: str
+    text_pair_column: str | None = None  # set for sentence pairs: the prepared files then have TEXT_PAIR
     fingerprint: str  # hash of the prepared splits (after augmentation, when it ran)
     dropped: dict[str, int] = {}  # unusable rows dropped per split after validation warnings
 
@@ -70,16 +72,22 @@ def read_splits(config: FinetuneConfig, out_dir: Path) -> RawData:
     return RawData(paths=paths, sources=sources)
 
 
-def select_columns(frame: pd.DataFrame, path: Path, text_column: str, label_column: str) -> pd.DataFrame:
-    for column in (text_column, label_column):
+def select_columns(
+    frame: pd.DataFrame, path: Path, text_column: str, label_column: str, pair_column: str | None = None
+) -> pd.DataFrame:
+    names = {text_column: TEXT, label_column: LABEL} | ({pair_column: TEXT_PAIR} if pair_column else {})
+    for column in names:
         if column not in frame.columns:
             raise DataError(f"{path}: column {column!r} not found (columns: {', '.join(map(str, frame.columns))})")
-    return frame[[text_column, label_column]].rename(columns={text_column: TEXT, label_column: LABEL})
+    return frame[list(names)].rename(columns=names)
 
 
-def require_columns(parquet_path: str | Path, source: Path, text_column: str, label_column: str) -> None:
+def require_columns(
+    parquet_path: str | Path, source: Path, text_column: str, label_column: str, pair_column: str | None = None
+) -> None:
     """``select_columns``'s error, from a Parquet file's schema alone (before any pass over its rows)."""
-    select_columns(pd.DataFrame(columns=parquet_columns(parquet_path)), source, text_column, label_column)
+    frame = pd.DataFrame(columns=parquet_columns(parquet_path))
+    select_columns(frame, source, text_column, label_column, pair_column)
 
 
 def label_text(value) -> str | None:
@@ -98,7 +106,11 @@ def _label_names(train: pd.Series) -> list[str]:
 
 
 def _has_text(frame: pd.DataFrame) -> pd.Series:
-    return frame[TEXT].map(lambda v: isinstance(v, str) and v.strip() != "").astype(bool)
+    """Rows whose text (and, for pairs, second text) is a non-blank string."""
+    present = pd.Series(True, index=frame.index)
+    for column in [TEXT, TEXT_PAIR] if TEXT_PAIR in frame.columns else [TEXT]:
+        present &= frame[column].map(lambda v: isinstance(v, str) and v.strip() != "").astype(bool)
+    return present
 
 
 def _usable_rows(frame: pd.DataFrame, names: list[str] | None) -> pd.Series:
@@ -178,10 +190,11 @@ def read_labels(path: str | Path) -> np.ndarray:
     return pq.read_table(path, columns=[LABEL]).column(LABEL).to_numpy()
 
 
-def _schema(classification: bool):
+def _schema(classification: bool, pair: bool):
     import pyarrow as pa
 
-    return pa.schema([(TEXT, pa.string()), (LABEL, pa.int64() if classification else pa.float64())])
+    texts = [(TEXT, pa.string())] + ([(TEXT_PAIR, pa.string())] if pair else [])
+    return pa.schema([*texts, (LABEL, pa.int64() if classification else pa.float64())])
 
 
 class _Preparer:
@@ -191,16 +204,18 @@ class _Preparer:
         self.config, self.raw, self.drop_unusable = config, raw, drop_unusable
         self.classification = config.task == "classification"
         self.dropped: dict[str, int] = {}
+        data = config.data
         for split in raw.paths:  # a missing column fails before any pass, naming the file
-            require_columns(
-                raw.paths[split], Path(raw.sources[split]), config.data.text_column, config.data.label_column
-            )
+            source = Path(raw.sources[split])
+            require_columns(raw.paths[split], source, data.text_column, data.label_column, data.text_pair_column)
         self.names = self._label_names() if self.classification else None
 
     def _chunks(self, split: str):
         data = self.config.data
-        for chunk in parquet_chunks(self.raw.paths[split], PREPARE_ROWS, [data.text_column, data.label_column])():
-            yield select_columns(chunk, Path(self.raw.sources[split]), data.text_column, data.label_column)
+        columns = [data.text_column, data.label_column] + ([data.text_pair_column] if data.text_pair_column else [])
+        for chunk in parquet_chunks(self.raw.paths[split], PREPARE_ROWS, columns)():
+            source = Path(self.raw.sources[split])
+            yield select_columns(chunk, source, data.text_column, data.label_column, data.text_pair_column)
 
     def _label_names(self) -> list[str]:
         """Class names from train's labels (of rows training can use, with ``drop_unusable``)."""
@@ -224,10 +239,13 @@ class _Preparer:
                 if self.classification
                 else _encode_targets(chunk, path, column)
             )
-            yield chunk.assign(**{TEXT: chunk[TEXT].map(lambda v: None if pd.isna(v) else str(v)).astype(object)})
+            texts = [TEXT, TEXT_PAIR] if self.config.data.text_pair_column else [TEXT]
+            yield chunk.assign(
+                **{c: chunk[c].map(lambda v: None if pd.isna(v) else str(v)).astype(object) for c in texts}
+            )
 
     def write(self, rows, path: Path) -> int:
-        return write_parquet_chunks(rows, path, _schema(self.classification))
+        return write_parquet_chunks(rows, path, _schema(self.classification, bool(self.config.data.text_pair_column)))
 
 
 def _kept_rows(chunks, keep: np.ndarray):
@@ -237,6 +255,18 @@ def _kept_rows(chunks, keep: np.ndarray):
         low, high = np.searchsorted(keep, [offset, offset + len(chunk)])
         yield chunk.iloc[keep[low:high] - offset]
         offset += len(chunk)
+
+
+def _check_class_weights(config: FinetuneConfig, names: list[str] | None) -> None:
+    """A ``training.class_weights`` mapping may name only classes train has (known only now)."""
+    weights = config.training.class_weights
+    if isinstance(weights, dict) and names is not None:
+        unknown = sorted(set(weights) - set(names))
+        if unknown:
+            raise ConfigError(
+                f"training.class_weights names label(s) {unknown} not in {config.data.train} "
+                f"column {config.data.label_column!r} (labels: {names[:20]})"
+            )
 
 
 def prepare_splits(
@@ -250,6 +280,7 @@ def prepare_splits(
     data, seed = config.data, config.training.seed
     raw = raw or read_splits(config, out_dir / "raw")
     preparer = _Preparer(config, raw, drop_unusable)
+    _check_class_weights(config, preparer.names)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {split: str(out_dir / f"{split}.parquet") for split in SPLITS}
     rows = {split: preparer.write(preparer.encoded(split), Path(paths[split])) for split in raw.paths}
@@ -283,6 +314,7 @@ def prepare_splits(
         target_mean=mean,
         target_std=std,
         text_column=data.text_column,
+        text_pair_column=data.text_pair_column,
         fingerprint=files_fingerprint(paths),
         dropped=preparer.dropped if drop_unusable else {},
     )
@@ -295,13 +327,15 @@ def basic_checks(prepared: PreparedData, config: FinetuneConfig) -> dict:
         source = getattr(config.data, split) or config.data.train
         if prepared.rows[split] == 0:
             raise DataError(f"{source}: the {split} split has no rows")
-        blank = 0
-        for chunk in parquet_chunks(prepared.paths[split], PREPARE_ROWS, [TEXT])():
-            blank += int((chunk[TEXT].isna() | (chunk[TEXT].fillna("").str.strip() == "")).sum())
-        if blank:
-            raise DataError(
-                f"{source}: column {config.data.text_column!r} is empty in {blank} row(s) of the {split} split"
-            )
+        columns = {TEXT: config.data.text_column} | (
+            {TEXT_PAIR: prepared.text_pair_column} if prepared.text_pair_column else {}
+        )
+        for column, name in columns.items():
+            blank = 0
+            for chunk in parquet_chunks(prepared.paths[split], PREPARE_ROWS, [column])():
+                blank += int((chunk[column].isna() | (chunk[column].fillna("").str.strip() == "")).sum())
+            if blank:
+                raise DataError(f"{source}: column {name!r} is empty in {blank} row(s) of the {split} split")
     if prepared.task == "classification":
         counts = np.zeros(len(prepared.labels), dtype=np.int64)
         for chunk in parquet_chunks(prepared.paths["train"], PREPARE_ROWS, [LABEL])():

@@ -1,10 +1,13 @@
 """Evaluation gates: may a newly trained model replace the champion?
 
-A pure function of this run's test metrics, the champion's metrics **re-measured on this
-run's test set**, and (for the significance test) both models' per-example scores on it.
-Three kinds of rule, all from `gates.*`:
+A pure function of this run's test metrics, the trivial baseline's on the same test set,
+the champion's metrics **re-measured on this run's test set**, and (for the significance
+test) both models' per-example scores on it. Four kinds of rule, all from `gates.*`:
 
 - absolute floors and ceilings (`gates.min.accuracy: 0.85`, `gates.max.mse: 0.4`);
+- the primary metric strictly better than the trivial baseline's (``evaluation.baseline``:
+  train's majority class, or train's mean target), on by default (`gates.beat_baseline`): a
+  model that learnt nothing from the text is never made champion, even as the first version;
 - no regression against the champion beyond `gates.max_regression.<metric>` (in the metric's
   own units; a drop for larger-is-better metrics, a rise for the others);
 - optionally, the primary metric's improvement over the champion must be significant under
@@ -16,11 +19,12 @@ from __future__ import annotations
 import numpy as np
 from pydantic import BaseModel, Field
 
-from finetune_core.evaluation.metric_table import PRIMARY_METRIC, larger_is_better
+from finetune_core.evaluation.baseline import Baseline
+from finetune_core.evaluation.metric_table import BASELINE_METRIC, larger_is_better, primary_metric
 
 
 class GateCheck(BaseModel):
-    rule: str  # min | max | regression | significance
+    rule: str  # min | max | baseline | regression | significance
     metric: str
     passed: bool
     value: float | None = None
@@ -33,6 +37,7 @@ class GateVerdict(BaseModel):
     checks: list[GateCheck] = Field(default_factory=list)
     champion_version: str | None = None
     champion_metrics: dict[str, float] | None = None
+    baseline: Baseline | None = None
     p_value: float | None = None
 
     @property
@@ -58,6 +63,22 @@ def paired_bootstrap_p_value(challenger: np.ndarray, champion: np.ndarray, sampl
     return float((np.sum(means <= 0) + 1) / (samples + 1))
 
 
+def baseline_check(task: str, metrics: dict[str, float], baseline: Baseline) -> GateCheck:
+    """The primary metric strictly better than the trivial baseline's on the same test set (a
+    model no better than "always the majority class" has learnt nothing worth serving)."""
+    metric, larger = BASELINE_METRIC[task]
+    value, reference = metrics[metric], baseline.metrics[metric]
+    ok = bool(value > reference if larger else value < reference)  # NaN: not better
+    notes = [f"the baseline predicts {baseline.predicts}"]
+    if "f1_macro" in metrics and "f1_macro" in baseline.metrics:  # what accuracy hides on imbalanced classes
+        notes.insert(0, f"macro-F1 {metrics['f1_macro']:.4f} vs {baseline.metrics['f1_macro']:.4f}")
+    reason = (
+        f"{metric} {value:.4f} vs {baseline.name} baseline {reference:.4f} on this test set: "
+        f"{'better' if ok else 'not better'} ({'; '.join(notes)})"
+    )
+    return GateCheck(rule="baseline", metric=metric, passed=ok, value=value, threshold=reference, reason=reason)
+
+
 def evaluate_gates(
     task: str,
     metrics: dict[str, float],
@@ -66,11 +87,15 @@ def evaluate_gates(
     champion_version: str | None = None,
     scores: tuple[np.ndarray, np.ndarray] | None = None,
     not_comparable: str | None = None,
+    baseline: Baseline | None = None,
+    primary: str | None = None,
 ) -> GateVerdict:
     """Apply ``gates`` (a GatesConfig) to this run's ``metrics``. ``scores``: per-example scores
     (challenger, champion) on the same test rows, for the significance test. ``not_comparable``:
     why a champion (``champion_version``) could not be measured on this data (e.g. other classes),
-    in which case there is nothing to regress against."""
+    in which case there is nothing to regress against. ``baseline``: the trivial baseline on this
+    test set (``evaluation.baseline``), checked when ``gates.beat_baseline``. ``primary``: the
+    configured ``training.metric`` (unset: the task's default), for the champion comparison."""
     checks: list[GateCheck] = []
     for metric, floor in gates.min.items():
         value = metrics[metric]
@@ -98,7 +123,11 @@ def evaluate_gates(
                 reason=f"{metric} {value:.4f} {'<=' if ok else '>'} maximum {ceiling:.4f}",
             )
         )
-    verdict = GateVerdict(passed=True, champion_version=champion_version, champion_metrics=champion_metrics)
+    if gates.beat_baseline and baseline is not None:
+        checks.append(baseline_check(task, metrics, baseline))
+    verdict = GateVerdict(
+        passed=True, champion_version=champion_version, champion_metrics=champion_metrics, baseline=baseline
+    )
     if champion_metrics is None:
         reason = (
             f"champion v{champion_version} not comparable: {not_comparable}"
@@ -107,7 +136,7 @@ def evaluate_gates(
         )
         checks.append(GateCheck(rule="regression", metric="*", passed=True, reason=reason))
     else:
-        for metric, allowed in gates.regression_rules(task).items():
+        for metric, allowed in gates.regression_rules(task, primary).items():
             value, reference = metrics[metric], champion_metrics[metric]
             worse_by = (reference - value) if larger_is_better(task, metric) else (value - reference)
             ok = worse_by <= allowed
@@ -124,7 +153,7 @@ def evaluate_gates(
             )
         if gates.require_significant and scores is not None:
             verdict.p_value = paired_bootstrap_p_value(*scores, samples=gates.bootstrap_samples, seed=gates.seed)
-            primary = PRIMARY_METRIC[task][0]
+            primary = primary_metric(task, primary)[0]
             ok = verdict.p_value < gates.significance_level
             checks.append(
                 GateCheck(

@@ -8,12 +8,24 @@ from __future__ import annotations
 # (model card, `finetune models`). Per-class metrics are named precision_<class>, recall_<class>.
 TASK_METRICS = {
     "classification": {"accuracy": True, "f1_macro": True, "loss": False, "ece": False},
-    "regression": {"mse": False, "mae": False, "r2": True, "spearman": True},
+    "regression": {"mse": False, "mae": False, "r2": True, "pearson": True, "spearman": True},
 }
 PER_CLASS_PREFIXES = ("precision_", "recall_")
 
-# The metric each task selects models by, and whether larger is better.
-PRIMARY_METRIC = {"classification": ("accuracy", True), "regression": ("mse", False)}
+# The metric each task selects models by when `training.metric` is unset, and whether larger is
+# better. Regression ranks by Spearman: similarity scores are judged by their order (as STS-B is).
+PRIMARY_METRIC = {"classification": ("accuracy", True), "regression": ("spearman", True)}
+# The metric the trivial-baseline gate compares: a mean predictor is constant, so its Spearman is
+# undefined (reported 0) and only an error metric says whether the model beats it.
+BASELINE_METRIC = {"classification": ("accuracy", True), "regression": ("mse", False)}
+
+
+def primary_metric(task: str, configured: str | None = None) -> tuple[str, bool]:
+    """The metric that selects epochs and decides the champion comparison: ``training.metric``
+    when set, else the task's default; with whether larger is better."""
+    if configured is None:
+        return PRIMARY_METRIC[task]
+    return configured, larger_is_better(task, configured)
 
 
 def larger_is_better(task: str, metric: str) -> bool:

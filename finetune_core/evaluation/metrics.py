@@ -6,7 +6,7 @@ import re
 
 import numpy as np
 from scipy.special import log_softmax
-from scipy.stats import spearmanr
+from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import (
     accuracy_score,
     f1_score,
@@ -49,7 +49,8 @@ def regression_metrics(targets: np.ndarray, predictions: np.ndarray) -> dict[str
         "mse": float(mean_squared_error(targets, predictions)),
         "mae": float(mean_absolute_error(targets, predictions)),
         "r2": float(r2_score(targets, predictions)) if len(targets) > 1 else float("nan"),
-        # Spearman is undefined for a constant series; report 0 rather than NaN (no rank information).
+        # Correlations are undefined for a constant series; report 0 rather than NaN (no information).
+        "pearson": 0.0 if constant else float(pearsonr(targets, predictions).statistic),
         "spearman": 0.0 if constant else float(spearmanr(targets, predictions).statistic),
     }
 

@@ -6,18 +6,18 @@ from finetune_core.evaluation.gates import GateVerdict
 from finetune_core.evaluation.metric_table import headline
 
 
-def _metrics_table(
-    task: str, metrics: dict[str, float], champion: dict[str, float] | None, champion_version: str | None
-) -> list[str]:
+def _metrics_table(task: str, metrics: dict[str, float], verdict: GateVerdict) -> list[str]:
+    """This version's test metrics, next to the champion's and the trivial baseline's on the same rows."""
     names = [m for m in headline(task) if m in metrics]
-    if champion:
-        lines = [f"| metric | this version | champion v{champion_version} (same test set) |", "|---|---|---|"]
-        lines += [
-            f"| {m} | {metrics[m]:.4f} | {champion[m]:.4f} |" if m in champion else f"| {m} | {metrics[m]:.4f} | - |"
-            for m in names
-        ]
-    else:
-        lines = ["| metric | this version |", "|---|---|"] + [f"| {m} | {metrics[m]:.4f} |" for m in names]
+    columns: list[tuple[str, dict[str, float]]] = [("this version", metrics)]
+    if verdict.champion_metrics:
+        columns.append((f"champion v{verdict.champion_version} (same test set)", verdict.champion_metrics))
+    if verdict.baseline is not None:
+        columns.append((f"{verdict.baseline.name} baseline", verdict.baseline.metrics))
+    lines = ["| metric | " + " | ".join(title for title, _ in columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    for name in names:
+        cells = [f"{values[name]:.4f}" if name in values else "-" for _, values in columns]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -32,7 +32,14 @@ def _stage_lines(config, stages: dict[str, dict]) -> list[str]:
         "unfrozen": f"lr {training.unfrozen.learning_rate:g}, layer decay {training.unfrozen.layer_lr_decay:g}, "
         f"{training.unfrozen.scheduler} schedule, warmup {training.unfrozen.warmup_ratio:g}"
         + (", gradual unfreezing" if training.unfrozen.gradual else ""),
+        "contrastive": f"lr {training.contrastive.learning_rate:g}, {training.contrastive.pairs_per_example} "
+        "similar and dissimilar pairs per row",
     }
+    extra = next(iter(stages.values()), {}).get("extra", {})  # the flow records the recipe on every stage
+    if extra.get("strategy_reason"):
+        lines.append(f"- strategy chosen: `{extra['strategy']}` ({extra['strategy_reason']})")
+    if extra.get("validation", "used") != "used":
+        lines.append(f"- validation split too small ({extra['validation']}): no best-epoch restore, no calibration")
     for stage, info in stages.items():
         lines.append(
             f"- {stage} stage: {info['epochs_run']}/{info['epochs']} epochs ({settings.get(stage, '')}), "
@@ -54,6 +61,9 @@ def version_description(
 ) -> str:
     """Markdown for the registered version: data, backbone, stages, metrics, gate verdict."""
     lines = [f"**Gate verdict: {'PASSED' if verdict.passed else 'FAILED'}** — {verdict.summary()}", ""]
+    if any(c.rule == "baseline" and not c.passed for c in verdict.checks):
+        name = verdict.baseline.name if verdict.baseline else "trivial"
+        lines += [f"**Not made champion: no better than the {name} baseline on this test set.**", ""]
     lines += [
         "### Data",
         f"- fingerprint `{data['fingerprint']}`",
@@ -68,7 +78,7 @@ def version_description(
     lines += ["", "### Backbone", f"- `{backbone}` ({selection})", "", "### Training"]
     lines += _stage_lines(config, stages)
     lines += ["", "### Test metrics"]
-    lines += _metrics_table(config.task, metrics, verdict.champion_metrics, verdict.champion_version)
+    lines += _metrics_table(config.task, metrics, verdict)
     lines += ["", "### Gates"] + [f"- {'✔' if c.passed else '✘'} {c.reason}" for c in verdict.checks]
     lines += ["", f"Run: {run_link}"]
     return "\n".join(lines)

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from finetune_core.data.prepare import TEXT_PAIR
 from finetune_core.evaluation.comparison import predicted_ids, probabilities
 
 
@@ -127,8 +128,10 @@ def worst_examples(
     texts: list[str], targets: np.ndarray, served: pd.DataFrame, task: str, labels: list[str] | None, count: int = 50
 ) -> pd.DataFrame:
     """The test rows the model got most wrong: lowest probability of the true class, or
-    largest absolute error."""
+    largest absolute error. Sentence pairs show both texts (``served`` has TEXT_PAIR)."""
     frame = pd.DataFrame({"text": texts})
+    if TEXT_PAIR in served.columns:
+        frame[TEXT_PAIR] = served[TEXT_PAIR].to_numpy()
     if task == "regression":
         frame["target"], frame["prediction"] = targets, served["prediction"].to_numpy()
         frame["abs_error"] = (frame["prediction"] - frame["target"]).abs()

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from finetune_core.config.finetune import FinetuneConfig
-from finetune_core.data.prepare import LABEL, TEXT, PreparedData
+from finetune_core.data.prepare import LABEL, TEXT, TEXT_PAIR, PreparedData
 from finetune_core.evaluation.comparison import served_metrics
 from finetune_core.serving.predictor import outputs_to_frame
 from finetune_core.training.calibration import expected_calibration_error
@@ -27,7 +27,6 @@ def evaluate_model(
     if prepared.task == "classification":
         metrics["ece_uncalibrated"] = expected_calibration_error(outputs, targets)
     if predictions is not None:
-        served.assign(**{TEXT: test[TEXT].to_numpy(), "target": test[LABEL].to_numpy()}).to_parquet(
-            predictions, index=False
-        )
+        texts = {c: test[c].to_numpy() for c in (TEXT, TEXT_PAIR) if c in test.columns}  # a pair: both texts
+        served.assign(**texts, target=test[LABEL].to_numpy()).to_parquet(predictions, index=False)
     return metrics

@@ -63,6 +63,9 @@ class ArrowTokens:
 class Encoded:
     input_ids: list[list[int]] | ArrowTokens
     pad_id: int
+    # segment ids of sentence pairs, for tokenizers that use them (BERT: 0 for the first text, 1 for
+    # the second); None for single texts and for tokenizers without them (RoBERTa, DistilBERT)
+    token_type_ids: list[list[int]] | ArrowTokens | None = None
 
     @property
     def lengths(self) -> np.ndarray:
@@ -74,9 +77,18 @@ class Encoded:
         return len(self.input_ids)
 
 
-def encode(tokenizer, texts: list[str], max_length: int) -> Encoded:
-    ids = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
-    return Encoded(input_ids=ids, pad_id=tokenizer.pad_token_id or 0)
+def tokenize(tokenizer, texts: list[str], pairs: list[str] | None, max_length: int) -> tuple[list, list | None]:
+    """(input ids, segment ids or None): single texts as before; pairs as the tokenizer's own pair
+    encoding, truncating the longer text first (``longest_first``, as run_glue does)."""
+    if pairs is None:
+        return tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"], None
+    out = tokenizer(list(texts), list(pairs), truncation="longest_first", max_length=max_length)
+    return out["input_ids"], out.get("token_type_ids")
+
+
+def encode(tokenizer, texts: list[str], max_length: int, pairs: list[str] | None = None) -> Encoded:
+    ids, types = tokenize(tokenizer, texts, pairs, max_length)
+    return Encoded(input_ids=ids, pad_id=tokenizer.pad_token_id or 0, token_type_ids=types)
 
 
 def collate(encoded: Encoded, indices) -> dict[str, torch.Tensor]:
@@ -88,7 +100,14 @@ def collate(encoded: Encoded, indices) -> dict[str, torch.Tensor]:
     for r, row in enumerate(rows):
         input_ids[r, : len(row)] = row
         attention_mask[r, : len(row)] = 1
-    return {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(attention_mask)}
+    batch = {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(attention_mask)}
+    if encoded.token_type_ids is not None:
+        token_type_ids = np.zeros((len(rows), width), dtype=np.int64)
+        for r, i in enumerate(indices):
+            types = encoded.token_type_ids[i]
+            token_type_ids[r, : len(types)] = types
+        batch["token_type_ids"] = torch.from_numpy(token_type_ids)
+    return batch
 
 
 def length_grouped_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:

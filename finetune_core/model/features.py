@@ -3,7 +3,8 @@
 While the backbone is frozen, every epoch would recompute the same outputs; instead the
 frozen stage trains the head on these cached features, and backbone selection reuses them.
 The cache is a .npy file written row batch by row batch and read back memory-mapped, so a
-training set's features never need to fit in RAM.
+training set's features never need to fit in RAM. Extraction reports its batches to an optional
+``ProgressReporter`` (a cache hit reports nothing: there is nothing to wait for).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 
 from finetune_core.model.batching import ArrowTokens, Encoded, collate, sorted_batches
 from finetune_core.model.heads import HeadSpec
+from finetune_core.training.progress import SILENT, ProgressReporter
 
 DEFAULT_CACHE = Path(os.environ.get("FINETUNE_CACHE", Path.home() / ".cache" / "finetune")) / "features"
 
@@ -38,13 +40,20 @@ def backbone_identity(name_or_path: str) -> str:
 def texts_digest(encoded: Encoded) -> str:
     """Of the lengths, then every id in row order: the same for a list and an Arrow store."""
     digest = hashlib.sha256(encoded.lengths.tobytes())
-    if isinstance(encoded.input_ids, ArrowTokens):  # a chunk's rows are contiguous in its values buffer
-        for offsets, values in encoded.input_ids.parts:
+    _digest_rows(digest, encoded.input_ids)
+    if encoded.token_type_ids is not None:  # sentence pairs: where the second text starts is part of the input
+        digest.update(b"token_type_ids")
+        _digest_rows(digest, encoded.token_type_ids)
+    return digest.hexdigest()
+
+
+def _digest_rows(digest, rows) -> None:
+    if isinstance(rows, ArrowTokens):  # a chunk's rows are contiguous in its values buffer
+        for offsets, values in rows.parts:
             digest.update(np.ascontiguousarray(values[offsets[0] : offsets[-1]], dtype=np.int32))
     else:
-        for ids in encoded.input_ids:
+        for ids in rows:
             digest.update(np.asarray(ids, dtype=np.int32).tobytes())
-    return digest.hexdigest()
 
 
 def cache_key(backbone: str, encoded: Encoded, max_length: int, precision: str, pooling: str) -> str:
@@ -53,12 +62,25 @@ def cache_key(backbone: str, encoded: Encoded, max_length: int, precision: str, 
 
 
 @torch.inference_mode()
-def _write_features(model, spec: HeadSpec, encoded: Encoded, rows: np.ndarray, batch_size: int, device, autocast, out):
+def _write_features(
+    model,
+    spec: HeadSpec,
+    encoded: Encoded,
+    rows: np.ndarray,
+    batch_size: int,
+    device,
+    autocast,
+    out,
+    progress: ProgressReporter = SILENT,
+    task: str = "features",
+):
     """Features of ``rows`` into ``out[rows]``, one sorted batch at a time. ``out`` is an array,
     or a function of the feature width making one (the width is known after the first batch).
     Returns the array (``out`` unchanged when there were no rows)."""
     model.eval()
-    for batch in sorted_batches(encoded.lengths[rows], batch_size):
+    batches = sorted_batches(encoded.lengths[rows], batch_size)
+    progress.start(task, len(batches))
+    for batch in batches:
         index = rows[batch]
         inputs = {k: v.to(device) for k, v in collate(encoded, index).items()}
         with autocast():
@@ -66,6 +88,8 @@ def _write_features(model, spec: HeadSpec, encoded: Encoded, rows: np.ndarray, b
         if callable(out):
             out = out(features.shape[1])
         out[index] = features
+        progress.advance(1, len(index))
+    progress.end()
     return out
 
 
@@ -87,7 +111,9 @@ def extract_features(model, spec: HeadSpec, encoded: Encoded, batch_size: int, d
     return torch.from_numpy(out)
 
 
-def _extract_missing(model, spec, encoded: Encoded, batch_size, device, autocast, known, allocate) -> np.ndarray:
+def _extract_missing(
+    model, spec, encoded: Encoded, batch_size, device, autocast, known, allocate, progress, task
+) -> np.ndarray:
     """Features of every row into ``allocate(width)``'s array; rows in ``known`` (indexes,
     features) are copied, not computed again."""
     if known is None:
@@ -97,7 +123,7 @@ def _extract_missing(model, spec, encoded: Encoded, batch_size, device, autocast
         out = allocate(values.shape[1])
         out[indexes] = values.float().numpy()
         rows = np.setdiff1d(np.arange(len(encoded)), indexes)
-    out = _write_features(model, spec, encoded, rows, batch_size, device, autocast, out)
+    out = _write_features(model, spec, encoded, rows, batch_size, device, autocast, out, progress, task)
     return allocate(0) if callable(out) else out  # no rows at all: an empty (0, 0) array
 
 
@@ -114,10 +140,12 @@ def cached_features(
     pooling: str,
     cache_dir: Path | None,
     known: tuple[np.ndarray, torch.Tensor] | None = None,
+    progress: ProgressReporter = SILENT,
+    task: str = "features",
 ) -> tuple[torch.Tensor, bool]:
     """(features, hit). ``cache_dir=None`` disables the disk cache (features in memory);
     otherwise they are memory-mapped from it. ``known``: (row indexes, features) already
-    extracted, e.g. by backbone selection."""
+    extracted, e.g. by backbone selection. ``progress`` hears the batches computed, as ``task``."""
     if cache_dir is None:
         features = _extract_missing(
             model,
@@ -128,6 +156,8 @@ def cached_features(
             autocast,
             known,
             lambda width: np.empty((len(encoded), width), dtype=np.float32),
+            progress,
+            task,
         )
         return torch.from_numpy(features), False
     path = Path(cache_dir) / f"{cache_key(backbone, encoded, max_length, precision, pooling)}.npy"
@@ -140,7 +170,7 @@ def cached_features(
         return np.lib.format.open_memmap(scratch, mode="w+", dtype=np.float32, shape=(len(encoded), width))
 
     try:
-        _extract_missing(model, spec, encoded, batch_size, device, autocast, known, allocate).flush()
+        _extract_missing(model, spec, encoded, batch_size, device, autocast, known, allocate, progress, task).flush()
     except BaseException:
         scratch.unlink(missing_ok=True)
         raise

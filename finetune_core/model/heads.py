@@ -9,7 +9,7 @@ misses the feature cache and the choice of pooling.
 Pooling: ``native`` is the architecture's own head input (BERT's pooler over [CLS], RoBERTa's
 first token); ``mean`` averages the last hidden states over real tokens; ``cls`` takes the
 first token's hidden state. ``auto`` uses the pooling a sentence-transformers checkpoint was
-trained with (its ``1_Pooling/config.json``), else ``native``.
+trained with (its ``1_Pooling/config.json``, in a local folder or a hub repository), else ``native``.
 """
 
 from __future__ import annotations
@@ -85,12 +85,46 @@ def head_spec(model, pooling: str = "native") -> HeadSpec | None:
     return replace(spec, features=POOLINGS[pooling]) if pooling in POOLINGS else spec
 
 
+POOLING_FILE = "1_Pooling/config.json"
+
+
+def _hub_pooling_file(repo_id: str) -> Path | None:
+    """A hub model's pooling file: from the local Hugging Face cache, else downloaded (when the
+    hub is reachable and not switched off by HF_HUB_OFFLINE); None when it has none. Loading a
+    hub id through transformers caches only the files transformers needs, so the pooling file
+    is usually fetched on its own the first time."""
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+
+    cached = try_to_load_from_cache(repo_id, POOLING_FILE)
+    if isinstance(cached, str):
+        return Path(cached)
+    if cached is not None:  # the cache recorded that the repository has no such file
+        return None
+    try:
+        return Path(hf_hub_download(repo_id, POOLING_FILE))
+    except Exception:  # no such file, offline, unreachable: `auto` falls back to native, and
+        return None  # loading the backbone next reports a real access problem by itself
+
+
+def pooling_file(backbone: str) -> Path | None:
+    """Where ``backbone``'s sentence-transformers pooling config is: a local folder's own, or
+    a hub id's (cache or hub)."""
+    local = Path(backbone).expanduser()
+    if local.is_dir():
+        found = local / POOLING_FILE
+        return found if found.is_file() else None
+    if backbone.startswith((".", "/", "~")) or backbone.count("/") > 1:
+        return None  # a local path that does not exist: the backbone loader names it
+    return _hub_pooling_file(backbone)
+
+
 def resolve_pooling(requested: str, backbone: str) -> str:
-    """``auto``: the pooling a sentence-transformers checkpoint was trained with, else native."""
+    """``auto``: the pooling a sentence-transformers checkpoint was trained with (its local
+    folder's or hub repository's ``1_Pooling/config.json``), else native."""
     if requested != "auto":
         return requested
-    config = Path(backbone) / "1_Pooling" / "config.json"
-    if config.is_file():
+    config = pooling_file(backbone)
+    if config is not None:
         modes = json.loads(config.read_text())
         if modes.get("pooling_mode_mean_tokens"):
             return "mean"

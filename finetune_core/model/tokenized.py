@@ -14,8 +14,9 @@ import json
 import os
 from pathlib import Path
 
-from finetune_core.data.prepare import TEXT
-from finetune_core.model.batching import ArrowTokens, Encoded
+from finetune_core.data.chunks import parquet_columns
+from finetune_core.data.prepare import TEXT, TEXT_PAIR
+from finetune_core.model.batching import ArrowTokens, Encoded, tokenize
 
 READ_ROWS = 8192  # texts tokenised per step: bounds the memory of the pass, whatever the file's size
 FORMAT = 1  # bump when the file's layout changes
@@ -42,7 +43,7 @@ def tokenizer_identity(tokenizer) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def tokens_key(tokenizer, parquet_path: Path, max_length: int) -> str:
+def tokens_key(tokenizer, parquet_path: Path, max_length: int, pair: bool = False) -> str:
     stat = parquet_path.stat()
     payload = [
         tokenizer_identity(tokenizer),
@@ -52,20 +53,32 @@ def tokens_key(tokenizer, parquet_path: Path, max_length: int) -> str:
         stat.st_mtime_ns,
         FORMAT,
     ]
+    if pair:  # the ids of a pair (text, text_pair), not of the text alone
+        payload.append(TEXT_PAIR)
     return hashlib.sha256(json.dumps(payload).encode()).hexdigest()[:24]
 
 
-def _write_tokens(tokenizer, parquet_path: Path, max_length: int, target: Path) -> None:
+def _write_tokens(tokenizer, parquet_path: Path, max_length: int, target: Path, pair: bool) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    schema = pa.schema([("input_ids", pa.list_(pa.int32()))])
+    ids_type = pa.list_(pa.int32())
+    columns = [TEXT, TEXT_PAIR] if pair else [TEXT]
     scratch = target.with_suffix(f".{os.getpid()}.tmp")
     try:
-        with pa.OSFile(str(scratch), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
-            for batch in pq.ParquetFile(parquet_path).iter_batches(batch_size=READ_ROWS, columns=[TEXT]):
-                ids = tokenizer(batch.column(0).to_pylist(), truncation=True, max_length=max_length)["input_ids"]
-                writer.write_batch(pa.record_batch([pa.array(ids, type=schema.field(0).type)], schema=schema))
+        sink, writer = pa.OSFile(str(scratch), "wb"), None
+        with sink:
+            for batch in pq.ParquetFile(parquet_path).iter_batches(batch_size=READ_ROWS, columns=columns):
+                pairs = batch.column(1).to_pylist() if pair else None
+                ids, types = tokenize(tokenizer, batch.column(0).to_pylist(), pairs, max_length)
+                arrays = [pa.array(ids, type=ids_type)] + ([] if types is None else [pa.array(types, type=ids_type)])
+                names = ["input_ids", "token_type_ids"][: len(arrays)]
+                if writer is None:  # the schema follows the tokenizer: segment ids only where it makes them
+                    writer = pa.ipc.new_stream(sink, pa.schema([(n, ids_type) for n in names]))
+                writer.write_batch(pa.record_batch(arrays, names=names))
+            if writer is None:  # no rows: an empty file of the single-text layout
+                writer = pa.ipc.new_stream(sink, pa.schema([("input_ids", ids_type)]))
+            writer.close()
     except BaseException:
         scratch.unlink(missing_ok=True)
         raise
@@ -73,13 +86,18 @@ def _write_tokens(tokenizer, parquet_path: Path, max_length: int, target: Path) 
 
 
 def encode_file(tokenizer, parquet_path: str | Path, max_length: int, cache_dir: str | Path) -> Encoded:
-    """The same ids as ``encode(tokenizer, texts, max_length)``, memory-mapped from ``cache_dir``."""
+    """The same ids as ``encode(tokenizer, texts, max_length, pairs)``, memory-mapped from
+    ``cache_dir``; a prepared file with a ``text_pair`` column is encoded as pairs."""
     parquet_path = Path(parquet_path)
-    target = Path(cache_dir) / f"{tokens_key(tokenizer, parquet_path, max_length)}.arrow"
+    pair = TEXT_PAIR in parquet_columns(parquet_path)
+    target = Path(cache_dir) / f"{tokens_key(tokenizer, parquet_path, max_length, pair)}.arrow"
     if not target.is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
-        _write_tokens(tokenizer, parquet_path, max_length, target)
+        _write_tokens(tokenizer, parquet_path, max_length, target, pair)
     import datasets  # heavy import, only when a split is actually read
 
-    tokens = datasets.Dataset.from_file(str(target), in_memory=False)  # reads the IPC stream format written above
-    return Encoded(input_ids=ArrowTokens(tokens.data.table.column("input_ids")), pad_id=tokenizer.pad_token_id or 0)
+    table = datasets.Dataset.from_file(str(target), in_memory=False).data.table  # the IPC stream written above
+    types = ArrowTokens(table.column("token_type_ids")) if "token_type_ids" in table.column_names else None
+    return Encoded(
+        input_ids=ArrowTokens(table.column("input_ids")), pad_id=tokenizer.pad_token_id or 0, token_type_ids=types
+    )

@@ -12,7 +12,9 @@ does not extract them again.
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -20,15 +22,21 @@ import torch
 from pydantic import BaseModel
 
 from finetune_core.data.chunks import take_rows
-from finetune_core.data.prepare import LABEL, TEXT, PreparedData, read_labels, seeded_sample
+from finetune_core.data.prepare import LABEL, TEXT, TEXT_PAIR, PreparedData, read_labels, seeded_sample
+from finetune_core.errors import ConfigError, DataError, UserInputError
 from finetune_core.model.backbone import load_for_task, load_tokenizer, resolve_backbone
 from finetune_core.model.batching import Encoded, collate, encode
 from finetune_core.model.features import extract_features
 from finetune_core.model.heads import POOLINGS, HeadSpec, head_spec, resolve_pooling
 from finetune_core.selection.transferability import logme, probe_score
-from finetune_core.training.device import runtime_for
+from finetune_core.training.device import Runtime, runtime_for
 
 TIE = 1e-3  # LogME is per example; differences this small are noise, not a ranking
+# Candidates scored by a thread pool load one at a time: transformers' lazy modules replace
+# themselves in sys.modules on first import, and threads importing them together in a fresh
+# process got "cannot import name 'AutoTokenizer' from 'transformers'". Feature extraction and
+# scoring, the bulk of the time, stay parallel.
+_LOADING = threading.Lock()
 
 
 def selection_sample(prepared: PreparedData, size: int, seed: int) -> np.ndarray:
@@ -99,24 +107,53 @@ def with_layer_average(extractor: HeadSpec):
     return HeadSpec(features, extractor.head, extractor.layer_pattern, extractor.embeddings), split
 
 
+class CandidateFailed(RuntimeError):
+    """An unexpected error while scoring one backbone candidate; the message names it."""
+
+
+@contextmanager
+def naming_candidate(candidate: str):
+    """Errors raised inside name ``candidate``: several are scored in parallel, and a bare
+    traceback from one of them does not say which. User errors keep their type (exit code 2)."""
+    try:
+        yield
+    except UserInputError as exc:
+        if candidate in str(exc) or type(exc) not in (ConfigError, DataError):  # named already, or a report
+            raise
+        raise type(exc)(f"backbone candidate {candidate!r}: {exc}") from exc
+    except Exception as exc:
+        raise CandidateFailed(f"backbone candidate {candidate!r}: {type(exc).__name__}: {exc}") from exc
+
+
 def score_candidate(
-    config, prepared: PreparedData, candidate: str, sample: np.ndarray, out_dir: Path
+    config, prepared: PreparedData, candidate: str, sample: np.ndarray, out_dir: Path, runtime: Runtime | None = None
 ) -> CandidateScore:
-    """Load one candidate, extract frozen features on the sample, score and measure it."""
+    """Load one candidate, extract frozen features on the sample, score and measure it.
+    ``runtime``: resolved once by the caller for every candidate (else here)."""
+    with naming_candidate(candidate):
+        return _score(config, prepared, candidate, sample, out_dir, runtime or runtime_for(config.training))
+
+
+def _score(
+    config, prepared: PreparedData, candidate: str, sample: np.ndarray, out_dir: Path, runtime: Runtime
+) -> CandidateScore:
     started = time.perf_counter()
     selection, training = config.backbone, config.training
     path = resolve_backbone(candidate)
-    runtime = runtime_for(training)
-    tokenizer = load_tokenizer(path, selection.trust_remote_code)
-    model = load_for_task(path, prepared.task, prepared.labels, selection.trust_remote_code).to(runtime.device).eval()
+    with _LOADING:
+        tokenizer = load_tokenizer(path, selection.trust_remote_code)
+        model = load_for_task(path, prepared.task, prepared.labels, selection.trust_remote_code)
+    model = model.to(runtime.device).eval()
     pooling = resolve_pooling(selection.pooling, path)
     try:
         extractor = head_spec(model, pooling)  # exactly what the frozen stage's head will read
     except ValueError:  # a family outside the head table: its mean token state stands in
         extractor = None
     extractor = extractor or HeadSpec(POOLINGS["mean"], lambda m, f: f)
-    frame = take_rows(prepared.paths["train"], sample, columns=[TEXT, LABEL])  # the sample's rows, in its order
-    encoded = encode(tokenizer, frame[TEXT].astype(str).tolist(), training.max_length)
+    texts = [TEXT, TEXT_PAIR] if prepared.text_pair_column else [TEXT]  # pairs are scored as pairs
+    frame = take_rows(prepared.paths["train"], sample, columns=[*texts, LABEL])  # the sample's rows, in its order
+    pairs = frame[TEXT_PAIR].astype(str).tolist() if prepared.text_pair_column else None
+    encoded = encode(tokenizer, frame[TEXT].astype(str).tolist(), training.max_length, pairs)
     if selection.selection_layers == "all":
         spec, split = with_layer_average(extractor)
         both = extract_features(model, spec, encoded, training.eval_batch_size, runtime.device, runtime.autocast)
@@ -204,8 +241,6 @@ class SelectionResult(BaseModel):
 
 
 def choose(scores: list[CandidateScore], config, seconds: float) -> SelectionResult:
-    from finetune_core.errors import ConfigError
-
     ranking = rank(scores, config.backbone.max_parameters, config.backbone.max_latency_ms)
     if ranking[0].excluded is not None:
         reasons = "; ".join(f"{s.candidate}: {s.excluded}" for s in ranking)
@@ -217,5 +252,6 @@ def rank_backbones(config, prepared: PreparedData, out_dir: Path) -> SelectionRe
     """Score every candidate one after another (the flow maps them as parallel tasks instead)."""
     started = time.perf_counter()
     sample = selection_sample(prepared, config.backbone.selection_sample, config.training.seed)
-    scores = [score_candidate(config, prepared, c, sample, out_dir) for c in config.backbone.candidates]
+    runtime = runtime_for(config.training)
+    scores = [score_candidate(config, prepared, c, sample, out_dir, runtime) for c in config.backbone.candidates]
     return choose(scores, config, time.perf_counter() - started)

@@ -21,6 +21,7 @@ META_FILE = "finetune_meta.json"
 class ModelMeta(BaseModel):
     task: str
     text_column: str
+    text_pair_column: str | None = None  # sentence pairs: the second text's column
     max_length: int
     labels: list[str] | None = None
     target_mean: float = 0.0
@@ -79,16 +80,26 @@ class Predictor:
     def load(cls, directory: str | Path, batch_size: int = 64) -> Predictor:
         return cls(*load_model_dir(directory), batch_size=batch_size)
 
-    def raw_outputs(self, texts: list[str]) -> np.ndarray:
-        """Logits (classification) or standardised values (regression), in input order."""
-        encoded = encode(self.tokenizer, [str(t) for t in texts], self.meta.max_length)
+    def raw_outputs(self, texts: list[str], pairs: list[str] | None = None) -> np.ndarray:
+        """Logits (classification) or standardised values (regression), in input order; ``pairs``:
+        the second texts, for a model trained on sentence pairs."""
+        pairs = None if pairs is None else [str(t) for t in pairs]
+        encoded = encode(self.tokenizer, [str(t) for t in texts], self.meta.max_length, pairs)
         return predict_outputs(self.model, encoded, self.batch_size, spec=head_spec(self.model, self.meta.pooling))
 
-    def predict_texts(self, texts: list[str]) -> pd.DataFrame:
-        return outputs_to_frame(self.raw_outputs(texts), self.meta)
+    def predict_texts(self, texts: list[str], pairs: list[str] | None = None) -> pd.DataFrame:
+        return outputs_to_frame(self.raw_outputs(texts, pairs), self.meta)
 
     def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
-        column = self.meta.text_column
+        column, pair = self.meta.text_column, self.meta.text_pair_column
+        if pair is not None:  # two texts: both columns by name, nothing to guess
+            missing = [c for c in (column, pair) if c not in frame.columns]
+            if missing:
+                raise ValueError(
+                    f"input needs column(s) {', '.join(map(repr, missing))} for sentence pairs "
+                    f"(got {', '.join(map(str, frame.columns))})"
+                )
+            return self.predict_texts(frame[column].tolist(), frame[pair].tolist())
         if column not in frame.columns:
             if len(frame.columns) != 1:
                 raise ValueError(f"input needs a {column!r} column (got {', '.join(map(str, frame.columns))})")

@@ -1,27 +1,62 @@
-"""Device and precision: auto picks what the hardware does best, explicit settings are obeyed."""
+"""Device and precision: auto picks what the hardware does best, explicit settings are obeyed.
+
+``auto`` is detected here, not through accelerate's ``PartialState``: that singleton marks itself
+initialised before it has set its device, so the thread task runner's workers, resolving the
+runtime together in a fresh process, read ``device`` as None (``finetune run`` with several
+backbone candidates exited 1 on a user's first try). Detection is a plain lookup done once per
+process under a lock; the flow also resolves the runtime once before it maps candidates.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import os
+import threading
 from dataclasses import dataclass
 
 import torch
 
+_DETECTION = threading.Lock()  # the first resolution runs once, whatever the number of threads asking
 
-def cpu_supports_bf16() -> bool:
-    """Native bf16 matmuls (AVX-512 BF16 or AMX); without them bf16 autocast is slower than fp32."""
+
+@functools.cache
+def _cpu_bf16() -> bool:
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
 
 
+def cpu_supports_bf16() -> bool:
+    """Native bf16 matmuls (AVX-512 BF16 or AMX); without them bf16 autocast is slower than fp32."""
+    with _DETECTION:
+        return _cpu_bf16()
+
+
+@functools.cache
+def _detected_device_type() -> str:
+    if torch.cuda.is_available():
+        return "cuda"
+    if torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
 def resolve_device(requested: str) -> torch.device:
+    """``auto``: cuda, then mps, then cpu. On GPUs a distributed launch's ``LOCAL_RANK`` picks the
+    process's GPU (torchrun, accelerate launch); without it, the current one (our own launcher
+    sets it per rank)."""
     if requested != "auto":
         return torch.device(requested)
-    from accelerate.state import PartialState  # cuda, then mps, then cpu; honours distributed launches
-
-    return PartialState().device
+    with _DETECTION:
+        kind = _detected_device_type()
+    if kind != "cuda":
+        return torch.device(kind)
+    local_rank = os.environ.get("LOCAL_RANK")
+    # modulo: a launcher that shows each process only its own GPU still sets LOCAL_RANK
+    index = int(local_rank) % torch.cuda.device_count() if local_rank else torch.cuda.current_device()
+    return torch.device("cuda", index)
 
 
 def resolve_precision(requested: str, device: torch.device) -> str:

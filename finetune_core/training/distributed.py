@@ -1,35 +1,63 @@
-"""Data-parallel training of the unfrozen stage over ``training.num_processes`` processes.
+"""Data-parallel training of the unfrozen stage: torch's DistributedDataParallel, started by
+torch's elastic launcher (``training.launcher``).
 
-torch.distributed with gloo on CPUs (nccl on GPUs, one per rank). Every rank builds the same
-length-grouped batch order (same seed) and takes its share of each global batch, so the
-global batch size stays `training.batch_size`; each rank's loss is weighted by its share of
-the batch and gradients are summed across ranks in one all-reduce per step, which gives
-exactly the single-process gradient of the whole batch. Validation runs on every rank (the
-weights are identical, so early-stopping decisions agree); checkpoints, the saved model and
-epoch callbacks (MLflow logging) happen on rank 0 only.
+- ``local``: ``training.num_processes`` workers on this machine through
+  ``torch.distributed.launcher.api.elastic_launch`` (a c10d rendezvous on 127.0.0.1);
+- ``torchrun``: the stage's arguments go to a file next to its output directory and
+  ``torchrun <training.torchrun_args> -m finetune_core.training.worker FILE`` runs it; other nodes
+  run the same command (written to ``FILE.command``) and join the c10d rendezvous.
 
-The launcher hands each worker its ``DistContext`` as the ``ddp`` argument of the function it
-runs: no module state says which rank a process is.
+gloo on CPUs, nccl on GPUs (one per local rank). Every rank builds the same length-grouped batch
+order (same seed) and takes its share of each global batch, so the global batch stays
+``training.batch_size`` for any world size. DDP averages gradients over ranks, so each rank's
+mean loss is scaled by ``world * share / batch``: the average is then the share-weighted sum,
+exactly the single-process gradient of the whole batch. Validation runs on every rank (weights
+are identical, so early-stopping decisions agree); checkpoints, the saved model and epoch
+callbacks (MLflow logging) happen on rank 0 only. Every rank reads the last epoch checkpoint on
+resume (a multi-node run needs the run directory on shared storage), so a worker group the
+agent restarts after a failure (``training.max_restarts``) continues from the last epoch.
+
+Each worker builds its ``DistContext`` from the environment the launcher sets (RANK,
+WORLD_SIZE, LOCAL_RANK): no module state says which rank a process is.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
+import shlex
 import socket
+import subprocess
 import sys
+import uuid
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch.distributed.elastic.multiprocessing.errors import record
+
+from finetune_core.model.heads import forward_logits
+from finetune_core.training.checkpoint import Checkpointer
+from finetune_core.training.progress import SILENT, ProgressReporter, relayed
+
+STAGE_FILE_SUFFIX = ".torchrun.pkl"
+PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 
 
 @dataclass
 class DistContext:
     rank: int
     world: int
+    local_rank: int = 0
+
+    @classmethod
+    def from_environment(cls) -> DistContext:
+        """The rank the elastic agent gave this process."""
+        return cls(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)))
 
     @property
     def is_main(self) -> bool:
@@ -38,24 +66,69 @@ class DistContext:
     def shard(self, batch: np.ndarray) -> np.ndarray:
         return batch[self.rank :: self.world]
 
+    def loss_scale(self, share: int, whole: int) -> float:
+        """DDP averages gradients over ranks: scaling each rank's mean loss by world * share / whole
+        turns the average into the share-weighted sum, i.e. the gradient of the whole batch's mean."""
+        return self.world * share / whole
+
     def sum_over_ranks(self, *values: float) -> list[float]:
         """Each value summed across ranks (e.g. an epoch's loss total and row count, so rank 0
         reports the loss over the whole epoch, not over its own share)."""
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = f"cuda:{self.local_rank}" if dist.get_backend() == "nccl" else "cpu"
         totals = torch.tensor(values, dtype=torch.float64, device=device)
         dist.all_reduce(totals, op=dist.ReduceOp.SUM)
         return totals.cpu().tolist()
 
-    def sync_gradients(self, parameters: list[torch.nn.Parameter]) -> None:
-        """Sum every gradient across ranks (a missing gradient counts as zeros)."""
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in parameters]
-        flat = torch.cat([g.reshape(-1).float() for g in grads])
-        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-        offset = 0
-        for parameter, grad in zip(parameters, grads):
-            size = grad.numel()
-            parameter.grad = flat[offset : offset + size].view_as(grad).to(parameter.dtype)
-            offset += size
+    def parallel(self, network: torch.nn.Module, spec) -> DataParallel:
+        return DataParallel(self, network, spec)
+
+
+class _Logits(torch.nn.Module):
+    """``forward_logits`` as a module's forward: DDP prepares its gradient hooks in forward."""
+
+    def __init__(self, network: torch.nn.Module, spec):
+        super().__init__()
+        self.network, self.spec = network, spec
+
+    def forward(self, inputs: dict) -> torch.Tensor:
+        return forward_logits(self.network, self.spec, inputs)
+
+
+class DataParallel:
+    """One rank's DDP-wrapped network: ``forward`` joins the bucketed gradient all-reduce that
+    overlaps with backward."""
+
+    def __init__(self, context: DistContext, network: torch.nn.Module, spec):
+        self.context = context
+        on_gpu = next(network.parameters()).is_cuda
+        self.module = torch.nn.parallel.DistributedDataParallel(
+            _Logits(network, spec),
+            device_ids=[context.local_rank] if on_gpu else None,
+            # unused parameters are normal here: the pooler under mean pooling, layers that gradual
+            # unfreezing has not reached yet; DDP must not wait for their gradients
+            find_unused_parameters=True,
+            forward_sync_buffers=False,  # encoders keep no running statistics; ranks' buffers never diverge
+        )
+        self.shard, self.loss_scale, self.sum_over_ranks = context.shard, context.loss_scale, context.sum_over_ranks
+
+    def forward(self, inputs: dict) -> torch.Tensor:
+        return self.module(inputs)
+
+
+class ReadOnlyCheckpointer(Checkpointer):
+    """What ranks other than 0 use: they resume from rank 0's checkpoints and never write them."""
+
+    def save_best(self, model) -> None:
+        pass
+
+    def save_epoch(self, progress, model, optimizer, scheduler) -> None:
+        pass
+
+    def save_progress(self, progress) -> None:
+        pass
+
+    def _remove_unreferenced(self) -> None:
+        pass
 
 
 def _free_port() -> int:
@@ -64,33 +137,117 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _worker(rank: int, world: int, port: int, threads: int, fn: Callable, args: tuple) -> None:
+@record  # the worker's traceback goes into the agent's failure report
+def run_rank(fn: Callable, kwargs: dict) -> None:
+    """One worker: join the process group the agent set up (env://), run ``fn(**kwargs, ddp=...)``.
+    After a restart by the agent the stage resumes from its last epoch checkpoint."""
+    context = DistContext.from_environment()
     use_cuda = torch.cuda.is_available()
     if use_cuda:
-        torch.cuda.set_device(rank)
-    dist.init_process_group(
-        "nccl" if use_cuda else "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
-    )
-    torch.set_num_threads(threads)
+        torch.cuda.set_device(context.local_rank)
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))  # no oversubscription of the cores
+    restart = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", 0))
+    if restart > 0:
+        kwargs = {**kwargs, "resume": True}
+    # the agent's store outlives a restart: without a prefix per attempt, gloo would read the dead
+    # workers' addresses (measured: "Connection refused" to the killed rank's old port)
+    store, rank, world = next(dist.rendezvous("env://"))
+    store = dist.PrefixStore(f"finetune/attempt-{restart}", store)
+    dist.init_process_group("nccl" if use_cuda else "gloo", store=store, rank=rank, world_size=world)
     try:
-        fn(*args, ddp=DistContext(rank, world))
+        fn(**kwargs, ddp=context)
     finally:
         dist.destroy_process_group()
 
 
-def launch(world: int, fn: Callable, args: tuple) -> None:
-    """Run ``fn(*args, ddp=DistContext(rank, world))`` on ``world`` processes and wait for all;
-    what rank 0 saved is the result."""
-    import torch.multiprocessing as mp
-
-    threads = max(1, (os.cpu_count() or world) // world)  # no oversubscription of the cores
-    # Spawned workers start from this process's sys.path. Loading a logged MLflow model puts its
-    # code directory (a partial copy of this package: serving only) in front; the workers must
-    # import the package this process runs, so its root goes first while they start.
-    root = str(Path(__file__).resolve().parents[2])
-    saved = list(sys.path)
-    sys.path.insert(0, root)
+@contextmanager
+def _package_first():
+    """Workers must import the package this process runs. Loading a logged MLflow model puts its
+    code directory (a partial copy of this package: serving only) first on sys.path, which spawned
+    children inherit; torchrun's children start from PYTHONPATH."""
+    saved_path, saved_env = list(sys.path), os.environ.get("PYTHONPATH")
+    sys.path.insert(0, PACKAGE_ROOT)
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (PACKAGE_ROOT, saved_env) if p)
     try:
-        mp.spawn(_worker, args=(world, _free_port(), threads, fn, args), nprocs=world, join=True)
+        yield
     finally:
-        sys.path[:] = saved
+        sys.path[:] = saved_path
+        if saved_env is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = saved_env
+
+
+def launch_local(processes: int, max_restarts: int, fn: Callable, kwargs: dict) -> None:
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    config = LaunchConfig(
+        min_nodes=1,
+        max_nodes=1,
+        nproc_per_node=processes,
+        run_id=uuid.uuid4().hex,
+        rdzv_backend="c10d",
+        rdzv_endpoint=f"127.0.0.1:{_free_port()}",
+        max_restarts=max_restarts,
+        local_addr="127.0.0.1",
+    )
+    elastic_launch(config, run_rank)(fn, kwargs)
+
+
+def stage_file(out_dir: Path) -> Path:
+    """Where the torchrun launcher leaves a stage's arguments: next to its output directory."""
+    out_dir = Path(out_dir)
+    return out_dir.with_name(out_dir.name + STAGE_FILE_SUFFIX)
+
+
+def write_stage_file(path: Path, fn: Callable, kwargs: dict) -> Path:
+    """The stage as the worker entry point reads it (a pickle: written and read by this package)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(pickle.dumps((fn, kwargs)))
+    return path
+
+
+def run_stage_file(path: Path) -> None:
+    fn, kwargs = pickle.loads(Path(path).read_bytes())
+    run_rank(fn, kwargs)
+
+
+def torchrun_command(processes: int, max_restarts: int, torchrun_args: list[str], path: Path) -> list[str]:
+    """The command every node runs; without ``torchrun_args``, one node (``--standalone``). The
+    user's options come after ours, so their ``--max-restarts`` wins; ``$VARS`` in them expand
+    here (a Kubernetes pod names its rendezvous endpoint and id in its environment)."""
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc-per-node={processes}",
+        f"--max-restarts={max_restarts}",
+        *(os.path.expandvars(arg) for arg in torchrun_args or ["--standalone"]),
+        "-m",
+        "finetune_core.training.worker",
+        str(path),
+    ]
+
+
+def launch_torchrun(training, fn: Callable, kwargs: dict, out_dir: Path) -> None:
+    path = write_stage_file(stage_file(out_dir), fn, kwargs)
+    command = torchrun_command(training.num_processes, training.max_restarts, list(training.torchrun_args), path)
+    path.with_suffix(".command").write_text(shlex.join(command) + "\n")  # what the other nodes run
+    with _package_first():
+        subprocess.run(command, check=True)
+
+
+def needs_launch(training) -> bool:
+    return training.launcher == "torchrun" or training.num_processes > 1
+
+
+def launch(training, fn: Callable, kwargs: dict, out_dir: Path, progress: ProgressReporter = SILENT) -> None:
+    """Run ``fn(**kwargs, progress=..., ddp=DistContext)`` on every rank with the launcher
+    ``training.launcher`` names and wait for all; what rank 0 saved in ``out_dir`` is the result.
+    Workers started here (``local``) report progress to ``progress``; torchrun's do not."""
+    if training.launcher == "torchrun":
+        launch_torchrun(training, fn, {**kwargs, "progress": SILENT}, out_dir)
+        return
+    with relayed(progress) as remote, _package_first():
+        launch_local(training.num_processes, training.max_restarts, fn, {**kwargs, "progress": remote})

@@ -2,7 +2,7 @@
 per-epoch checkpoints, resume) driving either the head on cached features or the whole
 network on length-grouped, dynamically padded batches.
 
-Callbacks are optional (``on_epoch_end``): training runs the same with none.
+Callbacks are optional (``on_epoch_end``, ``progress``): training runs the same with none.
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from finetune_core.model.batching import Encoded, collate, length_grouped_batches
+from finetune_core.model.batching import MEGABATCH_FACTOR, Encoded, collate, length_grouped_batches
 from finetune_core.model.heads import forward_logits
 from finetune_core.training.checkpoint import Checkpointer, Progress
+from finetune_core.training.progress import SILENT, ProgressReporter
 
 EpochCallback = Callable[[str, int, dict], None]
 STAGE_IDS = {"frozen": 0, "unfrozen": 1}
@@ -51,16 +52,46 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def compute_loss(outputs: torch.Tensor, targets: torch.Tensor, task: str) -> torch.Tensor:
-    """Loss follows the task type: cross-entropy for classes, mean squared error for targets."""
+def compute_loss(
+    outputs: torch.Tensor, targets: torch.Tensor, task: str, weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Loss follows the task type: cross-entropy for classes (``weights``: one per class, from
+    ``training.class_weights``), mean squared error for targets."""
     outputs = outputs.float()
     if task == "classification":
-        return F.cross_entropy(outputs, targets)
+        return F.cross_entropy(outputs, targets, weight=None if weights is None else weights.to(outputs.device))
     return F.mse_loss(outputs.squeeze(-1), targets.to(outputs.dtype))
+
+
+def class_weight_vector(setting, labels: list[str], train_labels: np.ndarray) -> torch.Tensor | None:
+    """Cross-entropy weights from ``training.class_weights``: None for "none"; "balanced" is
+    scikit-learn's n_samples / (n_classes * count_c) over the train split's class ids (a class
+    absent from train gets 1); a mapping gives its labels' weights, the others 1."""
+    if setting == "none":
+        return None
+    if setting == "balanced":
+        counts = np.bincount(np.asarray(train_labels, dtype=np.int64), minlength=len(labels)).astype(np.float64)
+        present = counts > 0
+        weights = np.ones(len(labels))
+        weights[present] = counts.sum() / (present.sum() * counts[present])
+    else:
+        weights = np.array([float(setting.get(name, 1.0)) for name in labels])
+    return torch.tensor(weights, dtype=torch.float32)
 
 
 def targets_tensor(targets: np.ndarray, task: str) -> torch.Tensor:
     return torch.tensor(np.array(targets), dtype=torch.long if task == "classification" else torch.float32)
+
+
+def head_batches(rows: int, batch_size: int) -> int:
+    """Batches of one ``head_epoch`` over ``rows`` cached feature rows."""
+    return max(1, -(-rows // batch_size))
+
+
+def network_batches(rows: int, batch_size: int) -> int:
+    """Batches of one ``network_epoch``: ``length_grouped_batches`` cuts each megabatch apart."""
+    full, rest = divmod(rows, batch_size * MEGABATCH_FACTOR)
+    return full * MEGABATCH_FACTOR + -(-rest // batch_size)
 
 
 def epoch_rng(seed: int, stage: str, epoch: int) -> np.random.Generator:
@@ -97,11 +128,24 @@ class EpochLoop:
     deadline: float | None = None  # set by run(); train_epoch stops its batches there
     checkpointer: Checkpointer = field(default_factory=lambda: Checkpointer(None))
     on_epoch_end: EpochCallback | None = None
+    reporter: ProgressReporter = SILENT  # hears each epoch's start and end; train_epoch reports its batches
+    batches_per_epoch: int = 0
 
     def _improved(self, value: float, best: float | None) -> bool:
         if best is None:
             return True
         return value > best if self.larger_is_better else value < best
+
+    def _report_unreported(self, progress: Progress) -> None:
+        """Epochs committed but never reported (the callback failed, e.g. the tracking server was
+        down, or the process died between the two) are reported on resume, so none is missing."""
+        if self.on_epoch_end is None:
+            return
+        reported = self.checkpointer.reported_epoch()
+        for entry in progress.history:
+            if entry["epoch"] > reported:
+                self.on_epoch_end(self.stage, entry["epoch"], {k: v for k, v in entry.items() if k != "epoch"})
+                self.checkpointer.save_reported(entry["epoch"])
 
     def run(self, state, train_epoch, validate, optimizer=None, scheduler=None, resume: bool = False) -> StageResult:
         """``train_epoch(epoch) -> mean loss``; ``validate() -> metrics``; ``state`` has state_dict()."""
@@ -110,6 +154,7 @@ class EpochLoop:
         if progress is not None:
             self.checkpointer.restore(state, optimizer, scheduler)
             result.resumed_after_epoch = progress.epoch
+            self._report_unreported(progress)
         else:
             progress = Progress(stage=self.stage)
         best_state = self.checkpointer.best_state() if progress.best_epoch else None
@@ -119,10 +164,14 @@ class EpochLoop:
         for epoch in range(progress.epoch + 1, self.epochs + 1):
             if stop:
                 break
+            self.reporter.start(self.stage, self.batches_per_epoch, epoch, self.epochs)
             epoch_started = time.perf_counter()
             loss = train_epoch(epoch)
-            progress.train_seconds += time.perf_counter() - epoch_started
+            epoch_seconds = time.perf_counter() - epoch_started
+            progress.train_seconds += epoch_seconds
             metrics = {"train_loss": loss, **{f"val_{k}": v for k, v in validate().items()}}
+            speed = self.train_examples / max(epoch_seconds, 1e-9)  # as StageResult.samples_per_second
+            self.reporter.end({"train_loss": loss, self.metric: metrics[self.metric], "samples_per_second": speed})
             if scheduler is not None:
                 metrics["learning_rate"] = scheduler.get_last_lr()[-1]
             progress.history.append({"epoch": epoch, **metrics})
@@ -141,9 +190,11 @@ class EpochLoop:
             result.stopped_early = stop and epoch < self.epochs
             if self.deadline is not None and time.perf_counter() >= self.deadline:
                 stop, result.extra["time_budget_reached"] = True, True
+            progress.done = stop or epoch == self.epochs  # committed with the epoch: resume never trains past a stop
             self.checkpointer.save_epoch(progress, state, optimizer, scheduler)
             if self.on_epoch_end is not None:
                 self.on_epoch_end(self.stage, epoch, metrics)
+                self.checkpointer.save_reported(epoch)
         if self.keep_best and best_state is not None:  # the best epoch, not the last
             state.load_state_dict(best_state)
         progress.done = True
@@ -168,21 +219,25 @@ def head_epoch(
     batch_size,
     rng,
     max_grad_norm,
+    progress: ProgressReporter = SILENT,
+    class_weights: torch.Tensor | None = None,
 ):
     """One epoch of the head alone on cached backbone features."""
     model.train()
     model.base_model.eval()
     parameters = [p for g in optimizer.param_groups for p in g["params"]]
     total, seen = 0.0, 0
-    for batch in np.array_split(rng.permutation(len(features)), max(1, -(-len(features) // batch_size))):
-        loss = compute_loss(head(model, features[batch]), targets[batch], task)
+    for batch in np.array_split(rng.permutation(len(features)), head_batches(len(features), batch_size)):
+        loss = compute_loss(head(model, features[batch]), targets[batch], task, class_weights)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        total += float(loss.detach()) * len(batch)
+        value = float(loss.detach())
+        total += value * len(batch)
         seen += len(batch)
+        progress.advance(1, len(batch), value)
     return total / max(seen, 1)
 
 
@@ -201,35 +256,39 @@ def network_epoch(
     frozen_backbone=False,
     deadline: float | None = None,
     dist=None,
+    progress: ProgressReporter = SILENT,
+    class_weights: torch.Tensor | None = None,
 ):
     """One epoch of the network on length-grouped, dynamically padded batches (cut short at
-    ``deadline``, a time.perf_counter() value). ``dist``: a data-parallel context; this rank
-    trains on its share of each global batch and gradients are summed across ranks; the
-    returned loss is the mean over every rank's rows."""
+    ``deadline``, a time.perf_counter() value). ``dist``: this rank's DDP-wrapped network
+    (training.distributed.DataParallel); it trains on its share of each global batch, DDP
+    all-reduces gradients during backward; the returned loss is the mean over every rank's rows.
+    ``progress`` hears each global batch (this rank's loss: reporting adds no sync between ranks)."""
     model.train()
     if frozen_backbone:  # a frozen backbone is a fixed feature extractor: no dropout inside it
         model.base_model.eval()
     parameters = [p for g in optimizer.param_groups for p in g["params"]]
-    trainable = [p for p in parameters if p.requires_grad]
     total, seen = 0.0, 0
     for whole in length_grouped_batches(encoded.lengths, batch_size, rng):
         batch = whole if dist is None else dist.shard(whole)
-        if len(batch):
-            inputs = {k: v.to(runtime.device) for k, v in collate(encoded, batch).items()}
-            with runtime.autocast():
-                outputs = forward_logits(model, spec, inputs)
-            loss = compute_loss(outputs, targets[batch].to(runtime.device), task)
-            (loss if dist is None else loss * (len(batch) / len(whole))).backward()
-        if dist is not None:
-            dist.sync_gradients(trainable)
+        # every rank joins each step's gradient all-reduce: one without rows runs a row weighted 0
+        rows = batch if len(batch) else whole[:1]
+        inputs = {k: v.to(runtime.device) for k, v in collate(encoded, rows).items()}
+        with runtime.autocast():
+            outputs = forward_logits(model, spec, inputs) if dist is None else dist.forward(inputs)
+        loss = compute_loss(outputs, targets[rows].to(runtime.device), task, class_weights)
+        (loss if dist is None else loss * dist.loss_scale(len(batch), len(whole))).backward()
         torch.nn.utils.clip_grad_norm_([p for p in parameters if p.grad is not None], max_grad_norm)
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
         optimizer.zero_grad(set_to_none=True)
+        value = None
         if len(batch):
-            total += float(loss.detach()) * len(batch)
+            value = float(loss.detach())
+            total += value * len(batch)
             seen += len(batch)
+        progress.advance(1, len(whole), value)
         if deadline is not None and time.perf_counter() >= deadline:
             break
     if dist is not None:

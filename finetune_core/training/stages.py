@@ -16,7 +16,7 @@ import torch
 
 from finetune_core.config.finetune import FinetuneConfig
 from finetune_core.data.prepare import PreparedData
-from finetune_core.evaluation.metric_table import PRIMARY_METRIC
+from finetune_core.evaluation.metric_table import primary_metric
 from finetune_core.evaluation.metrics import score_outputs
 from finetune_core.model.backbone import load_for_task, load_tokenizer
 from finetune_core.model.features import DEFAULT_CACHE, cached_features, load_known_features
@@ -33,8 +33,11 @@ from finetune_core.training.loop import (
     EpochLoop,
     ParameterSubset,
     StageResult,
+    class_weight_vector,
     epoch_rng,
+    head_batches,
     head_epoch,
+    network_batches,
     network_epoch,
     seed_everything,
     targets_tensor,
@@ -49,6 +52,7 @@ from finetune_core.training.optim import (
     make_scheduler,
     unfrozen_depths,
 )
+from finetune_core.training.progress import SILENT, ProgressReporter
 from finetune_core.training.splits import outputs_for, spec_for, split_tokens
 
 RESULT_FILE = "stage_result.json"
@@ -60,8 +64,8 @@ def _score(prepared: PreparedData, outputs: np.ndarray, targets: np.ndarray) -> 
     return score_outputs(prepared.task, outputs, targets, prepared.labels, prepared.target_mean, prepared.target_std)
 
 
-def _loop(config, prepared, stage, epochs, checkpoints, on_epoch_end, max_seconds=None) -> EpochLoop:
-    metric, larger = PRIMARY_METRIC[prepared.task]
+def _loop(config, prepared, stage, epochs, checkpoints, on_epoch_end, max_seconds=None, progress=SILENT) -> EpochLoop:
+    metric, larger = primary_metric(prepared.task, config.training.metric)
     return EpochLoop(
         stage=stage,
         epochs=epochs,
@@ -73,7 +77,14 @@ def _loop(config, prepared, stage, epochs, checkpoints, on_epoch_end, max_second
         checkpointer=Checkpointer(Path(checkpoints) / stage if checkpoints else None),
         on_epoch_end=on_epoch_end,
         max_seconds=max_seconds,
+        reporter=progress,
     )
+
+
+def _class_weights(config: FinetuneConfig, prepared: PreparedData, train_labels: np.ndarray):
+    if prepared.task != "classification":
+        return None
+    return class_weight_vector(config.training.class_weights, prepared.labels, train_labels)
 
 
 def _finished(out_dir: Path, resume: bool) -> StageResult | None:
@@ -108,6 +119,7 @@ def train_frozen(
     checkpoints: Path | None = None,
     resume: bool = False,
     known_features: Path | None = None,
+    progress: ProgressReporter = SILENT,
 ) -> StageResult:
     """Stage 1: a fresh head on ``backbone``, trained on cached frozen-backbone features
     (``known_features``: the train rows backbone selection already extracted)."""
@@ -125,6 +137,7 @@ def train_frozen(
     meta = ModelMeta(
         task=prepared.task,
         text_column=prepared.text_column,
+        text_pair_column=prepared.text_pair_column,
         max_length=training.max_length,
         labels=prepared.labels,
         target_mean=prepared.target_mean,
@@ -138,8 +151,9 @@ def train_frozen(
     train, validation = (split_tokens(prepared, s, tokenizer, training.max_length) for s in ("train", "validation"))
     steps = epochs * -(-len(train[0]) // training.batch_size)
     optimizer, scheduler, head_names = _head_optimizer(model, config, steps)
-    loop = _loop(config, prepared, "frozen", epochs, checkpoints, on_epoch_end)
+    loop = _loop(config, prepared, "frozen", epochs, checkpoints, on_epoch_end, progress=progress)
     train_y, task, extra = targets_tensor(train[1], prepared.task).to(runtime.device), prepared.task, {}
+    weights = _class_weights(config, prepared, train[1])
 
     if spec is not None and epochs > 0:  # train the head on backbone outputs computed once
         started = time.perf_counter()
@@ -154,10 +168,15 @@ def train_frozen(
             cache_dir=cache_dir,
         )
         known = load_known_features(known_features, pooling, runtime.precision, training.max_length)
-        train_x, train_hit = cached_features(model, spec, train[0], backbone, known=known, **common)
-        val_x, val_hit = cached_features(model, spec, validation[0], backbone, **common)
+        train_x, train_hit = cached_features(
+            model, spec, train[0], backbone, known=known, progress=progress, task="train features", **common
+        )
+        val_x, val_hit = cached_features(
+            model, spec, validation[0], backbone, progress=progress, task="validation features", **common
+        )
         train_x, val_x = train_x.to(runtime.device), val_x.to(runtime.device)
         extra = {"feature_seconds": time.perf_counter() - started, "feature_cache_hits": int(train_hit) + int(val_hit)}
+        loop.batches_per_epoch = head_batches(len(train_x), training.batch_size)
 
         def train_epoch(epoch):
             rng = epoch_rng(training.seed, "frozen", epoch)
@@ -172,6 +191,8 @@ def train_frozen(
                 training.batch_size,
                 rng,
                 training.max_grad_norm,
+                progress,
+                class_weights=weights,
             )
 
         @torch.inference_mode()
@@ -179,6 +200,7 @@ def train_frozen(
             model.eval()
             return _score(prepared, head_outputs(model, spec.head, val_x, training.eval_batch_size), validation[1])
     else:  # unknown model family: full forward passes with the backbone frozen
+        loop.batches_per_epoch = network_batches(len(train[0]), training.batch_size)
 
         def train_epoch(epoch):
             rng = epoch_rng(training.seed, "frozen", epoch)
@@ -195,6 +217,8 @@ def train_frozen(
                 training.max_grad_norm,
                 runtime,
                 frozen_backbone=True,
+                progress=progress,
+                class_weights=weights,
             )
 
         def validate():
@@ -233,19 +257,29 @@ def train_unfrozen(
     on_epoch_end: EpochCallback | None = None,
     checkpoints: Path | None = None,
     resume: bool = False,
+    progress: ProgressReporter = SILENT,
     ddp: DistContext | None = None,
 ) -> StageResult:
     """Stage 2: from the stage-1 model, fine-tune with layer-wise learning rates (or LoRA);
-    data-parallel over `training.num_processes` processes: the launcher (training.distributed)
-    runs this function again in each worker with its rank context as ``ddp``."""
+    data-parallel (DDP) over `training.num_processes` processes per node: the launcher
+    `training.launcher` (training.distributed) runs this function again in each worker with its
+    rank context as ``ddp``."""
     if (done := _finished(out_dir, resume)) is not None:
         return done
-    if config.training.num_processes > 1 and ddp is None and config.training.unfrozen.epochs > 0:
-        args = (config, prepared, checkpoint, out_dir, on_epoch_end, checkpoints, resume)
-        distributed.launch(config.training.num_processes, train_unfrozen, args)
+    if ddp is None and distributed.needs_launch(config.training) and config.training.unfrozen.epochs > 0:
+        stage_args = dict(
+            config=config,
+            prepared=prepared,
+            checkpoint=checkpoint,
+            out_dir=out_dir,
+            on_epoch_end=on_epoch_end,
+            checkpoints=checkpoints,
+            resume=resume,
+        )
+        distributed.launch(config.training, train_unfrozen, stage_args, out_dir, progress)
         return _finished(out_dir, resume=True)  # what rank 0 saved
-    if ddp is not None and not ddp.is_main:  # rank 0 alone checkpoints and reports
-        checkpoints, on_epoch_end = None, None
+    if ddp is not None and not ddp.is_main:  # rank 0 alone writes checkpoints and reports
+        on_epoch_end, progress = None, SILENT
     training, stage = config.training, config.training.unfrozen
     runtime = runtime_for(training)
     seed_everything(training.seed + 1)
@@ -253,6 +287,7 @@ def train_unfrozen(
     epochs = 0 if training.strategy == "linear-probe" else stage.epochs
     train, validation = (split_tokens(prepared, s, tokenizer, training.max_length) for s in ("train", "validation"))
     train_y, task = targets_tensor(train[1], prepared.task), prepared.task
+    weights = _class_weights(config, prepared, train[1])
     spec = spec_for(model, meta.pooling)
     if training.strategy == "lora" and epochs > 0:
         model = _wrap_lora(model, config)
@@ -276,9 +311,14 @@ def train_unfrozen(
         checkpoints,
         on_epoch_end,
         max_seconds=stage.max_minutes * 60 if stage.max_minutes else None,
+        progress=progress,
     )
+    loop.batches_per_epoch = network_batches(len(train[0]), training.batch_size)
     # With LoRA the adapters sit inside the wrapped transformers model: run that one.
     network = model.get_base_model() if hasattr(model, "get_base_model") else model
+    parallel = ddp.parallel(network, spec) if ddp is not None and epochs > 0 else None
+    if ddp is not None and not ddp.is_main:  # resumes from rank 0's checkpoints, never writes them
+        loop.checkpointer = distributed.ReadOnlyCheckpointer(loop.checkpointer.directory)
 
     def train_epoch(epoch):
         if stage.gradual:
@@ -297,7 +337,9 @@ def train_unfrozen(
             training.max_grad_norm,
             runtime,
             deadline=loop.deadline,
-            dist=ddp,
+            dist=parallel,
+            progress=progress,
+            class_weights=weights,
         )
 
     def validate():

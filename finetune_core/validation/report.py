@@ -15,6 +15,14 @@ def _count(result: CheckResult) -> str:
     return f"{result.unexpected_count}{percent}"
 
 
+def _shown(report: ValidationReport) -> list[CheckResult]:
+    """Failures worth a line, errors first: a check that failed its error level is not repeated
+    at its warning level."""
+    stopped = {(r.split, r.check) for r in report.failures("error")}
+    failures = [r for r in report.failures() if r.severity == "error" or (r.split, r.check) not in stopped]
+    return sorted(failures, key=lambda r: (r.severity != "error", r.split, r.check))
+
+
 def _cell(value: object) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
@@ -24,7 +32,7 @@ def markdown(report: ValidationReport) -> str:
     lines = [f"# Data validation {verdict}", "", report.summary(), ""]
     lines += ["| split | file | rows |", "|---|---|---|"]
     lines += [f"| {s} | `{report.sources.get(s, '')}` | {n} |" for s, n in report.rows.items()]
-    failures = report.failures()
+    failures = _shown(report)
     if not failures:
         lines += ["", "Every check passed."]
         return "\n".join(lines)
@@ -35,7 +43,7 @@ def markdown(report: ValidationReport) -> str:
         "| severity | split | check | expectation | column | unexpected | observed |",
         "|---|---|---|---|---|---|---|",
     ]
-    for r in sorted(failures, key=lambda r: (r.severity != "error", r.split, r.check)):
+    for r in failures:
         lines.append(
             f"| **{r.severity}** | {r.split} | {r.check} | {r.expectation} | {_cell(r.column or '')} | "
             f"{_count(r)} | {_cell(r.observed)} |"
@@ -50,7 +58,7 @@ def markdown(report: ValidationReport) -> str:
 
 
 def table(report: ValidationReport) -> str:
-    failures = sorted(report.failures(), key=lambda r: (r.severity != "error", r.split, r.check))
+    failures = _shown(report)
     if not failures:
         return f"data validation passed: {report.summary()}"
     header = ("SEVERITY", "SPLIT (FILE)", "CHECK", "COLUMN", "UNEXPECTED", "OBSERVED / EXAMPLE")

@@ -43,6 +43,20 @@ def normalise(texts: pd.Series) -> pd.Series:
     return pd.Series(keys, index=texts.index, dtype=pd.ArrowDtype(pa.string()))
 
 
+PAIR_SEPARATOR = "\x1f"  # joins a pair's two normalised texts (normalise() turns \x1f in a text into a space)
+
+
+def row_keys(chunk: pd.DataFrame, text: str, pair: str | None = None) -> pd.Series:
+    """Each row's normalised text; for sentence pairs, both texts joined: a duplicate or a leaked
+    row is the same *pair* (the same first text with another second text is a different row).
+    Blank ("") when the first text is blank."""
+    keys = normalise(chunk[text])
+    if pair is None or pair not in chunk:
+        return keys
+    joined = keys + PAIR_SEPARATOR + normalise(chunk[pair])
+    return joined.where(keys != "", "")
+
+
 def text_hashes(keys: pd.Series) -> np.ndarray:
     return pd.util.hash_pandas_object(keys, index=False).to_numpy()
 
@@ -65,14 +79,16 @@ class SplitFacts:
         return {label: count / total for label, count in self.label_counts.items()} if total else {}
 
 
-def _hash_pass(chunks: Chunks, text: str, label: str | None, facts: SplitFacts, on_chunk=None) -> None:
+def _hash_pass(
+    chunks: Chunks, text: str, label: str | None, facts: SplitFacts, on_chunk=None, pair: str | None = None
+) -> None:
     """Row count, duplicate flags and (``label``) label counts of one split, in one pass."""
     hashes, blanks = [], []
     for chunk in chunks():
         facts.rows += len(chunk)
         if text in chunk:
             facts.has_text = True
-            keys = normalise(chunk[text])
+            keys = row_keys(chunk, text, pair)
             hashes.append(text_hashes(keys))
             blanks.append((keys == "").to_numpy())
             if on_chunk is not None:
@@ -96,8 +112,11 @@ def repeats_earlier(hashes: np.ndarray, blank: np.ndarray) -> np.ndarray:
     return repeat & ~blank
 
 
-def gather(splits: dict[str, Chunks], text: str, label: str, task: str) -> tuple[dict[str, SplitFacts], set[str]]:
-    """(facts per split, normalised train texts also in an evaluation split)."""
+def gather(
+    splits: dict[str, Chunks], text: str, label: str, task: str, pair: str | None = None
+) -> tuple[dict[str, SplitFacts], set[str]]:
+    """(facts per split, normalised train texts also in an evaluation split); ``pair``: the second
+    text's column of sentence pairs, whose facts are about the pair (``row_keys``)."""
     facts = {split: SplitFacts() for split in splits}
     evaluation_hashes: list[np.ndarray] = []
 
@@ -106,7 +125,7 @@ def gather(splits: dict[str, Chunks], text: str, label: str, task: str) -> tuple
 
     for split, chunks in splits.items():
         if split != "train":
-            _hash_pass(chunks, text, None, facts[split], keep_hashes)
+            _hash_pass(chunks, text, None, facts[split], keep_hashes, pair)
     wanted = np.unique(np.concatenate(evaluation_hashes)) if evaluation_hashes else np.zeros(0, dtype=np.uint64)
     leaked: set[str] = set()
 
@@ -120,5 +139,6 @@ def gather(splits: dict[str, Chunks], text: str, label: str, task: str) -> tuple
             label if task == "classification" else None,
             facts["train"],
             keep_candidates if len(wanted) else None,
+            pair,
         )
     return facts, leaked

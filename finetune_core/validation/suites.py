@@ -1,9 +1,10 @@
 """Data validation with Great Expectations 1.x: one suite per split, built from `validation.*`.
 
 Checks that compare rows (duplicates) or splits (unknown labels, train/test leakage, class
-shares) are computed as derived columns of the validated frame, so every check is a real
-GX expectation with its own severity, result and Data Docs entry. Failed checks carry a few
-example rows with their line numbers in the source file.
+sizes, mixed label types, label typos) are computed as derived columns of the validated
+frame (``expectations``), so every check is a real GX expectation with its own severity,
+result and Data Docs entry; a check with a warning and an error level is one expectation
+per level. Failed checks carry a few example rows with their line numbers in the source file.
 
 Splits are validated ``validation.chunk_rows`` rows at a time, so a file larger than memory
 is never read whole: the whole-split facts behind the derived columns are gathered first in
@@ -14,6 +15,7 @@ results are added up per check (``validation_merge``).
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -22,17 +24,16 @@ from pydantic import BaseModel
 
 from finetune_core.config.validation import CHECKS, ValidationConfig
 from finetune_core.data.chunks import chunks_of, parquet_columns
-from finetune_core.validation.merge import merge_chunks
-from finetune_core.validation.split_facts import SplitFacts, as_written, gather, normalise
-
-DUPLICATE, IN_TRAIN, CLASS_SHARE, TARGET, FINITE, TOKENS = (
-    "[repeats an earlier text]",
-    "[text also in train]",
-    "[share of its class in train]",
-    "[target as number]",
-    "[target is finite]",
-    "[length in tokens]",
+from finetune_core.validation.expectations import (
+    LABEL_DERIVED,
+    SHOWN_IN_EXAMPLES,
+    TEXT_DERIVED,
+    LabelRules,
+    derived_frame,
+    planned_expectations,
 )
+from finetune_core.validation.merge import merge_chunks
+from finetune_core.validation.split_facts import gather
 
 
 class CheckResult(BaseModel):
@@ -67,109 +68,6 @@ class ValidationReport(BaseModel):
         return f"{len(self.results)} checks on {len(self.rows)} split(s): {errors} error(s), {warnings} warning(s)"
 
 
-def _derived_frame(
-    split: str,
-    chunk: pd.DataFrame,
-    text: str,
-    label: str,
-    task: str,
-    facts: dict[str, SplitFacts],
-    leaked: set[str],
-    token_counter,
-) -> pd.DataFrame:
-    out = chunk.copy()
-    if text in out:
-        out[DUPLICATE] = facts[split].duplicate[out.index.to_numpy()] if len(out) else pd.Series(dtype=bool)
-        if split != "train" and "train" in facts and facts["train"].has_text:
-            keys = normalise(out[text])
-            out[IN_TRAIN] = keys.isin(leaked) & (keys != "")
-        if token_counter is not None:
-            out[TOKENS] = token_counter(out[text].fillna("").astype(str).tolist())
-    if label in out:
-        if task == "classification":
-            out[label] = out[label].map(as_written).astype(object)
-            if split == "train":
-                out[CLASS_SHARE] = out[label].map(facts["train"].class_shares()).astype("float64")
-        else:
-            numbers = pd.to_numeric(out[label], errors="coerce").astype("float64")
-            out[TARGET], out[FINITE] = numbers, np.isfinite(numbers.to_numpy())
-    return out
-
-
-def _expectations(
-    split: str,
-    frame: pd.DataFrame,
-    text: str,
-    label: str,
-    task: str,
-    config: ValidationConfig,
-    train_labels: list[str] | None,
-) -> list[tuple[str, object]]:
-    import great_expectations as gx
-
-    E = gx.expectations
-    min_rows = config.min_train_rows if split == "train" else config.min_eval_rows
-    planned: list[tuple[str, object]] = [
-        ("columns", E.ExpectColumnToExist(column=text)),
-        ("columns", E.ExpectColumnToExist(column=label)),
-        ("min_rows", E.ExpectTableRowCountToBeBetween(min_value=min_rows)),
-    ]
-    if text in frame:
-        planned += [
-            ("text_not_blank", E.ExpectColumnValuesToNotBeNull(column=text)),
-            ("text_not_blank", E.ExpectColumnValuesToNotMatchRegex(column=text, regex=r"^\s*$")),
-            (
-                "text_length",
-                E.ExpectColumnValueLengthsToBeBetween(
-                    column=text, min_value=config.min_text_chars, max_value=config.max_text_chars
-                ),
-            ),
-            (
-                "duplicates",
-                E.ExpectColumnValuesToBeInSet(
-                    column=DUPLICATE, value_set=[False], mostly=1 - config.max_duplicate_fraction
-                ),
-            ),
-        ]
-        if TOKENS in frame:
-            planned.append(
-                ("text_tokens", E.ExpectColumnValuesToBeBetween(column=TOKENS, max_value=config.max_text_tokens))
-            )
-        if IN_TRAIN in frame:
-            planned.append(
-                (
-                    "leakage",
-                    E.ExpectColumnValuesToBeInSet(
-                        column=IN_TRAIN, value_set=[False], mostly=1 - config.max_leakage_fraction
-                    ),
-                )
-            )
-    if label in frame:
-        planned.append(("label_not_null", E.ExpectColumnValuesToNotBeNull(column=label)))
-        if task == "classification" and split == "train":
-            planned += [
-                ("min_classes", E.ExpectColumnUniqueValueCountToBeBetween(column=label, min_value=2)),
-                (
-                    "class_fraction",
-                    E.ExpectColumnValuesToBeBetween(column=CLASS_SHARE, min_value=config.min_class_fraction),
-                ),
-            ]
-        elif task == "classification" and train_labels is not None:
-            planned.append(("labels_known", E.ExpectColumnValuesToBeInSet(column=label, value_set=train_labels)))
-        elif task == "regression":
-            planned.append(("target_finite", E.ExpectColumnValuesToBeInSet(column=FINITE, value_set=[True])))
-            if config.target_min is not None or config.target_max is not None:
-                planned.append(
-                    (
-                        "target_bounds",
-                        E.ExpectColumnValuesToBeBetween(
-                            column=TARGET, min_value=config.target_min, max_value=config.target_max
-                        ),
-                    )
-                )
-    return [(check, expectation) for check, expectation in planned if config.severity_of(check) != "off"]
-
-
 _GX_SEVERITY = {"error": "critical", "warning": "warning"}
 _RESULT_FORMAT = {"result_format": "SUMMARY", "partial_unexpected_count": 20}
 
@@ -201,7 +99,9 @@ def _context(docs_dir: Path | None):
     return context
 
 
-def _validate_chunk(checkpoint, derived: pd.DataFrame, run_name: str | None, text: str, label: str, limit: int):
+def _validate_chunk(
+    checkpoint, derived: pd.DataFrame, run_name: str | None, text: str, label: str, limit: int, pair: str | None = None
+):
     """One GX validation of one chunk: (its JSON, per expectation {type, kwargs, meta, success, result, examples})."""
     from great_expectations.core.run_identifier import RunIdentifier
 
@@ -213,14 +113,17 @@ def _validate_chunk(checkpoint, derived: pd.DataFrame, run_name: str | None, tex
     for outcome in validation.results:
         result = outcome.result or {}
         failed_rows = result.get("partial_unexpected_index_list") or []
+        kwargs = outcome.expectation_config.kwargs
+        texts = [text] + ([pair] if pair in derived else [])
+        shown = texts + [label] + [c for c in [kwargs.get("column")] if c in SHOWN_IN_EXAMPLES]
         parts.append(
             {
                 "type": outcome.expectation_config.type,
-                "kwargs": outcome.expectation_config.kwargs,
+                "kwargs": kwargs,
                 "meta": outcome.expectation_config.meta,
                 "success": bool(outcome.success),
                 "result": result,
-                "examples": _examples(derived, failed_rows, [text, label], limit),
+                "examples": _examples(derived, failed_rows, shown, limit),
             }
         )
     return validation.to_json_dict(), parts
@@ -230,7 +133,19 @@ def _columns(source) -> list[str]:
     return list(source.columns) if isinstance(source, pd.DataFrame) else parquet_columns(source)
 
 
-def run_suites(
+# Great Expectations keeps process-wide state (its project manager points at the last context
+# made): two validations in threads of one process (two flow runs started together, or mapped
+# tasks) wrote one run's great_expectations.yml twice. One validation at a time per process.
+_GX_IN_USE = threading.Lock()
+
+
+def run_suites(*args, **kwargs) -> ValidationReport:
+    """Validate every split, one validation at a time in this process (see ``_GX_IN_USE``)."""
+    with _GX_IN_USE:
+        return _run_suites(*args, **kwargs)
+
+
+def _run_suites(
     frames: dict[str, pd.DataFrame | str | Path],
     sources: dict[str, str],
     text: str,
@@ -239,35 +154,47 @@ def run_suites(
     config: ValidationConfig,
     docs_dir: Path | None = None,
     token_counter=None,
+    pair: str | None = None,
 ) -> ValidationReport:
     """Validate every split (a frame, or a Parquet file read in chunks); with ``docs_dir``,
-    write GX Data Docs and the JSON results there."""
+    write GX Data Docs and the JSON results there. ``pair``: the second text's column of sentence
+    pairs (checked as the text is; duplicates and leakage are about the pair)."""
     import great_expectations as gx
 
     context = _context(docs_dir)
     data_source = context.data_sources.add_or_update_pandas(name="finetune")
     chunked = {split: chunks_of(frame, config.chunk_rows) for split, frame in frames.items()}
-    facts, leaked = gather(chunked, text, label, task)
+    facts, leaked = gather(chunked, text, label, task, pair)
     train_labels = None
     if task == "classification" and "train" in frames and label in _columns(frames["train"]):
         train_labels = sorted(facts["train"].label_counts)
+    rules = LabelRules.of(facts.get("train") if task == "classification" else None)
     results: list[CheckResult] = []
     raw_results: dict[str, object] = {}
     # Reports name the data's own column, not the derived one the expectation ran on.
-    source_column = {DUPLICATE: text, IN_TRAIN: text, TOKENS: text, CLASS_SHARE: label, TARGET: label, FINITE: label}
+    source_column = {**dict.fromkeys(TEXT_DERIVED, text), **dict.fromkeys(LABEL_DERIVED, label)}
     for split, chunks in chunked.items():
         checkpoint, chunk_json, parts = None, [], []
         several = facts[split].rows > config.chunk_rows
         for chunk in chunks():
-            derived = _derived_frame(
-                split, chunk, text, label, task, facts, leaked, token_counter if config.max_text_tokens else None
+            derived = derived_frame(
+                split,
+                chunk,
+                text,
+                label,
+                task,
+                facts,
+                leaked,
+                rules,
+                token_counter if config.max_text_tokens else None,
+                pair,
             )
             if checkpoint is None:  # one suite per split, planned from the (shared) columns
-                planned = _expectations(split, derived, text, label, task, config, train_labels)
+                planned = planned_expectations(split, derived, text, label, task, config, train_labels, rules, pair)
                 suite = context.suites.add_or_update(gx.ExpectationSuite(name=f"finetune-{split}"))
-                for check, expectation in planned:
-                    expectation.severity = _GX_SEVERITY[config.severity_of(check)]
-                    expectation.meta = {"check": check, "guards": CHECKS[check][0]}
+                for check, severity, expectation in planned:
+                    expectation.severity = _GX_SEVERITY[severity]
+                    expectation.meta = {"check": check, "guards": CHECKS[check][0], "severity": severity}
                     suite.add_expectation(expectation)
                 batch_definition = data_source.add_dataframe_asset(name=split).add_batch_definition_whole_dataframe(
                     split
@@ -285,22 +212,23 @@ def run_suites(
                     )
                 )
             run_name = f"{split} rows {chunk.index[0] + 1}-{chunk.index[-1] + 1}" if several and len(chunk) else None
-            as_json, chunk_parts = _validate_chunk(checkpoint, derived, run_name, text, label, config.examples)
+            as_json, chunk_parts = _validate_chunk(checkpoint, derived, run_name, text, label, config.examples, pair)
             chunk_json.append(as_json)
             parts.append(chunk_parts)
         raw_results[split] = chunk_json[0] if len(chunk_json) == 1 else chunk_json
         for index, first in enumerate(parts[0]):
             merged = merge_chunks([chunk_parts[index] for chunk_parts in parts], facts[split], config.examples)
-            column = first["kwargs"].get("column")
+            column, check = first["kwargs"].get("column"), first["meta"]["check"]
+            finding = None if merged["success"] else rules.finding(check)
             results.append(
                 CheckResult(
                     split=split,
-                    check=first["meta"]["check"],
-                    severity=config.severity_of(first["meta"]["check"]),
+                    check=check,
+                    severity=first["meta"]["severity"],
                     success=merged["success"],
                     expectation=first["type"],
                     column=source_column.get(column, column),
-                    observed=merged["observed"],
+                    observed=finding or merged["observed"],
                     unexpected_count=merged["unexpected_count"],
                     unexpected_percent=merged["unexpected_percent"],
                     examples=[] if merged["success"] else merged["examples"],
@@ -322,12 +250,20 @@ def run_suites(
 
 
 def token_counter_for(backbone_spec: str, trust_remote_code: bool = False):
-    """Counts tokens (special tokens included) with a backbone's tokenizer."""
+    """Counts tokens (special tokens included) with a backbone's tokenizer; one that cannot be
+    loaded (a hub id offline and not cached, broken tokenizer files) is a configuration error."""
     from transformers import AutoTokenizer
 
+    from finetune_core.errors import ConfigError
     from finetune_core.model.backbone import resolve_backbone
 
-    tokenizer = AutoTokenizer.from_pretrained(resolve_backbone(backbone_spec), trust_remote_code=trust_remote_code)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(resolve_backbone(backbone_spec), trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"validation.max_text_tokens: could not load the tokenizer of backbone {backbone_spec!r} "
+            f"(backbone.candidates[0]) to count tokens: {exc}"
+        ) from None
     return lambda texts: [len(ids) for ids in tokenizer(texts, add_special_tokens=True)["input_ids"]]
 
 
@@ -345,4 +281,5 @@ def validate_raw(config, raw, docs_dir: Path | None = None) -> ValidationReport:
         config.validation,
         docs_dir,
         counter,
+        config.data.text_pair_column,
     )

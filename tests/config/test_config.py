@@ -23,7 +23,7 @@ def test_defaults_fill_every_section(tmp_path):
         config.training.frozen.epochs > 0
         and config.training.unfrozen.learning_rate < config.training.frozen.learning_rate
     )
-    assert config.mlflow.tracking_uri == "sqlite:///mlflow.db"
+    assert config.mlflow.tracking_uri is None  # resolved at the flow: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db
 
 
 def test_relative_data_paths_resolve_against_the_config_file(tmp_path):

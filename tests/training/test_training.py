@@ -111,7 +111,7 @@ def test_regression_head_has_one_output_and_mse_loss(tmp_path, tiny_backbone):
     predictions = Predictor.load(tmp_path / "frozen").predict_texts(["good movie", "bad movie"])
     assert list(predictions.columns) == ["prediction"] and predictions["prediction"].between(-20, 30).all()
     metrics = evaluate_model(config, prepared, tmp_path / "frozen")
-    assert {"mse", "mae", "r2", "spearman"} == set(metrics)
+    assert {"mse", "mae", "r2", "pearson", "spearman"} == set(metrics)
 
 
 def test_losses_follow_the_task():

@@ -68,18 +68,27 @@ def _bad(case: str) -> tuple[dict, dict, str]:
         return {**f, "train": _set(f["train"], 5, "sentence", "x" * 500)}, {"max_text_chars": 100}, "classification"
     if case == "label_not_null":
         return {**f, "train": _set(f["train"], 6, "label", None)}, {}, "classification"
+    if case in ("label_types", "label_typos"):  # ten rows of a numeric code / of a case variant among words
+        first_ten = ["1" if case == "label_types" else "Pos"] * 10  # as many rows as pass the class size checks
+        return {**f, "train": f["train"].assign(label=first_ten + list(f["train"]["label"][10:]))}, {}, "classification"
     if case == "labels_known":
         return {**f, "test": _set(f["test"], 1, "label", "neutral")}, {}, "classification"
     if case == "min_classes":
         return {s: frame.assign(label="pos") for s, frame in f.items()}, {}, "classification"
+    if case == "class_rows":  # 2 of 40: below the error level (5 rows) and the warning level (10)
+        labels = ["neg" if i < 2 else "pos" for i in range(40)]
+        return {**f, "train": f["train"].assign(label=labels)}, {}, "classification"
     if case == "class_fraction":
-        labels = ["neg" if i < 2 else "pos" for i in range(40)]  # 5 % negatives
-        return {**f, "train": f["train"].assign(label=labels)}, {"min_class_fraction": 0.2}, "classification"
+        labels = ["neg" if i < 10 else "pos" for i in range(40)]  # 25 % negatives
+        return {**f, "train": f["train"].assign(label=labels)}, {"min_class_fraction": 0.3}, "classification"
     if case == "duplicates":
         train = f["train"].copy()
         train.loc[20:35, "sentence"] = "  The SAME   text "  # case and whitespace differ, same normalised text
         train.loc[21, "sentence"] = "the same text"
         return {**f, "train": train}, {"max_duplicate_fraction": 0.1}, "classification"
+    if case == "duplicates_stop":  # 4 texts copied 10 times: 90 % repeats, above the error level
+        train = f["train"].assign(sentence=[f"text {i % 4}" for i in range(40)])
+        return {**f, "train": train}, {}, "classification"
     if case == "leakage":
         leaked = f["train"]["sentence"][7].upper() + "  "
         return {**f, "test": _set(f["test"], 2, "sentence", leaked)}, {}, "classification"
@@ -92,18 +101,59 @@ def _bad(case: str) -> tuple[dict, dict, str]:
 
 
 FAILING = [c for c in CHECKS if c != "text_tokens"]
+# Bad datasets beyond a check's error level: every level of the check fails, the error stops the run.
+PAST_ERROR_LEVEL = {"class_rows": "class_rows", "duplicates_stop": "duplicates"}
 
 
-@pytest.mark.parametrize("check", FAILING)
-def test_each_check_fails_on_its_bad_dataset(check):
-    frames, settings, task = _bad(check)
+@pytest.mark.parametrize("case", [*FAILING, *PAST_ERROR_LEVEL])
+def test_each_check_fails_on_its_bad_dataset(case):
+    frames, settings, task = _bad(case)
+    check = PAST_ERROR_LEVEL.get(case, case)
     report = validate(frames, task=task, **settings)
     assert {c for _, c in failed(report)} == {check}
-    failure = report.failures()[0]
-    assert failure.severity == ValidationConfig().severity_of(check)
-    assert report.passed == (failure.severity != "error")
-    if failure.unexpected_count:  # row-level checks show the offending rows
-        assert failure.examples and all("row" in e for e in failure.examples)
+    severities = {r.severity for r in report.failures()}
+    if case in PAST_ERROR_LEVEL:
+        assert severities == {"warning", "error"} and not report.passed
+    else:
+        assert severities == {ValidationConfig().severity_of(check)}
+        assert report.passed == (ValidationConfig().severity_of(check) != "error")
+    for failure in report.failures():
+        assert failure.column in ("sentence", "label", None)  # the data's column, never a derived one
+        if failure.unexpected_count:  # row-level checks show the offending rows
+            assert failure.examples and all("row" in e for e in failure.examples)
+
+
+def test_each_two_level_check_warns_at_its_warning_level_and_stops_at_its_error_level():
+    frames, _, _ = _bad("duplicates_stop")  # 90 % repeats
+    assert not validate(frames, max_duplicate_fraction=0.05, severity={"duplicates": "warning"}).passed  # the demo's
+    assert validate(frames, max_duplicate_fraction_error=0.95).passed  # a warning only
+    assert validate(frames, max_duplicate_fraction_error=None).passed  # null: never stops
+    assert [r.severity for r in validate(frames, severity={"duplicates": "error"}).failures()] == ["error"]
+    assert validate(frames, severity={"duplicates": "off"}).failures() == []
+    assert validate(frames, max_duplicate_fraction=1.0).passed  # a looser warning level moves the error level
+    frames, _, _ = _bad("class_fraction")  # 25 % negatives
+    stopped = validate(frames, min_class_fraction=0.3, min_class_fraction_error=0.3)
+    assert [r.severity for r in stopped.failures()] == ["error"] and not stopped.passed
+    with pytest.raises(ValueError, match=r"max_duplicate_fraction_error \(0.01\) is below max_duplicate_fraction"):
+        ValidationConfig(max_duplicate_fraction_error=0.01)
+    with pytest.raises(ValueError, match=r"min_class_rows_error \(20\) is above min_class_rows"):
+        ValidationConfig(min_class_rows_error=20)
+
+
+def test_label_findings_name_the_labels_and_typo_examples_the_label_they_resemble():
+    report = validate(_bad("label_types")[0])
+    (failure,) = report.failures()
+    assert failure.column == "label" and failure.unexpected_count == 10
+    assert "numeric labels '1' (10 rows) mixed with word labels" in failure.observed
+    assert [e["label"] for e in failure.examples] == ["1"] * 5
+    (failure,) = validate(_bad("label_typos")[0]).failures()
+    assert failure.observed == "'Pos' (10 rows) looks like 'pos' (15 rows)"
+    assert failure.examples[0] == {
+        "row": 1,
+        "sentence": "alpha alpha number 0",
+        "label": "Pos",
+        "[looks like a typo of]": "pos",
+    }
 
 
 def test_leakage_example_names_the_test_row():
@@ -163,6 +213,7 @@ def _outcomes(report) -> list[tuple]:
         (
             r.split,
             r.check,
+            r.severity,
             r.expectation,
             r.success,
             r.unexpected_count,
@@ -173,12 +224,12 @@ def _outcomes(report) -> list[tuple]:
     ]
 
 
-@pytest.mark.parametrize("check", ["clean", *FAILING])
+@pytest.mark.parametrize("check", ["clean", *FAILING, *PAST_ERROR_LEVEL])
 def test_chunked_validation_of_parquet_files_equals_the_whole_split(check, tmp_path):
     """Large files are validated chunk by chunk (here 7 rows at a time: train 40 rows in 6
     chunks) straight from Parquet; whole-split checks (row count, duplicates, leakage, label
-    set, class shares) count every chunk, so each check's verdict, counts and example rows
-    equal validating the whole split at once."""
+    set, class sizes and shares, label types and typos) count every chunk, so each check's
+    verdict at each level, counts and example rows equal validating the whole split at once."""
     frames, settings, task = _bad(check) if check != "clean" else (clean_frames(), {}, "classification")
     if check == "target_finite":  # a column mixing text and numbers is text in a file
         frames["train"]["label"] = frames["train"]["label"].map(str)
@@ -190,3 +241,8 @@ def test_chunked_validation_of_parquet_files_equals_the_whole_split(check, tmp_p
     chunked = validate(paths, task=task, chunk_rows=7, **settings)
     assert chunked.rows == whole.rows == {s: len(f) for s, f in frames.items()}
     assert _outcomes(chunked) == _outcomes(whole)
+
+    def findings(report):  # what the label checks found is a whole-split fact: the same in words
+        return [r.observed for r in report.failures() if r.check in ("label_types", "label_typos")]
+
+    assert findings(chunked) == findings(whole)

@@ -1,0 +1,175 @@
+"""Strategy ``contrastive``: tune the encoder on pairs of training rows before the head (SetFit,
+Tunstall et al. 2022). Pairs of the same class should embed close (cosine 1), pairs of different
+classes apart (cosine 0): a cosine-similarity loss on pooled sentence embeddings. The tuned encoder
+is saved as a backbone directory the frozen stage then loads instead of the original.
+
+It runs in the engine's epoch loop: per-epoch checkpoints and resume, progress, ``on_epoch_end``
+metrics. Its validation metric is the nearest-class-centroid accuracy of the validation embeddings
+(centroids from train): how well the embedding alone separates the classes, before any head.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from finetune_core.config.finetune import FinetuneConfig
+from finetune_core.data.prepare import PreparedData
+from finetune_core.model.backbone import load_tokenizer
+from finetune_core.model.batching import Encoded, collate, sorted_batches
+from finetune_core.model.heads import POOLING_FILE, POOLINGS, resolve_pooling
+from finetune_core.training.checkpoint import Checkpointer
+from finetune_core.training.device import runtime_for
+from finetune_core.training.loop import EpochCallback, EpochLoop, StageResult, epoch_rng, seed_everything
+from finetune_core.training.optim import make_optimizer, make_scheduler
+from finetune_core.training.progress import SILENT, ProgressReporter
+from finetune_core.training.splits import split_tokens
+from finetune_core.training.stages import RESULT_FILE
+
+STAGE = "contrastive"
+
+
+def sample_pairs(labels: np.ndarray, pairs_per_example: int, rng: np.random.Generator, max_pairs: int | None = None):
+    """(first, second, similarity) row indexes and targets: for every row, ``pairs_per_example``
+    times, one partner of its class (1.0) and one of another class (0.0), as SetFit's iterations.
+    A class of one row pairs with itself; with one class there are no dissimilar pairs."""
+    labels = np.asarray(labels)
+    members = {c: np.flatnonzero(labels == c) for c in np.unique(labels)}
+    others = {c: np.flatnonzero(labels != c) for c in members}
+    first, second, similar = [], [], []
+    for _ in range(pairs_per_example):
+        for row, label in enumerate(labels):
+            same = members[label]
+            candidates = same[same != row] if len(same) > 1 else same
+            first.append(row), second.append(int(rng.choice(candidates))), similar.append(1.0)
+            if len(others[label]):
+                first.append(row), second.append(int(rng.choice(others[label]))), similar.append(0.0)
+    order = rng.permutation(len(first))
+    if max_pairs is not None:
+        order = order[:max_pairs]
+    return np.array(first)[order], np.array(second)[order], np.array(similar, dtype=np.float32)[order]
+
+
+def cosine_similarity_loss(a: torch.Tensor, b: torch.Tensor, similar: torch.Tensor) -> torch.Tensor:
+    """Mean squared error between the pairs' cosine similarity and their target (1 same, 0 different)."""
+    return F.mse_loss(F.cosine_similarity(a.float(), b.float()), similar)
+
+
+def _embed(model, pooling: str, encoded: Encoded, rows: np.ndarray, runtime) -> torch.Tensor:
+    batch = {k: v.to(runtime.device) for k, v in collate(encoded, rows).items()}
+    with runtime.autocast():
+        return POOLINGS[pooling](model, batch)
+
+
+@torch.inference_mode()
+def embed_all(model, pooling: str, encoded: Encoded, batch_size: int, runtime) -> torch.Tensor:
+    model.eval()
+    out = None
+    for batch in sorted_batches(encoded.lengths, batch_size):
+        vectors = _embed(model, pooling, encoded, batch, runtime).float().cpu()
+        if out is None:
+            out = torch.zeros(len(encoded), vectors.shape[1])
+        out[torch.from_numpy(batch)] = vectors
+    return out if out is not None else torch.zeros(0, 1)
+
+
+def centroid_accuracy(train: torch.Tensor, train_y: np.ndarray, val: torch.Tensor, val_y: np.ndarray) -> float:
+    """Share of validation rows whose nearest (cosine) train-class centroid is their class."""
+    classes = np.unique(train_y)
+    centroids = torch.stack([F.normalize(train[torch.from_numpy(train_y == c)], dim=1).mean(0) for c in classes])
+    nearest = (F.normalize(val, dim=1) @ F.normalize(centroids, dim=1).T).argmax(1).numpy()
+    return float((classes[nearest] == val_y).mean()) if len(val_y) else 0.0
+
+
+def _load_encoder(backbone: str, trust_remote_code: bool):
+    from transformers import AutoModel
+
+    return AutoModel.from_pretrained(backbone, trust_remote_code=trust_remote_code)
+
+
+def train_contrastive(
+    config: FinetuneConfig,
+    prepared: PreparedData,
+    backbone: str,
+    out_dir: Path,
+    on_epoch_end: EpochCallback | None = None,
+    checkpoints: Path | None = None,
+    resume: bool = False,
+    progress: ProgressReporter = SILENT,
+) -> StageResult:
+    """Tune ``backbone`` on seeded same/different-class pairs of train; save it to ``out_dir``
+    (weights, tokenizer, and its pooling as a sentence-transformers pooling file, so the frozen
+    stage's ``pooling: auto`` reads the embedding this stage tuned)."""
+    out_dir = Path(out_dir)
+    if resume and (out_dir / RESULT_FILE).is_file():
+        return StageResult(**json.loads((out_dir / RESULT_FILE).read_text()))
+    training, stage = config.training, config.training.contrastive
+    runtime = runtime_for(training)
+    seed_everything(training.seed + 2)
+    pooling = "cls" if resolve_pooling(config.backbone.pooling, backbone) == "cls" else "mean"
+    tokenizer = load_tokenizer(backbone, config.backbone.trust_remote_code)
+    model = _load_encoder(backbone, config.backbone.trust_remote_code).to(runtime.device)
+    (train, train_y), (validation, val_y) = (
+        split_tokens(prepared, s, tokenizer, training.max_length) for s in ("train", "validation")
+    )
+    pairs_per_epoch = min(len(train) * 2 * stage.pairs_per_example, stage.max_pairs)
+    batches = -(-pairs_per_epoch // stage.batch_size)
+    optimizer = make_optimizer(
+        [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": training.weight_decay}],
+        stage.learning_rate,
+    )
+    # SetFit's schedule: linear decay over all steps, 10 % warmup
+    scheduler = make_scheduler(optimizer, "linear", int(0.1 * batches * stage.epochs), max(batches * stage.epochs, 1))
+    loop = EpochLoop(
+        stage=STAGE,
+        epochs=stage.epochs,
+        train_examples=pairs_per_epoch,
+        metric="val_centroid_accuracy",
+        larger_is_better=True,
+        keep_best=training.keep_best,
+        checkpointer=Checkpointer(Path(checkpoints) / STAGE if checkpoints else None),
+        on_epoch_end=on_epoch_end,
+        reporter=progress,
+        batches_per_epoch=batches,
+    )
+
+    def train_epoch(epoch: int) -> float:
+        model.train()
+        first, second, similar = sample_pairs(
+            train_y, stage.pairs_per_example, epoch_rng(training.seed, STAGE, epoch), stage.max_pairs
+        )
+        total = 0.0
+        for start in range(0, len(first), stage.batch_size):
+            rows = slice(start, start + stage.batch_size)
+            a = _embed(model, pooling, train, first[rows], runtime)
+            b = _embed(model, pooling, train, second[rows], runtime)
+            loss = cosine_similarity_loss(a, b, torch.from_numpy(similar[rows]).to(runtime.device))
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), training.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            value = float(loss.detach())
+            total += value * len(first[rows])
+            progress.advance(1, len(first[rows]), value)
+        return total / max(len(first), 1)
+
+    def validate() -> dict:
+        train_vectors = embed_all(model, pooling, train, training.eval_batch_size, runtime)
+        val_vectors = embed_all(model, pooling, validation, training.eval_batch_size, runtime)
+        return {"centroid_accuracy": centroid_accuracy(train_vectors, train_y, val_vectors, val_y)}
+
+    result = loop.run(model, train_epoch, validate, optimizer, scheduler, resume=resume)
+    result.extra.update(precision=runtime.precision, device=str(runtime.device), pooling=pooling)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.cpu().save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    modes = {"pooling_mode_mean_tokens": pooling == "mean", "pooling_mode_cls_token": pooling == "cls"}
+    (out_dir / POOLING_FILE).parent.mkdir(parents=True, exist_ok=True)
+    (out_dir / POOLING_FILE).write_text(json.dumps(modes))
+    (out_dir / RESULT_FILE).write_text(json.dumps(result.as_dict(), indent=2))  # written last: marks it done
+    return result

@@ -1,0 +1,90 @@
+"""Which training recipe a run uses, decided from its data: ``strategy: auto`` picks linear-probe,
+contrastive or lp-ft from the rows per class and the time budget, and a validation split too small
+to choose an epoch or a temperature on switches best-epoch restore and calibration off.
+
+The decisions are pure functions (``choose_strategy``, ``validation_plan``); ``resolve`` applies
+them to a configuration and says why, for the run's params, log and version description.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from finetune_core.config.finetune import FinetuneConfig
+from finetune_core.data.prepare import PreparedData, read_labels
+
+# Below this many training rows per class (mean over classes) `auto` tunes the encoder
+# contrastively on pairs before the head (SetFit's regime: its paper reports the gain at 8-64 per
+# class). 0 = never, for now: the one point measured here (bench/fewshot.py, SST-2, 8 rows per
+# class, seed 0, all-MiniLM-L6-v2, fp32) gave contrastive 0.512 test accuracy in 347 s against
+# lp-ft's 0.552 in 23 s. Until the benchmark over sizes and seeds says otherwise, `auto` does not
+# pick it; `strategy: contrastive` runs it on request.
+CONTRASTIVE_BELOW_ROWS_PER_CLASS = 0
+# An unfrozen-stage budget shorter than this leaves too few steps to move the encoder: probe only.
+PROBE_BELOW_MINUTES = 1.0
+# Fewer validation rows than this in some class: best-epoch restore and the temperature would be
+# decided by one or two examples' noise, so both are skipped (and the run says so). 3, not more:
+# the 120-row SST-2 sample the flow tests use holds out 4 rows of its smaller class, and 10 % of
+# 16-32 rows (8-16 per class) leaves 1-2 per class.
+MIN_VALIDATION_ROWS_PER_CLASS = 3
+
+
+@dataclass(frozen=True)
+class Recipe:
+    strategy: str  # what the stages run (never "auto")
+    reason: str  # one line: why, for the run param, the log and the version description
+    validation: str  # "used" or "skipped: N rows per class"
+
+
+def choose_strategy(rows_per_class: float, task: str, max_minutes: float | None) -> tuple[str, str]:
+    """(strategy, reason) for ``strategy: auto``; ``rows_per_class``: training rows over classes
+    (regression: all rows)."""
+    if max_minutes is not None and max_minutes < PROBE_BELOW_MINUTES:
+        return "linear-probe", f"unfrozen.max_minutes {max_minutes:g} < {PROBE_BELOW_MINUTES:g}: head only"
+    if task != "classification":
+        return "lp-ft", "regression: contrastive pairs need classes"
+    if rows_per_class < CONTRASTIVE_BELOW_ROWS_PER_CLASS:
+        return "contrastive", (
+            f"{rows_per_class:.0f} training rows per class < {CONTRASTIVE_BELOW_ROWS_PER_CLASS}: "
+            "contrastive encoder tuning on pairs, then the head"
+        )
+    return "lp-ft", (
+        f"{rows_per_class:.0f} training rows per class: lp-ft (contrastive below "
+        f"{CONTRASTIVE_BELOW_ROWS_PER_CLASS} per class, as measured in bench/fewshot.py)"
+    )
+
+
+def validation_plan(validation_rows_per_class: dict[str, int]) -> str:
+    """ "used", or "skipped: N rows per class" when the smallest class has too few validation rows."""
+    if not validation_rows_per_class:  # regression: no classes; rows are checked by count
+        return "used"
+    fewest = min(validation_rows_per_class.values())
+    return "used" if fewest >= MIN_VALIDATION_ROWS_PER_CLASS else f"skipped: {fewest} rows per class"
+
+
+def class_counts(prepared: PreparedData, split: str) -> dict[str, int]:
+    """Rows per class name in a prepared split (empty for regression)."""
+    if prepared.task != "classification":
+        return {}
+    counts = Counter(int(label) for label in read_labels(Path(prepared.paths[split])))
+    return {name: counts.get(i, 0) for i, name in enumerate(prepared.labels or [])}
+
+
+def resolve(config: FinetuneConfig, prepared: PreparedData) -> tuple[FinetuneConfig, Recipe]:
+    """The configuration the stages run (strategy resolved; keep_best and calibrate off on a tiny
+    validation split), and the recipe saying why."""
+    training = config.training
+    train = class_counts(prepared, "train")
+    rows_per_class = prepared.rows["train"] / max(len(train), 1)
+    if training.strategy == "auto":
+        strategy, reason = choose_strategy(rows_per_class, config.task, training.unfrozen.max_minutes)
+    else:
+        strategy, reason = training.strategy, "set in the configuration"
+    validation = validation_plan(class_counts(prepared, "validation"))
+    update = {"strategy": strategy}
+    if validation != "used":
+        update.update(keep_best=False, calibrate=False)
+    resolved = config.model_copy(update={"training": training.model_copy(update=update)})
+    return resolved, Recipe(strategy=strategy, reason=reason, validation=validation)

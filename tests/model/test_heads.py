@@ -1,0 +1,53 @@
+"""`backbone.pooling: auto` for a hub id: the sentence-transformers pooling file is read from the
+Hugging Face cache (laid out here as the hub lays it out, so everything runs offline)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from finetune_core.model.heads import pooling_file, resolve_pooling
+from tests.hub_cache import fake_hub_cache
+
+
+def test_a_hub_id_gets_the_pooling_its_checkpoint_was_trained_with(hub_cache):
+    fake_hub_cache(hub_cache, "sentence-transformers/mean-model", {"pooling_mode_mean_tokens": True})
+    fake_hub_cache(hub_cache, "org/cls-model", {"pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False})
+    assert resolve_pooling("auto", "sentence-transformers/mean-model") == "mean"
+    assert resolve_pooling("auto", "org/cls-model") == "cls"
+    assert resolve_pooling("native", "sentence-transformers/mean-model") == "native"  # explicit wins
+
+
+def test_without_a_pooling_file_a_hub_id_stays_native_offline(hub_cache):
+    assert os.environ.get("HF_HUB_OFFLINE") == "1"  # the tests never reach the hub: no download attempt succeeds
+    fake_hub_cache(hub_cache, "org/plain-bert", None)
+    assert resolve_pooling("auto", "org/plain-bert") == "native"  # the cache knows it has none
+    assert resolve_pooling("auto", "org/never-downloaded") == "native"  # not cached, hub switched off
+    assert resolve_pooling("auto", "bert-base-uncased") == "native"
+
+
+def test_local_folders_keep_their_own_pooling_file(tmp_path, hub_cache):
+    fake_hub_cache(hub_cache, "org/model", {"pooling_mode_mean_tokens": True})
+    local = tmp_path / "org" / "model"  # a folder that happens to look like a hub id: the folder wins
+    local.mkdir(parents=True)
+    assert pooling_file(str(local)) is None
+    assert resolve_pooling("auto", str(tmp_path / "missing" / "deeper" / "path")) == "native"
+
+
+def test_a_hub_id_resolves_in_a_fresh_process_from_HF_HUB_CACHE(tmp_path, tiny_backbone):
+    """As a user runs it: HF_HUB_CACHE in the environment, the backbone a hub id, nothing local."""
+    cache = tmp_path / "hf-cache"
+    fake_hub_cache(cache, "sentence-transformers/tiny-mean", {"pooling_mode_mean_tokens": True}, tiny_backbone)
+    script = (
+        "from finetune_core.model.heads import resolve_pooling;"
+        "from finetune_core.model.backbone import load_for_task;"
+        "load_for_task('sentence-transformers/tiny-mean', 'classification', ['a', 'b']);"
+        "print(resolve_pooling('auto', 'sentence-transformers/tiny-mean'))"
+    )
+    env = {**os.environ, "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "mean"

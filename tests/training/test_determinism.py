@@ -1,0 +1,42 @@
+"""Determinism on the default path: `precision: auto`, each run with its own feature cache (no
+features shared between them): two seeded runs end with identical weights, not only metrics."""
+
+import torch
+
+from finetune_core.config.loading import validate_config
+from finetune_core.data.prepare import prepare_splits
+from finetune_core.serving.predictor import load_model_dir
+from finetune_core.training import stages
+from tests.datasets import easy_sentiment
+
+
+def _run(tmp_path, tiny_backbone, name: str) -> dict[str, torch.Tensor]:
+    work = tmp_path / name
+    work.mkdir()
+    easy_sentiment(160, 0).to_csv(work / "train.csv", index=False)
+    easy_sentiment(40, 1).to_csv(work / "test.csv", index=False)
+    config = validate_config(
+        {
+            "data": {"train": str(work / "train.csv"), "test": str(work / "test.csv")},
+            "backbone": {"candidates": [str(tiny_backbone)]},
+            "training": {  # precision, device, pooling, batch order: all defaults
+                "frozen": {"epochs": 2},
+                "unfrozen": {"epochs": 2, "learning_rate": 2e-3},
+                "max_length": 16,
+                "cache_dir": str(work / "feature-cache"),
+            },
+        }
+    )
+    assert config.training.precision == "auto" and config.training.feature_cache
+    prepared = prepare_splits(config, work / "data")
+    stages.train_frozen(config, prepared, str(tiny_backbone), work / "frozen")
+    stages.train_unfrozen(config, prepared, work / "frozen", work / "model")
+    assert any((work / "feature-cache").rglob("*")), "the frozen stage extracted its own features"
+    return dict(load_model_dir(work / "model")[0].state_dict())
+
+
+def test_two_default_runs_end_with_identical_weights(tmp_path, tiny_backbone):
+    first, second = _run(tmp_path, tiny_backbone, "first"), _run(tmp_path, tiny_backbone, "second")
+    assert first.keys() == second.keys()
+    different = [name for name in first if not torch.equal(first[name], second[name])]
+    assert different == []

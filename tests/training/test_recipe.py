@@ -1,0 +1,67 @@
+"""`strategy: auto` and the small-validation rule: pure decisions, and their effect on a config."""
+
+import pytest
+
+from finetune_core.config.loading import validate_config
+from finetune_core.data.prepare import prepare_splits
+from finetune_core.training.recipe import (
+    CONTRASTIVE_BELOW_ROWS_PER_CLASS,
+    MIN_VALIDATION_ROWS_PER_CLASS,
+    choose_strategy,
+    resolve,
+    validation_plan,
+)
+from tests.datasets import easy_sentiment
+
+
+@pytest.mark.parametrize(
+    ("rows", "task", "minutes", "strategy"),
+    [
+        (8, "classification", None, "lp-ft"),  # contrastive measured worse here (recipe.py)
+        (CONTRASTIVE_BELOW_ROWS_PER_CLASS, "classification", None, "lp-ft"),
+        (900, "classification", None, "lp-ft"),  # the demo: examples/sst2.yaml keeps its recipe
+        (8, "regression", None, "lp-ft"),  # no classes to pair
+        (900, "classification", 0.5, "linear-probe"),  # too short a budget to move the encoder
+        (8, "classification", 30, "lp-ft"),
+    ],
+)
+def test_choose_strategy(rows, task, minutes, strategy):
+    chosen, reason = choose_strategy(rows, task, minutes)
+    assert chosen == strategy and reason
+
+
+def test_validation_plan_skips_on_too_few_rows_per_class():
+    assert validation_plan({"neg": 40, "pos": 41}) == "used"
+    assert validation_plan({}) == "used"  # regression
+    assert validation_plan({"neg": MIN_VALIDATION_ROWS_PER_CLASS, "pos": 9}) == "used"
+    assert validation_plan({"neg": 1, "pos": 2}) == "skipped: 1 rows per class"
+
+
+def _config(tmp_path, rows, **training):
+    easy_sentiment(rows, 0).to_csv(tmp_path / "train.csv", index=False)
+    easy_sentiment(20, 1).to_csv(tmp_path / "test.csv", index=False)
+    raw = {"data": {"train": str(tmp_path / "train.csv"), "test": str(tmp_path / "test.csv")}, "training": training}
+    return validate_config(raw)
+
+
+def test_auto_is_the_default_and_resolves_from_the_prepared_data(tmp_path):
+    config = _config(tmp_path, 18)
+    assert config.training.strategy == "auto"
+    resolved, recipe = resolve(config, prepare_splits(config, tmp_path / "data"))
+    assert resolved.training.strategy == recipe.strategy == "lp-ft"
+    assert recipe.validation.startswith("skipped: ")  # 2 validation rows: 1 per class
+    assert not resolved.training.keep_best and not resolved.training.calibrate
+    assert config.training.keep_best and config.training.strategy == "auto"  # the input is not changed
+
+
+def test_enough_rows_keep_lp_ft_and_validation(tmp_path):
+    config = _config(tmp_path, 240)  # as tests/training/test_training.py
+    resolved, recipe = resolve(config, prepare_splits(config, tmp_path / "data"))
+    assert recipe.strategy == "lp-ft" and recipe.validation == "used"
+    assert resolved.training.keep_best and resolved.training.calibrate
+
+
+def test_an_explicit_strategy_is_kept(tmp_path):
+    config = _config(tmp_path, 18, strategy="linear-probe")
+    resolved, recipe = resolve(config, prepare_splits(config, tmp_path / "data"))
+    assert resolved.training.strategy == "linear-probe" and recipe.reason == "set in the configuration"
