@@ -140,8 +140,12 @@ class RunClaim:
     lock: object
 
     def release(self) -> None:
-        fcntl.flock(self.lock.fileno(), fcntl.LOCK_UN)
-        self.lock.close()
+        _unlock(self.lock)
+
+
+def _unlock(handle) -> None:
+    fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    handle.close()
 
 
 def _try_lock(root: Path):
@@ -166,8 +170,7 @@ def claim_run_dir(output_dir: Path, key: str):
         layout = RunLayout(root)
         record = read_record(layout)
         if record is not None and record.get("finished"):
-            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
-            lock.close()
+            _unlock(lock)
             continue
         claim = RunClaim(layout, record if record and record.get("mlflow_run_id") else None, lock)
         try:

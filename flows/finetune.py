@@ -11,7 +11,6 @@ finished epoch, in the same MLflow run (``resume=RUN_DIR`` names a run directory
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import mlflow
@@ -25,7 +24,14 @@ from finetune_core.config.finetune import FinetuneConfig
 from finetune_core.config.tracking import with_resolved_tracking
 from finetune_core.errors import ConfigError
 from finetune_core.model.backbone import backbone_identity
-from finetune_core.run_layout import RunLayout, claim_run_dir, inputs_digest, run_dir_key, write_record
+from finetune_core.run_layout import (
+    RunLayout,
+    claim_run_dir,
+    inputs_digest,
+    read_record,
+    run_dir_key,
+    write_record,
+)
 from tasks.backbone import select_backbone, selection_reason, task_runner
 from tasks.data import augment, prepare_data, read_data, record_datasets, validate_data
 from tasks.gates import apply_gates, describe_version, evaluate_champion, log_review_files
@@ -55,10 +61,9 @@ class FinetuneResult(BaseModel):
 
 def _resumed_run(config: FinetuneConfig, resume: str) -> tuple[RunLayout, str | None]:
     layout = RunLayout(Path(resume).resolve())
-    record = layout.record
-    if not record.is_file():
-        raise ConfigError(f"--resume {resume}: not a run directory (no {record.name})")
-    saved = json.loads(record.read_text())
+    saved = read_record(layout)
+    if saved is None:
+        raise ConfigError(f"--resume {resume}: not a run directory (no readable {layout.record.name})")
     if saved["config_hash"] != config.fingerprint():
         raise ConfigError(f"--resume {resume}: the configuration differs from the one this run started with")
     recorded_store = saved.get("tracking_uri")  # absent in records written before it was kept

@@ -72,20 +72,21 @@ class EpochLogger:
 
     def __init__(self, run_id: str):
         self.run_id, self.tracking_uri = run_id, mlflow.get_tracking_uri()
+        self.steps: dict[str, set[int]] = {}  # per series: steps already in MLflow (read once)
 
     def __call__(self, stage: str, epoch: int, metrics: dict) -> None:
         if mlflow.get_tracking_uri() != self.tracking_uri:
             mlflow.set_tracking_uri(self.tracking_uri)
-        if self._logged(stage, epoch, metrics):  # reported again after a crash: once is enough
-            return
-        log_metrics(self.run_id, metrics, prefix=f"{stage}/", step=epoch)
-
-    def _logged(self, stage: str, epoch: int, metrics: dict) -> bool:
         first = next((k for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)), None)
         if first is None:
-            return False
-        history = MlflowClient().get_metric_history(self.run_id, f"{stage}/{first}")
-        return any(m.step == epoch for m in history)
+            return
+        series = f"{stage}/{first}"
+        if series not in self.steps:  # one look per series and process, not one per epoch
+            self.steps[series] = {m.step for m in MlflowClient().get_metric_history(self.run_id, series)}
+        if epoch in self.steps[series]:  # reported again after a crash: once is enough
+            return
+        log_metrics(self.run_id, metrics, prefix=f"{stage}/", step=epoch)
+        self.steps[series].add(epoch)
 
 
 def epoch_logger(run_id: str) -> EpochLogger:

@@ -24,11 +24,18 @@ from finetune_core.model.batching import Encoded, collate, sorted_batches
 from finetune_core.model.heads import POOLING_FILE, POOLINGS, resolve_pooling
 from finetune_core.training.checkpoint import Checkpointer
 from finetune_core.training.device import runtime_for
-from finetune_core.training.loop import EpochCallback, EpochLoop, StageResult, epoch_rng, seed_everything
+from finetune_core.training.loop import (
+    EpochCallback,
+    EpochLoop,
+    StageResult,
+    epoch_rng,
+    finished_stage,
+    mark_finished,
+    seed_everything,
+)
 from finetune_core.training.optim import make_optimizer, make_scheduler
 from finetune_core.training.progress import SILENT, ProgressReporter
 from finetune_core.training.splits import split_tokens
-from finetune_core.training.stages import RESULT_FILE
 
 STAGE = "contrastive"
 
@@ -105,8 +112,8 @@ def train_contrastive(
     (weights, tokenizer, and its pooling as a sentence-transformers pooling file, so the frozen
     stage's ``pooling: auto`` reads the embedding this stage tuned)."""
     out_dir = Path(out_dir)
-    if resume and (out_dir / RESULT_FILE).is_file():
-        return StageResult(**json.loads((out_dir / RESULT_FILE).read_text()))
+    if (done := finished_stage(out_dir, resume)) is not None:
+        return done
     training, stage = config.training, config.training.contrastive
     runtime = runtime_for(training)
     seed_everything(training.seed + 2)
@@ -171,5 +178,4 @@ def train_contrastive(
     modes = {"pooling_mode_mean_tokens": pooling == "mean", "pooling_mode_cls_token": pooling == "cls"}
     (out_dir / POOLING_FILE).parent.mkdir(parents=True, exist_ok=True)
     (out_dir / POOLING_FILE).write_text(json.dumps(modes))
-    (out_dir / RESULT_FILE).write_text(json.dumps(result.as_dict(), indent=2))  # written last: marks it done
-    return result
+    return mark_finished(out_dir, result)

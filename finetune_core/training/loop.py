@@ -7,9 +7,11 @@ Callbacks are optional (``on_epoch_end``, ``progress``): training runs the same 
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -42,6 +44,23 @@ class StageResult:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+RESULT_FILE = "stage_result.json"  # in a stage's output directory, written last: the stage is done
+
+
+def finished_stage(out_dir: Path, resume: bool) -> StageResult | None:
+    """The result of a stage already finished in ``out_dir`` (when resuming), else None."""
+    path = Path(out_dir) / RESULT_FILE
+    if resume and path.is_file():
+        return StageResult(**json.loads(path.read_text()))
+    return None
+
+
+def mark_finished(out_dir: Path, result: StageResult) -> StageResult:
+    """Write the stage's result after everything else in ``out_dir``: from now on it is done."""
+    (Path(out_dir) / RESULT_FILE).write_text(json.dumps(result.as_dict(), indent=2))
+    return result
 
 
 def seed_everything(seed: int) -> None:

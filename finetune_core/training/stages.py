@@ -7,7 +7,6 @@ linear-probe (frozen stage only), lora (frozen stage, then adapters and head).
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -35,8 +34,10 @@ from finetune_core.training.loop import (
     StageResult,
     class_weight_vector,
     epoch_rng,
+    finished_stage,
     head_batches,
     head_epoch,
+    mark_finished,
     network_batches,
     network_epoch,
     seed_everything,
@@ -54,8 +55,6 @@ from finetune_core.training.optim import (
 )
 from finetune_core.training.progress import SILENT, ProgressReporter
 from finetune_core.training.splits import outputs_for, spec_for, split_tokens
-
-RESULT_FILE = "stage_result.json"
 
 
 def _score(prepared: PreparedData, outputs: np.ndarray, targets: np.ndarray) -> dict:
@@ -87,17 +86,9 @@ def _class_weights(config: FinetuneConfig, prepared: PreparedData, train_labels:
     return class_weight_vector(config.training.class_weights, prepared.labels, train_labels)
 
 
-def _finished(out_dir: Path, resume: bool) -> StageResult | None:
-    path = Path(out_dir) / RESULT_FILE
-    if resume and path.is_file():
-        return StageResult(**json.loads(path.read_text()))
-    return None
-
-
 def _save(model, tokenizer, meta, out_dir: Path, result: StageResult) -> StageResult:
     save_model_dir(model, tokenizer, meta, out_dir)
-    (Path(out_dir) / RESULT_FILE).write_text(json.dumps(result.as_dict(), indent=2))
-    return result
+    return mark_finished(out_dir, result)
 
 
 def _head_optimizer(model, config: FinetuneConfig, steps: int):
@@ -123,7 +114,7 @@ def train_frozen(
 ) -> StageResult:
     """Stage 1: a fresh head on ``backbone``, trained on cached frozen-backbone features
     (``known_features``: the train rows backbone selection already extracted)."""
-    if (done := _finished(out_dir, resume)) is not None:
+    if (done := finished_stage(out_dir, resume)) is not None:
         return done
     training = config.training
     runtime = runtime_for(training)
@@ -264,7 +255,7 @@ def train_unfrozen(
     data-parallel (DDP) over `training.num_processes` processes per node: the launcher
     `training.launcher` (training.distributed) runs this function again in each worker with its
     rank context as ``ddp``."""
-    if (done := _finished(out_dir, resume)) is not None:
+    if (done := finished_stage(out_dir, resume)) is not None:
         return done
     if ddp is None and distributed.needs_launch(config.training) and config.training.unfrozen.epochs > 0:
         stage_args = dict(
@@ -277,7 +268,7 @@ def train_unfrozen(
             resume=resume,
         )
         distributed.launch(config.training, train_unfrozen, stage_args, out_dir, progress)
-        return _finished(out_dir, resume=True)  # what rank 0 saved
+        return finished_stage(out_dir, resume=True)  # what rank 0 saved
     if ddp is not None and not ddp.is_main:  # rank 0 alone writes checkpoints and reports
         on_epoch_end, progress = None, SILENT
     training, stage = config.training, config.training.unfrozen

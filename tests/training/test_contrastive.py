@@ -18,26 +18,12 @@ from finetune_core.training.contrastive import (
     sample_pairs,
     train_contrastive,
 )
-from tests.datasets import easy_sentiment
-
-
-class Killed(Exception):
-    pass
-
-
-def kill_after(stage, epoch):
-    def callback(name, done, metrics):
-        if name == stage and done == epoch:
-            raise Killed
-
-    return callback
+from tests.training.stage_helpers import Killed, easy_task_config, kill_after, write_easy_task
 
 
 @pytest.fixture
 def few_shot(tmp_path):
-    easy_sentiment(36, 0).to_csv(tmp_path / "train.csv", index=False)
-    easy_sentiment(40, 1).to_csv(tmp_path / "test.csv", index=False)
-    return tmp_path
+    return write_easy_task(tmp_path, 36, 40)
 
 
 def make_config(files, backbone, **training):
@@ -51,13 +37,7 @@ def make_config(files, backbone, **training):
         "cache_dir": str(files / "cache"),
     }
     base.update(training)
-    return validate_config(
-        {
-            "data": {"train": str(files / "train.csv"), "test": str(files / "test.csv")},
-            "backbone": {"candidates": [str(backbone)]},
-            "training": base,
-        }
-    )
+    return easy_task_config(files, backbone, base)
 
 
 def test_pairs_are_seeded_balanced_and_labelled_by_class():

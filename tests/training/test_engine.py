@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-from finetune_core.config.loading import validate_config
 from finetune_core.data.prepare import prepare_splits
 from finetune_core.evaluation.test_split import evaluate_model
 from finetune_core.model.backbone import load_for_task, load_tokenizer
@@ -28,15 +27,14 @@ from finetune_core.training.optim import (
     unfrozen_depths,
 )
 from tests.datasets import easy_sentiment
+from tests.training.stage_helpers import Killed, easy_task_config, kill_after, weights, write_easy_task
 
 CPU = Runtime(device=torch.device("cpu"), precision="fp32")
 
 
 @pytest.fixture
 def task_files(tmp_path):
-    easy_sentiment(160, 0).to_csv(tmp_path / "train.csv", index=False)
-    easy_sentiment(60, 1).to_csv(tmp_path / "test.csv", index=False)
-    return tmp_path
+    return write_easy_task(tmp_path, 160, 60)
 
 
 def make_config(files, backbone, **training):
@@ -49,17 +47,7 @@ def make_config(files, backbone, **training):
         "cache_dir": str(files / "cache"),
     }
     base.update(training)
-    return validate_config(
-        {
-            "data": {"train": str(files / "train.csv"), "test": str(files / "test.csv")},
-            "backbone": {"candidates": [str(backbone)]},
-            "training": base,
-        }
-    )
-
-
-def weights(path):
-    return {k: v.clone() for k, v in load_model_dir(path)[0].state_dict().items()}
+    return easy_task_config(files, backbone, base)
 
 
 def test_cached_features_equal_live_features_and_are_reused(tmp_path, tiny_backbone):
@@ -209,18 +197,6 @@ def test_early_stopping_keeps_the_best_epoch(tmp_path):
     assert seen == [1, 2, 3, 4] and result.stopped_early and result.best_epoch == 2
     assert state.value.item() == 2.0  # the best epoch's weights, not the last
     assert len(list(tmp_path.glob("best-*.pt"))) == 1 and (tmp_path / "state.pt").is_file()
-
-
-class Killed(Exception):
-    pass
-
-
-def kill_after(stage, epoch):
-    def callback(s, e, metrics):
-        if (s, e) == (stage, epoch):
-            raise Killed
-
-    return callback
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])

@@ -8,14 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from finetune_core.config.loading import validate_config
 from finetune_core.data.prepare import prepare_splits
 from finetune_core.model.batching import length_grouped_batches
-from finetune_core.serving.predictor import load_model_dir
 from finetune_core.training import stages
 from finetune_core.training.loop import network_batches
 from finetune_core.training.progress import epoch_line
-from tests.datasets import easy_sentiment
+from tests.training.stage_helpers import easy_task_config, weights, write_easy_task
 
 
 class Recorder:
@@ -41,9 +39,7 @@ class Recorder:
 
 @pytest.fixture
 def files(tmp_path):
-    easy_sentiment(160, 0).to_csv(tmp_path / "train.csv", index=False)
-    easy_sentiment(60, 1).to_csv(tmp_path / "test.csv", index=False)
-    return tmp_path
+    return write_easy_task(tmp_path, 160, 60)
 
 
 def config_for(files, backbone, **training):
@@ -57,17 +53,7 @@ def config_for(files, backbone, **training):
         "feature_cache": False,
     }
     base.update(training)
-    return validate_config(
-        {
-            "data": {"train": str(files / "train.csv"), "test": str(files / "test.csv")},
-            "backbone": {"candidates": [str(backbone)]},
-            "training": base,
-        }
-    )
-
-
-def weights(path):
-    return load_model_dir(path)[0].state_dict()
+    return easy_task_config(files, backbone, base)
 
 
 @pytest.mark.parametrize("rows", [0, 1, 15, 16, 17, 800, 801, 1700])
