@@ -82,6 +82,7 @@ app()
 
 LINES = {  # phase marks read from the log: pattern -> mark
     r"Starting temporary server on": "temporary server starting",
+    r"Started temporary server on": "temporary server up (started early)",
     r"Beginning flow run": "flow run begins",
     r"Task run '(?P<task>[a-z-]+)-[0-9a-f]+' - Finished in state": "{task} done",
 }

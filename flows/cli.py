@@ -174,10 +174,11 @@ def run(
         api = start_temporary_api()  # without PREFECT_API_URL: boots while the imports below run
         from flows.console_progress import live_progress
         from flows.finetune import finetune
+        from flows.warmup import warm_for
         from tasks.progress import watching
 
         _shorten_prefect_console_errors()
-        wait_for_api(api)
+        wait_for_api(api, meanwhile=lambda: warm_for(config))  # the first tasks' imports, while it boots
         # a live bar on a terminal; in a log (CI, a pipe), the training tasks' one line per epoch
         with live_progress(console) as bar, watching(bar):
             result = finetune(config, resume=str(resume) if resume else None)
