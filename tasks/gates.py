@@ -22,6 +22,7 @@ from finetune_core.evaluation.metric_table import unknown_metrics
 from finetune_core.evaluation.model_card import model_card, version_description
 from finetune_core.evaluation.review import write_review_files
 from finetune_core.run_layout import RunLayout
+from finetune_core.serving.predictor import load_meta
 from tasks.registry import CHAMPION, alias_version
 from tasks.tracking import log_json, log_metrics
 
@@ -120,8 +121,16 @@ def log_review_files(
 ) -> dict[str, str]:
     """Plots, per-class report and worst-predicted test rows, logged under `review/`."""
     served = pd.read_parquet(layout.test_predictions)
+    thresholds = load_meta(layout.model).thresholds if config.task == "multilabel" else None
     files = write_review_files(
-        layout.review, config.task, served[TEXT].tolist(), served["target"].to_numpy(), served, prepared.labels, stages
+        layout.review,
+        config.task,
+        served[TEXT].tolist(),
+        served["target"].to_numpy(),
+        served,
+        prepared.labels,
+        stages,
+        thresholds,
     )
     client = MlflowClient()
     for path in files.values():

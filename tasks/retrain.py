@@ -47,7 +47,13 @@ def measure_drift(
         data = config.data
         require_columns(raw, data.train, data.text_column, data.label_column, data.text_pair_column)
         current = profile_parquet(
-            raw, None, config.task, text=data.text_column, label=data.label_column, pair=data.text_pair_column
+            raw,
+            None,
+            config.task,
+            text=data.text_column,
+            label=data.label_column,
+            pair=data.text_pair_column,
+            separator=data.label_separator,
         )
     report = compare(reference, current, max_label_distance, max_length_psi)
     create_markdown_artifact(

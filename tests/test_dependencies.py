@@ -22,7 +22,7 @@ tomllib = pytest.importorskip("tomllib")
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = ("finetune_core", "tasks", "flows")  # what the wheel holds (tests and bench are not shipped)
 OWN = set(SHIPPED)
-OPTIONAL = {"prefect_dask": "dask", "prefect_ray": "ray"}  # imported only when that extra is chosen
+OPTIONAL = {"prefect_dask": "dask", "prefect_ray": "ray", "ray": "ray-train"}  # imported only when that extra is chosen
 
 
 def project() -> dict:

@@ -24,8 +24,10 @@ from finetune_core.evaluation.metric_table import TASK_METRICS, unknown_metrics
 
 
 class FinetuneConfig(Strict):
-    task: Literal["classification", "regression"] = Field(
-        "classification", description="Task head: cross-entropy classification or MSE regression."
+    task: Literal["classification", "regression", "multilabel"] = Field(
+        "classification",
+        description="Task head: cross-entropy classification, MSE regression, or multilabel (a sigmoid per label, "
+        "binary cross-entropy, one decision threshold per label tuned on validation).",
     )
     data: DataConfig
     backbone: BackboneConfig = Field(default_factory=BackboneConfig)
@@ -68,7 +70,16 @@ class FinetuneConfig(Strict):
                 f"(one of: {', '.join(TASK_METRICS[self.task])})"
             )
         if training.class_weights != "none" and self.task != "classification":
-            raise ValueError("training.class_weights needs task classification")
+            hint = " (multilabel: training.pos_weight)" if self.task == "multilabel" else ""
+            raise ValueError(f"training.class_weights needs task classification{hint}")
+        if training.pos_weight not in (None, "none") and self.task != "multilabel":
+            raise ValueError("training.pos_weight needs task multilabel (classification: training.class_weights)")
+        if isinstance(training.pos_weight, dict):
+            bad = {k: v for k, v in training.pos_weight.items() if not (v > 0 and math.isfinite(v))}
+            if bad:
+                raise ValueError(f"training.pos_weight must be positive finite numbers: {bad}")
+        if self.data.label_separator is not None and self.task != "multilabel":
+            raise ValueError("data.label_separator needs task multilabel")
         if isinstance(training.class_weights, dict):
             bad = {k: v for k, v in training.class_weights.items() if not (v > 0 and math.isfinite(v))}
             if bad:
@@ -82,8 +93,12 @@ class FinetuneConfig(Strict):
             )
         if training.torchrun_args and training.launcher != "torchrun":
             raise ValueError("training.torchrun_args needs training.launcher: torchrun")
+        if training.ray_address and training.launcher != "ray":
+            raise ValueError("training.ray_address needs training.launcher: ray")
         if any(arg.startswith(("--nproc-per-node", "--nproc_per_node")) for arg in training.torchrun_args):
             raise ValueError("training.torchrun_args: set the processes per node with training.num_processes")
+        if self.augmentation.enabled and self.task == "multilabel":
+            raise ValueError("augmentation is not supported for task multilabel yet (augmentation.enabled: false)")
         if self.augmentation.balance and self.task != "classification":
             raise ValueError("augmentation.balance needs task classification (classes to balance)")
         return self

@@ -33,6 +33,12 @@ class DataConfig(Strict):
     max_train_samples: int | None = Field(
         None, gt=0, description="Optional seeded subsample of train (after the validation split)."
     )
+    label_separator: str | None = Field(
+        None,
+        min_length=1,
+        description="Task multilabel: labels are a delimited string split on this (e.g. `|`); unset: the label "
+        "column holds lists (JSONL arrays, Parquet lists).",
+    )
 
 
 class BackboneConfig(Strict):
@@ -102,6 +108,12 @@ class UnfrozenStageConfig(StageConfig):
         description="Time budget of this stage's training steps: the learning rate decays over it and the stage "
         "stops after the batch that passes it.",
     )
+    freeze_layers: int = Field(
+        0,
+        description="Keep the embeddings and the lowest N transformer blocks frozen in this stage (negative: all "
+        "but the top -N); their outputs are computed once and cached, so each epoch runs only the blocks above. "
+        "0: every layer trains.",
+    )
 
 
 class ContrastiveStageConfig(StageConfig):
@@ -109,8 +121,12 @@ class ContrastiveStageConfig(StageConfig):
 
     epochs: int = Field(1, ge=0, description="Epochs over freshly sampled pairs (0 skips the stage).")
     learning_rate: float = Field(2e-5, gt=0, le=1, description="Encoder learning rate while tuning on pairs.")
-    pairs_per_example: int = Field(
-        20, gt=0, description="Per training row and epoch: this many similar (same class) and dissimilar pairs."
+    pairs_per_example: int | None = Field(
+        None,
+        gt=0,
+        description="None: SetFit's default, every pair of two rows once, the smaller of the similar and "
+        "dissimilar sets repeated to match; N: per row and epoch, N similar and N dissimilar pairs (SetFit's "
+        "num_iterations).",
     )
     batch_size: int = Field(16, gt=0, description="Pairs per training step.")
     max_pairs: int = Field(20000, gt=0, description="Cap on the pairs of one epoch (seeded subsample).")
@@ -165,11 +181,18 @@ class TrainingConfig(Strict):
         description="Data-parallel (DDP) processes per node for the unfrozen stage (gloo on CPUs, one GPU each "
         "elsewhere).",
     )
-    launcher: Literal["local", "torchrun"] = Field(
+    launcher: Literal["local", "torchrun", "ray"] = Field(
         "local",
         description="How the data-parallel processes start. local: num_processes on this machine through torch's "
         "elastic launcher; torchrun: the stage runs under torchrun's elastic agent with torchrun_args (multi-node; "
-        "other nodes run the command written next to the run's model directory).",
+        "other nodes run the command written next to the run's model directory); ray: num_processes Ray Train "
+        "workers in all on the cluster ray_address (needs the ray-train extra).",
+    )
+    ray_address: str | None = Field(
+        None,
+        min_length=1,
+        description="Ray cluster for launcher ray: unset starts a local Ray cluster for the stage; auto joins the "
+        "cluster RAY_ADDRESS (or `ray start` on this machine) names; or the head's HOST:6379.",
     )
     torchrun_args: list[str] = Field(
         default_factory=list,
@@ -185,12 +208,18 @@ class TrainingConfig(Strict):
     metric: str | None = Field(
         None,
         description="Validation metric that picks the best epoch, stops early and decides the champion comparison "
-        "(unset: accuracy for classification, spearman for regression).",
+        "(unset: accuracy for classification, spearman for regression, f1_macro for multilabel).",
     )
     class_weights: Literal["none", "balanced"] | dict[str, float] = Field(
         "none",
         description="Cross-entropy class weights (classification): none, balanced (n_samples / (n_classes * "
         "count) from train), or {label: weight}.",
+    )
+    pos_weight: Literal["none", "balanced"] | dict[str, float] | None = Field(
+        None,
+        description="Binary cross-entropy positive weights (multilabel): none, balanced (negatives / positives of "
+        "each label in train, capped at 100), or {label: weight}; unset: balanced for multilabel (+5 points "
+        "macro-F1 on Reuters, bench/tasks.py).",
     )
     lora: LoraConfig = Field(default_factory=LoraConfig, description="Adapters for strategy `lora`.")
 

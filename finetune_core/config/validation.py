@@ -31,7 +31,12 @@ CHECKS: dict[str, tuple[str, Severity]] = {
         "no train label is a case/spacing variant or likely misspelling of another (classification)",
         "error",
     ),
-    "labels_known": ("validation/test labels all occur in train (classification)", "error"),
+    "labels_known": ("validation/test labels all occur in train (classification, multilabel)", "error"),
+    "label_format": (
+        "each label value is a list of labels, or a string split on `data.label_separator` (multilabel)",
+        "error",
+    ),
+    "empty_labels": ("each row has at least one label (multilabel; `warning`: rows with no label allowed)", "warning"),
     "min_classes": ("train has at least two classes (classification)", "error"),
     "class_rows": (
         "every train class has at least `min_class_rows` rows; stops below `min_class_rows_error`",

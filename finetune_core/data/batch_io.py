@@ -163,7 +163,9 @@ class BatchWriter:
 
 
 def _json_default(value):
-    """numpy scalars, timestamps and arrays in JSON lines."""
+    """numpy scalars, timestamps and arrays (a multilabel model's `labels`) in JSON lines."""
+    if getattr(value, "ndim", 0) > 0:  # an array: .item() only takes one element
+        return value.tolist()
     if hasattr(value, "item"):
         return value.item()
     if hasattr(value, "isoformat"):

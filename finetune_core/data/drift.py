@@ -16,6 +16,7 @@ import pandas as pd
 from pydantic import BaseModel
 
 from finetune_core.data.chunks import parquet_chunks, parquet_columns
+from finetune_core.data.multilabel import parsed_labels
 from finetune_core.data.prepare import LABEL, TEXT, TEXT_PAIR
 
 LENGTH_BINS = [0, 16, 32, 64, 96, 128, 192, 256, 384, 512, 1024, 2048, np.inf]
@@ -48,8 +49,8 @@ class _ProfileCounts:
     """Counts a profile is made of, added up chunk by chunk: a chunked split's profile is the
     same, to the last bit, as the whole split's."""
 
-    def __init__(self, task: str):
-        self.task, self.rows = task, 0
+    def __init__(self, task: str, separator: str | None = None):
+        self.task, self.rows, self.separator = task, 0, separator
         self.lengths = np.zeros(len(LENGTH_BINS) - 1, dtype=np.int64)
         self.labels: dict[str, int] = {}  # in order of first appearance, as value_counts sees them
         self.targets: list[np.ndarray] = []
@@ -57,7 +58,10 @@ class _ProfileCounts:
     def add(self, texts: pd.Series, labels: pd.Series) -> None:
         self.rows += len(texts)
         self.lengths += np.histogram(texts.fillna("").astype(str).str.len().to_numpy(), bins=LENGTH_BINS)[0]
-        if self.task == "classification":
+        if self.task == "multilabel":  # each label of each row counts once: shares of label assignments
+            parsed = parsed_labels(labels, self.separator)  # a raw file's lists, text or delimited strings
+            labels = parsed.map(lambda names: names if isinstance(names, list) else []).explode().dropna()
+        if self.task in ("classification", "multilabel"):
             for name, count in labels.map(str).value_counts(sort=False).items():
                 self.labels[str(name)] = self.labels.get(str(name), 0) + int(count)
         else:
@@ -67,7 +71,7 @@ class _ProfileCounts:
             self.targets.append(pd.to_numeric(labels, errors="coerce").dropna().to_numpy())
 
     def profile(self) -> DataProfile:
-        if self.task == "classification":
+        if self.task in ("classification", "multilabel"):
             ordered = sorted(self.labels.items(), key=lambda item: -item[1])  # stable, as value_counts sorts
             counts = np.array([count for _, count in ordered], dtype=np.int64)
             shares = counts / counts.sum() if len(counts) else counts
@@ -93,6 +97,7 @@ def profile_parquet(
     text: str = TEXT,
     label: str = LABEL,
     pair: str | None = None,
+    separator: str | None = None,
 ) -> DataProfile:
     """``profile`` of a prepared split (ids in ``label``; ``labels`` names them), read ``rows`` at a
     time so the texts are never all in memory. ``text``/``label``/``pair``: the columns (a raw file's
@@ -100,12 +105,15 @@ def profile_parquet(
     length of both texts together."""
     if pair is None and text == TEXT and TEXT_PAIR in parquet_columns(path):
         pair = TEXT_PAIR
-    counts = _ProfileCounts(task)
+    counts = _ProfileCounts(task, separator)
     for chunk in parquet_chunks(path, rows, [text, label] + ([pair] if pair else []))():
         texts = chunk[text].fillna("").astype(str)
         if pair:
             texts = texts + chunk[pair].fillna("").astype(str)
-        counts.add(texts, chunk[label].map(lambda i: labels[i]) if labels else chunk[label])
+        if labels and task == "multilabel":
+            counts.add(texts, chunk[label].map(lambda ids: [labels[i] for i in ids]))
+        else:
+            counts.add(texts, chunk[label].map(lambda i: labels[i]) if labels else chunk[label])
     return counts.profile()
 
 

@@ -22,6 +22,14 @@ from pydantic import BaseModel
 
 from finetune_core.config.finetune import FinetuneConfig
 from finetune_core.data.chunks import parquet_chunks, parquet_columns, write_parquet_chunks
+from finetune_core.data.multilabel import (
+    encode_label_lists,
+    known_labels_only,
+    label_matrix,
+    label_names,
+    parsed_labels,
+    require_label_lists,
+)
 from finetune_core.data.readers import read_to_parquet
 from finetune_core.errors import ConfigError, DataError
 
@@ -34,10 +42,10 @@ PREPARE_ROWS = 100_000  # rows per chunk while preparing: bounds memory whatever
 class PreparedData(BaseModel):
     """References to the prepared splits plus what downstream steps need to know about them."""
 
-    task: Literal["classification", "regression"]
+    task: Literal["classification", "regression", "multilabel"]
     paths: dict[str, str]
     rows: dict[str, int]
-    labels: list[str] | None = None  # class names, index = class id (classification)
+    labels: list[str] | None = None  # class (multilabel: label) names, index = id
     target_mean: float = 0.0  # regression targets are standardised for training
     target_std: float = 1.0
     text_column: str
@@ -163,6 +171,13 @@ def seeded_sample(labels: np.ndarray | None, rows: int, size: int, seed: int) ->
     return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
 
 
+def _hashable(chunk: pd.DataFrame) -> pd.DataFrame:
+    """Multilabel label-id lists as text ("0,3"): pandas hashes scalars only."""
+    if LABEL in chunk.columns and len(chunk) and isinstance(chunk[LABEL].iloc[0], (list, np.ndarray)):
+        return chunk.assign(**{LABEL: chunk[LABEL].map(lambda ids: ",".join(map(str, ids)))})
+    return chunk
+
+
 def _fingerprint(chunks_of_split) -> str:
     """Hash of every split's row hashes in order; ``chunks_of_split(split)`` yields its frames
     (row hashes are per row, so how a split is chunked does not change the result)."""
@@ -170,7 +185,7 @@ def _fingerprint(chunks_of_split) -> str:
     for split in SPLITS:
         digest.update(split.encode())
         for chunk in chunks_of_split(split):
-            digest.update(pd.util.hash_pandas_object(chunk, index=False).to_numpy().tobytes())
+            digest.update(pd.util.hash_pandas_object(_hashable(chunk), index=False).to_numpy().tobytes())
     return digest.hexdigest()[:16]
 
 
@@ -190,11 +205,12 @@ def read_labels(path: str | Path) -> np.ndarray:
     return pq.read_table(path, columns=[LABEL]).column(LABEL).to_numpy()
 
 
-def _schema(classification: bool, pair: bool):
+def _schema(task: str, pair: bool):
     import pyarrow as pa
 
     texts = [(TEXT, pa.string())] + ([(TEXT_PAIR, pa.string())] if pair else [])
-    return pa.schema([*texts, (LABEL, pa.int64() if classification else pa.float64())])
+    label = {"classification": pa.int64(), "multilabel": pa.list_(pa.int64())}.get(task, pa.float64())
+    return pa.schema([*texts, (LABEL, label)])
 
 
 class _Preparer:
@@ -203,12 +219,13 @@ class _Preparer:
     def __init__(self, config: FinetuneConfig, raw: RawData, drop_unusable: bool):
         self.config, self.raw, self.drop_unusable = config, raw, drop_unusable
         self.classification = config.task == "classification"
+        self.multilabel = config.task == "multilabel"  # labels: a list per row, ids in a list<int64> column
         self.dropped: dict[str, int] = {}
         data = config.data
         for split in raw.paths:  # a missing column fails before any pass, naming the file
             source = Path(raw.sources[split])
             require_columns(raw.paths[split], source, data.text_column, data.label_column, data.text_pair_column)
-        self.names = self._label_names() if self.classification else None
+        self.names = self._label_names() if self.classification or self.multilabel else None
 
     def _chunks(self, split: str):
         data = self.config.data
@@ -223,29 +240,44 @@ class _Preparer:
         for chunk in self._chunks("train"):
             if self.drop_unusable:  # rows without a label are dropped below; without text, here
                 chunk = chunk[_has_text(chunk)]
-            values.update(chunk[LABEL].dropna().unique().tolist())
+            if self.multilabel:  # unparseable rows fail (or are dropped) in ``encoded``, naming their row
+                values.update(label_names(parsed_labels(chunk[LABEL], self.config.data.label_separator)))
+            else:
+                values.update(chunk[LABEL].dropna().unique().tolist())
+        if self.multilabel:
+            return label_names(pd.Series([sorted(values)], dtype=object))
         return _label_names(pd.Series(sorted(values, key=str), dtype=object))
+
+    def _encode_label_sets(self, chunk: pd.DataFrame, path, column: str) -> pd.DataFrame:
+        separator = self.config.data.label_separator
+        if self.drop_unusable:
+            usable = _has_text(chunk) & known_labels_only(parsed_labels(chunk[LABEL], separator), self.names)
+            self.dropped[self._split] += int((~usable).sum())
+            chunk = chunk[usable]
+        parsed = require_label_lists(chunk[LABEL], separator, path, column)
+        return chunk.assign(**{LABEL: encode_label_lists(parsed, self.names, path, column)})
 
     def encoded(self, split: str):
         path, column = getattr(self.config.data, split), self.config.data.label_column
-        self.dropped[split] = 0
+        self.dropped[split], self._split = 0, split
         for chunk in self._chunks(split):
-            if self.drop_unusable:
+            if self.multilabel:
+                chunk = self._encode_label_sets(chunk, path, column)
+            elif self.drop_unusable:
                 usable = _usable_rows(chunk, self.names)
                 self.dropped[split] += int((~usable).sum())
                 chunk = chunk[usable]
-            chunk = (
-                _encode_labels(chunk, self.names, path, column)
-                if self.classification
-                else _encode_targets(chunk, path, column)
-            )
+            if self.classification:
+                chunk = _encode_labels(chunk, self.names, path, column)
+            elif not self.multilabel:
+                chunk = _encode_targets(chunk, path, column)
             texts = [TEXT, TEXT_PAIR] if self.config.data.text_pair_column else [TEXT]
             yield chunk.assign(
                 **{c: chunk[c].map(lambda v: None if pd.isna(v) else str(v)).astype(object) for c in texts}
             )
 
     def write(self, rows, path: Path) -> int:
-        return write_parquet_chunks(rows, path, _schema(self.classification, bool(self.config.data.text_pair_column)))
+        return write_parquet_chunks(rows, path, _schema(self.config.task, bool(self.config.data.text_pair_column)))
 
 
 def _kept_rows(chunks, keep: np.ndarray):
@@ -259,14 +291,15 @@ def _kept_rows(chunks, keep: np.ndarray):
 
 def _check_class_weights(config: FinetuneConfig, names: list[str] | None) -> None:
     """A ``training.class_weights`` mapping may name only classes train has (known only now)."""
-    weights = config.training.class_weights
-    if isinstance(weights, dict) and names is not None:
-        unknown = sorted(set(weights) - set(names))
-        if unknown:
-            raise ConfigError(
-                f"training.class_weights names label(s) {unknown} not in {config.data.train} "
-                f"column {config.data.label_column!r} (labels: {names[:20]})"
-            )
+    for field in ("class_weights", "pos_weight"):
+        weights = getattr(config.training, field)
+        if isinstance(weights, dict) and names is not None:
+            unknown = sorted(set(weights) - set(names))
+            if unknown:
+                raise ConfigError(
+                    f"training.{field} names label(s) {unknown} not in {config.data.train} "
+                    f"column {config.data.label_column!r} (labels: {names[:20]})"
+                )
 
 
 def prepare_splits(
@@ -303,7 +336,7 @@ def prepare_splits(
                 )
         unsplit.unlink()
     mean, std = 0.0, 1.0
-    if not preparer.classification:
+    if config.task == "regression":
         targets = read_labels(paths["train"])
         mean, std = float(targets.mean()), float(targets.std(ddof=0)) or 1.0
     return PreparedData(
@@ -343,4 +376,9 @@ def basic_checks(prepared: PreparedData, config: FinetuneConfig) -> dict:
         if (counts > 0).sum() < 2:
             raise DataError(f"{config.data.train}: column {config.data.label_column!r} has fewer than 2 classes")
         summary["train_class_counts"] = {prepared.labels[i]: int(n) for i, n in enumerate(counts) if n}
+    if prepared.task == "multilabel":
+        counts = label_matrix(read_labels(prepared.paths["train"]), len(prepared.labels)).sum(axis=0)
+        if (counts > 0).sum() < 2:
+            raise DataError(f"{config.data.train}: column {config.data.label_column!r} has fewer than 2 labels")
+        summary["train_label_counts"] = {prepared.labels[i]: int(n) for i, n in enumerate(counts) if n}
     return summary

@@ -5,7 +5,10 @@ text scores, knowing only the training labels.
   scored with accuracy (the primary metric, which the gate compares) and macro-F1 (reported:
   on imbalanced data it shows what accuracy hides);
 - regression: always predict train's mean target, scored with the regression metrics (the
-  gate compares MSE).
+  gate compares MSE);
+- multilabel: always predict train's most frequent label alone, scored with the multilabel
+  metrics (the gate compares macro-F1: a model that predicts nothing, as BCE at 0.5 often
+  does on small data, scores 0 and fails it).
 
 The baseline is computed from train, never from the test set: "predict the test majority"
 would peek at the answers. Augmented copies do not count (``augmentation.balance`` adds them
@@ -22,8 +25,10 @@ from sklearn.metrics import accuracy_score, f1_score
 
 from finetune_core.data.augment import AUGMENTED
 from finetune_core.data.chunks import parquet_columns
+from finetune_core.data.multilabel import label_matrix
 from finetune_core.data.prepare import LABEL
-from finetune_core.evaluation.metrics import regression_metrics
+from finetune_core.evaluation.metrics import metric_safe, regression_metrics
+from finetune_core.evaluation.multilabel import multilabel_metrics
 
 
 class Baseline(BaseModel):
@@ -62,12 +67,30 @@ def mean_prediction_baseline(train_targets: np.ndarray, test_targets: np.ndarray
     )
 
 
+def most_frequent_label_baseline(train_labels: np.ndarray, test_labels: np.ndarray, labels: list[str]) -> Baseline:
+    """Train's most frequent label (a tie: the lowest id) as the whole label set of every test row."""
+    counts = label_matrix(train_labels, len(labels)).sum(axis=0)
+    top = int(counts.argmax())
+    truth = label_matrix(test_labels, len(labels))
+    predicted = np.zeros_like(truth)
+    predicted[:, top] = 1.0
+    metrics = multilabel_metrics(truth, predicted, predicted, labels, metric_safe)
+    return Baseline(
+        name="most-frequent-label",
+        predicts=f"always [{labels[top]!r}], the most frequent label in train "
+        f"({counts[top] / len(train_labels):.0%} of rows)",
+        metrics={k: metrics[k] for k in ("f1_macro", "f1_micro", "subset_accuracy")},
+    )
+
+
 def trivial_baseline(
     task: str, train_labels: np.ndarray, test_labels: np.ndarray, labels: list[str] | None = None
 ) -> Baseline:
     """The baseline of ``task``: labels are class ids (classification) or targets (regression)."""
     if task == "classification":
         return majority_class_baseline(train_labels, test_labels, labels or [])
+    if task == "multilabel":
+        return most_frequent_label_baseline(train_labels, test_labels, labels or [])
     return mean_prediction_baseline(train_labels, test_labels)
 
 

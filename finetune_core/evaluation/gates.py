@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 from pydantic import BaseModel, Field
 
+from finetune_core.data.multilabel import label_matrix
 from finetune_core.evaluation.baseline import Baseline
 from finetune_core.evaluation.metric_table import BASELINE_METRIC, larger_is_better, primary_metric
 
@@ -173,7 +174,11 @@ def evaluate_gates(
 
 def per_example_scores(task: str, targets: np.ndarray, predictions: np.ndarray) -> np.ndarray:
     """Larger-is-better score of each test example: correctness (classification, predicted
-    class ids) or negative squared error (regression)."""
+    class ids), per-row F1 (multilabel, a 0/1 prediction matrix) or negative squared error (regression)."""
     if task == "classification":
         return (np.asarray(predictions) == np.asarray(targets)).astype(np.float64)
+    if task == "multilabel":  # per-row F1 of the predicted label set (1 when both sets are empty)
+        truth, predicted = label_matrix(targets, predictions.shape[1]) > 0.5, np.asarray(predictions) > 0.5
+        overlap, sizes = (truth & predicted).sum(axis=1), truth.sum(axis=1) + predicted.sum(axis=1)
+        return np.where(sizes == 0, 1.0, 2 * overlap / np.maximum(sizes, 1))
     return -((np.asarray(predictions, dtype=np.float64) - np.asarray(targets, dtype=np.float64)) ** 2)

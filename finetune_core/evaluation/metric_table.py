@@ -9,15 +9,34 @@ from __future__ import annotations
 TASK_METRICS = {
     "classification": {"accuracy": True, "f1_macro": True, "loss": False, "ece": False},
     "regression": {"mse": False, "mae": False, "r2": True, "pearson": True, "spearman": True},
+    # Multilabel: F1 over labels (macro: each label counts the same, the rare ones too), over all
+    # decisions (micro), the share of rows with exactly the right label set, ranking quality.
+    "multilabel": {
+        "f1_macro": True,
+        "f1_micro": True,
+        "subset_accuracy": True,
+        "roc_auc_macro": True,
+        "loss": False,
+    },
 }
 PER_CLASS_PREFIXES = ("precision_", "recall_")
+PER_LABEL_PREFIXES = ("precision_", "recall_", "f1_")  # multilabel: per label, plus support_<label>
+_PREFIXES = {"classification": PER_CLASS_PREFIXES, "multilabel": PER_LABEL_PREFIXES}
 
 # The metric each task selects models by when `training.metric` is unset, and whether larger is
 # better. Regression ranks by Spearman: similarity scores are judged by their order (as STS-B is).
-PRIMARY_METRIC = {"classification": ("accuracy", True), "regression": ("spearman", True)}
+PRIMARY_METRIC = {
+    "classification": ("accuracy", True),
+    "regression": ("spearman", True),
+    "multilabel": ("f1_macro", True),
+}
 # The metric the trivial-baseline gate compares: a mean predictor is constant, so its Spearman is
 # undefined (reported 0) and only an error metric says whether the model beats it.
-BASELINE_METRIC = {"classification": ("accuracy", True), "regression": ("mse", False)}
+BASELINE_METRIC = {
+    "classification": ("accuracy", True),
+    "regression": ("mse", False),
+    "multilabel": ("f1_macro", True),  # the baseline predicts train's commonest label for every row
+}
 
 
 def primary_metric(task: str, configured: str | None = None) -> tuple[str, bool]:
@@ -29,7 +48,7 @@ def primary_metric(task: str, configured: str | None = None) -> tuple[str, bool]
 
 
 def larger_is_better(task: str, metric: str) -> bool:
-    if metric.startswith(PER_CLASS_PREFIXES) and task == "classification":
+    if task in _PREFIXES and metric.startswith(_PREFIXES[task]) and metric not in TASK_METRICS[task]:
         return True
     return TASK_METRICS[task][metric]
 
@@ -41,7 +60,7 @@ def unknown_metrics(task: str, names, labels: list[str] | None = None) -> list[s
     for name in names:
         if name in known:
             continue
-        if task == "classification" and name.startswith(PER_CLASS_PREFIXES):
+        if task in _PREFIXES and name.startswith(_PREFIXES[task]):
             if labels is None or name.split("_", 1)[1] in labels:
                 continue
         unknown.append(name)

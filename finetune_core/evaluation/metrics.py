@@ -16,6 +16,8 @@ from sklearn.metrics import (
     r2_score,
 )
 
+from finetune_core.evaluation.multilabel import outputs_metrics
+
 
 def metric_safe(name: str) -> str:
     """Class names become part of metric names: keep to characters every tracker accepts."""
@@ -56,7 +58,10 @@ def regression_metrics(targets: np.ndarray, predictions: np.ndarray) -> dict[str
 
 
 def score_outputs(task: str, outputs: np.ndarray, targets: np.ndarray, labels=None, mean=0.0, std=1.0) -> dict:
-    """Metrics for raw model outputs: logits (classification) or standardised values (regression)."""
+    """Metrics for raw model outputs: logits (classification, multilabel) or standardised values
+    (regression). Multilabel ``targets`` are the multi-hot matrix; thresholds are tuned on these rows."""
     if task == "classification":
         return classification_metrics(np.asarray(targets, dtype=np.int64), outputs, labels)
+    if task == "multilabel":
+        return outputs_metrics(outputs, np.asarray(targets), labels, metric_safe)
     return regression_metrics(targets, outputs.reshape(-1) * std + mean)

@@ -32,8 +32,12 @@ def _stage_lines(config, stages: dict[str, dict]) -> list[str]:
         "unfrozen": f"lr {training.unfrozen.learning_rate:g}, layer decay {training.unfrozen.layer_lr_decay:g}, "
         f"{training.unfrozen.scheduler} schedule, warmup {training.unfrozen.warmup_ratio:g}"
         + (", gradual unfreezing" if training.unfrozen.gradual else ""),
-        "contrastive": f"lr {training.contrastive.learning_rate:g}, {training.contrastive.pairs_per_example} "
-        "similar and dissimilar pairs per row",
+        "contrastive": f"lr {training.contrastive.learning_rate:g}, "
+        + (
+            f"{pairs} similar and dissimilar pairs per row"
+            if (pairs := training.contrastive.pairs_per_example)
+            else "every pair of rows (SetFit's default)"
+        ),
     }
     extra = next(iter(stages.values()), {}).get("extra", {})  # the flow records the recipe on every stage
     if extra.get("strategy_reason"):
@@ -95,11 +99,11 @@ def model_card(config, *, name: str, description: str, files: dict[str, str]) ->
         "",
         "## Intended use",
         f"Predicts from the text column `{config.data.text_column}` of a DataFrame; returns "
-        + (
-            "`label` and `probability_<class>` columns (temperature-scaled)."
-            if task == "classification"
-            else "a `prediction` column."
-        ),
+        + {
+            "classification": "`label` and `probability_<class>` columns (temperature-scaled).",
+            "multilabel": "a `labels` list (each label whose probability reaches its decision threshold, tuned "
+            "per label on validation) and `probability_<label>` columns (per-label temperature applied).",
+        }.get(task, "a `prediction` column."),
         "Trained on the data described below only; check the worst-predicted examples before using it elsewhere.",
         "",
         description,

@@ -11,8 +11,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from finetune_core.data.multilabel import label_matrix
 from finetune_core.data.prepare import TEXT_PAIR
 from finetune_core.evaluation.comparison import predicted_ids, probabilities
+from finetune_core.evaluation.multilabel_review import write_multilabel_review
 
 
 def _pyplot():
@@ -39,7 +41,9 @@ def training_curves(stages: dict[str, dict], path: Path) -> Path:
         epochs = [h["epoch"] for h in history]
         axis.plot(epochs, [h["train_loss"] for h in history], marker="o", label="train loss")
         for key in sorted(
-            k for k in history[0] if k.startswith("val_") and k[4:] in ("loss", "accuracy", "mse", "f1_macro")
+            k
+            for k in history[0]
+            if k.startswith("val_") and k[4:] in ("loss", "accuracy", "mse", "f1_macro", "f1_micro")
         ):
             axis.plot(epochs, [h[key] for h in history], marker=".", label=key)
         axis.legend(fontsize=8)
@@ -151,10 +155,16 @@ def write_review_files(
     served: pd.DataFrame,
     labels: list[str] | None,
     stages: dict[str, dict],
+    thresholds: list[float] | None = None,
 ) -> dict[str, Path]:
-    """All reviewer files for one model into ``out_dir``; returns name -> path."""
+    """All reviewer files for one model into ``out_dir``; returns name -> path. ``thresholds``:
+    a multilabel model's decision threshold per label, shown in its per-label report."""
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {"training_curves": training_curves(stages, out_dir / "training_curves.png")}
+    if task == "multilabel":
+        truth, predicted = label_matrix(targets, len(labels)), predicted_ids(task, served, labels)
+        probs = probabilities(served, labels)
+        return files | write_multilabel_review(out_dir, texts, truth, predicted, probs, labels, _pyplot(), thresholds)
     worst = worst_examples(texts, targets, served, task, labels)
     files["worst_examples"] = out_dir / "worst_test_examples.csv"
     worst.to_csv(files["worst_examples"], index=False)

@@ -28,5 +28,6 @@ def evaluate_model(
         metrics["ece_uncalibrated"] = expected_calibration_error(outputs, targets)
     if predictions is not None:
         texts = {c: test[c].to_numpy() for c in (TEXT, TEXT_PAIR) if c in test.columns}  # a pair: both texts
-        served.assign(**texts, target=test[LABEL].to_numpy()).to_parquet(predictions, index=False)
+        target = test[LABEL].map(list) if prepared.task == "multilabel" else test[LABEL]  # label ids per row
+        served.assign(**texts, target=target.to_numpy()).to_parquet(predictions, index=False)
     return metrics

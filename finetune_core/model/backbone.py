@@ -149,6 +149,13 @@ def load_for_task(
             "label2id": {name: i for i, name in enumerate(labels)},
             "problem_type": "single_label_classification",
         }
+    elif task == "multilabel":  # one sigmoid output per label
+        head = {
+            "num_labels": len(labels),
+            "id2label": dict(enumerate(labels)),
+            "label2id": {name: i for i, name in enumerate(labels)},
+            "problem_type": "multi_label_classification",
+        }
     else:
         head = {"num_labels": 1, "problem_type": "regression"}
     try:

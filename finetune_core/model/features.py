@@ -73,10 +73,12 @@ def _write_features(
     out,
     progress: ProgressReporter = SILENT,
     task: str = "features",
+    tap=None,
 ):
     """Features of ``rows`` into ``out[rows]``, one sorted batch at a time. ``out`` is an array,
     or a function of the feature width making one (the width is known after the first batch).
-    Returns the array (``out`` unchanged when there were no rows)."""
+    ``tap(rows, inputs)`` runs after each batch (the layer cache takes its hidden states from the
+    same pass). Returns the array (``out`` unchanged when there were no rows)."""
     model.eval()
     batches = sorted_batches(encoded.lengths[rows], batch_size)
     progress.start(task, len(batches))
@@ -88,6 +90,8 @@ def _write_features(
         if callable(out):
             out = out(features.shape[1])
         out[index] = features
+        if tap is not None:
+            tap(index, inputs)
         progress.advance(1, len(index))
     progress.end()
     return out
@@ -112,7 +116,7 @@ def extract_features(model, spec: HeadSpec, encoded: Encoded, batch_size: int, d
 
 
 def _extract_missing(
-    model, spec, encoded: Encoded, batch_size, device, autocast, known, allocate, progress, task
+    model, spec, encoded: Encoded, batch_size, device, autocast, known, allocate, progress, task, tap=None
 ) -> np.ndarray:
     """Features of every row into ``allocate(width)``'s array; rows in ``known`` (indexes,
     features) are copied, not computed again."""
@@ -123,7 +127,7 @@ def _extract_missing(
         out = allocate(values.shape[1])
         out[indexes] = values.float().numpy()
         rows = np.setdiff1d(np.arange(len(encoded)), indexes)
-    out = _write_features(model, spec, encoded, rows, batch_size, device, autocast, out, progress, task)
+    out = _write_features(model, spec, encoded, rows, batch_size, device, autocast, out, progress, task, tap)
     return allocate(0) if callable(out) else out  # no rows at all: an empty (0, 0) array
 
 
@@ -142,10 +146,12 @@ def cached_features(
     known: tuple[np.ndarray, torch.Tensor] | None = None,
     progress: ProgressReporter = SILENT,
     task: str = "features",
+    tap=None,
 ) -> tuple[torch.Tensor, bool]:
     """(features, hit). ``cache_dir=None`` disables the disk cache (features in memory);
     otherwise they are memory-mapped from it. ``known``: (row indexes, features) already
-    extracted, e.g. by backbone selection. ``progress`` hears the batches computed, as ``task``."""
+    extracted, e.g. by backbone selection. ``progress`` hears the batches computed, as ``task``.
+    ``tap(rows, inputs)``: called after each batch computed (none on a hit)."""
     if cache_dir is None:
         features = _extract_missing(
             model,
@@ -158,6 +164,7 @@ def cached_features(
             lambda width: np.empty((len(encoded), width), dtype=np.float32),
             progress,
             task,
+            tap,
         )
         return torch.from_numpy(features), False
     path = Path(cache_dir) / f"{cache_key(backbone, encoded, max_length, precision, pooling)}.npy"
@@ -170,7 +177,9 @@ def cached_features(
         return np.lib.format.open_memmap(scratch, mode="w+", dtype=np.float32, shape=(len(encoded), width))
 
     try:
-        _extract_missing(model, spec, encoded, batch_size, device, autocast, known, allocate, progress, task).flush()
+        _extract_missing(
+            model, spec, encoded, batch_size, device, autocast, known, allocate, progress, task, tap
+        ).flush()
     except BaseException:
         scratch.unlink(missing_ok=True)
         raise

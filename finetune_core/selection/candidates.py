@@ -22,6 +22,7 @@ import torch
 from pydantic import BaseModel
 
 from finetune_core.data.chunks import take_rows
+from finetune_core.data.multilabel import label_matrix
 from finetune_core.data.prepare import LABEL, TEXT, TEXT_PAIR, PreparedData, read_labels, seeded_sample
 from finetune_core.errors import ConfigError, DataError, UserInputError
 from finetune_core.model.backbone import load_for_task, load_tokenizer, resolve_backbone
@@ -163,6 +164,8 @@ def _score(
             model, extractor, encoded, training.eval_batch_size, runtime.device, runtime.autocast
         )
     targets = frame[LABEL].to_numpy()
+    if prepared.task == "multilabel":  # label ids per row -> one 0/1 column per label
+        targets = label_matrix(targets, len(prepared.labels))
     if selection.selection_metric == "logme":
         score = logme(scored.numpy(), targets, prepared.task)
     else:

@@ -1,7 +1,11 @@
 """Transferability scores from frozen features, without fine-tuning: LogME (You et al., ICML
 2021), the log marginal evidence of a Bayesian linear model from the features to each target
 column, maximised over its two precisions by a fixed-point iteration (no hyperparameters); and a
-k-fold cross-validated logistic (classification) or ridge (regression) probe."""
+k-fold cross-validated logistic (classification) or ridge (regression) probe.
+
+Multilabel targets (a 0/1 matrix, one column per label) are multi-output targets: LogME averages
+the evidence of each label's column that has both values in the sample (the same per-column mean
+as for one-hot classes), and the probe is one logistic regression per label scored by macro-F1."""
 
 from __future__ import annotations
 
@@ -37,9 +41,12 @@ def logme_column(f: np.ndarray, y: np.ndarray, sigma: np.ndarray, v: np.ndarray,
 
 def logme(features: np.ndarray, targets: np.ndarray, task: str) -> float:
     """Mean LogME evidence per example over target columns (one-hot classes, or the
-    standardised regression target)."""
+    standardised regression target, or each multilabel column with positives and negatives)."""
     f = np.asarray(features, dtype=np.float64)
-    if task == "classification":
+    if task == "multilabel":
+        y = np.asarray(targets, dtype=np.float64)
+        columns = [y[:, j] for j in range(y.shape[1]) if 0 < y[:, j].sum() < len(y)] or [y[:, 0]]
+    elif task == "classification":
         columns = [(targets == c).astype(np.float64) for c in np.unique(targets)]
     else:
         y = np.asarray(targets, dtype=np.float64)
@@ -50,12 +57,23 @@ def logme(features: np.ndarray, targets: np.ndarray, task: str) -> float:
 
 
 def probe_score(features: np.ndarray, targets: np.ndarray, task: str, folds: int = 5, seed: int = 0) -> float:
-    """Cross-validated accuracy of a logistic probe, or R² of a ridge probe."""
+    """Cross-validated accuracy of a logistic probe, macro-F1 of one logistic probe per label
+    (multilabel; labels without positives in the sample are left out), or R² of a ridge probe."""
     from sklearn.linear_model import LogisticRegression, RidgeCV
     from sklearn.model_selection import KFold, StratifiedKFold, cross_val_score
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
+    if task == "multilabel":
+        from sklearn.multiclass import OneVsRestClassifier
+
+        y = np.asarray(targets)
+        y = y[:, (y.sum(axis=0) >= folds) & (y.sum(axis=0) < len(y))]  # every fold can see each label
+        if y.shape[1] == 0:
+            return 0.0
+        model = make_pipeline(StandardScaler(), OneVsRestClassifier(LogisticRegression(max_iter=1000)))
+        splitter = KFold(folds, shuffle=True, random_state=seed)
+        return float(cross_val_score(model, features, y, cv=splitter, scoring="f1_macro").mean())
     if task == "classification":
         model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
         splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)

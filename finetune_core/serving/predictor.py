@@ -27,6 +27,11 @@ class ModelMeta(BaseModel):
     target_mean: float = 0.0
     target_std: float = 1.0
     temperature: float = 1.0  # fitted by calibration; 1.0 = uncalibrated
+    # Multilabel: per label, the decision threshold tuned on validation (None: 0.5 for all) and the
+    # fitted temperature (None: uncalibrated); what calibration skipped and why.
+    thresholds: list[float] | None = None
+    temperatures: list[float] | None = None
+    calibration_notes: list[str] = []
     pooling: str = "native"  # what the head reads (finetune_core.heads)
     backbone: str = ""
 
@@ -58,8 +63,22 @@ def load_model_dir(directory: str | Path):
     return model, tokenizer, load_meta(directory)
 
 
+def multilabel_frame(outputs: np.ndarray, meta: ModelMeta) -> pd.DataFrame:
+    """``labels`` (the list of labels whose probability reaches their tuned threshold) plus
+    ``probability_<label>`` columns (per-label temperature applied)."""
+    scaled = outputs.astype(np.float64) / (np.asarray(meta.temperatures) if meta.temperatures else 1.0)
+    probabilities = 1.0 / (1.0 + np.exp(-scaled))
+    chosen = probabilities >= (np.asarray(meta.thresholds) if meta.thresholds else 0.5)
+    columns = {"labels": [[meta.labels[j] for j in np.flatnonzero(row)] for row in chosen]}
+    columns.update({f"probability_{name}": probabilities[:, i] for i, name in enumerate(meta.labels)})
+    return pd.DataFrame(columns)
+
+
 def outputs_to_frame(outputs: np.ndarray, meta: ModelMeta) -> pd.DataFrame:
-    """Classification: ``label`` plus ``probability_<class>`` columns; regression: ``prediction``."""
+    """Classification: ``label`` plus ``probability_<class>`` columns; multilabel: ``labels`` plus
+    ``probability_<label>``; regression: ``prediction``."""
+    if meta.task == "multilabel":
+        return multilabel_frame(outputs, meta)
     if meta.task == "regression":
         return pd.DataFrame({"prediction": outputs.reshape(-1).astype(np.float64) * meta.target_std + meta.target_mean})
     scaled = outputs.astype(np.float64) / meta.temperature

@@ -1,24 +1,27 @@
 """Data-parallel training of the unfrozen stage: torch's DistributedDataParallel, started by
-torch's elastic launcher (``training.launcher``).
+torch's elastic launcher or Ray Train (``training.launcher``).
 
 - ``local``: ``training.num_processes`` workers on this machine through
   ``torch.distributed.launcher.api.elastic_launch`` (a c10d rendezvous on 127.0.0.1);
 - ``torchrun``: the stage's arguments go to a file next to its output directory and
   ``torchrun <training.torchrun_args> -m finetune_core.training.worker FILE`` runs it; other nodes
-  run the same command (written to ``FILE.command``) and join the c10d rendezvous.
+  run the same command (written to ``FILE.command``) and join the c10d rendezvous;
+- ``ray``: Ray Train's workers (``ray_launcher``) run the same per-rank code (``run_in_group``).
 
-gloo on CPUs, nccl on GPUs (one per local rank). Every rank builds the same length-grouped batch
-order (same seed) and takes its share of each global batch, so the global batch stays
-``training.batch_size`` for any world size. DDP averages gradients over ranks, so each rank's
-mean loss is scaled by ``world * share / batch``: the average is then the share-weighted sum,
-exactly the single-process gradient of the whole batch. Validation runs on every rank (weights
-are identical, so early-stopping decisions agree); checkpoints, the saved model and epoch
-callbacks (MLflow logging) happen on rank 0 only. Every rank reads the last epoch checkpoint on
-resume (a multi-node run needs the run directory on shared storage), so a worker group the
-agent restarts after a failure (``training.max_restarts``) continues from the last epoch.
+The backend follows ``training.device``: nccl where it resolves to CUDA (one GPU per local rank),
+gloo otherwise. Every rank builds the same length-grouped batch order (same seed) and takes its
+share of each global batch, so the global batch stays ``training.batch_size`` for any world size.
+DDP averages gradients over ranks, so each rank's mean loss is scaled by ``world * share / batch``:
+the average is then the share-weighted sum, exactly the single-process gradient of the whole batch.
+Validation runs on every rank (weights are identical, so early-stopping decisions agree);
+checkpoints, the saved model and epoch callbacks (MLflow logging) happen on rank 0 only. Every rank
+reads the last epoch checkpoint on resume (a multi-node run needs the run directory on shared
+storage), so a worker group the agent restarts after a failure (``training.max_restarts``) continues
+from the last epoch.
 
 Each worker builds its ``DistContext`` from the environment the launcher sets (RANK,
-WORLD_SIZE, LOCAL_RANK): no module state says which rank a process is.
+WORLD_SIZE, LOCAL_RANK; Ray Train's context under ``ray``): no module state says which rank a
+process is.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from torch.distributed.elastic.multiprocessing.errors import record
 
 from finetune_core.model.heads import forward_logits
 from finetune_core.training.checkpoint import Checkpointer
+from finetune_core.training.device import resolve_device
 from finetune_core.training.progress import SILENT, ProgressReporter, relayed
 
 STAGE_FILE_SUFFIX = ".torchrun.pkl"
@@ -137,16 +141,21 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def backend_for(device: str) -> str:
+    """The process group's backend for ``training.device``: nccl where it resolves to CUDA."""
+    return "nccl" if resolve_device(device).type == "cuda" else "gloo"
+
+
 @record  # the worker's traceback goes into the agent's failure report
-def run_rank(fn: Callable, kwargs: dict) -> None:
+def run_rank(fn: Callable, kwargs: dict, device: str = "auto") -> None:
     """One worker: join the process group the agent set up (env://), run ``fn(**kwargs, ddp=...)``.
-    After a restart by the agent the stage resumes from its last epoch checkpoint."""
+    After a restart by the agent the stage resumes from its last epoch checkpoint. ``device``
+    (``training.device``) picks the backend: nccl where the stage trains on CUDA, else gloo (so
+    ``device: cpu`` on a GPU machine trains on gloo rather than failing in nccl)."""
     context = DistContext.from_environment()
-    use_cuda = torch.cuda.is_available()
+    use_cuda = backend_for(device) == "nccl"
     if use_cuda:
         torch.cuda.set_device(context.local_rank)
-    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))  # no oversubscription of the cores
     restart = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", 0))
     if restart > 0:
         kwargs = {**kwargs, "resume": True}
@@ -156,13 +165,21 @@ def run_rank(fn: Callable, kwargs: dict) -> None:
     store = dist.PrefixStore(f"finetune/attempt-{restart}", store)
     dist.init_process_group("nccl" if use_cuda else "gloo", store=store, rank=rank, world_size=world)
     try:
-        fn(**kwargs, ddp=context)
+        run_in_group(fn, kwargs, context)
     finally:
         dist.destroy_process_group()
 
 
+def run_in_group(fn: Callable, kwargs: dict, context: DistContext) -> None:
+    """What every rank runs once its process group is up, whichever launcher started it (torch's
+    elastic agent here, Ray Train in ``ray_launcher``): the same code, so the same losses."""
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))  # no oversubscription of the cores
+    fn(**kwargs, ddp=context)
+
+
 @contextmanager
-def _package_first():
+def package_first():
     """Workers must import the package this process runs. Loading a logged MLflow model puts its
     code directory (a partial copy of this package: serving only) first on sys.path, which spawned
     children inherit; torchrun's children start from PYTHONPATH."""
@@ -179,7 +196,7 @@ def _package_first():
             os.environ["PYTHONPATH"] = saved_env
 
 
-def launch_local(processes: int, max_restarts: int, fn: Callable, kwargs: dict) -> None:
+def launch_local(processes: int, max_restarts: int, fn: Callable, kwargs: dict, device: str = "auto") -> None:
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     config = LaunchConfig(
@@ -192,7 +209,7 @@ def launch_local(processes: int, max_restarts: int, fn: Callable, kwargs: dict) 
         max_restarts=max_restarts,
         local_addr="127.0.0.1",
     )
-    elastic_launch(config, run_rank)(fn, kwargs)
+    elastic_launch(config, run_rank)(fn, kwargs, device)
 
 
 def stage_file(out_dir: Path) -> Path:
@@ -201,16 +218,16 @@ def stage_file(out_dir: Path) -> Path:
     return out_dir.with_name(out_dir.name + STAGE_FILE_SUFFIX)
 
 
-def write_stage_file(path: Path, fn: Callable, kwargs: dict) -> Path:
+def write_stage_file(path: Path, fn: Callable, kwargs: dict, device: str = "auto") -> Path:
     """The stage as the worker entry point reads it (a pickle: written and read by this package)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(pickle.dumps((fn, kwargs)))
+    path.write_bytes(pickle.dumps((fn, kwargs, device)))
     return path
 
 
 def run_stage_file(path: Path) -> None:
-    fn, kwargs = pickle.loads(Path(path).read_bytes())
-    run_rank(fn, kwargs)
+    fn, kwargs, device = pickle.loads(Path(path).read_bytes())
+    run_rank(fn, kwargs, device)
 
 
 def torchrun_command(processes: int, max_restarts: int, torchrun_args: list[str], path: Path) -> list[str]:
@@ -231,15 +248,16 @@ def torchrun_command(processes: int, max_restarts: int, torchrun_args: list[str]
 
 
 def launch_torchrun(training, fn: Callable, kwargs: dict, out_dir: Path) -> None:
-    path = write_stage_file(stage_file(out_dir), fn, kwargs)
+    path = write_stage_file(stage_file(out_dir), fn, kwargs, training.device)
     command = torchrun_command(training.num_processes, training.max_restarts, list(training.torchrun_args), path)
     path.with_suffix(".command").write_text(shlex.join(command) + "\n")  # what the other nodes run
-    with _package_first():
+    with package_first():
         subprocess.run(command, check=True)
 
 
 def needs_launch(training) -> bool:
-    return training.launcher == "torchrun" or training.num_processes > 1
+    """torchrun and ray launch even one process: other nodes join, or the cluster has the GPUs."""
+    return training.launcher != "local" or training.num_processes > 1
 
 
 def launch(training, fn: Callable, kwargs: dict, out_dir: Path, progress: ProgressReporter = SILENT) -> None:
@@ -249,5 +267,6 @@ def launch(training, fn: Callable, kwargs: dict, out_dir: Path, progress: Progre
     if training.launcher == "torchrun":
         launch_torchrun(training, fn, {**kwargs, "progress": SILENT}, out_dir)
         return
-    with relayed(progress) as remote, _package_first():
-        launch_local(training.num_processes, training.max_restarts, fn, {**kwargs, "progress": remote})
+    with relayed(progress) as remote, package_first():
+        local_kwargs = {**kwargs, "progress": remote}
+        launch_local(training.num_processes, training.max_restarts, fn, local_kwargs, training.device)

@@ -75,10 +75,14 @@ def compute_loss(
     outputs: torch.Tensor, targets: torch.Tensor, task: str, weights: torch.Tensor | None = None
 ) -> torch.Tensor:
     """Loss follows the task type: cross-entropy for classes (``weights``: one per class, from
-    ``training.class_weights``), mean squared error for targets."""
+    ``training.class_weights``), binary cross-entropy per label for multilabel (``weights``: the
+    positive weight of each label, ``training.pos_weight``), mean squared error for targets."""
     outputs = outputs.float()
     if task == "classification":
         return F.cross_entropy(outputs, targets, weight=None if weights is None else weights.to(outputs.device))
+    if task == "multilabel":
+        pos_weight = None if weights is None else weights.to(outputs.device)
+        return F.binary_cross_entropy_with_logits(outputs, targets.to(outputs.dtype), pos_weight=pos_weight)
     return F.mse_loss(outputs.squeeze(-1), targets.to(outputs.dtype))
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from finetune_core.config.finetune import FinetuneConfig
+from finetune_core.data.multilabel import label_matrix
 from finetune_core.data.prepare import PreparedData, read_labels
 from finetune_core.errors import ConfigError
 from finetune_core.model.batching import Encoded
@@ -24,6 +25,8 @@ def split_tokens(prepared: PreparedData, split: str, tokenizer, max_length: int)
     targets = read_labels(path)
     if prepared.task == "regression":  # train on standardised targets; metrics undo it
         targets = (targets - prepared.target_mean) / prepared.target_std
+    elif prepared.task == "multilabel":  # label ids per row -> multi-hot matrix
+        targets = label_matrix(targets, len(prepared.labels))
     return encode_file(tokenizer, path, max_length, path.parent / "tokens"), targets
 
 

@@ -14,15 +14,19 @@ import numpy as np
 import torch
 
 from finetune_core.config.finetune import FinetuneConfig
-from finetune_core.data.prepare import PreparedData
+from finetune_core.data.multilabel import label_matrix, pos_weight_vector
+from finetune_core.data.prepare import PreparedData, read_labels
+from finetune_core.errors import ConfigError
 from finetune_core.evaluation.metric_table import primary_metric
 from finetune_core.evaluation.metrics import score_outputs
+from finetune_core.evaluation.multilabel import fit_decision_rule
 from finetune_core.model.backbone import load_for_task, load_tokenizer
 from finetune_core.model.features import DEFAULT_CACHE, cached_features, load_known_features
 from finetune_core.model.heads import num_layers, resolve_pooling
 from finetune_core.model.inference import head_outputs, predict_outputs
+from finetune_core.model.partial import freeze_lower, resolve_freeze_layers
 from finetune_core.serving.predictor import ModelMeta, load_model_dir, save_model_dir, write_meta
-from finetune_core.training import distributed
+from finetune_core.training import distributed, ray_launcher, upper
 from finetune_core.training.calibration import expected_calibration_error, fit_temperature
 from finetune_core.training.checkpoint import Checkpointer
 from finetune_core.training.device import runtime_for
@@ -81,6 +85,12 @@ def _loop(config, prepared, stage, epochs, checkpoints, on_epoch_end, max_second
 
 
 def _class_weights(config: FinetuneConfig, prepared: PreparedData, train_labels: np.ndarray):
+    if prepared.task == "multilabel":  # positive weights of the binary cross-entropy, one per label
+        # Unset: balanced. On Reuters (85 topics, many with a handful of rows) it raised test macro-F1 from
+        # 0.421 to 0.472 (bench/tasks.py), at the cost of more false positives (micro-F1 0.463 -> 0.421).
+        setting = config.training.pos_weight if config.training.pos_weight is not None else "balanced"
+        weights = pos_weight_vector(setting, prepared.labels, train_labels)
+        return None if weights is None else torch.tensor(weights, dtype=torch.float32)
     if prepared.task != "classification":
         return None
     return class_weight_vector(config.training.class_weights, prepared.labels, train_labels)
@@ -99,6 +109,15 @@ def _head_optimizer(model, config: FinetuneConfig, steps: int):
     ]
     optimizer = make_optimizer(groups, config.training.frozen.learning_rate)
     return optimizer, make_scheduler(optimizer, "linear", 0, max(steps, 1)), {n for n, _ in head}
+
+
+def _stage2_freeze(config: FinetuneConfig, model) -> int:
+    """Blocks stage 2 keeps frozen (``training.unfrozen.freeze_layers`` resolved; 0 when stage 2
+    will not run): checked in stage 1 too, so a bad value fails before any training."""
+    training = config.training
+    if training.strategy == "linear-probe" or training.unfrozen.epochs == 0:
+        return 0
+    return resolve_freeze_layers(training.unfrozen.freeze_layers, model)
 
 
 def train_frozen(
@@ -145,6 +164,12 @@ def train_frozen(
     loop = _loop(config, prepared, "frozen", epochs, checkpoints, on_epoch_end, progress=progress)
     train_y, task, extra = targets_tensor(train[1], prepared.task).to(runtime.device), prepared.task, {}
     weights = _class_weights(config, prepared, train[1])
+    freeze, writers = _stage2_freeze(config, model), {}
+    if freeze and spec is not None and epochs > 0:  # stage 2's layer cache, filled by the features pass
+        splits = {"train": train[0], "validation": validation[0]}
+        directory = upper.layer_cache_dir(training, out_dir)
+        paths = upper.cache_paths(directory, backbone, splits, training.max_length, runtime.precision, freeze)
+        writers = upper.writers_for(model, splits, paths)
 
     if spec is not None and epochs > 0:  # train the head on backbone outputs computed once
         started = time.perf_counter()
@@ -159,14 +184,27 @@ def train_frozen(
             cache_dir=cache_dir,
         )
         known = load_known_features(known_features, pooling, runtime.precision, training.max_length)
-        train_x, train_hit = cached_features(
-            model, spec, train[0], backbone, known=known, progress=progress, task="train features", **common
-        )
-        val_x, val_hit = cached_features(
-            model, spec, validation[0], backbone, progress=progress, task="validation features", **common
-        )
+        with upper.filling(model, freeze, writers.get("train")) as tap:
+            train_x, train_hit = cached_features(
+                model,
+                spec,
+                train[0],
+                backbone,
+                known=known,
+                progress=progress,
+                task="train features",
+                tap=tap,
+                **common,
+            )
+        with upper.filling(model, freeze, writers.get("validation")) as tap:
+            val_x, val_hit = cached_features(
+                model, spec, validation[0], backbone, progress=progress, task="validation features", tap=tap, **common
+            )
+        upper.finish_writers(writers, model, freeze, runtime, training.eval_batch_size, progress)
         train_x, val_x = train_x.to(runtime.device), val_x.to(runtime.device)
         extra = {"feature_seconds": time.perf_counter() - started, "feature_cache_hits": int(train_hit) + int(val_hit)}
+        if writers:
+            extra["layer_caches_written"] = len(writers)
         loop.batches_per_epoch = head_batches(len(train_x), training.batch_size)
 
         def train_epoch(epoch):
@@ -226,16 +264,21 @@ def train_frozen(
     return _save(model.cpu(), tokenizer, meta, out_dir, result)
 
 
-def _wrap_lora(model, config: FinetuneConfig):
+def _wrap_lora(model, config: FinetuneConfig, freeze: int = 0):
     from peft import LoraConfig, TaskType, get_peft_model
 
     lora = config.training.lora
+    # with frozen lower blocks, adapters only above them (the cached lower outputs stay valid)
+    above = {"layers_to_transform": list(range(freeze, num_layers(model))), "layers_pattern": "layer"}
+    if freeze and not above["layers_to_transform"]:
+        raise ConfigError("training.unfrozen.freeze_layers: every block is frozen, so strategy lora has no adapters")
     peft_config = LoraConfig(
         task_type=TaskType.SEQ_CLS,
         r=lora.r,
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,
         target_modules=list(lora.target_modules),
+        **(above if freeze else {}),
     )
     return get_peft_model(model, peft_config)
 
@@ -253,7 +296,7 @@ def train_unfrozen(
 ) -> StageResult:
     """Stage 2: from the stage-1 model, fine-tune with layer-wise learning rates (or LoRA);
     data-parallel (DDP) over `training.num_processes` processes per node: the launcher
-    `training.launcher` (training.distributed) runs this function again in each worker with its
+    `training.launcher` (training.distributed, training.ray_launcher) runs this function again in each worker with its
     rank context as ``ddp``."""
     if (done := finished_stage(out_dir, resume)) is not None:
         return done
@@ -267,7 +310,8 @@ def train_unfrozen(
             checkpoints=checkpoints,
             resume=resume,
         )
-        distributed.launch(config.training, train_unfrozen, stage_args, out_dir, progress)
+        launcher = ray_launcher if config.training.launcher == "ray" else distributed
+        launcher.launch(config.training, train_unfrozen, stage_args, out_dir, progress)
         return finished_stage(out_dir, resume=True)  # what rank 0 saved
     if ddp is not None and not ddp.is_main:  # rank 0 alone writes checkpoints and reports
         on_epoch_end, progress = None, SILENT
@@ -280,11 +324,14 @@ def train_unfrozen(
     train_y, task = targets_tensor(train[1], prepared.task), prepared.task
     weights = _class_weights(config, prepared, train[1])
     spec = spec_for(model, meta.pooling)
+    freeze = resolve_freeze_layers(stage.freeze_layers, model) if epochs > 0 else 0
+    frozen_names = freeze_lower(model, freeze)  # embeddings and the lowest blocks: in no group
     if training.strategy == "lora" and epochs > 0:
-        model = _wrap_lora(model, config)
+        model = _wrap_lora(model, config, freeze)
         groups = [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": training.weight_decay}]
     else:
         groups = layerwise_groups(model, spec, stage.learning_rate, stage.layer_lr_decay, training.weight_decay)
+        groups = upper.without_parameters(groups, frozen_names)
     model.to(runtime.device)
     optimizer = make_optimizer(groups, stage.learning_rate)
     steps = epochs * -(-len(train[0]) // training.batch_size)
@@ -307,14 +354,42 @@ def train_unfrozen(
     loop.batches_per_epoch = network_batches(len(train[0]), training.batch_size)
     # With LoRA the adapters sit inside the wrapped transformers model: run that one.
     network = model.get_base_model() if hasattr(model, "get_base_model") else model
-    parallel = ddp.parallel(network, spec) if ddp is not None and epochs > 0 else None
+    part = None
+    if freeze:  # the blocks below `freeze` ran once, into the layer cache; each step runs the rest
+        directory = upper.layer_cache_dir(training, checkpoint)
+        splits = {"train": train[0], "validation": validation[0]}
+        paths = upper.cache_paths(directory, meta.backbone, splits, training.max_length, runtime.precision, freeze)
+        part = upper.open_caches(network, spec, meta.pooling, freeze, splits, paths, runtime, training, ddp, progress)
+    parallel = ddp.parallel(network, part.spec if part else spec) if ddp is not None and epochs > 0 else None
     if ddp is not None and not ddp.is_main:  # resumes from rank 0's checkpoints, never writes them
         loop.checkpointer = distributed.ReadOnlyCheckpointer(loop.checkpointer.directory)
 
     def train_epoch(epoch):
         if stage.gradual:
-            apply_trainable_depths(model, depths, unfrozen_depths(epoch, epochs, top))
+            if freeze:
+                trainable = upper.gradual_depths(epoch, epochs, top, freeze)
+            else:
+                trainable = unfrozen_depths(epoch, epochs, top)
+            apply_trainable_depths(model, depths, trainable)
         rng = epoch_rng(training.seed, "unfrozen", epoch)
+        if part is not None:
+            return upper.upper_epoch(
+                network,
+                part.spec,
+                part.train,
+                train_y,
+                task,
+                optimizer,
+                scheduler,
+                training.batch_size,
+                rng,
+                training.max_grad_norm,
+                runtime,
+                deadline=loop.deadline,
+                dist=parallel,
+                progress=progress,
+                class_weights=weights,
+            )
         return network_epoch(
             network,
             spec,
@@ -334,6 +409,9 @@ def train_unfrozen(
         )
 
     def validate():
+        if part is not None:
+            outputs = upper.upper_outputs(network, part.spec, part.validation, training.eval_batch_size, runtime)
+            return _score(prepared, outputs, validation[1])
         outputs = predict_outputs(
             network, validation[0], training.eval_batch_size, runtime.device, runtime.autocast, spec
         )
@@ -341,6 +419,8 @@ def train_unfrozen(
 
     result = loop.run(model, train_epoch, validate, optimizer, scheduler, resume=resume)
     result.extra.update(precision=runtime.precision, device=str(runtime.device), strategy=training.strategy)
+    if part is not None:
+        result.extra.update(part.extra)
     if training.strategy == "lora" and epochs > 0:
         model = model.merge_and_unload()  # a plain model: loads without peft, serves at full speed
     for parameter in model.parameters():
@@ -353,7 +433,17 @@ def train_unfrozen(
 
 
 def calibrate(config: FinetuneConfig, prepared: PreparedData, model_dir: Path) -> dict:
-    """Fit temperature scaling on validation and store it with the model (classification)."""
+    """Fit temperature scaling on validation and store it with the model (classification); for
+    multilabel, per-label temperatures and decision thresholds (tuned even when not calibrating)."""
+    if prepared.task == "multilabel":
+        outputs, targets, meta = outputs_for(config, prepared, model_dir, "validation")
+        trained = label_matrix(read_labels(prepared.paths["train"]), len(prepared.labels)).sum(axis=0) > 0
+        rule = fit_decision_rule(outputs, targets, prepared.labels, config.training.calibrate, trained)
+        meta.thresholds = [float(t) for t in rule["thresholds"]]
+        meta.temperatures = None if rule["temperatures"] is None else [float(t) for t in rule["temperatures"]]
+        meta.calibration_notes = rule["notes"]
+        write_meta(meta, model_dir)
+        return rule["summary"]
     if prepared.task != "classification" or not config.training.calibrate:
         return {}
     outputs, targets, meta = outputs_for(config, prepared, model_dir, "validation")

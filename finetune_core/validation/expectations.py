@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from finetune_core.config.validation import Severity, ValidationConfig
+from finetune_core.validation.label_sets import derive_label_sets, label_set_expectations
 from finetune_core.validation.labels import describe_typos, expected_kind, label_kind, mixed_types, suspected_typos
 from finetune_core.validation.split_facts import SplitFacts, as_written, row_keys
 
@@ -75,7 +76,9 @@ def derived_frame(
     rules: LabelRules,
     token_counter,
     pair: str | None = None,
+    separator: str | None = None,
 ) -> pd.DataFrame:
+    """``chunk`` with the derived columns its checks read; ``separator``: multilabel's ``data.label_separator``."""
     out = chunk.copy()
     if text in out:
         out[DUPLICATE] = facts[split].duplicate[out.index.to_numpy()] if len(out) else pd.Series(dtype=bool)
@@ -85,7 +88,10 @@ def derived_frame(
         if token_counter is not None:
             out[TOKENS] = token_counter(out[text].fillna("").astype(str).tolist())
     if label in out:
-        if task == "classification":
+        if task == "multilabel":
+            train = facts["train"].label_counts if "train" in facts else {}
+            out = derive_label_sets(out, label, split, separator, train, rules.typos)
+        elif task == "classification":
             out[label] = out[label].map(as_written).astype(object)
             if split == "train":
                 # dict lookups per row (no Python call per row): a label's facts are computed once
@@ -168,6 +174,8 @@ def planned_expectations(
             )
         elif task == "classification" and train_labels is not None:
             add("labels_known", E.ExpectColumnValuesToBeInSet(column=label, value_set=train_labels))
+        elif task == "multilabel":
+            label_set_expectations(split, frame, add, add_levels, E)
         elif task == "regression":
             add("target_finite", E.ExpectColumnValuesToBeInSet(column=FINITE, value_set=[True]))
             if config.target_min is not None or config.target_max is not None:

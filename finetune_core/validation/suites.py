@@ -32,6 +32,7 @@ from finetune_core.validation.expectations import (
     derived_frame,
     planned_expectations,
 )
+from finetune_core.validation.label_sets import LABEL_SET_DERIVED, SHOWN, count_labels
 from finetune_core.validation.merge import merge_chunks
 from finetune_core.validation.split_facts import gather
 
@@ -115,7 +116,7 @@ def _validate_chunk(
         failed_rows = result.get("partial_unexpected_index_list") or []
         kwargs = outcome.expectation_config.kwargs
         texts = [text] + ([pair] if pair in derived else [])
-        shown = texts + [label] + [c for c in [kwargs.get("column")] if c in SHOWN_IN_EXAMPLES]
+        shown = texts + [label] + [c for c in [kwargs.get("column")] if c in SHOWN_IN_EXAMPLES + SHOWN]
         parts.append(
             {
                 "type": outcome.expectation_config.type,
@@ -155,6 +156,7 @@ def _run_suites(
     docs_dir: Path | None = None,
     token_counter=None,
     pair: str | None = None,
+    separator: str | None = None,
 ) -> ValidationReport:
     """Validate every split (a frame, or a Parquet file read in chunks); with ``docs_dir``,
     write GX Data Docs and the JSON results there. ``pair``: the second text's column of sentence
@@ -165,14 +167,20 @@ def _run_suites(
     data_source = context.data_sources.add_or_update_pandas(name="finetune")
     chunked = {split: chunks_of(frame, config.chunk_rows) for split, frame in frames.items()}
     facts, leaked = gather(chunked, text, label, task, pair)
+    if task == "multilabel" and "train" in chunked:  # per-label counts: one more pass over train's labels
+        facts["train"].label_counts = count_labels(chunked["train"], label, separator)
     train_labels = None
     if task == "classification" and "train" in frames and label in _columns(frames["train"]):
         train_labels = sorted(facts["train"].label_counts)
-    rules = LabelRules.of(facts.get("train") if task == "classification" else None)
+    rules = LabelRules.of(facts.get("train") if task in ("classification", "multilabel") else None)
     results: list[CheckResult] = []
     raw_results: dict[str, object] = {}
     # Reports name the data's own column, not the derived one the expectation ran on.
-    source_column = {**dict.fromkeys(TEXT_DERIVED, text), **dict.fromkeys(LABEL_DERIVED, label)}
+    source_column = {
+        **dict.fromkeys(TEXT_DERIVED, text),
+        **dict.fromkeys(LABEL_DERIVED, label),
+        **dict.fromkeys(LABEL_SET_DERIVED, label),
+    }
     for split, chunks in chunked.items():
         checkpoint, chunk_json, parts = None, [], []
         several = facts[split].rows > config.chunk_rows
@@ -188,6 +196,7 @@ def _run_suites(
                 rules,
                 token_counter if config.max_text_tokens else None,
                 pair,
+                separator,
             )
             if checkpoint is None:  # one suite per split, planned from the (shared) columns
                 planned = planned_expectations(split, derived, text, label, task, config, train_labels, rules, pair)
@@ -282,4 +291,5 @@ def validate_raw(config, raw, docs_dir: Path | None = None) -> ValidationReport:
         docs_dir,
         counter,
         config.data.text_pair_column,
+        config.data.label_separator,
     )

@@ -1,6 +1,7 @@
-"""A few-shot run: on the default configuration `strategy: auto` resolves and says why (run
-params, version description) and skips decisions on a 2-row validation split; with
-`strategy: contrastive` the contrastive stage runs in the flow and registers a servable model."""
+"""A few-shot run: on the default configuration `strategy: auto` picks contrastive at 7 training
+rows per class (bench/fewshot.py), runs it in the flow with the head only after it, says why (run
+params, version description), skips decisions on a 2-row validation split and registers a
+servable model; `strategy: contrastive` set by hand keeps the configured unfrozen stage."""
 
 import mlflow
 import pandas as pd
@@ -23,23 +24,25 @@ def test_contrastive_recipe_on_eight_rows_per_class(prefect_server, tiny_backbon
     client = MlflowClient(tracking_uri)
     run = client.get_run(automatic.mlflow_run_id)
     assert run.data.params["training.strategy"] == "auto"
-    assert run.data.params["training.strategy_resolved"] == "lp-ft"  # what the measurement chose
-    assert "rows per class" in run.data.params["training.strategy_reason"]
+    assert run.data.params["training.strategy_resolved"] == "contrastive"  # what the measurement chose
+    assert "7 training rows per class" in run.data.params["training.strategy_reason"]
     assert run.data.params["training.validation_use"] == "skipped: 1 rows per class"
+    assert list(automatic.stages) == ["contrastive", "frozen", "unfrozen"]
+    assert automatic.stages["unfrozen"]["epochs_run"] == 0  # auto: the head only after the pairs
+    assert automatic.stages["contrastive"]["extra"]["validation"] == "skipped: 1 rows per class"
+    assert client.get_metric_history(automatic.mlflow_run_id, "contrastive/val_centroid_accuracy")
+    assert automatic.calibration == {}  # no temperature fitted on 2 rows
+    description = client.get_model_version("tiny-model", automatic.model_version).description
+    assert "strategy chosen: `contrastive`" in description and "rows per class" in description
+    assert "validation split too small" in description
+    mlflow.set_tracking_uri(tracking_uri)
+    model = mlflow.pyfunc.load_model(f"models:/tiny-model/{automatic.model_version}")
+    predictions = model.predict(pd.DataFrame({"sentence": ["a great film", "an awful film"]}))
+    assert predictions["label"].isin(["0", "1"]).all()
 
     config.training.strategy = "contrastive"
     result = finetune(config)
     run = client.get_run(result.mlflow_run_id)
     assert run.data.params["training.strategy_resolved"] == "contrastive"
-    assert run.data.params["training.validation_use"] == "skipped: 1 rows per class"
-    assert list(result.stages) == ["contrastive", "frozen", "unfrozen"]
-    assert result.stages["contrastive"]["extra"]["validation"] == "skipped: 1 rows per class"
-    assert client.get_metric_history(result.mlflow_run_id, "contrastive/val_centroid_accuracy")
-    assert result.calibration == {}  # no temperature fitted on 2 rows
-
-    description = client.get_model_version("tiny-model", result.model_version).description
-    assert "strategy chosen: `contrastive`" in description and "validation split too small" in description
-    mlflow.set_tracking_uri(tracking_uri)
-    model = mlflow.pyfunc.load_model(f"models:/tiny-model/{result.model_version}")
-    predictions = model.predict(pd.DataFrame({"sentence": ["a great film", "an awful film"]}))
-    assert predictions["label"].isin(["0", "1"]).all()
+    assert run.data.params["training.strategy_reason"] == "set in the configuration"
+    assert result.stages["unfrozen"]["epochs_run"] == config.training.unfrozen.epochs == 1

@@ -7,17 +7,22 @@ import torch
 
 from finetune_core.config.loading import validate_config
 from finetune_core.data.prepare import prepare_splits
+from finetune_core.model.backbone import load_tokenizer
 from finetune_core.model.batching import Encoded
 from finetune_core.model.features import cache_key
 from finetune_core.model.heads import resolve_pooling
 from finetune_core.serving.predictor import load_model_dir
 from finetune_core.training import stages
 from finetune_core.training.contrastive import (
+    _embed,
+    _embed_pairs,
     centroid_accuracy,
     cosine_similarity_loss,
+    pair_count,
     sample_pairs,
     train_contrastive,
 )
+from finetune_core.training.splits import split_tokens
 from tests.training.stage_helpers import Killed, easy_task_config, kill_after, write_easy_task
 
 
@@ -50,6 +55,34 @@ def test_pairs_are_seeded_balanced_and_labelled_by_class():
     alone = (first == 5) & (similar == 1.0)  # class 2 has one row: it pairs with itself
     assert np.all(second[alone] == 5)
     assert len(sample_pairs(labels, 3, np.random.default_rng(0), max_pairs=7)[0]) == 7
+
+
+def test_default_pairs_are_setfits_oversampling_of_every_pair():
+    labels = np.array([0, 0, 0, 1, 1, 2])  # 4 similar unordered pairs, 11 dissimilar
+    first, second, similar = sample_pairs(labels, None, np.random.default_rng(0))
+    assert len(first) == pair_count(labels, None, 10**6) == 2 * 11 and similar.sum() == 11  # balanced
+    assert np.array_equal(labels[first] == labels[second], similar == 1.0) and not np.any(first == second)
+    drawn = {tuple(sorted(p)) for p in zip(first.tolist(), second.tolist())}
+    assert drawn == {(i, j) for i in range(6) for j in range(i + 1, 6)}  # every pair at least once
+    again = sample_pairs(labels, None, np.random.default_rng(0))
+    assert all(np.array_equal(x, y) for x, y in zip((first, second, similar), again))
+    assert len(sample_pairs(labels, None, np.random.default_rng(0), max_pairs=5)[0]) == pair_count(labels, None, 5)
+    assert pair_count(np.zeros(4), None, 100) == 6  # one class: similar pairs only
+
+
+def test_pairs_embed_each_distinct_row_once_with_the_same_vectors(tiny_backbone):
+    from transformers import AutoModel
+
+    from finetune_core.config.sections import TrainingConfig
+    from finetune_core.training.device import runtime_for
+
+    model, runtime = AutoModel.from_pretrained(tiny_backbone).eval(), runtime_for(TrainingConfig(precision="fp32"))
+    encoded = Encoded(input_ids=[[2, 5, 6, 3], [2, 7, 3], [2, 8, 9, 10, 3]], pad_id=0)
+    first, second = np.array([0, 1, 2, 0]), np.array([1, 1, 0, 2])
+    with torch.no_grad():
+        a, b = _embed_pairs(model, "mean", encoded, first, second, runtime)
+        assert torch.allclose(a, _embed(model, "mean", encoded, first, runtime), atol=1e-5)
+        assert torch.allclose(b, _embed(model, "mean", encoded, second, runtime), atol=1e-5)
 
 
 def test_loss_is_zero_when_cosines_match_the_targets_and_centroids_classify():
@@ -104,3 +137,23 @@ def test_resume_reaches_the_same_encoder_as_an_uninterrupted_run(few_shot, tiny_
     assert all(torch.equal(a[k], b[k]) for k in a)
     again = train_contrastive(config, prepared, str(tiny_backbone), run / "tuned", None, run / "ckpt", resume=True)
     assert again.history == expected.history  # a finished stage is not trained again
+
+
+def test_sentence_pairs_are_embedded_as_pairs(tmp_path, tiny_backbone):
+    from tests.datasets import easy_sentiment
+
+    for name, rows, seed in (("train", 24, 0), ("test", 10, 1)):
+        frame = easy_sentiment(rows, seed)
+        frame["sentence2"] = easy_sentiment(rows, seed + 5)["sentence"]
+        frame.to_csv(tmp_path / f"{name}.csv", index=False)
+    raw = make_config(tmp_path, tiny_backbone).model_dump(mode="json")
+    raw["data"]["text_pair_column"] = "sentence2"
+    config = validate_config(raw)
+    prepared = prepare_splits(config, tmp_path / "data")
+    tokenizer = load_tokenizer(str(tiny_backbone), False)
+    assert split_tokens(prepared, "train", tokenizer, 16)[0].token_type_ids is not None  # what the stage reads
+    result = train_contrastive(config, prepared, str(tiny_backbone), tmp_path / "tuned")
+    assert result.epochs_run == 2 and all(np.isfinite(h["train_loss"]) for h in result.history)
+    frozen = stages.train_frozen(config, prepared, str(tmp_path / "tuned"), tmp_path / "frozen")
+    _, _, meta = load_model_dir(tmp_path / "frozen")
+    assert frozen.epochs_run == 2 and meta.text_pair_column == "sentence2"

@@ -7,6 +7,7 @@ from finetune_core.data.prepare import prepare_splits
 from finetune_core.training.recipe import (
     CONTRASTIVE_BELOW_ROWS_PER_CLASS,
     MIN_VALIDATION_ROWS_PER_CLASS,
+    UNFROZEN_AFTER_CONTRASTIVE,
     choose_strategy,
     resolve,
     validation_plan,
@@ -17,12 +18,15 @@ from tests.datasets import easy_sentiment
 @pytest.mark.parametrize(
     ("rows", "task", "minutes", "strategy"),
     [
-        (8, "classification", None, "lp-ft"),  # contrastive measured worse here (recipe.py)
+        (7, "classification", None, "contrastive"),  # 8 per class, 1 held out (bench/fewshot.py)
+        (14, "classification", None, "contrastive"),  # 16 per class
+        (57, "classification", None, "lp-ft"),  # 64 per class: not measured, lp-ft stays
+        (CONTRASTIVE_BELOW_ROWS_PER_CLASS - 1, "classification", None, "contrastive"),
         (CONTRASTIVE_BELOW_ROWS_PER_CLASS, "classification", None, "lp-ft"),
         (900, "classification", None, "lp-ft"),  # the demo: examples/sst2.yaml keeps its recipe
         (8, "regression", None, "lp-ft"),  # no classes to pair
         (900, "classification", 0.5, "linear-probe"),  # too short a budget to move the encoder
-        (8, "classification", 30, "lp-ft"),
+        (8, "classification", 30, "contrastive"),  # its pairs take seconds at this size
     ],
 )
 def test_choose_strategy(rows, task, minutes, strategy):
@@ -48,7 +52,10 @@ def test_auto_is_the_default_and_resolves_from_the_prepared_data(tmp_path):
     config = _config(tmp_path, 18)
     assert config.training.strategy == "auto"
     resolved, recipe = resolve(config, prepare_splits(config, tmp_path / "data"))
-    assert resolved.training.strategy == recipe.strategy == "lp-ft"
+    assert resolved.training.strategy == recipe.strategy == "contrastive"  # 8 training rows per class
+    assert "8 training rows per class" in recipe.reason and "bench/fewshot.py" in recipe.reason
+    expected_unfrozen = config.training.unfrozen.epochs if UNFROZEN_AFTER_CONTRASTIVE else 0
+    assert resolved.training.unfrozen.epochs == expected_unfrozen
     assert recipe.validation.startswith("skipped: ")  # 2 validation rows: 1 per class
     assert not resolved.training.keep_best and not resolved.training.calibrate
     assert config.training.keep_best and config.training.strategy == "auto"  # the input is not changed
@@ -59,6 +66,13 @@ def test_enough_rows_keep_lp_ft_and_validation(tmp_path):
     resolved, recipe = resolve(config, prepare_splits(config, tmp_path / "data"))
     assert recipe.strategy == "lp-ft" and recipe.validation == "used"
     assert resolved.training.keep_best and resolved.training.calibrate
+
+
+def test_an_explicit_contrastive_keeps_its_configured_stages(tmp_path):
+    config = _config(tmp_path, 18, strategy="contrastive")
+    resolved, recipe = resolve(config, prepare_splits(config, tmp_path / "data"))
+    assert recipe.strategy == "contrastive" and recipe.reason == "set in the configuration"
+    assert resolved.training.unfrozen.epochs == config.training.unfrozen.epochs == 3
 
 
 def test_an_explicit_strategy_is_kept(tmp_path):

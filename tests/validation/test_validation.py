@@ -39,7 +39,7 @@ def test_clean_classification_data_passes_every_check():
     report = validate(clean_frames())
     assert report.passed and failed(report) == set()
     checks = {r.check for r in report.results}
-    assert checks == set(CHECKS) - {"text_tokens", "target_finite", "target_bounds"}
+    assert checks == set(CHECKS) - {"text_tokens", "target_finite", "target_bounds", "label_format", "empty_labels"}
 
 
 def test_clean_regression_data_passes_every_check():
@@ -92,6 +92,9 @@ def _bad(case: str) -> tuple[dict, dict, str]:
     if case == "leakage":
         leaked = f["train"]["sentence"][7].upper() + "  "
         return {**f, "test": _set(f["test"], 2, "sentence", leaked)}, {}, "classification"
+    if case in ("label_format", "empty_labels"):  # multilabel: label sets written as JSON lists
+        m = {s: frame.assign(label=frame["label"].map(lambda label: json.dumps([label]))) for s, frame in f.items()}
+        return {**m, "train": _set(m["train"], 4, "label", "pos" if case == "label_format" else "[]")}, {}, "multilabel"
     r = regression_frames()
     if case == "target_finite":
         return {**r, "train": _set(_set(r["train"], 1, "label", "abc"), 2, "label", np.inf)}, {}, "regression"

@@ -1,0 +1,147 @@
+"""Partial freezing (``training.unfrozen.freeze_layers``) against Hugging Face Trainer, same run:
+
+    python bench/engine.py freeze [--layers 0,1,2,3,4,5,6] [--seeds 42,43,44] [--epochs 3]
+
+2,000 SST-2 rows (1,800 train + 200 validation for ours; HF trains on all 2,000), the bundled
+all-MiniLM-L6-v2 (6 blocks), batch 32, max length 128, test = the 872 GLUE dev sentences. HF Trainer
+with run_glue defaults plus dynamic padding and length grouping, fp32 and bf16. Ours: the default
+recipe (lp-ft, 20 head epochs on cached features, then stage 2) for each N and seed, at bf16 (this
+CPU's `auto`), and fp32 at N = 0 and N = L/2. Stage-2 samples/s is rows × epochs over the time in
+training steps; with N > 0 the layer cache is filled in stage 1's features pass, so every stage-2
+epoch, the first included, runs the upper blocks only. MFU counts the FLOPs of what runs (the upper
+blocks' forward + backward, real tokens only) against a matmul peak measured in the same process.
+"""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+
+from bench.hf_baseline import hf_train
+
+
+def machine() -> dict:
+    flags = open("/proc/cpuinfo").read().split("flags")[1].split("\n")[0]
+    model = [line for line in open("/proc/cpuinfo") if line.startswith("model name")][0].split(":")[1].strip()
+    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+    return {
+        "cpu": model,
+        "flags": [f for f in wanted if f" {f} " in f" {flags} "],
+        "threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "load": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
+    }
+
+
+def flops_per_row(lengths: np.ndarray, config, blocks: int) -> float:
+    """Forward + backward (3 × forward) FLOPs of ``blocks`` transformer blocks per row, real tokens."""
+    hidden, intermediate = config.hidden_size, config.intermediate_size
+    dense = 2 * blocks * (4 * hidden * hidden + 2 * hidden * intermediate) * lengths.astype(np.float64)
+    attention = 2 * blocks * 2 * hidden * lengths.astype(np.float64) ** 2
+    return float(3 * (dense + attention).mean())
+
+
+def freeze_table(
+    workdir,
+    layers: list[int],
+    seeds: list[int],
+    epochs: int,
+    ctx,
+    precisions: list[str],
+    with_hf: bool = True,
+    overrides: dict | None = None,
+) -> dict:
+    """``overrides``: our training settings on top of the defaults (e.g. a stage-2 learning rate)."""
+    overrides = dict(overrides or {})
+    unfrozen_overrides = overrides.pop("unfrozen", {})
+    from transformers import AutoConfig, AutoTokenizer
+
+    files = ctx.sst2_files(workdir, 2000)
+    backbone = ctx.resolve_backbone(ctx.BACKBONE)
+    model_config = AutoConfig.from_pretrained(backbone)
+    texts = pd.read_csv(files["train"], sep="\t", quoting=3, keep_default_na=False)["sentence"].tolist()
+    lengths = np.array(
+        [len(i) for i in AutoTokenizer.from_pretrained(backbone)(texts, truncation=True, max_length=128)["input_ids"]]
+    )
+    total = model_config.num_hidden_layers
+    result = {
+        "setup": f"2,000 SST-2 rows, batch 32, max length 128, {epochs} stage-2 epochs, seeds {seeds}",
+        "machine_before": machine(),
+        "peak_gflops": {"fp32": ctx.matmul_peak(torch.float32) / 1e9, "bf16": ctx.matmul_peak(torch.bfloat16) / 1e9},
+        "overrides": {**overrides, "unfrozen": unfrozen_overrides},
+        "runs": [],
+    }
+    print(result["machine_before"], result["peak_gflops"], flush=True)
+    for precision in precisions if with_hf else ():
+        hf = hf_train(
+            files, ctx.BACKBONE, epochs=epochs, padding="dynamic", group_by_length=True, bf16=precision == "bf16"
+        )
+        result[f"hf_{precision}"] = hf
+        print(
+            f"HF grouped {precision}: {hf['samples_per_second']:.1f} samples/s, accuracy {hf['accuracy']:.4f}",
+            flush=True,
+        )
+    plan = [(p, n, s) for p in precisions for n in layers for s in seeds]
+    for precision, frozen, seed in plan:
+        config = ctx.our_config(
+            files,
+            precision=precision,
+            seed=seed,
+            unfrozen={"epochs": epochs, "freeze_layers": frozen, **unfrozen_overrides},
+            **overrides,
+        )
+        started = time.perf_counter()
+        run = ctx.run_ours(config, workdir, f"f{frozen}-{precision}-{seed}")
+        for stale in (workdir / "layer-cache").glob("*.npy"):  # ~40 MB a run: keep the disk free
+            stale.unlink()
+        unfrozen, frozen_stage = run["unfrozen"], run["frozen"]
+        sps = unfrozen["samples_per_second"]
+        row = {
+            "precision": precision,
+            "freeze_layers": frozen,
+            "seed": seed,
+            "accuracy": run["accuracy"],
+            "stage2_samples_per_second": sps,
+            "stage2_train_seconds": unfrozen["train_seconds"],
+            "epoch_seconds": [unfrozen["train_seconds"] / max(unfrozen["epochs_run"], 1)],
+            "stage1_feature_seconds": frozen_stage["extra"].get("feature_seconds"),
+            "layer_cache_bytes_per_row": unfrozen["extra"].get("layer_cache_bytes_per_row"),
+            "best_val_accuracy": unfrozen["best_metric"],
+            "total_seconds": time.perf_counter() - started,
+            "vs_hf_same_precision": sps / result[f"hf_{precision}"]["samples_per_second"] if with_hf else None,
+            "mfu": sps
+            * flops_per_row(lengths, model_config, total - frozen)
+            / (result["peak_gflops"][precision] * 1e9),
+        }
+        result["runs"].append(row)
+        print(
+            f"{precision} N={frozen} seed={seed}: {sps:6.1f} samples/s ({row['vs_hf_same_precision'] or 0:.2f}x HF), "
+            f"accuracy {row['accuracy']:.4f}, MFU {row['mfu']:.2f}, features {row['stage1_feature_seconds']:.1f} s",
+            flush=True,
+        )
+    result["summary"] = summarise(result["runs"])
+    result["machine_after"] = machine()
+    return result
+
+
+def summarise(runs: list[dict]) -> list[dict]:
+    frame = pd.DataFrame(runs)
+    table = frame.groupby(["precision", "freeze_layers"]).agg(
+        accuracy_mean=("accuracy", "mean"),
+        accuracy_min=("accuracy", "min"),
+        accuracy_max=("accuracy", "max"),
+        seeds=("seed", "count"),
+        samples_per_second=("stage2_samples_per_second", "mean"),
+        vs_hf=("vs_hf_same_precision", "mean"),
+        mfu=("mfu", "mean"),
+        feature_seconds=("stage1_feature_seconds", "mean"),
+        bytes_per_row=("layer_cache_bytes_per_row", "mean"),
+    )
+    print(table.round(4).to_string(), flush=True)
+    return table.reset_index().to_dict(orient="records")

@@ -1,0 +1,166 @@
+"""Throughput levers of the unfrozen stage, each measured back to back in one process on the same
+batches (2,000 SST-2 rows, length-grouped batches of 32, the bundled all-MiniLM-L6-v2):
+
+    python bench/engine_levers.py [--batches 40] [--compile]
+
+A training step is forward + backward + clip + fused AdamW step, as in ``loop.network_epoch``.
+Variants: precision (fp32, bf16 autocast), attention kernel (sdpa, eager), padding to a multiple of
+8, threads (1, 2), per-step loss read, torch.compile (dynamic shapes; compile time reported apart),
+and the upper-blocks step of ``freeze_layers: 3`` (cached states, pad 1 vs 8); then evaluation batch
+sizes for ``predict_outputs`` on the 872 test sentences. Writes bench/results/engine-levers.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+from bench.engine_freeze import machine  # noqa: E402
+from finetune_core.model.backbone import resolve_backbone  # noqa: E402
+from finetune_core.model.batching import collate, encode, length_grouped_batches  # noqa: E402
+from finetune_core.model.heads import forward_logits, head_spec  # noqa: E402
+from finetune_core.model.inference import predict_outputs  # noqa: E402
+from finetune_core.model.partial import lower_hidden_states, upper_spec  # noqa: E402
+from finetune_core.training.optim import make_optimizer  # noqa: E402
+
+SST2 = Path(os.environ.get("SST2_DIR", REPO.parent / "shared" / "data" / "sst2"))
+
+
+def _pad(batch: dict, multiple: int) -> dict:
+    width = batch["attention_mask"].shape[1]
+    extra = -(-width // multiple) * multiple - width
+    if not extra:
+        return batch
+    # dimension 1 is the token axis of ids and masks [rows, tokens] and of states [rows, tokens, hidden]
+    return {k: torch.nn.functional.pad(v, (0, 0) * (v.dim() - 2) + (0, extra), value=0) for k, v in batch.items()}
+
+
+def _model(backbone, attention: str = "sdpa"):
+    from transformers import AutoModelForSequenceClassification
+
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(backbone, num_labels=2, attn_implementation=attention)
+    return model.train()
+
+
+def time_steps(model, spec, batches, targets, bf16: bool, read_loss: bool = True, warmup: int = 3) -> float:
+    """Samples/s of training steps over ``batches`` (after ``warmup`` untimed steps)."""
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    optimizer = make_optimizer([{"params": parameters}], 1e-5)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    rows, started = 0, None
+    for i, (inputs, index) in enumerate(batches):
+        if i == warmup:
+            started = time.perf_counter()
+        with autocast if bf16 else contextlib.nullcontext():
+            loss = torch.nn.functional.cross_entropy(forward_logits(model, spec, inputs).float(), targets[index])
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if read_loss:
+            float(loss.detach())
+        if started is not None:
+            rows += len(index)
+    return rows / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batches", type=int, default=40)
+    parser.add_argument("--compile", action="store_true", help="also torch.compile(dynamic=True) (minutes on 2 cores)")
+    args = parser.parse_args()
+    backbone = resolve_backbone("bundled:all-MiniLM-L6-v2")
+    from transformers import AutoTokenizer
+
+    train = pd.read_csv(SST2 / "train.tsv", sep="\t", quoting=3, keep_default_na=False).sample(n=2000, random_state=0)
+    tokenizer = AutoTokenizer.from_pretrained(backbone)
+    encoded = encode(tokenizer, train["sentence"].tolist(), 128)
+    targets = torch.tensor(train["label"].to_numpy())
+    order = length_grouped_batches(encoded.lengths, 32, np.random.default_rng(0))[: args.batches]
+    raw = [(collate(encoded, index), index) for index in order]
+    result = {"machine_before": machine(), "batches": len(raw), "train": {}}
+    print(result["machine_before"], flush=True)
+
+    def train_variant(attention="sdpa", bf16=True, pad=1, read_loss=True, threads=None, frozen=0, compiled=False):
+        def run() -> float:
+            saved = torch.get_num_threads()
+            torch.set_num_threads(threads or saved)
+            model = _model(backbone, attention)
+            spec, batches = head_spec(model, "mean"), [(_pad(b, pad), i) for b, i in raw]
+            if frozen:  # the upper-blocks step of freeze_layers on precomputed lower states
+                model.eval()
+                with torch.inference_mode():
+                    states = [lower_hidden_states(model, b, frozen).clone() for b, _ in raw]
+                model.train()
+                for name, parameter in model.named_parameters():
+                    if name.startswith(("bert.embeddings.",)) or any(f".layer.{k}." in name for k in range(frozen)):
+                        parameter.requires_grad_(False)
+                spec = upper_spec(spec, "mean", frozen)
+                batches = [
+                    (_pad({"hidden_states": s.float(), "attention_mask": b["attention_mask"]}, pad), i)
+                    for s, (b, i) in zip(states, raw)
+                ]
+            if compiled:
+                model = torch.compile(model, dynamic=True)
+                started = time.perf_counter()
+                time_steps(model, spec, batches[:4], targets, bf16, warmup=0)
+                result["compile_seconds"] = time.perf_counter() - started
+            try:
+                return time_steps(model, spec, batches, targets, bf16, read_loss)
+            finally:
+                torch.set_num_threads(saved)
+
+        return run
+
+    variants = {
+        "bf16 sdpa": train_variant(),
+        "bf16 eager": train_variant(attention="eager"),
+        "bf16 sdpa pad8": train_variant(pad=8),
+        "bf16 sdpa no per-step loss read": train_variant(read_loss=False),
+        "bf16 sdpa 1 thread": train_variant(threads=1),
+        "fp32 sdpa": train_variant(bf16=False),
+        "fp32 eager": train_variant(bf16=False, attention="eager"),
+        "fp32 sdpa pad8": train_variant(bf16=False, pad=8),
+        "bf16 upper N=3 pad1": train_variant(frozen=3),
+        "bf16 upper N=3 pad8": train_variant(frozen=3, pad=8),
+    }
+    if args.compile:
+        variants["bf16 sdpa torch.compile dynamic"] = train_variant(compiled=True)
+    rounds = {name: [] for name in variants}
+    for _ in range(2):  # two interleaved rounds: drift in the machine's load hits every variant alike
+        for name, run in variants.items():
+            rounds[name].append(run())
+            print(f"{name:>32}: {rounds[name][-1]:7.1f} samples/s", flush=True)
+    result["train"] = {name: {"rounds": values, "best": max(values)} for name, values in rounds.items()}
+
+    test = pd.read_csv(SST2 / "test.tsv", sep="\t", quoting=3, keep_default_na=False)
+    test_encoded = encode(tokenizer, test["sentence"].tolist(), 128)
+    model = _model(backbone).eval()
+    spec = head_spec(model, "mean")
+    result["eval"] = {}
+    for size in (32, 64, 128, 256):
+        started = time.perf_counter()
+        predict_outputs(model, test_encoded, size, "cpu", lambda: torch.autocast("cpu", dtype=torch.bfloat16), spec)
+        result["eval"][size] = len(test) / (time.perf_counter() - started)
+        print(f"eval batch {size:>4}: {result['eval'][size]:7.1f} rows/s", flush=True)
+    result["machine_after"] = machine()
+    (REPO / "bench" / "results" / "engine-levers.json").write_text(json.dumps(result, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,335 @@
+"""Task-type benchmarks: our default recipe against its peers on the same rows and backbone, back to back.
+
+    python bench/tasks.py mrpc      # sentence pairs: ours vs HF Trainer (run_glue defaults)
+    python bench/tasks.py reuters   # multilabel: ours vs HF Trainer (BCE; thresholds 0.5 and tuned) vs a
+                                    # frozen-encoder one-vs-rest logistic regression with tuned thresholds
+
+Data: ../shared/data/{mrpc,reuters} (or MRPC_DIR / REUTERS_DIR); model: the bundled all-MiniLM-L6-v2.
+HF Trainer runs with run_glue's defaults (AdamW 5e-5, linear decay, 3 epochs, batch 32, max length 128)
+plus dynamic padding and length grouping, at the precision ours resolves to (bf16 on CPUs with native
+bf16, else fp32). Ours holds 10 % of train out for validation (best epoch, calibration, thresholds);
+on MRPC HF trains on the whole train file, on Reuters on the same 90 % (its thresholds, and the
+probe's, are tuned on our validation rows). Every model is scored by the same metric functions.
+Test topics that never occur in train (5 on Reuters, no model can predict them) are removed from
+the test rows' label sets. Writes bench/results/tasks-<name>.json; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+from finetune_core.config.loading import validate_config  # noqa: E402
+from finetune_core.data.multilabel import label_matrix  # noqa: E402
+from finetune_core.data.prepare import LABEL, TEXT, TEXT_PAIR, prepare_splits  # noqa: E402
+from finetune_core.evaluation.metrics import classification_metrics, metric_safe  # noqa: E402
+from finetune_core.evaluation.multilabel import multilabel_metrics, sigmoid, tune_thresholds  # noqa: E402
+from finetune_core.evaluation.test_split import evaluate_model  # noqa: E402
+from finetune_core.model.backbone import resolve_backbone  # noqa: E402
+from finetune_core.training import recipe, stages  # noqa: E402
+from finetune_core.training.device import runtime_for  # noqa: E402
+from finetune_core.training.splits import outputs_for  # noqa: E402
+
+DATA = REPO.parent / "shared" / "data"
+MRPC = Path(os.environ.get("MRPC_DIR", DATA / "mrpc"))
+REUTERS = Path(os.environ.get("REUTERS_DIR", DATA / "reuters"))
+RESULTS = REPO / "bench" / "results"
+BACKBONE = "bundled:all-MiniLM-L6-v2"
+RAW: dict[str, np.ndarray] = {}  # raw outputs per method and split, saved with --raw PATH for later analysis
+HEADLINE = ("f1_macro", "f1_micro", "subset_accuracy", "roc_auc_macro", "accuracy")
+
+
+def machine() -> dict:
+    flags = subprocess.run(["grep", "-m1", "flags", "/proc/cpuinfo"], capture_output=True, text=True).stdout
+    model = subprocess.run(["grep", "-m1", "model name", "/proc/cpuinfo"], capture_output=True, text=True).stdout
+    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+    return {
+        "cpu": model.split(":", 1)[-1].strip(),
+        "flags": [f for f in wanted if f in flags.split()],
+        "threads": torch.get_num_threads(),
+        "uptime": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
+    }
+
+
+def write_inputs(name: str, workdir: Path, train_rows: int | None, test_rows: int | None) -> dict:
+    """The benchmark's train/test files (seeded subsets when asked) and our data section."""
+    if name == "mrpc":
+        train, test = (pd.read_json(MRPC / f"{s}.jsonl", lines=True) for s in ("train", "test"))
+        data = {"text_column": "sentence1", "text_pair_column": "sentence2", "label_column": "label"}
+    else:
+        train, test = (pd.read_json(REUTERS / f"{s}.jsonl", lines=True) for s in ("train", "test"))
+        data = {"text_column": "text", "label_column": "labels"}
+    if train_rows:
+        train = train.sample(n=train_rows, random_state=0)
+    if test_rows:
+        test = test.sample(n=test_rows, random_state=0)
+    if name == "reuters":  # topics train never has: no model can predict them
+        known = {label for labels in train["labels"] for label in labels}
+        test = test.assign(labels=test["labels"].map(lambda labels: [x for x in labels if x in known]))
+    files = {}
+    for split, frame in (("train", train), ("test", test)):
+        files[split] = workdir / f"{split}.jsonl"
+        frame.to_json(files[split], orient="records", lines=True, force_ascii=False)
+    return {"train": str(files["train"]), "test": str(files["test"]), **data}
+
+
+def run_ours(config, workdir: Path, tag: str = "ours") -> tuple[dict, object]:
+    """The default recipe as the flow runs it: recipe, frozen, unfrozen, calibration, served test metrics."""
+    started = time.perf_counter()
+    prepared = prepare_splits(config, workdir / f"{tag}-data")
+    resolved, chosen = recipe.resolve(config, prepared)
+    backbone = resolve_backbone(BACKBONE)
+    frozen = stages.train_frozen(resolved, prepared, backbone, workdir / f"{tag}-frozen")
+    unfrozen = stages.train_unfrozen(resolved, prepared, workdir / f"{tag}-frozen", workdir / f"{tag}-model")
+    calibration = stages.calibrate(resolved, prepared, workdir / f"{tag}-model")
+    seconds = time.perf_counter() - started
+    metrics = evaluate_model(resolved, prepared, workdir / f"{tag}-model")
+    train_seconds = frozen.train_seconds + frozen.extra.get("feature_seconds", 0.0) + unfrozen.train_seconds
+    return {
+        "strategy": chosen.strategy,
+        "metrics": metrics,
+        "calibration": calibration,
+        "seconds_end_to_end": seconds,
+        "train_seconds": train_seconds,
+        "unfrozen_samples_per_second": unfrozen.samples_per_second,
+        "rows": prepared.rows,
+        "stages": {"frozen": frozen.as_dict(), "unfrozen": unfrozen.as_dict()},
+    }, prepared
+
+
+def hf_train(train: pd.DataFrame, evaluate: dict[str, pd.DataFrame], labels: int, multilabel: bool, bf16: bool):
+    """HF Trainer with run_glue defaults; returns (raw outputs per evaluated split, train seconds, samples/s)."""
+    import datasets
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainingArguments,
+        set_seed,
+    )
+
+    backbone = resolve_backbone(BACKBONE)
+    set_seed(42)
+    tokenizer = AutoTokenizer.from_pretrained(backbone)
+
+    def tokenize(frame: pd.DataFrame, with_labels: bool = True):
+        pairs = frame[TEXT_PAIR].tolist() if TEXT_PAIR in frame else None
+        encoded = dict(tokenizer(frame[TEXT].tolist(), pairs, truncation=True, max_length=128))
+        if with_labels:
+            targets = frame[LABEL].to_numpy()
+            encoded["labels"] = label_matrix(targets, labels).tolist() if multilabel else targets.tolist()
+        return datasets.Dataset.from_dict(encoded)
+
+    head = {"problem_type": "multi_label_classification"} if multilabel else {}
+    model = AutoModelForSequenceClassification.from_pretrained(backbone, num_labels=labels, **head)
+    with tempfile.TemporaryDirectory() as out:
+        args = TrainingArguments(
+            output_dir=out,
+            per_device_train_batch_size=32,
+            per_device_eval_batch_size=128,
+            num_train_epochs=3,
+            learning_rate=5e-5,
+            lr_scheduler_type="linear",
+            save_strategy="no",
+            eval_strategy="no",
+            logging_strategy="no",
+            report_to=[],
+            use_cpu=True,
+            bf16=bf16,
+            seed=42,
+            dataloader_num_workers=0,
+            train_sampling_strategy="group_by_length",
+            disable_tqdm=True,
+        )
+        trainer = Trainer(
+            model=model, args=args, train_dataset=tokenize(train), data_collator=DataCollatorWithPadding(tokenizer)
+        )
+        started = time.perf_counter()
+        output = trainer.train()
+        seconds = time.perf_counter() - started
+        outputs = {}
+        for split, frame in evaluate.items():
+            predicted = trainer.predict(tokenize(frame, with_labels=False))
+            outputs[split] = np.asarray(predicted.predictions, dtype=np.float64)
+    return outputs, seconds, len(train) * 3 / output.metrics["train_runtime"]
+
+
+def frozen_features(frames: dict[str, pd.DataFrame], runtime) -> dict[str, np.ndarray]:
+    """Mean-pooled last hidden states of the frozen backbone (its sentence-transformers pooling), max length 128."""
+    from transformers import AutoModel, AutoTokenizer
+
+    backbone = resolve_backbone(BACKBONE)
+    tokenizer, model = AutoTokenizer.from_pretrained(backbone), AutoModel.from_pretrained(backbone).eval()
+    features = {}
+    for split, frame in frames.items():
+        texts, parts = frame[TEXT].tolist(), []
+        order = np.argsort([len(t) for t in texts])
+        with torch.inference_mode(), runtime.autocast():
+            for start in range(0, len(texts), 128):
+                rows = order[start : start + 128]
+                batch = tokenizer(
+                    [texts[i] for i in rows], truncation=True, max_length=128, padding=True, return_tensors="pt"
+                )
+                hidden = model(**batch).last_hidden_state.float()
+                mask = batch["attention_mask"].unsqueeze(-1).float()
+                parts.append(((hidden * mask).sum(1) / mask.sum(1)).numpy())
+        pooled = np.concatenate(parts)
+        features[split] = np.empty_like(pooled)
+        features[split][order] = pooled
+    return features
+
+
+def one_vs_rest_probe(features: dict[str, np.ndarray], truth: dict[str, np.ndarray], names: list[str]) -> dict:
+    """One logistic regression per label on frozen features; C and the thresholds chosen on validation."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.multiclass import OneVsRestClassifier
+
+    best = None
+    started = time.perf_counter()
+    for c in (0.1, 1.0, 10.0, 100.0):
+        model = OneVsRestClassifier(LogisticRegression(C=c, max_iter=2000))
+        model.fit(features["train"], truth["train"])
+        val = model.predict_proba(features["validation"])
+        thresholds, _ = tune_thresholds(val, truth["validation"], truth["train"].sum(axis=0) > 0)
+        score = multilabel_metrics(truth["validation"], val, val >= thresholds, names)["f1_macro"]
+        if best is None or score > best[0]:
+            best = (score, c, model, thresholds)
+    seconds = time.perf_counter() - started
+    _, c, model, thresholds = best
+    test = model.predict_proba(features["test"])
+    RAW["logreg_validation"], RAW["logreg_test"] = model.predict_proba(features["validation"]), test
+    return {
+        "C": c,
+        "fit_seconds_4_values_of_C": seconds,
+        "metrics": multilabel_metrics(truth["test"], test, test >= thresholds, names, metric_safe),
+    }
+
+
+def reuters(workdir: Path, train_rows: int | None, test_rows: int | None, variants: dict | None = None) -> dict:
+    data = write_inputs("reuters", workdir, train_rows, test_rows)
+    config = validate_config({"task": "multilabel", "data": data, "backbone": {"candidates": [BACKBONE]}})
+    runtime = runtime_for(config.training)
+    results = {"machine": machine(), "precision": runtime.precision}
+    results["ours"], prepared = run_ours(config, workdir)
+    print("ours", _headline(results["ours"]["metrics"]), f"{results['ours']['train_seconds']:.0f} s", flush=True)
+    frames = {split: prepared.frame(split) for split in ("train", "validation", "test")}
+    names = prepared.labels
+    truth = {split: label_matrix(frame[LABEL].to_numpy(), len(names)) for split, frame in frames.items()}
+    evaluated = {"validation": frames["validation"], "test": frames["test"]}
+    if os.environ.get("TASKS_SKIP_HF"):  # a rerun for raw outputs: HF's figures come from the full run
+        outputs, seconds, speed = {s: np.zeros((len(f), len(names))) for s, f in evaluated.items()}, 0.0, 0.0
+    else:
+        outputs, seconds, speed = hf_train(frames["train"], evaluated, len(names), True, runtime.precision == "bf16")
+    val, test = sigmoid(outputs["validation"]), sigmoid(outputs["test"])
+    RAW.update(hf_validation=val, hf_test=test, truth_validation=truth["validation"], truth_test=truth["test"])
+    for split in ("validation", "test"):  # ours: raw logits of the saved model (temperatures are in its meta)
+        RAW[f"ours_logits_{split}"], _, meta = outputs_for(config, prepared, workdir / "ours-model", split)
+    RAW["ours_temperatures"] = np.asarray(meta.temperatures or [1.0] * len(names))
+    thresholds, _ = tune_thresholds(val, truth["validation"], truth["train"].sum(axis=0) > 0)  # ours' rule
+    for name, cut in (("hf_bce_0.5", 0.5), ("hf_bce_tuned", thresholds)):
+        results[name] = {
+            "metrics": multilabel_metrics(truth["test"], test, test >= cut, names, metric_safe),
+            "train_seconds": seconds,
+            "samples_per_second": speed,
+        }
+        print(name, _headline(results[name]["metrics"]), f"{seconds:.0f} s", flush=True)
+    started = time.perf_counter()
+    features = frozen_features(frames, runtime)
+    results["frozen_ovr_logreg_tuned"] = one_vs_rest_probe(features, truth, names)
+    results["frozen_ovr_logreg_tuned"]["feature_seconds"] = time.perf_counter() - started
+    print("frozen_ovr_logreg_tuned", _headline(results["frozen_ovr_logreg_tuned"]["metrics"]), flush=True)
+    peers = ("hf_bce_0.5", "hf_bce_tuned", "frozen_ovr_logreg_tuned")
+    strongest = max(peers, key=lambda p: results[p]["metrics"]["f1_macro"])
+    margin = results["ours"]["metrics"]["f1_macro"] - results[strongest]["metrics"]["f1_macro"]
+    results["verdict"] = {"strongest_peer": strongest, "macro_f1_margin_points": 100 * margin, "target_points": 5.0}
+    results["rows"], results["labels"] = prepared.rows, len(names)
+    for name, training in (variants or {}).items():  # other settings of ours, same rows, after the peers
+        config = validate_config({**config.model_dump(mode="json"), "training": {**training}})
+        results[f"ours_{name}"], _ = run_ours(config, workdir, f"ours-{name}")
+        print(f"ours_{name}", _headline(results[f"ours_{name}"]["metrics"]), flush=True)
+    return results
+
+
+def mrpc(workdir: Path, train_rows: int | None, test_rows: int | None, variants: dict | None = None) -> dict:
+    data = write_inputs("mrpc", workdir, train_rows, test_rows)
+    config = validate_config({"data": data, "backbone": {"candidates": [BACKBONE]}})
+    runtime = runtime_for(config.training)
+    results = {"machine": machine(), "precision": runtime.precision}
+    results["ours"], prepared = run_ours(config, workdir)
+    print("ours", _headline(results["ours"]["metrics"]), f"{results['ours']['train_seconds']:.0f} s", flush=True)
+    whole_train = pd.concat([prepared.frame("train"), prepared.frame("validation")], ignore_index=True)
+    test = prepared.frame("test")
+    outputs, seconds, speed = hf_train(
+        whole_train, {"test": test}, len(prepared.labels), False, runtime.precision == "bf16"
+    )
+    metrics = classification_metrics(test[LABEL].to_numpy(), outputs["test"], prepared.labels)
+    metrics["f1_positive"] = metrics_f1(test[LABEL].to_numpy(), outputs["test"].argmax(1))
+    results["ours"]["metrics"]["f1_positive"] = metrics_f1(
+        test[LABEL].to_numpy(), _our_predictions(workdir / "ours-model", config, prepared)
+    )
+    results["hf_trainer"] = {"metrics": metrics, "train_seconds": seconds, "samples_per_second": speed}
+    print("hf_trainer", _headline(metrics), f"{seconds:.0f} s", flush=True)
+    margin = results["ours"]["metrics"]["accuracy"] - metrics["accuracy"]
+    results["verdict"] = {"accuracy_margin_points": 100 * margin, "target_points": 1.0}
+    results["rows"] = prepared.rows
+    return results
+
+
+def metrics_f1(targets: np.ndarray, predicted: np.ndarray) -> float:
+    from sklearn.metrics import f1_score
+
+    return float(f1_score(targets, predicted))
+
+
+def _our_predictions(model_dir: Path, config, prepared) -> np.ndarray:
+    outputs, _, _ = outputs_for(config, prepared, model_dir, "test")
+    return outputs.argmax(axis=1)
+
+
+def _headline(metrics: dict) -> str:
+    return "  ".join(f"{k} {metrics[k]:.4f}" for k in HEADLINE if k in metrics)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("task", choices=["mrpc", "reuters"])
+    parser.add_argument("--train-rows", type=int, default=None, help="seeded subset of train (default: all)")
+    parser.add_argument("--test-rows", type=int, default=None, help="seeded subset of test (default: all)")
+    parser.add_argument("--tag", default="")
+    parser.add_argument("--raw", type=Path, default=None, help="save every method's raw outputs here (.npz)")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        help='NAME=JSON: also run ours with these training settings, e.g. pos-balanced=\'{"pos_weight": "balanced"}\'',
+    )
+    options = parser.parse_args()
+    with tempfile.TemporaryDirectory() as scratch:
+        os.environ["FINETUNE_CACHE"] = str(Path(scratch) / "cache")  # no feature-cache hits from earlier runs
+        run = {"mrpc": mrpc, "reuters": reuters}[options.task]
+        variants = {v.split("=", 1)[0]: json.loads(v.split("=", 1)[1]) for v in options.variant}
+        result = run(Path(scratch), options.train_rows, options.test_rows, variants)
+    if options.raw and RAW:
+        np.savez_compressed(options.raw, **RAW)
+    result["machine_after"] = machine()["uptime"]
+    result["command"] = " ".join(["python", "bench/tasks.py", *sys.argv[1:]])
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"tasks-{options.task}{options.tag}.json"
+    path.write_text(json.dumps(result, indent=1, default=float))
+    print(json.dumps(result.get("verdict"), indent=1), "->", path)

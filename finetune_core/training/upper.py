@@ -1,0 +1,203 @@
+"""Stage 2 with the lower layers frozen (``training.unfrozen.freeze_layers``): the embeddings and
+the lowest N blocks never change, so their outputs for train and validation come from the layer
+cache (finetune_core.model.layer_cache) and each step runs blocks N..L, pooling and head only,
+forward and backward. Dropout in the frozen part is off, as it is in the cached pass.
+
+The batches are the ones the full network would see (same length-grouped order from the same
+seed, same DDP shares), gathered from the cache and padded; the saved model stays the full model
+(its lower weights untouched).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from finetune_core.model.batching import Encoded, length_grouped_batches, sorted_batches
+from finetune_core.model.features import DEFAULT_CACHE
+from finetune_core.model.heads import HeadSpec, forward_logits
+from finetune_core.model.layer_cache import LayerCache, LayerWriter, cached_layer_states, layer_cache_path
+from finetune_core.model.partial import block_output, upper_spec
+from finetune_core.training.loop import compute_loss
+from finetune_core.training.progress import SILENT, ProgressReporter
+
+# Padding to a multiple of 8 tokens did not pay on this CPU (bench/engine_levers.py, a short noisy run:
+# slower in 7 of 8 comparisons of the full and upper-blocks steps): batches pad to their longest row.
+PAD_TO = 1
+
+
+def layer_cache_dir(training, frozen_model_dir: Path) -> Path:
+    """The feature cache's directory when that is on (re-runs reuse it); else one beside the
+    stage-1 model, in the run directory (resume and later epochs reuse it)."""
+    if training.feature_cache:
+        return Path(training.cache_dir or DEFAULT_CACHE)
+    return Path(frozen_model_dir).parent / "layer-cache"
+
+
+def trainable_depths(stage_depths: set[int], frozen: int) -> set[int]:
+    """Depths that may learn: 0 is the embeddings, block i is depth i + 1."""
+    return {d for d in stage_depths if d > frozen}
+
+
+def gradual_depths(epoch: int, epochs: int, top: int, frozen: int) -> set[int]:
+    """Gradual unfreezing over the depths above the frozen ones: the top slice first, all of
+    them by the last epoch (``optim.unfrozen_depths`` on depths frozen + 1 .. top)."""
+    from finetune_core.training.optim import unfrozen_depths
+
+    return {d + frozen + 1 for d in unfrozen_depths(epoch, epochs, top - frozen - 1)}
+
+
+@dataclass
+class UpperPart:
+    frozen: int
+    spec: HeadSpec  # features from cached states through the upper blocks
+    train: LayerCache
+    validation: LayerCache
+    extra: dict = field(default_factory=dict)
+
+
+def open_caches(
+    network, spec: HeadSpec, pooling: str, frozen: int, splits, paths, runtime, training, ddp=None, progress=SILENT
+) -> UpperPart:
+    """The upper part of ``network`` over the train and validation caches, computed if missing.
+    Data-parallel: local rank 0 of each node computes a missing cache while the other ranks wait
+    at a barrier, then open it (a node-local cache directory works; a shared one is renamed into
+    place atomically, so two nodes writing it at once is harmless)."""
+    import torch.distributed as dist
+
+    waits = ddp is not None and ddp.local_rank != 0
+    if waits:
+        dist.barrier()
+    started, caches, hits = time.perf_counter(), {}, 0
+    for split in ("train", "validation"):
+        caches[split], hit = cached_layer_states(
+            network,
+            frozen,
+            splits[split],
+            paths[split],
+            training.eval_batch_size,
+            runtime.device,
+            runtime.autocast,
+            progress,
+            f"{split} layer cache",
+        )
+        hits += int(hit)
+    if ddp is not None and not waits:
+        dist.barrier()
+    extra = {
+        "freeze_layers": frozen,
+        "layer_cache_hits": hits,
+        "layer_cache_seconds": time.perf_counter() - started,
+        "layer_cache_bytes_per_row": caches["train"].bytes_per_row,
+    }
+    return UpperPart(frozen, upper_spec(spec, pooling, frozen), caches["train"], caches["validation"], extra)
+
+
+def without_parameters(groups: list[dict], names: set[str]) -> list[dict]:
+    """``optim.layerwise_groups`` without the frozen parameters (empty groups dropped)."""
+    if not names:
+        return groups
+    kept = []
+    for group in groups:
+        pairs = [(n, p) for n, p in zip(group["names"], group["params"]) if n not in names]
+        if pairs:
+            kept.append({**group, "names": [n for n, _ in pairs], "params": [p for _, p in pairs]})
+    return kept
+
+
+def cache_paths(cache_dir: Path, backbone: str, splits: dict[str, Encoded], max_length: int, precision: str, frozen):
+    return {s: layer_cache_path(cache_dir, backbone, e, max_length, precision, frozen) for s, e in splits.items()}
+
+
+def writers_for(model, splits: dict[str, Encoded], paths: dict[str, Path]) -> dict[str, LayerWriter]:
+    """Writers for the splits whose cache is missing (the frozen stage fills them as it extracts)."""
+    return {
+        s: LayerWriter(paths[s], splits[s], model.config.hidden_size) for s in splits if not Path(paths[s]).is_file()
+    }
+
+
+def finish_writers(writers: dict[str, LayerWriter], model, frozen: int, runtime, batch_size: int, progress=SILENT):
+    """Rows the features pass did not compute (a feature-cache hit, selection's rows), then commit."""
+    for split, writer in writers.items():
+        writer.fill(model, frozen, batch_size, runtime.device, runtime.autocast, progress, f"{split} layer cache")
+        writer.commit()
+
+
+@contextlib.contextmanager
+def filling(model, frozen: int, writer: LayerWriter | None):
+    """The ``tap`` that fills ``writer`` from a features pass over one split (None without one)."""
+    if writer is None:
+        yield None
+        return
+    with block_output(model, frozen) as captured:
+        yield writer.tap(captured)
+
+
+def upper_epoch(
+    network,
+    spec: HeadSpec,
+    cache: LayerCache,
+    targets,
+    task,
+    optimizer,
+    scheduler,
+    batch_size,
+    rng,
+    max_grad_norm,
+    runtime,
+    deadline: float | None = None,
+    dist=None,
+    progress: ProgressReporter = SILENT,
+    class_weights: torch.Tensor | None = None,
+):
+    """``loop.network_epoch`` on cached lower-block states: the same batches, DDP shares, loss
+    weighting and deadline; only the upper blocks, pooling and head run."""
+    network.train()
+    parameters = [p for g in optimizer.param_groups for p in g["params"] if p.requires_grad]
+    total, seen = 0.0, 0
+    for whole in length_grouped_batches(cache.lengths, batch_size, rng):
+        batch = whole if dist is None else dist.shard(whole)
+        rows = batch if len(batch) else whole[:1]  # every rank joins each step's all-reduce
+        inputs = {k: v.to(runtime.device) for k, v in cache.batch(rows, PAD_TO).items()}
+        with runtime.autocast():
+            outputs = forward_logits(network, spec, inputs) if dist is None else dist.forward(inputs)
+        loss = compute_loss(outputs, targets[rows].to(runtime.device), task, class_weights)
+        (loss if dist is None else loss * dist.loss_scale(len(batch), len(whole))).backward()
+        torch.nn.utils.clip_grad_norm_([p for p in parameters if p.grad is not None], max_grad_norm)
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        value = None
+        if len(batch):
+            value = float(loss.detach())
+            total += value * len(batch)
+            seen += len(batch)
+        progress.advance(1, len(whole), value)
+        if deadline is not None and time.perf_counter() >= deadline:
+            break
+    if dist is not None:
+        total, seen = dist.sum_over_ranks(total, seen)
+    return total / max(seen, 1)
+
+
+@torch.inference_mode()
+def upper_outputs(network, spec: HeadSpec, cache: LayerCache, batch_size: int, runtime) -> np.ndarray:
+    """Raw outputs on every cached row, in row order (``inference.predict_outputs`` on the cache)."""
+    was_training = network.training
+    network.eval()
+    results = None
+    for batch in sorted_batches(cache.lengths, batch_size):
+        inputs = {k: v.to(runtime.device) for k, v in cache.batch(batch, PAD_TO).items()}
+        with runtime.autocast():
+            logits = forward_logits(network, spec, inputs).float().cpu().numpy()
+        if results is None:
+            results = np.empty((len(cache), *logits.shape[1:]), dtype=logits.dtype)
+        results[np.asarray(batch)] = logits
+    network.train(was_training)
+    return results if results is not None else np.zeros((0, network.config.num_labels), dtype=np.float32)
