@@ -1,7 +1,7 @@
 """Training throughput of the data-parallel unfrozen stage on this machine's CPUs (gloo), on a random
 BERT (hidden 256, 4 layers) and synthetic sentiment rows, fp32 (the same precision in every run).
 
-    flock /tmp/work/bench.lock python bench/ddp.py [--variants ...] [--repeats 1] [--rows 2048] [--epochs 2]
+    python bench/ddp.py [--variants ...] [--repeats 1] [--rows 2048] [--epochs 2]
 
 Variants, run back to back in one process on the same prepared data and stage-1 model:
 

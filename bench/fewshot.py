@@ -1,6 +1,6 @@
 """Few labelled examples: SetFit 1.2 against our recipes, back to back on the same rows.
 
-    flock /tmp/work/bench.lock .venv/bin/python bench/fewshot.py [--per-class 8 16 64] [--seeds 0 1 2 3 4]
+    python bench/fewshot.py [--per-class 8 16 64] [--seeds 0 1 2 3 4]
         [--precision fp32] [--no-setfit] [--out bench/results/fewshot.json]
 
 For each size and seed: a seeded class-balanced subset of SST-2 train (``--per-class`` rows of
