@@ -11,6 +11,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -281,9 +282,12 @@ def network_epoch(
     dist=None,
     progress: ProgressReporter = SILENT,
     class_weights: torch.Tensor | None = None,
+    inputs_of: Callable[[np.ndarray], dict[str, torch.Tensor]] | None = None,
 ):
     """One epoch of the network on length-grouped, dynamically padded batches (cut short at
-    ``deadline``, a time.perf_counter() value). ``dist``: this rank's DDP-wrapped network
+    ``deadline``, a time.perf_counter() value). ``inputs_of(rows)``: the model inputs of those
+    rows of ``encoded`` (default: its collated token ids; the partial-freeze stage passes cached
+    lower-block states). ``dist``: this rank's DDP-wrapped network
     (training.distributed.DataParallel); it trains on its share of each global batch, DDP
     all-reduces gradients during backward; the returned loss is the mean over every rank's rows.
     ``progress`` hears each global batch (this rank's loss: reporting adds no sync between ranks)."""
@@ -296,7 +300,7 @@ def network_epoch(
         batch = whole if dist is None else dist.shard(whole)
         # every rank joins each step's gradient all-reduce: one without rows runs a row weighted 0
         rows = batch if len(batch) else whole[:1]
-        inputs = {k: v.to(runtime.device) for k, v in collate(encoded, rows).items()}
+        inputs = {k: v.to(runtime.device) for k, v in (inputs_of or partial(collate, encoded))(rows).items()}
         with runtime.autocast():
             outputs = forward_logits(model, spec, inputs) if dist is None else dist.forward(inputs)
         loss = compute_loss(outputs, targets[rows].to(runtime.device), task, class_weights)

@@ -372,28 +372,12 @@ def train_unfrozen(
                 trainable = unfrozen_depths(epoch, epochs, top)
             apply_trainable_depths(model, depths, trainable)
         rng = epoch_rng(training.seed, "unfrozen", epoch)
-        if part is not None:
-            return upper.upper_epoch(
-                network,
-                part.spec,
-                part.train,
-                train_y,
-                task,
-                optimizer,
-                scheduler,
-                training.batch_size,
-                rng,
-                training.max_grad_norm,
-                runtime,
-                deadline=loop.deadline,
-                dist=parallel,
-                progress=progress,
-                class_weights=weights,
-            )
+        # with frozen lower blocks the epoch runs on their cached states: only the upper part trains
+        source, run_spec = (part.train, part.spec) if part is not None else (train[0], spec)
         return network_epoch(
             network,
-            spec,
-            train[0],
+            run_spec,
+            source,
             train_y,
             task,
             optimizer,
@@ -406,6 +390,7 @@ def train_unfrozen(
             dist=parallel,
             progress=progress,
             class_weights=weights,
+            inputs_of=upper.cached_inputs(part.train) if part is not None else None,
         )
 
     def validate():

@@ -18,13 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from finetune_core.model.batching import Encoded, length_grouped_batches, sorted_batches
+from finetune_core.model.batching import Encoded, sorted_batches
 from finetune_core.model.features import DEFAULT_CACHE
 from finetune_core.model.heads import HeadSpec, forward_logits
 from finetune_core.model.layer_cache import LayerCache, LayerWriter, cached_layer_states, layer_cache_path
 from finetune_core.model.partial import block_output, upper_spec
-from finetune_core.training.loop import compute_loss
-from finetune_core.training.progress import SILENT, ProgressReporter
+from finetune_core.training.progress import SILENT
 
 # Padding to a multiple of 8 tokens did not pay on this CPU (bench/engine_levers.py, a short noisy run:
 # slower in 7 of 8 comparisons of the full and upper-blocks steps): batches pad to their longest row.
@@ -138,52 +137,11 @@ def filling(model, frozen: int, writer: LayerWriter | None):
         yield writer.tap(captured)
 
 
-def upper_epoch(
-    network,
-    spec: HeadSpec,
-    cache: LayerCache,
-    targets,
-    task,
-    optimizer,
-    scheduler,
-    batch_size,
-    rng,
-    max_grad_norm,
-    runtime,
-    deadline: float | None = None,
-    dist=None,
-    progress: ProgressReporter = SILENT,
-    class_weights: torch.Tensor | None = None,
-):
-    """``loop.network_epoch`` on cached lower-block states: the same batches, DDP shares, loss
-    weighting and deadline; only the upper blocks, pooling and head run."""
-    network.train()
-    parameters = [p for g in optimizer.param_groups for p in g["params"] if p.requires_grad]
-    total, seen = 0.0, 0
-    for whole in length_grouped_batches(cache.lengths, batch_size, rng):
-        batch = whole if dist is None else dist.shard(whole)
-        rows = batch if len(batch) else whole[:1]  # every rank joins each step's all-reduce
-        inputs = {k: v.to(runtime.device) for k, v in cache.batch(rows, PAD_TO).items()}
-        with runtime.autocast():
-            outputs = forward_logits(network, spec, inputs) if dist is None else dist.forward(inputs)
-        loss = compute_loss(outputs, targets[rows].to(runtime.device), task, class_weights)
-        (loss if dist is None else loss * dist.loss_scale(len(batch), len(whole))).backward()
-        torch.nn.utils.clip_grad_norm_([p for p in parameters if p.grad is not None], max_grad_norm)
-        optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        value = None
-        if len(batch):
-            value = float(loss.detach())
-            total += value * len(batch)
-            seen += len(batch)
-        progress.advance(1, len(whole), value)
-        if deadline is not None and time.perf_counter() >= deadline:
-            break
-    if dist is not None:
-        total, seen = dist.sum_over_ranks(total, seen)
-    return total / max(seen, 1)
+def cached_inputs(cache: LayerCache):
+    """``loop.network_epoch``'s ``inputs_of`` for cached lower-block states: the same batches, DDP
+    shares, loss weighting and deadline; only the upper blocks, pooling and head run (frozen
+    parameters have no gradient, so clipping skips them)."""
+    return lambda rows: cache.batch(rows, PAD_TO)
 
 
 @torch.inference_mode()
