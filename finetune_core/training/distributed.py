@@ -250,7 +250,11 @@ def torchrun_command(processes: int, max_restarts: int, torchrun_args: list[str]
 def launch_torchrun(training, fn: Callable, kwargs: dict, out_dir: Path) -> None:
     path = write_stage_file(stage_file(out_dir), fn, kwargs, training.device)
     command = torchrun_command(training.num_processes, training.max_restarts, list(training.torchrun_args), path)
-    path.with_suffix(".command").write_text(shlex.join(command) + "\n")  # what the other nodes run
+    # what the other nodes run; written whole, then renamed: a node polling for the file never
+    # reads half a command (a truncated command joins no rendezvous and this node waits for it)
+    scratch = path.with_suffix(".command.partial")
+    scratch.write_text(shlex.join(command) + "\n")
+    scratch.replace(path.with_suffix(".command"))
     with package_first():
         subprocess.run(command, check=True)
 

@@ -56,7 +56,9 @@ def _assert_same_losses(single, other) -> None:
 def test_two_torchrun_nodes_on_loopback_match_one_process(prepared_run):
     tmp_path, backbone, prepared, single = prepared_run
     endpoint = f"127.0.0.1:{distributed._free_port()}"
+    # join_timeout: if the other node fails to join, this one gives up in 2 minutes, not the default 10
     nodes = ["--nnodes=2", "--rdzv-backend=c10d", f"--rdzv-endpoint={endpoint}", "--rdzv-id=loopback"]
+    nodes.append("--rdzv-conf=join_timeout=120")
     config = validate_config(
         _config(tmp_path, backbone, 1, launcher="torchrun", torchrun_args=[*nodes, "--local-addr=127.0.0.1"])
     )
@@ -69,9 +71,11 @@ def test_two_torchrun_nodes_on_loopback_match_one_process(prepared_run):
         _wait_for(lambda: command_file.is_file() or first.done(), "the stage's torchrun command")
         # the other "node" runs the command the first one wrote, as a second machine would
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        other = subprocess.run(shlex.split(command_file.read_text()), env=env, cwd=tmp_path, timeout=600)
+        other = subprocess.run(
+            shlex.split(command_file.read_text()), env=env, cwd=tmp_path, timeout=600, capture_output=True, text=True
+        )
+        assert other.returncode == 0, other.stderr[-3000:]  # said at once; the first node then times out
         result = first.result(timeout=600)
-    assert other.returncode == 0
     assert result.extra["num_processes"] == 2
     _assert_same_losses(single, result)
 
