@@ -59,7 +59,9 @@ def choose_recipe(config: FinetuneConfig, prepared: PreparedData, run_id: str) -
     logger = get_run_logger()
     logger.info("strategy %s (%s): %s", chosen.strategy, config.training.strategy, chosen.reason)
     if chosen.validation != "used":
-        logger.warning("validation split too small (%s): no best-epoch restore, no calibration", chosen.validation)
+        logger.warning(
+            "validation split too small (%s): no best-epoch restore, early stopping or calibration", chosen.validation
+        )
     return resolved, chosen
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from finetune_core.config.finetune import FinetuneConfig
-from finetune_core.data.prepare import PreparedData, read_labels
+from finetune_core.data.prepare import MIN_VALIDATION_ROWS_PER_CLASS, PreparedData, read_labels
 
 # Below this many training rows per class (mean over classes, after the validation split) `auto`
 # tunes the encoder contrastively on pairs before the head (SetFit's regime). Measured with
@@ -28,11 +28,6 @@ CONTRASTIVE_BELOW_ROWS_PER_CLASS = 16
 UNFROZEN_AFTER_CONTRASTIVE = False
 # An unfrozen-stage budget shorter than this leaves too few steps to move the encoder: probe only.
 PROBE_BELOW_MINUTES = 1.0
-# Fewer validation rows than this in some class: best-epoch restore and the temperature would be
-# decided by one or two examples' noise, so both are skipped (and the run says so). 3, not more:
-# the 120-row SST-2 sample the flow tests use holds out 4 rows of its smaller class, and 10 % of
-# 16-32 rows (8-16 per class) leaves 1-2 per class.
-MIN_VALIDATION_ROWS_PER_CLASS = 3
 
 
 @dataclass(frozen=True)
@@ -61,12 +56,15 @@ def choose_strategy(rows_per_class: float, task: str, max_minutes: float | None)
     )
 
 
-def validation_plan(validation_rows_per_class: dict[str, int]) -> str:
-    """ "used", or "skipped: N rows per class" when the smallest class has too few validation rows."""
+def validation_plan(validation_rows_per_class: dict[str, int], in_train: bool = False) -> str:
+    """ "used", or "skipped: N rows per class" when the smallest class has too few validation rows
+    (``in_train``: those rows, held out of train, were put back: prepare_splits)."""
     if not validation_rows_per_class:  # regression: no classes; rows are checked by count
         return "used"
     fewest = min(validation_rows_per_class.values())
-    return "used" if fewest >= MIN_VALIDATION_ROWS_PER_CLASS else f"skipped: {fewest} rows per class"
+    if fewest >= MIN_VALIDATION_ROWS_PER_CLASS:
+        return "used"
+    return f"skipped: {fewest} rows per class" + ("; they train too" if in_train else "")
 
 
 def class_counts(prepared: PreparedData, split: str) -> dict[str, int]:
@@ -87,11 +85,11 @@ def resolve(config: FinetuneConfig, prepared: PreparedData) -> tuple[FinetuneCon
         strategy, reason = choose_strategy(rows_per_class, config.task, training.unfrozen.max_minutes)
     else:
         strategy, reason = training.strategy, "set in the configuration"
-    validation = validation_plan(class_counts(prepared, "validation"))
+    validation = validation_plan(class_counts(prepared, "validation"), prepared.validation_in_train)
     update = {"strategy": strategy}
     if training.strategy == "auto" and strategy == "contrastive" and not UNFROZEN_AFTER_CONTRASTIVE:
         update["unfrozen"] = training.unfrozen.model_copy(update={"epochs": 0})
     if validation != "used":
-        update.update(keep_best=False, calibrate=False)
+        update.update(keep_best=False, calibrate=False, early_stopping_patience=None)
     resolved = config.model_copy(update={"training": training.model_copy(update=update)})
     return resolved, Recipe(strategy=strategy, reason=reason, validation=validation)

@@ -25,11 +25,11 @@ def test_contrastive_recipe_on_eight_rows_per_class(prefect_server, tiny_backbon
     run = client.get_run(automatic.mlflow_run_id)
     assert run.data.params["training.strategy"] == "auto"
     assert run.data.params["training.strategy_resolved"] == "contrastive"  # what the measurement chose
-    assert "7 training rows per class" in run.data.params["training.strategy_reason"]
-    assert run.data.params["training.validation_use"] == "skipped: 1 rows per class"
+    assert "8 training rows per class" in run.data.params["training.strategy_reason"]  # all 16 rows train
+    assert run.data.params["training.validation_use"] == "skipped: 1 rows per class; they train too"
     assert list(automatic.stages) == ["contrastive", "frozen", "unfrozen"]
     assert automatic.stages["unfrozen"]["epochs_run"] == 0  # auto: the head only after the pairs
-    assert automatic.stages["contrastive"]["extra"]["validation"] == "skipped: 1 rows per class"
+    assert automatic.stages["contrastive"]["extra"]["validation"] == "skipped: 1 rows per class; they train too"
     assert client.get_metric_history(automatic.mlflow_run_id, "contrastive/val_centroid_accuracy")
     assert automatic.calibration == {}  # no temperature fitted on 2 rows
     description = client.get_model_version("tiny-model", automatic.model_version).description

@@ -3,10 +3,9 @@
 import pytest
 
 from finetune_core.config.loading import validate_config
-from finetune_core.data.prepare import prepare_splits
+from finetune_core.data.prepare import MIN_VALIDATION_ROWS_PER_CLASS, prepare_splits
 from finetune_core.training.recipe import (
     CONTRASTIVE_BELOW_ROWS_PER_CLASS,
-    MIN_VALIDATION_ROWS_PER_CLASS,
     UNFROZEN_AFTER_CONTRASTIVE,
     choose_strategy,
     resolve,
@@ -39,6 +38,19 @@ def test_validation_plan_skips_on_too_few_rows_per_class():
     assert validation_plan({}) == "used"  # regression
     assert validation_plan({"neg": MIN_VALIDATION_ROWS_PER_CLASS, "pos": 9}) == "used"
     assert validation_plan({"neg": 1, "pos": 2}) == "skipped: 1 rows per class"
+    assert validation_plan({"neg": 1, "pos": 2}, in_train=True) == "skipped: 1 rows per class; they train too"
+
+
+def test_a_tiny_validation_file_given_is_kept_out_of_train(tmp_path):
+    config = _config(tmp_path, 18)
+    easy_sentiment(2, 2).to_csv(tmp_path / "validation.csv", index=False)
+    config = config.model_copy(
+        update={"data": config.data.model_copy(update={"validation": str(tmp_path / "validation.csv")})}
+    )
+    prepared = prepare_splits(config, tmp_path / "data")
+    _, recipe = resolve(config, prepared)
+    assert not prepared.validation_in_train and prepared.rows["train"] == 18  # the user's split stays theirs
+    assert recipe.validation.startswith("skipped: ") and "train too" not in recipe.validation
 
 
 def _config(tmp_path, rows, **training):
@@ -51,20 +63,26 @@ def _config(tmp_path, rows, **training):
 def test_auto_is_the_default_and_resolves_from_the_prepared_data(tmp_path):
     config = _config(tmp_path, 18)
     assert config.training.strategy == "auto"
-    resolved, recipe = resolve(config, prepare_splits(config, tmp_path / "data"))
-    assert resolved.training.strategy == recipe.strategy == "contrastive"  # 8 training rows per class
-    assert "8 training rows per class" in recipe.reason and "bench/fewshot.py" in recipe.reason
+    prepared = prepare_splits(config, tmp_path / "data")
+    resolved, recipe = resolve(config, prepared)
+    assert resolved.training.strategy == recipe.strategy == "contrastive"
+    # 2 validation rows (1 per class) are too few to decide anything: they stay in train, 9 per class
+    assert prepared.validation_in_train and prepared.rows == {"train": 18, "validation": 2, "test": 20}
+    assert "9 training rows per class" in recipe.reason and "bench/fewshot.py" in recipe.reason
     expected_unfrozen = config.training.unfrozen.epochs if UNFROZEN_AFTER_CONTRASTIVE else 0
     assert resolved.training.unfrozen.epochs == expected_unfrozen
-    assert recipe.validation.startswith("skipped: ")  # 2 validation rows: 1 per class
+    assert recipe.validation == "skipped: 1 rows per class; they train too"
     assert not resolved.training.keep_best and not resolved.training.calibrate
+    assert resolved.training.early_stopping_patience is None
     assert config.training.keep_best and config.training.strategy == "auto"  # the input is not changed
 
 
 def test_enough_rows_keep_lp_ft_and_validation(tmp_path):
     config = _config(tmp_path, 240)  # as tests/training/test_training.py
-    resolved, recipe = resolve(config, prepare_splits(config, tmp_path / "data"))
+    prepared = prepare_splits(config, tmp_path / "data")
+    resolved, recipe = resolve(config, prepared)
     assert recipe.strategy == "lp-ft" and recipe.validation == "used"
+    assert not prepared.validation_in_train and prepared.rows["train"] + prepared.rows["validation"] == 240
     assert resolved.training.keep_best and resolved.training.calibrate
 
 
