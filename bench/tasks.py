@@ -206,7 +206,7 @@ def one_vs_rest_probe(features: dict[str, np.ndarray], truth: dict[str, np.ndarr
         model = OneVsRestClassifier(LogisticRegression(C=c, max_iter=2000))
         model.fit(features["train"], truth["train"])
         val = model.predict_proba(features["validation"])
-        thresholds, _ = tune_thresholds(val, truth["validation"], truth["train"].sum(axis=0) > 0)
+        thresholds, _, _ = tune_thresholds(val, truth["validation"], truth["train"].sum(axis=0) > 0)
         score = multilabel_metrics(truth["validation"], val, val >= thresholds, names)["f1_macro"]
         if best is None or score > best[0]:
             best = (score, c, model, thresholds)
@@ -241,7 +241,7 @@ def reuters(workdir: Path, train_rows: int | None, test_rows: int | None, varian
     for split in ("validation", "test"):  # ours: raw logits of the saved model (temperatures are in its meta)
         RAW[f"ours_logits_{split}"], _, meta = outputs_for(config, prepared, workdir / "ours-model", split)
     RAW["ours_temperatures"] = np.asarray(meta.temperatures or [1.0] * len(names))
-    thresholds, _ = tune_thresholds(val, truth["validation"], truth["train"].sum(axis=0) > 0)  # ours' rule
+    thresholds, _, _ = tune_thresholds(val, truth["validation"], truth["train"].sum(axis=0) > 0)  # ours' rule
     for name, cut in (("hf_bce_0.5", 0.5), ("hf_bce_tuned", thresholds)):
         results[name] = {
             "metrics": multilabel_metrics(truth["test"], test, test >= cut, names, metric_safe),

@@ -4,9 +4,10 @@ per-label precision/recall/F1/support).
 
 A label is predicted when its probability is at least its threshold. 0.5 for every label is
 the usual default and a poor one on small, imbalanced data: a rare label's probabilities rarely
-pass 0.5, so it is never predicted and its F1 is 0. ``tune_thresholds`` picks, per label, the
-cut between two neighbouring validation probabilities that maximises that label's F1 there,
-which on the tuning rows is never worse than 0.5 (0.5 is one of the cuts it compares).
+pass 0.5, so it is never predicted and its F1 is 0. ``tune_thresholds`` picks, per label with
+at least 3 positive validation rows, the cut between two neighbouring validation probabilities
+that maximises that label's F1 there, which on the tuning rows is never worse than 0.5 (0.5 is
+one of the cuts it compares); rarer labels share one cut tuned on all labels' rows pooled.
 
 Macro averages run over the labels that occur in the scored rows or are predicted there: a
 label absent from both has no F1 to average (scikit-learn would count it as 0 and the score
@@ -49,24 +50,43 @@ def best_threshold(probabilities: np.ndarray, positives: np.ndarray) -> float | 
     return float((ranked[best] + ranked[best + 1]) / 2)
 
 
+# A label needs this many positive validation rows for a cut of its own; below it, the cut would
+# sit next to one or two rows' probabilities (with ``pos_weight: balanced`` a rare label's are
+# inflated) and fire on many test rows. Those labels share one cut pooled over every label's rows
+# (the micro-F1 optimum). The same 3 as data.prepare.MIN_VALIDATION_ROWS_PER_CLASS.
+MIN_POSITIVES_FOR_OWN_THRESHOLD = 3
+
+
 def tune_thresholds(
     probabilities: np.ndarray, targets: np.ndarray, trained: np.ndarray | None = None
-) -> tuple[np.ndarray, list[int]]:
-    """(one threshold per label, the labels left at 0.5). ``trained``: per label, whether train had a
-    positive row of it; a label it never showed keeps 0.5 (the model learnt nothing of it: its
-    probabilities rank rows at random, and a cut tuned on one validation row would fire on many)."""
-    thresholds = np.full(probabilities.shape[1], DEFAULT_THRESHOLD)
-    untuned = []
-    for label in range(probabilities.shape[1]):
-        if trained is not None and not trained[label]:
-            untuned.append(label)
-            continue
-        threshold = best_threshold(probabilities[:, label], targets[:, label] > 0.5)
-        if threshold is None:
-            untuned.append(label)
+) -> tuple[np.ndarray, list[int], list[int]]:
+    """(one threshold per label, the labels left at 0.5, the labels given the pooled cut).
+
+    A label with at least ``MIN_POSITIVES_FOR_OWN_THRESHOLD`` positive rows gets its own
+    F1-maximising cut; one with fewer gets the cut that maximises F1 over all trained labels'
+    rows pooled. ``trained``: per label, whether train had a positive row of it; a label it never
+    showed keeps 0.5 (the model learnt nothing of it: its probabilities rank rows at random)."""
+    labels = probabilities.shape[1]
+    trained = np.ones(labels, dtype=bool) if trained is None else np.asarray(trained, dtype=bool)
+    positives = targets > 0.5
+    thresholds = np.full(labels, DEFAULT_THRESHOLD)
+    untuned, pooled = [j for j in range(labels) if not trained[j]], []
+    for label in np.flatnonzero(trained):
+        own = None
+        if positives[:, label].sum() >= MIN_POSITIVES_FOR_OWN_THRESHOLD:
+            own = best_threshold(probabilities[:, label], positives[:, label])
+        if own is None:
+            pooled.append(int(label))
         else:
-            thresholds[label] = threshold
-    return thresholds, untuned
+            thresholds[label] = own
+    if pooled:
+        columns = np.flatnonzero(trained)
+        cut = best_threshold(probabilities[:, columns].ravel(), positives[:, columns].ravel())
+        if cut is None:  # no positive row anywhere, or nothing ranked: nothing to pool from
+            untuned, pooled = sorted(untuned + pooled), []
+        else:
+            thresholds[pooled] = cut
+    return thresholds, untuned, pooled
 
 
 def fit_label_temperatures(logits: np.ndarray, targets: np.ndarray, max_iter: int = 200) -> tuple[np.ndarray, list]:
@@ -149,7 +169,7 @@ def outputs_metrics(logits: np.ndarray, targets: np.ndarray, labels: list[str], 
     """Metrics of raw validation logits with thresholds tuned on those same rows (what an epoch
     would serve after tuning), plus ``f1_macro_at_0.5``, the untuned baseline."""
     probabilities = sigmoid(logits)
-    thresholds, _ = tune_thresholds(probabilities, targets)
+    thresholds, _, _ = tune_thresholds(probabilities, targets)
     metrics = multilabel_metrics(targets, probabilities, probabilities >= thresholds, labels, safe)
     at_half = multilabel_metrics(targets, probabilities, probabilities >= DEFAULT_THRESHOLD, labels, safe)
     metrics["f1_macro_at_0.5"] = at_half["f1_macro"]
@@ -178,12 +198,15 @@ def fit_decision_rule(
     else:
         notes.append("calibration skipped: training.calibrate is false")
     probabilities = sigmoid(logits / (temperatures if temperatures is not None else 1.0))
-    thresholds, untuned = tune_thresholds(probabilities, targets, trained)
-    if untuned:
-        names = [labels[i] for i in untuned]
+    thresholds, untuned, pooled = tune_thresholds(probabilities, targets, trained)
+    if pooled:
         notes.append(
-            f"threshold 0.5 kept for {len(names)} label(s) without positive train and validation rows: "
-            f"{', '.join(names[:20])}{' …' if len(names) > 20 else ''}"
+            f"one pooled threshold {thresholds[pooled[0]]:.4f} for {len(pooled)} label(s) with fewer than "
+            f"{MIN_POSITIVES_FOR_OWN_THRESHOLD} positive validation rows: {_listed(labels, pooled)}"
+        )
+    if untuned:
+        notes.append(
+            f"threshold 0.5 kept for {len(untuned)} label(s) with nothing to tune on: " + _listed(labels, untuned)
         )
     at_half = multilabel_metrics(targets, probabilities, probabilities >= DEFAULT_THRESHOLD, labels)
     tuned = multilabel_metrics(targets, probabilities, probabilities >= thresholds, labels)
@@ -194,6 +217,11 @@ def fit_decision_rule(
         "val_loss_before": bce(before, targets),
         "val_loss_after": bce(probabilities, targets),
         "labels_calibrated": float(0 if temperatures is None else int((temperatures != 1.0).sum())),
-        "labels_thresholds_tuned": float(len(labels) - len(untuned)),
+        "labels_thresholds_tuned": float(len(labels) - len(untuned) - len(pooled)),
+        "labels_threshold_pooled": float(len(pooled)),
     }
     return {"temperatures": temperatures, "thresholds": thresholds, "notes": notes, "summary": summary}
+
+
+def _listed(labels: list[str], which: list[int]) -> str:
+    return ", ".join(labels[i] for i in which[:20]) + (" …" if len(which) > 20 else "")

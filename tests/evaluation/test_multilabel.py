@@ -3,6 +3,7 @@ predictions scored as the champion is, the trivial baseline, and the review file
 
 import numpy as np
 import pandas as pd
+import pytest
 from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 
 from finetune_core.evaluation.baseline import trivial_baseline
@@ -51,8 +52,8 @@ def test_tuned_thresholds_beat_a_global_half_where_probabilities_are_low():
     truth[:5, 0] = 1
     truth[::2, 1] = 1
     probabilities = np.column_stack([np.where(truth[:, 0] > 0, 0.3, 0.05), np.where(truth[:, 1] > 0, 0.8, 0.2)])
-    thresholds, untuned = tune_thresholds(probabilities, truth)
-    assert untuned == [] and np.isclose(thresholds[0], 0.175) and np.isclose(thresholds[1], 0.5)
+    thresholds, untuned, pooled = tune_thresholds(probabilities, truth)
+    assert untuned == pooled == [] and np.isclose(thresholds[0], 0.175) and np.isclose(thresholds[1], 0.5)
     tuned = multilabel_metrics(truth, probabilities, probabilities >= thresholds, ["rare", "common"])
     half = multilabel_metrics(truth, probabilities, probabilities >= 0.5, ["rare", "common"])
     assert tuned["f1_macro"] == 1.0 and half["f1_macro"] == 0.5
@@ -61,7 +62,8 @@ def test_tuned_thresholds_beat_a_global_half_where_probabilities_are_low():
 def test_tuning_never_loses_to_a_half_on_the_rows_it_is_tuned_on():
     for seed in range(5):
         truth, probabilities = random_case(seed=seed)
-        thresholds, _ = tune_thresholds(probabilities, truth)
+        thresholds, _, pooled = tune_thresholds(probabilities, truth)
+        assert not pooled  # every label has 3+ positive rows: its own cut
         tuned = multilabel_metrics(truth, probabilities, probabilities >= thresholds, LABELS)
         half = multilabel_metrics(truth, probabilities, probabilities >= 0.5, LABELS)
         assert tuned["f1_macro"] >= half["f1_macro"]
@@ -70,8 +72,28 @@ def test_tuning_never_loses_to_a_half_on_the_rows_it_is_tuned_on():
 def test_labels_without_positives_or_ranking_keep_the_default():
     truth = np.array([[1, 0], [0, 0], [1, 0]], dtype=float)
     probabilities = np.array([[0.2, 0.3], [0.2, 0.1], [0.2, 0.2]])  # label 0: all tied; label 1: no positive
-    thresholds, untuned = tune_thresholds(probabilities, truth)
-    assert thresholds.tolist() == [0.5, 0.5] and untuned == [0, 1]
+    thresholds, untuned, pooled = tune_thresholds(probabilities, truth)  # too few rows for own cuts: pooled
+    assert untuned == [] and pooled == [0, 1] and thresholds[0] == thresholds[1] == pytest.approx(0.15)
+    thresholds, untuned, pooled = tune_thresholds(probabilities, np.zeros_like(truth))  # no positive anywhere
+    assert thresholds.tolist() == [0.5, 0.5] and untuned == [0, 1] and pooled == []
+
+
+def test_labels_with_few_positive_rows_share_one_pooled_cut():
+    rng = np.random.default_rng(0)
+    truth = np.zeros((100, 3))
+    truth[:30, 0] = 1
+    truth[[0, 50], 1] = 1  # two positives: its own cut would sit at one row's probability
+    truth[:40, 2] = 1
+    probabilities = np.clip(0.3 + 0.4 * truth + rng.normal(0, 0.05, truth.shape), 0, 1)
+    probabilities[50, 1], probabilities[0, 1] = 0.05, 0.9  # one positive ranks last: its own cut would be 0.05
+    thresholds, untuned, pooled = tune_thresholds(probabilities, truth)
+    assert untuned == [] and pooled == [1]
+    cut = thresholds[1]
+    assert 0.4 < cut < 0.6  # between the pooled negatives (~0.3) and positives (~0.7)
+    assert (probabilities[:, 1] >= cut).sum() == 1  # not nearly every row, as a cut at 0.05 would
+    rule = fit_decision_rule(np.log(probabilities / (1 - probabilities)), truth, LABELS, calibrate=False)
+    assert any("one pooled threshold" in note and "b" in note for note in rule["notes"])
+    assert rule["summary"]["labels_threshold_pooled"] == 1
 
 
 def test_decision_rule_calibrates_per_label_and_says_what_it_skipped():
@@ -83,7 +105,7 @@ def test_decision_rule_calibrates_per_label_and_says_what_it_skipped():
     rule = fit_decision_rule(logits, truth, LABELS, calibrate=True)
     assert rule["temperatures"][2] == 1.0 and 2.5 < rule["temperatures"][0] < 3.5
     assert any("calibration skipped for 1 label(s)" in note and "c" in note for note in rule["notes"])
-    assert any("threshold 0.5 kept for 1 label(s)" in note for note in rule["notes"])
+    assert any("one pooled threshold" in note and "for 1 label(s)" in note for note in rule["notes"])
     assert rule["summary"]["val_loss_after"] < rule["summary"]["val_loss_before"]
     uncalibrated = fit_decision_rule(logits, truth, LABELS, calibrate=False)
     assert uncalibrated["temperatures"] is None and "training.calibrate is false" in uncalibrated["notes"][0]
@@ -140,9 +162,10 @@ def test_review_files_have_a_per_label_report_and_a_cooccurrence_view(tmp_path):
 def test_a_label_train_never_showed_keeps_the_default_threshold():
     truth = np.array([[1, 1], [0, 0], [1, 0], [0, 0]], dtype=float)
     probabilities = np.array([[0.9, 0.02], [0.1, 0.03], [0.8, 0.01], [0.2, 0.04]])
-    thresholds, untuned = tune_thresholds(probabilities, truth, trained=np.array([True, False]))
-    assert thresholds[1] == 0.5 and untuned == [1] and thresholds[0] == 0.5  # (0.8 + 0.2) / 2
-    assert tune_thresholds(probabilities, truth)[0][1] < 0.05  # without the rule: a cut below one noisy row
+    thresholds, untuned, _ = tune_thresholds(probabilities, truth, trained=np.array([True, False]))
+    assert thresholds[1] == 0.5 and untuned == [1]
+    # had train shown it, its one positive row would get the pooled cut, not a cut below that row
+    assert tune_thresholds(probabilities, truth)[0][1] == 0.5
 
 
 def test_gates_read_multilabel_metrics():
