@@ -154,3 +154,30 @@ def test_validate_names_an_unreadable_file_and_its_line(write_config, tmp_path):
     result = runner.invoke(app, ["validate", str(write_config(data={"train": str(bad)}))])
     assert result.exit_code == 2
     assert "latin1.tsv: not valid UTF-8 at line 3" in result.output and "Traceback" not in result.output
+
+
+def test_the_run_summary_lists_per_label_figures_only_for_a_few_labels():
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from flows.cli import SUMMARY_MAX_LABELS, _summary_table
+
+    def shown(labels: int) -> str:
+        metrics = {"f1_macro": 0.5, "f1_micro": 0.6}
+        for i in range(labels):
+            metrics.update({f"precision_l{i}": 0.1, f"recall_l{i}": 0.2, f"f1_l{i}": 0.3, f"support_l{i}": 4.0})
+        stage = {"epochs_run": 1, "epochs": 1, "wall_seconds": 1.0, "samples_per_second": 10.0}
+        result = SimpleNamespace(
+            registered_model="m", model_version="1", metrics=metrics, stages={"frozen": stage},
+            gate_passed=True, champion=True, mlflow_run_id="r",
+        )  # fmt: skip
+        console = Console(width=200, record=True)
+        console.print(_summary_table(result))
+        return console.export_text()
+
+    few, many = shown(2), shown(SUMMARY_MAX_LABELS + 1)
+    assert "test precision_l1" in few and "test f1_l0" in few and "test support_l0" not in few
+    assert "test f1_macro" in many and "test f1_micro" in many
+    assert "precision_l0" not in many and "f1_l3" not in many
+    assert f"{SUMMARY_MAX_LABELS + 1} labels: MLflow run metrics" in many
