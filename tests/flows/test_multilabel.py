@@ -15,6 +15,7 @@ from finetune_core.config.loading import validate_config
 from finetune_core.serving.predictor import load_meta
 from flows.cli import app
 from tests.conftest import REPO, tiny_config
+from tests.tiny_models import build_tiny_bert
 
 REUTERS = REPO / "examples" / "data" / "reuters"
 COLUMNS = {"text_column": "text", "label_column": "labels"}
@@ -44,8 +45,11 @@ def test_multilabel_flow_registers_a_model_serving_labels_and_probabilities(
     from flows.finetune import finetune
 
     files = reuters_files(tmp_path)
-    config = validate_config(multilabel_config(tiny_backbone, files, tracking_uri, tmp_path))
-    result = finetune(config)
+    raw = multilabel_config(tiny_backbone, files, tracking_uri, tmp_path)
+    # two candidates: the select-backbone subflow scores the label matrix as multi-output targets
+    wider = build_tiny_bert(tmp_path / "wider", pd.read_json(files["train"], lines=True)["text"].tolist(), hidden=48)
+    raw["backbone"]["candidates"].append(str(wider))
+    result = finetune(validate_config(raw))
     assert result.model_version == "1"
     assert {"f1_macro", "f1_micro", "subset_accuracy", "roc_auc_macro", "f1_earn", "support_grain"} <= set(
         result.metrics
@@ -67,6 +71,10 @@ def test_multilabel_flow_registers_a_model_serving_labels_and_probabilities(
 
     run = MlflowClient(tracking_uri).get_run(result.mlflow_run_id)
     assert "calibration/val_f1_macro_tuned" in run.data.metrics and run.info.status == "FINISHED"
+    assert "selection/seconds" in run.data.metrics
+    ranking = json.loads(mlflow.artifacts.load_text(f"runs:/{result.mlflow_run_id}/selection/ranking.json"))
+    assert [row["rank"] for row in ranking["ranking"]] == [1, 2]  # both scored on the label matrix
+    assert all(row["score"] is not None for row in ranking["ranking"])
     review = Path(result.run_dir) / "review"
     assert {"per_label_report.txt", "label_cooccurrence.csv", "label_cooccurrence.png"} <= {
         p.name for p in review.iterdir()

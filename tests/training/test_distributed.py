@@ -123,3 +123,28 @@ def test_flow_with_two_processes_logs_from_rank_0_and_the_model_loads(
     model = mlflow.pyfunc.load_model(f"models:/ddp-model/{result.model_version}")
     predictions = model.predict(pd.DataFrame({"sentence": ["the film was great", "an awful boring story"]}))
     assert list(predictions["label"]) == ["1", "0"]
+
+
+def test_multilabel_two_processes_match_one(tmp_path, tiny_backbone):
+    """BCE with pos_weight and per-label outputs under DDP: the same losses as one process."""
+    from tests.flows.test_multilabel import COLUMNS, reuters_files
+
+    files = reuters_files(tmp_path, train_rows=96, test_rows=24)
+    backbone = _without_dropout(tiny_backbone, tmp_path / "backbone")
+    results = {}
+    for processes in (1, 2):
+        raw = _config(tmp_path, backbone, processes)
+        raw["task"] = "multilabel"
+        raw["data"] = {"train": str(files["train"]), "test": str(files["test"]), **COLUMNS}
+        raw["training"]["unfrozen"]["epochs"] = 2
+        config = validate_config(raw)
+        prepared = prepare_splits(config, tmp_path / f"data-{processes}")
+        stages.train_frozen(config, prepared, str(backbone), tmp_path / f"frozen-{processes}")
+        results[processes] = stages.train_unfrozen(
+            config, prepared, tmp_path / f"frozen-{processes}", tmp_path / f"model-{processes}"
+        )
+    single, double = results[1], results[2]
+    assert double.extra["num_processes"] == 2 and double.epochs_run == single.epochs_run == 2
+    for a, b in zip(single.history, double.history, strict=True):
+        assert abs(a["train_loss"] - b["train_loss"]) < 1e-4
+        assert abs(a["val_f1_macro"] - b["val_f1_macro"]) < 1e-6
