@@ -1,10 +1,11 @@
 """Few labelled examples: SetFit 1.2 against our recipes, back to back on the same rows.
 
-    python bench/fewshot.py [--per-class 8 16 64] [--seeds 0 1 2 3 4]
-        [--precision fp32] [--no-setfit] [--out bench/results/fewshot.json]
+    python bench/fewshot.py [--dataset sst2|mrpc] [--per-class 8 16 64] [--seeds 0 1 2 3 4]
+        [--precision fp32] [--no-setfit] [--out bench/results/fewshot[-mrpc].json]
 
-For each size and seed: a seeded class-balanced subset of SST-2 train (``--per-class`` rows of
-each label, pandas ``sample(random_state=seed)``), written once and handed to every contender:
+For each size and seed: a seeded class-balanced subset of SST-2 (or MRPC: sentence pairs) train
+(``--per-class`` rows of each label, pandas ``sample(random_state=seed)``), written once and
+handed to every contender (SetFit embeds one text: a pair is joined with " [SEP] "):
 
 - ``setfit``: SetFit 1.2's defaults on the bundled all-MiniLM-L6-v2 (bench/setfit_peer.py, run in
   its own virtual environment, fp32);
@@ -53,7 +54,23 @@ from finetune_core.model.backbone import resolve_backbone  # noqa: E402
 from finetune_core.training import recipe, stages  # noqa: E402
 from finetune_core.training.contrastive import train_contrastive  # noqa: E402
 
-SST2 = Path(os.environ.get("SST2_DIR", REPO.parent / "shared" / "data" / "sst2"))
+SHARED = REPO.parent / "shared" / "data"
+# Each dataset: where it lies, how to read a split, our data columns (the written TSVs keep them).
+DATASETS = {
+    "sst2": {
+        "dir": Path(os.environ.get("SST2_DIR", SHARED / "sst2")),
+        "suffix": ".tsv",
+        "columns": {"text_column": "sentence"},
+        "about": "SST-2 (GLUE) train subsets, scored on the 872-row labelled dev set (test.tsv)",
+    },
+    "mrpc": {
+        "dir": Path(os.environ.get("MRPC_DIR", SHARED / "mrpc")),
+        "suffix": ".jsonl",
+        "columns": {"text_column": "sentence1", "text_pair_column": "sentence2"},
+        "about": "MRPC sentence pairs: train subsets, scored on the 1,725-pair test set",
+    },
+}
+DATASET = DATASETS["sst2"]  # set from --dataset in main
 SETFIT_PYTHON = Path(os.environ.get("SETFIT_PYTHON", REPO / ".venv-setfit" / "bin" / "python"))
 BACKBONE = "bundled:all-MiniLM-L6-v2"
 ORDER = ["setfit", "auto", "linear-probe", "lp-ft", "contrastive-head", "contrastive", "contrastive+sklearn-lr"]
@@ -75,7 +92,12 @@ def load() -> str:
 
 
 def write_rows(work: Path, per_class: int, seed: int) -> tuple[Path, Path]:
-    read = lambda split: pd.read_csv(SST2 / f"{split}.tsv", sep="\t", quoting=3, keep_default_na=False)  # noqa: E731
+    def read(split: str) -> pd.DataFrame:
+        path = DATASET["dir"] / f"{split}{DATASET['suffix']}"
+        if path.suffix == ".jsonl":
+            return pd.read_json(path, lines=True)
+        return pd.read_csv(path, sep="\t", quoting=3, keep_default_na=False)
+
     train, test = work / f"train-{per_class}-{seed}.tsv", work / "test.tsv"
     frame = read("train").groupby("label", group_keys=False).sample(n=per_class, random_state=seed)
     frame.to_csv(train, sep="\t", index=False, quoting=3)
@@ -86,7 +108,8 @@ def write_rows(work: Path, per_class: int, seed: int) -> tuple[Path, Path]:
 
 def make_config(train: Path, test: Path, seed: int, strategy: str, precision: str):
     training = {"seed": seed, "feature_cache": False, "strategy": strategy, "precision": precision}
-    return validate_config({"data": {"train": str(train), "test": str(test)}, "training": training})
+    data = {"train": str(train), "test": str(test), **DATASET["columns"]}
+    return validate_config({"data": data, "training": training})
 
 
 def run_ours(work: Path, train: Path, test: Path, seed: int, strategy: str, precision: str) -> list[dict]:
@@ -145,6 +168,9 @@ def _accuracy(config, prepared, model_dir: Path) -> dict:
 
 def run_setfit(train: Path, test: Path, seed: int) -> list[dict]:
     command = [str(SETFIT_PYTHON), str(REPO / "bench" / "setfit_peer.py"), str(train), str(test), "--seed", str(seed)]
+    columns = DATASET["columns"]
+    command += ["--text-column", columns["text_column"]]
+    command += ["--pair-column", columns["text_pair_column"]] if "text_pair_column" in columns else []
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:  # said, not fatal: our contenders' numbers still count
         print(f"setfit_peer failed:\n{done.stderr[-3000:]}", file=sys.stderr, flush=True)
@@ -218,9 +244,14 @@ def main() -> None:
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "auto"])
     parser.add_argument("--strategies", nargs="+", default=["lp-ft", "contrastive"])
     parser.add_argument("--no-setfit", action="store_true")
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "fewshot.json")
+    parser.add_argument("--dataset", choices=sorted(DATASETS), default="sst2")
+    parser.add_argument("--out", type=Path, default=None, help="default: bench/results/fewshot[-DATASET].json")
     parser.add_argument("--resummarise", type=Path, help="recompute auto's rows of this results file (no training)")
     args = parser.parse_args()
+    global DATASET
+    DATASET = DATASETS[args.dataset]
+    suffix = "" if args.dataset == "sst2" else f"-{args.dataset}"
+    args.out = args.out or REPO / "bench" / "results" / f"fewshot{suffix}.json"
     machine = cpu()
     if args.resummarise:
         return resummarise(args.resummarise, args, machine)
@@ -269,7 +300,7 @@ def report(
     summary = {
         "cpu": machine,
         "precision": {"ours": args.precision, "setfit": "fp32"},
-        "data": "SST-2 (GLUE) train subsets, scored on the 872-row labelled dev set (test.tsv)",
+        "data": DATASET["about"],
         "command": command or " ".join(["python", "bench/fewshot.py", *sys.argv[1:]]),
         "complete": final,
         "table": table,
