@@ -199,11 +199,12 @@ def auto_rows(runs: list[dict], train: Path, test: Path, seed: int, work: Path) 
     return [] if chosen is None else [{**chosen, "contender": "auto", "auto": auto}]
 
 
-def resummarise(path: Path, args, machine: dict) -> None:
-    """Recompute the ``auto`` rows of a results file with the current `recipe` (after its
-    thresholds changed), re-drawing each size and seed's rows the same seeded way."""
-    stored = json.loads(path.read_text())
-    results = [r for r in stored["results"] if r["contender"] != "auto"]
+def resummarise(paths: list[Path], args, machine: dict) -> None:
+    """Recompute the ``auto`` rows of results files with the current `recipe` (after its
+    thresholds changed), re-drawing each size and seed's rows the same seeded way; several files
+    (runs of other sizes or seeds, same dataset and precision) are merged into ``--out``."""
+    stored = [json.loads(path.read_text()) for path in paths]
+    results = [r for one in stored for r in one["results"] if r["contender"] != "auto"]
     args.per_class = sorted({r["per_class"] for r in results})
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -212,8 +213,8 @@ def resummarise(path: Path, args, machine: dict) -> None:
                 train, test = write_rows(work, per_class, seed)
                 runs = [r for r in results if r["per_class"] == per_class and r["seed"] == seed]
                 results += auto_rows(runs, train, test, seed, work)
-    args.precision = stored["precision"]["ours"]
-    report(results, args, stored["cpu"], final=True, command=stored["command"])
+    args.precision = stored[0]["precision"]["ours"]
+    report(results, args, stored[0]["cpu"], final=True, command=" + ".join(one["command"] for one in stored))
 
 
 def summarise(results: list[dict], sizes: list[int]) -> list[dict]:
@@ -246,7 +247,12 @@ def main() -> None:
     parser.add_argument("--no-setfit", action="store_true")
     parser.add_argument("--dataset", choices=sorted(DATASETS), default="sst2")
     parser.add_argument("--out", type=Path, default=None, help="default: bench/results/fewshot[-DATASET].json")
-    parser.add_argument("--resummarise", type=Path, help="recompute auto's rows of this results file (no training)")
+    parser.add_argument(
+        "--resummarise",
+        type=Path,
+        nargs="+",
+        help="recompute auto's rows of these results files into --out (no training)",
+    )
     args = parser.parse_args()
     global DATASET
     DATASET = DATASETS[args.dataset]
