@@ -96,6 +96,9 @@ def tiny_config(backbone: Path, files: dict[str, Path], tracking_uri: str, tmp_p
             "unfrozen": {"epochs": 1, "learning_rate": 1e-3},
             "batch_size": 16,
             "max_length": 32,
+            # both stages, as most plumbing tests need; `strategy: auto` (the default) would pick
+            # contrastive at these tests' 10-60 rows per class: tests/flows/test_fewshot_flow.py runs it
+            "strategy": "lp-ft",
         },
         "mlflow": {"tracking_uri": tracking_uri, "experiment": "tests", "registered_model": "tiny-model"},
         "output_dir": str(tmp_path / "runs"),

@@ -1,4 +1,4 @@
-"""A few-shot run: on the default configuration `strategy: auto` picks contrastive at 7 training
+"""A few-shot run: on the default configuration `strategy: auto` picks contrastive at 8 training
 rows per class (bench/fewshot.py), runs it in the flow with the head only after it, says why (run
 params, version description), skips decisions on a 2-row validation split and registers a
 servable model; `strategy: contrastive` set by hand keeps the configured unfrozen stage."""
@@ -18,7 +18,9 @@ def test_contrastive_recipe_on_eight_rows_per_class(prefect_server, tiny_backbon
     files = {"train": tmp_path / "train.csv", "test": tmp_path / "test.csv"}
     easy_sentiment(16, 0).to_csv(files["train"], index=False)  # 8 per class
     easy_sentiment(40, 1).to_csv(files["test"], index=False)
-    config = validate_config(tiny_config(tiny_backbone, files, tracking_uri, tmp_path))
+    raw = tiny_config(tiny_backbone, files, tracking_uri, tmp_path)
+    del raw["training"]["strategy"]  # the default, as users get it
+    config = validate_config(raw)
     assert config.training.strategy == "auto"
     automatic = finetune(config)
     client = MlflowClient(tracking_uri)

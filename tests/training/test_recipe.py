@@ -5,7 +5,7 @@ import pytest
 from finetune_core.config.loading import validate_config
 from finetune_core.data.prepare import MIN_VALIDATION_ROWS_PER_CLASS, prepare_splits
 from finetune_core.training.recipe import (
-    CONTRASTIVE_BELOW_ROWS_PER_CLASS,
+    CONTRASTIVE_UP_TO_ROWS_PER_CLASS,
     UNFROZEN_AFTER_CONTRASTIVE,
     choose_strategy,
     resolve,
@@ -17,11 +17,11 @@ from tests.datasets import easy_sentiment
 @pytest.mark.parametrize(
     ("rows", "task", "minutes", "strategy"),
     [
-        (7, "classification", None, "contrastive"),  # 8 per class, 1 held out (bench/fewshot.py)
-        (14, "classification", None, "contrastive"),  # 16 per class
-        (57, "classification", None, "lp-ft"),  # 64 per class: not measured, lp-ft stays
-        (CONTRASTIVE_BELOW_ROWS_PER_CLASS - 1, "classification", None, "contrastive"),
-        (CONTRASTIVE_BELOW_ROWS_PER_CLASS, "classification", None, "lp-ft"),
+        (8, "classification", None, "contrastive"),  # 8 per class, all rows train (bench/fewshot.py)
+        (16, "classification", None, "contrastive"),  # 16 per class
+        (57.5, "classification", None, "contrastive"),  # 64 per class, 10 % held out for validation
+        (CONTRASTIVE_UP_TO_ROWS_PER_CLASS, "classification", None, "contrastive"),
+        (CONTRASTIVE_UP_TO_ROWS_PER_CLASS + 1, "classification", None, "lp-ft"),  # not measured: lp-ft stays
         (900, "classification", None, "lp-ft"),  # the demo: examples/sst2.yaml keeps its recipe
         (8, "regression", None, "lp-ft"),  # no classes to pair
         (900, "classification", 0.5, "linear-probe"),  # too short a budget to move the encoder
