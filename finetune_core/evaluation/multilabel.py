@@ -23,7 +23,7 @@ DEFAULT_THRESHOLD = 0.5
 
 
 def sigmoid(logits: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
+    return np.exp(-np.logaddexp(0.0, -np.asarray(logits, dtype=np.float64)))  # no overflow at large |logits|
 
 
 def best_threshold(probabilities: np.ndarray, positives: np.ndarray) -> float | None:

@@ -67,7 +67,7 @@ def multilabel_frame(outputs: np.ndarray, meta: ModelMeta) -> pd.DataFrame:
     """``labels`` (the list of labels whose probability reaches their tuned threshold) plus
     ``probability_<label>`` columns (per-label temperature applied)."""
     scaled = outputs.astype(np.float64) / (np.asarray(meta.temperatures) if meta.temperatures else 1.0)
-    probabilities = 1.0 / (1.0 + np.exp(-scaled))
+    probabilities = np.exp(-np.logaddexp(0.0, -scaled))  # sigmoid without overflow at large |logits|
     chosen = probabilities >= (np.asarray(meta.thresholds) if meta.thresholds else 0.5)
     columns = {"labels": [[meta.labels[j] for j in np.flatnonzero(row)] for row in chosen]}
     columns.update({f"probability_{name}": probabilities[:, i] for i, name in enumerate(meta.labels)})
