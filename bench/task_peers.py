@@ -73,6 +73,10 @@ def hf_train(
         started = time.perf_counter()
         output = trainer.train()
         seconds = time.perf_counter() - started
+        # Trainer evaluates with a length-grouped sampler when training groups by length: its
+        # predictions would come back reordered against the frame's rows (as if shuffled: accuracy
+        # at chance, ROC-AUC 0.5). Sequential order for prediction.
+        trainer.args.train_sampling_strategy = "random"
         outputs = {}
         for split, frame in evaluate.items():
             predicted = trainer.predict(tokenize(frame, with_labels=False))
