@@ -28,7 +28,6 @@ def hf_train(
         DataCollatorWithPadding,
         Trainer,
         TrainerCallback,
-        TrainingArguments,
         default_data_collator,
         set_seed,
     )
@@ -61,23 +60,7 @@ def hf_train(
                 control.should_training_stop = True
 
     with tempfile.TemporaryDirectory() as out:
-        args = TrainingArguments(
-            output_dir=out,
-            per_device_train_batch_size=batch_size,
-            per_device_eval_batch_size=128,
-            num_train_epochs=epochs,
-            learning_rate=5e-5,
-            save_strategy="no",
-            eval_strategy="no",
-            logging_strategy="no",
-            report_to=[],
-            use_cpu=True,
-            bf16=bf16,
-            seed=42,
-            dataloader_num_workers=0,
-            train_sampling_strategy="group_by_length" if group_by_length else "random",
-            disable_tqdm=True,
-        )
+        args = run_glue_arguments(out, epochs, batch_size, bf16, 42, group_by_length)
         collator = default_data_collator if pad else DataCollatorWithPadding(tokenizer)
         trainer = Trainer(
             model=model, args=args, train_dataset=train, data_collator=collator, callbacks=[StopAtBudget()]
@@ -97,3 +80,28 @@ def hf_train(
         "accuracy": accuracy,
         "samples_seen": seen,
     }
+
+
+def run_glue_arguments(out: str, epochs: int, batch_size: int, bf16: bool, seed: int, group_by_length: bool):
+    """run_glue's defaults (AdamW lr 5e-5, linear decay, eval batch 128) on CPU, no saving or logging;
+    shared by every HF Trainer baseline in bench/."""
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=out,
+        per_device_train_batch_size=batch_size,
+        per_device_eval_batch_size=128,
+        num_train_epochs=epochs,
+        learning_rate=5e-5,
+        lr_scheduler_type="linear",
+        save_strategy="no",
+        eval_strategy="no",
+        logging_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        bf16=bf16,
+        seed=seed,
+        dataloader_num_workers=0,
+        train_sampling_strategy="group_by_length" if group_by_length else "random",
+        disable_tqdm=True,
+    )

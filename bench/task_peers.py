@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from bench.hf_baseline import run_glue_arguments
 from finetune_core.data.multilabel import label_matrix
 from finetune_core.data.prepare import LABEL, TEXT, TEXT_PAIR
 from finetune_core.evaluation.metrics import metric_safe
@@ -30,7 +31,6 @@ def hf_train(
         AutoTokenizer,
         DataCollatorWithPadding,
         Trainer,
-        TrainingArguments,
         set_seed,
     )
 
@@ -49,24 +49,7 @@ def hf_train(
     head = {"problem_type": "multi_label_classification"} if multilabel else {}
     model = AutoModelForSequenceClassification.from_pretrained(backbone, num_labels=labels, **head)
     with tempfile.TemporaryDirectory() as out:
-        args = TrainingArguments(
-            output_dir=out,
-            per_device_train_batch_size=32,
-            per_device_eval_batch_size=128,
-            num_train_epochs=3,
-            learning_rate=5e-5,
-            lr_scheduler_type="linear",
-            save_strategy="no",
-            eval_strategy="no",
-            logging_strategy="no",
-            report_to=[],
-            use_cpu=True,
-            bf16=bf16,
-            seed=seed,
-            dataloader_num_workers=0,
-            train_sampling_strategy="group_by_length",
-            disable_tqdm=True,
-        )
+        args = run_glue_arguments(out, 3, 32, bf16, seed, group_by_length=True)
         trainer = Trainer(
             model=model, args=args, train_dataset=tokenize(train), data_collator=DataCollatorWithPadding(tokenizer)
         )
