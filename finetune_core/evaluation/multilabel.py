@@ -19,6 +19,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import f1_score, precision_recall_fscore_support, roc_auc_score
 
+from finetune_core.data.prepare import MIN_VALIDATION_ROWS_PER_CLASS
+
 DEFAULT_THRESHOLD = 0.5
 
 
@@ -53,8 +55,8 @@ def best_threshold(probabilities: np.ndarray, positives: np.ndarray) -> float | 
 # A label needs this many positive validation rows for a cut of its own; below it, the cut would
 # sit next to one or two rows' probabilities (with ``pos_weight: balanced`` a rare label's are
 # inflated) and fire on many test rows. Those labels share one cut pooled over every label's rows
-# (the micro-F1 optimum). The same 3 as data.prepare.MIN_VALIDATION_ROWS_PER_CLASS.
-MIN_POSITIVES_FOR_OWN_THRESHOLD = 3
+# (the micro-F1 optimum). The same rule as a class's validation rows (data.prepare).
+MIN_POSITIVES_FOR_OWN_THRESHOLD = MIN_VALIDATION_ROWS_PER_CLASS
 
 
 def tune_thresholds(
