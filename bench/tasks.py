@@ -154,9 +154,8 @@ def reuters(workdir: Path, train_rows: int | None, test_rows: int | None, varian
     margin = results["ours"]["metrics"]["f1_macro"] - results[strongest]["metrics"]["f1_macro"]
     results["verdict"] = {"strongest_peer": strongest, "macro_f1_margin_points": 100 * margin, "target_points": 5.0}
     results["rows"], results["labels"] = prepared.rows, len(names)
-    for name, training in (variants or {}).items():  # other settings of ours, same rows, after the peers
-        config = validate_config({**config.model_dump(mode="json"), "training": {**training}})
-        results[f"ours_{name}"], _ = run_ours(config, workdir, f"ours-{name}")
+    for name, override in (variants or {}).items():  # other settings of ours, same rows, after the peers
+        results[f"ours_{name}"], _ = run_ours(variant_config(config, override), workdir, f"ours-{name}")
         print(f"ours_{name}", _headline(results[f"ours_{name}"]["metrics"]), flush=True)
     return results
 
@@ -178,23 +177,31 @@ def mrpc(workdir: Path, train_rows: int | None, test_rows: int | None, variants:
         truth, _our_predictions(workdir / "ours-model", config, prepared)
     )
     runs = []
-    for seed in hf.get("seeds") or [42]:
+    for seed in hf.get("seeds", [42]):
         outputs, seconds, speed = hf_train(whole_train, {"test": test}, len(prepared.labels), False, hf_bf16, seed)
         metrics = classification_metrics(truth, outputs["test"], prepared.labels)
         metrics["f1_positive"] = metrics_f1(truth, outputs["test"].argmax(1))
         runs.append({"seed": seed, "metrics": metrics, "train_seconds": seconds, "samples_per_second": speed})
         print(f"hf_trainer seed {seed}", _headline(metrics), f"{seconds:.0f} s", flush=True)
-    results["hf_trainer"], results["hf_trainer_runs"] = runs[0], runs
-    hf_accuracy = float(np.mean([r["metrics"]["accuracy"] for r in runs]))
-    margin = results["ours"]["metrics"]["accuracy"] - hf_accuracy
-    results["verdict"] = {
-        "hf_accuracy_mean": hf_accuracy,
-        "majority_class_accuracy": float(np.mean(truth == np.bincount(truth).argmax())),
-        "accuracy_margin_points": 100 * margin,
-        "target_points": 1.0,
-    }
+    results["hf_trainer_runs"] = runs
+    results["verdict"] = {"majority_class_accuracy": float(np.mean(truth == np.bincount(truth).argmax()))}
+    if runs:  # `--hf-seeds` with no seed: ours and its variants only
+        results["hf_trainer"] = runs[0]
+        hf_accuracy = float(np.mean([r["metrics"]["accuracy"] for r in runs]))
+        margin = results["ours"]["metrics"]["accuracy"] - hf_accuracy
+        results["verdict"].update(hf_accuracy_mean=hf_accuracy, accuracy_margin_points=100 * margin, target_points=1.0)
     results["rows"] = prepared.rows
+    for name, override in (variants or {}).items():  # other settings of ours, same rows, after the peers
+        results[f"ours_{name}"], _ = run_ours(variant_config(config, override), workdir, f"ours-{name}")
+        print(f"ours_{name}", _headline(results[f"ours_{name}"]["metrics"]), flush=True)
     return results
+
+
+def variant_config(config, override: dict):
+    """``config`` with a variant's settings: ``{"training": …, "backbone": …}`` replaces those
+    sections; any other mapping is the training section."""
+    sections = override if {"training", "backbone"} >= set(override) and override else {"training": override}
+    return validate_config({**config.model_dump(mode="json"), **sections})
 
 
 def own_cuts_only(raw: dict, truth: dict, names: list[str]) -> dict:
@@ -236,9 +243,12 @@ if __name__ == "__main__":
         "--variant",
         action="append",
         default=[],
-        help='NAME=JSON: also run ours with these training settings, e.g. pos-balanced=\'{"pos_weight": "balanced"}\'',
+        help='NAME=JSON: also run ours with these training settings, e.g. pos-balanced=\'{"pos_weight": "balanced"}\' '
+        '(or {"training": …, "backbone": …}: those sections)',
     )
-    parser.add_argument("--hf-seeds", type=int, nargs="+", default=[42], help="mrpc: one HF Trainer run per seed")
+    parser.add_argument(
+        "--hf-seeds", type=int, nargs="*", default=[42], help="mrpc: one HF Trainer run per seed (none: no HF run)"
+    )
     parser.add_argument("--hf-precision", choices=["same", "fp32"], default="same", help="mrpc: HF's precision")
     options = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:

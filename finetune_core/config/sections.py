@@ -87,7 +87,15 @@ class FrozenStageConfig(StageConfig):
     epochs: int = Field(
         20, ge=0, description="Epochs training the head on cached frozen-backbone features (0 skips it); cheap."
     )
-    learning_rate: float = Field(1e-2, gt=0, le=1, description="Head learning rate.")
+    learning_rate: float = Field(1e-2, gt=0, le=1, description="Head learning rate (AdamW).")
+    solver: Literal["auto", "adamw", "lbfgs"] = Field(
+        "auto",
+        description="How the head is fitted on cached features: minibatch AdamW, or full-batch L-BFGS on an "
+        "L2-regularised loss (scikit-learn's LogisticRegression); auto: L-BFGS while AdamW would take few steps.",
+    )
+    regularization: float = Field(
+        1.0, gt=0, description="L-BFGS only: inverse L2 strength, scikit-learn's C on unit-length features."
+    )
 
 
 class UnfrozenStageConfig(StageConfig):

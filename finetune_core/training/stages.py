@@ -31,6 +31,13 @@ from finetune_core.training.calibration import expected_calibration_error, fit_t
 from finetune_core.training.checkpoint import Checkpointer
 from finetune_core.training.device import runtime_for
 from finetune_core.training.distributed import DistContext
+from finetune_core.training.head_solver import (
+    LBFGS_MAX_ITERATIONS,
+    choose_solver,
+    lbfgs_head_epoch,
+    lbfgs_optimizer,
+    penalty_scale,
+)
 from finetune_core.training.loop import (
     EpochCallback,
     EpochLoop,
@@ -109,6 +116,13 @@ def _head_optimizer(model, config: FinetuneConfig, steps: int):
     ]
     optimizer = make_optimizer(groups, config.training.frozen.learning_rate)
     return optimizer, make_scheduler(optimizer, "linear", 0, max(steps, 1)), {n for n, _ in head}
+
+
+def _lbfgs_head(model, head_names: set[str], epochs: int):
+    """The frozen stage's L-BFGS optimiser over the head, and a constant schedule for the loop."""
+    parameters = [p for n, p in model.named_parameters() if n in head_names]
+    optimizer = lbfgs_optimizer(parameters, max(1, LBFGS_MAX_ITERATIONS // max(epochs, 1)))
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
 
 
 def _stage2_freeze(config: FinetuneConfig, model) -> int:
@@ -206,8 +220,21 @@ def train_frozen(
         if writers:
             extra["layer_caches_written"] = len(writers)
         loop.batches_per_epoch = head_batches(len(train_x), training.batch_size)
+        solver = choose_solver(training.frozen.solver, epochs, loop.batches_per_epoch)
+        extra["head_solver"] = solver
+        if solver == "lbfgs":  # full batch: one step per epoch, continuing the solver's state
+            optimizer, scheduler = _lbfgs_head(model, head_names, epochs)
+            loop.batches_per_epoch = 1
+            weight_names = {n for n in head_names if not n.endswith(NO_DECAY)}
+            outputs = len(prepared.labels or [None])
+            scale = penalty_scale(train_x, training.frozen.regularization, task, outputs)
 
         def train_epoch(epoch):
+            if solver == "lbfgs":
+                args = (train_x, train_y, task, optimizer, weight_names, scale)
+                loss = lbfgs_head_epoch(model, spec.head, *args, class_weights=weights)
+                progress.advance(1, len(train_x), loss)
+                return loss
             rng = epoch_rng(training.seed, "frozen", epoch)
             return head_epoch(
                 model,
