@@ -5,6 +5,14 @@ from __future__ import annotations
 
 import os
 
+# One torch/OpenMP thread in the tests and every process they start (inherited). Tests run a flow
+# process beside a Prefect server, an MLflow server and workers on 2 cores; torch's OpenMP threads
+# spin-wait for each other, and when another process holds a core a step of the tiny test models
+# took 10x longer with 2 threads than with 1 (80 against 815 samples/s, measured beside a
+# benchmark). Speed is not what these tests check; tests/flows/test_fresh_process.py runs the
+# installed command with torch's own thread choice, as users get it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 from finetune_core.environment import apply_defaults  # noqa: E402
 
 apply_defaults(offline=True)  # the tests never reach a hub
@@ -79,8 +87,12 @@ def finetune_cli(prefect_server, tmp_path):
     command = [str(script)] if script.exists() else [sys.executable, "-m", "flows.cli"]
     env = {**os.environ, "PREFECT_API_URL": prefect_server}
 
-    def run(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-        return subprocess.run([*command, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
+    def run(*args: str, timeout: int = 600, user_threads: bool = False) -> subprocess.CompletedProcess:
+        """``user_threads``: torch's own thread count, not the tests' one (see OMP_NUM_THREADS above)."""
+        used = {k: v for k, v in env.items() if not (user_threads and k == "OMP_NUM_THREADS")}
+        return subprocess.run(
+            [*command, *args], cwd=tmp_path, env=used, capture_output=True, text=True, timeout=timeout
+        )
 
     return run
 

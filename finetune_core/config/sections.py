@@ -48,10 +48,11 @@ class BackboneConfig(Strict):
         description="Hugging Face ids or local paths; `bundled:all-MiniLM-L6-v2` is the offline model.",
     )
     trust_remote_code: bool = Field(False, description="Allow custom modelling code from the hub.")
-    pooling: Literal["auto", "native", "mean", "cls"] = Field(
+    pooling: Literal["auto", "native", "mean", "cls", "normalized-mean", "normalized-cls"] = Field(
         "auto",
         description="What the head reads: auto (a sentence-transformers checkpoint's own pooling, else native), "
-        "native (the architecture's head input), mean (mean of token states), cls (first token state).",
+        "native (the architecture's head input), mean (mean of token states), cls (first token state), "
+        "normalized-mean / normalized-cls (those at unit length).",
     )
     selection_metric: Literal["logme", "probe"] = Field(
         "logme", description="How candidates are ranked: LogME evidence, or a cross-validated linear probe."

@@ -8,8 +8,11 @@ misses the feature cache and the choice of pooling.
 
 Pooling: ``native`` is the architecture's own head input (BERT's pooler over [CLS], RoBERTa's
 first token); ``mean`` averages the last hidden states over real tokens; ``cls`` takes the
-first token's hidden state. ``auto`` uses the pooling a sentence-transformers checkpoint was
-trained with (its ``1_Pooling/config.json``, in a local folder or a hub repository), else ``native``.
+first token's hidden state; ``normalized-mean`` and ``normalized-cls`` are those at unit length
+(what a cosine-similarity loss tunes: only their direction carries meaning). ``auto`` uses the
+pooling a sentence-transformers checkpoint was trained with (its ``1_Pooling/config.json``, in a
+local folder or a hub repository), else ``native``; a ``"normalize": true`` there (our key, which
+the contrastive stage writes) selects the unit-length variant.
 """
 
 from __future__ import annotations
@@ -71,7 +74,15 @@ HEADS: dict[str, HeadSpec] = {
 }
 
 
+def _unit(features: Features) -> Features:
+    def unit_length(model, batch):
+        return torch.nn.functional.normalize(features(model, batch), dim=-1)
+
+    return unit_length
+
+
 POOLINGS: dict[str, Features] = {"mean": _mean_features, "cls": _first_token_features}
+POOLINGS.update({f"normalized-{name}": _unit(features) for name, features in list(POOLINGS.items())})
 
 
 def head_spec(model, pooling: str = "native") -> HeadSpec | None:
@@ -126,10 +137,11 @@ def resolve_pooling(requested: str, backbone: str) -> str:
     config = pooling_file(backbone)
     if config is not None:
         modes = json.loads(config.read_text())
+        unit = "normalized-" if modes.get("normalize") else ""
         if modes.get("pooling_mode_mean_tokens"):
-            return "mean"
+            return unit + "mean"
         if modes.get("pooling_mode_cls_token"):
-            return "cls"
+            return unit + "cls"
     return "native"
 
 

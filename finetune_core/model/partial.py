@@ -84,6 +84,9 @@ def upper_hidden_states(model, hidden: torch.Tensor, attention_mask: torch.Tenso
 
 def pool(model, pooling: str, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """What the head reads from the last hidden states, as ``heads.POOLINGS`` / the native features."""
+    if pooling.startswith("normalized-"):
+        unit = pool(model, pooling.removeprefix("normalized-"), hidden, attention_mask)
+        return torch.nn.functional.normalize(unit, dim=-1)
     if pooling == "mean":  # the same arithmetic as heads._mean_features
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)

@@ -154,7 +154,7 @@ def train_contrastive(
     training, stage = config.training, config.training.contrastive
     runtime = runtime_for(training)
     seed_everything(training.seed + 2)
-    pooling = "cls" if resolve_pooling(config.backbone.pooling, backbone) == "cls" else "mean"
+    pooling = "cls" if resolve_pooling(config.backbone.pooling, backbone).endswith("cls") else "mean"
     tokenizer = load_tokenizer(backbone, config.backbone.trust_remote_code)
     model = _load_encoder(backbone, config.backbone.trust_remote_code).to(runtime.device)
     (train, train_y), (validation, val_y) = (
@@ -211,7 +211,11 @@ def train_contrastive(
     out_dir.mkdir(parents=True, exist_ok=True)
     model.cpu().save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
+    # the head after this stage reads the tuned vectors at unit length: the cosine loss tuned their
+    # direction only (SetFit's head reads normalised embeddings too). On SST-2 at 8 per class a
+    # head on unit-length features scored 0.613 against 0.584 on raw ones (bench/fewshot.py).
     modes = {"pooling_mode_mean_tokens": pooling == "mean", "pooling_mode_cls_token": pooling == "cls"}
+    modes["normalize"] = True
     (out_dir / POOLING_FILE).parent.mkdir(parents=True, exist_ok=True)
     (out_dir / POOLING_FILE).write_text(json.dumps(modes))
     return mark_finished(out_dir, result)

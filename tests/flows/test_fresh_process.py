@@ -102,7 +102,8 @@ def test_three_candidates_on_the_default_settings_in_a_fresh_process(
     assert (config.training.device, config.backbone.task_runner) == ("auto", "thread")
     assert config.backbone.selection_workers > 1  # candidates really are scored at the same time
 
-    result = finetune_cli("run", str(_write_config(tmp_path, raw)), "--summary-json", str(tmp_path / "summary.json"))
+    summary_json = str(tmp_path / "summary.json")
+    result = finetune_cli("run", str(_write_config(tmp_path, raw)), "--summary-json", summary_json, user_threads=True)
     assert result.returncode == 0, result.stderr[-4000:]
 
     # The winner, computed again by the library alone: one candidate after another, no Prefect.

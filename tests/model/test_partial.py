@@ -48,7 +48,7 @@ def _batch(tokenizer):
     return dict(tokenizer(TEXTS, padding=True, return_tensors="pt"))
 
 
-@pytest.mark.parametrize("pooling", ["native", "mean", "cls"])
+@pytest.mark.parametrize("pooling", ["native", "mean", "cls", "normalized-mean", "normalized-cls"])
 def test_upper_part_equals_the_full_forward_at_every_split(tiny_backbone, pooling):
     model, tokenizer = _bert(tiny_backbone)
     batch = _batch(tokenizer)

@@ -10,7 +10,7 @@ from finetune_core.data.prepare import prepare_splits
 from finetune_core.model.backbone import load_tokenizer
 from finetune_core.model.batching import Encoded
 from finetune_core.model.features import cache_key
-from finetune_core.model.heads import resolve_pooling
+from finetune_core.model.heads import head_spec, resolve_pooling
 from finetune_core.serving.predictor import load_model_dir
 from finetune_core.training import stages
 from finetune_core.training.contrastive import (
@@ -105,14 +105,19 @@ def test_contrastive_stage_tunes_an_encoder_the_frozen_stage_loads(few_shot, tin
     )
     assert result.epochs_run == 2 and [epoch for _, epoch, _ in seen] == [1, 2]
     assert all("val_centroid_accuracy" in metrics and "train_loss" in metrics for _, _, metrics in seen)
-    assert resolve_pooling("auto", str(few_shot / "tuned")) == "mean"  # the embedding it tuned
+    # the embedding it tuned, at unit length (the cosine loss tuned directions only)
+    assert resolve_pooling("auto", str(few_shot / "tuned")) == "normalized-mean"
     empty = Encoded(input_ids=[[1, 2]], pad_id=0)
     assert cache_key(str(few_shot / "tuned"), empty, 16, "fp32", "mean") != cache_key(
         str(tiny_backbone), empty, 16, "fp32", "mean"
     )  # tuned features never come from the original's cache
     frozen = stages.train_frozen(config, prepared, str(few_shot / "tuned"), few_shot / "frozen")
     _, _, meta = load_model_dir(few_shot / "frozen")
-    assert frozen.epochs_run == 2 and meta.pooling == "mean" and meta.backbone == str(few_shot / "tuned")
+    assert frozen.epochs_run == 2 and meta.pooling == "normalized-mean" and meta.backbone == str(few_shot / "tuned")
+    model, tokenizer, _ = load_model_dir(few_shot / "frozen")
+    spec = head_spec(model, meta.pooling)
+    features = spec.features(model, dict(tokenizer(["a fine film", "dull"], padding=True, return_tensors="pt")))
+    torch.testing.assert_close(features.norm(dim=1), torch.ones(2))  # what the head reads and serves
     with pytest.raises(Exception, match="contrastive needs task classification"):
         validate_config({**config.model_dump(mode="json"), "task": "regression"})
 
