@@ -212,8 +212,9 @@ def train_contrastive(
     model.cpu().save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     # the head after this stage reads the tuned vectors at unit length: the cosine loss tuned their
-    # direction only (SetFit's head reads normalised embeddings too). On SST-2 at 8 per class a
-    # head on unit-length features scored 0.613 against 0.584 on raw ones (bench/fewshot.py).
+    # direction only (SetFit's head reads normalised embeddings too). On SST-2 at 8 per class
+    # (5 seeds, the same tuned encoders, scikit-learn's C=1 head) unit-length features scored 0.613
+    # against 0.584 at their own length (scaled by their mean norm), 0.662 against 0.657 at 16.
     modes = {"pooling_mode_mean_tokens": pooling == "mean", "pooling_mode_cls_token": pooling == "cls"}
     modes["normalize"] = True
     (out_dir / POOLING_FILE).parent.mkdir(parents=True, exist_ok=True)

@@ -17,15 +17,14 @@ from finetune_core.data.prepare import MIN_VALIDATION_ROWS_PER_CLASS, PreparedDa
 
 # Up to this many training rows per class (mean over classes, after any validation split) `auto`
 # tunes the encoder contrastively on pairs before the head (SetFit's regime). Measured with
-# bench/fewshot.py (SST-2, all-MiniLM-L6-v2, fp32, 2-core Xeon; bench/results/fewshot.json), test
-# accuracy, contrastive-then-head vs lp-ft: 0.577 vs 0.575 at 8 per class, 0.658 vs 0.635 at 16,
-# 0.763 vs 0.729 at 64 (3, 3 and 2 seeds; SetFit 1.2 on the same rows: 0.599, 0.653, 0.764). It
-# costs more (294 s against 9 s at 64 per class; SetFit took 720 s). Larger sizes were not measured,
-# so above 64 `auto` keeps lp-ft.
+# bench/fewshot.py (SST-2, all-MiniLM-L6-v2, fp32, 2-core Xeon, 5 seeds; bench/results/fewshot.json),
+# test accuracy, contrastive-then-head vs lp-ft: 0.614 vs 0.605 at 8 per class, 0.662 vs 0.664 at
+# 16, 0.756 vs 0.696 at 64. It costs more (430 s against 19 s at 64 per class, under load; SetFit
+# took 720 s). Larger sizes were not measured, so above 64 `auto` keeps lp-ft.
 CONTRASTIVE_UP_TO_ROWS_PER_CLASS = 64
 # Whether `auto`, having chosen contrastive, runs the unfrozen stage after the head: no; in the same
-# runs it did not help (0.574 vs 0.577 head only at 8 per class, 0.659 vs 0.658 at 16, 0.754 vs
-# 0.763 at 64) and costs time.
+# runs it did not help (0.603 vs 0.614 head only at 8 per class, 0.662 vs 0.662 at 16, 0.747 vs
+# 0.756 at 64) and costs time.
 UNFROZEN_AFTER_CONTRASTIVE = False
 # An unfrozen-stage budget shorter than this leaves too few steps to move the encoder: probe only.
 PROBE_BELOW_MINUTES = 1.0
