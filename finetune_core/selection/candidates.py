@@ -145,7 +145,7 @@ def _score(
         tokenizer = load_tokenizer(path, selection.trust_remote_code)
         model = load_for_task(path, prepared.task, prepared.labels, selection.trust_remote_code)
     model = model.to(runtime.device).eval()
-    pooling = resolve_pooling(selection.pooling, path)
+    pooling = resolve_pooling(selection.pooling, path, pairs=prepared.text_pair_column is not None)
     try:
         extractor = head_spec(model, pooling)  # exactly what the frozen stage's head will read
     except ValueError:  # a family outside the head table: its mean token state stands in

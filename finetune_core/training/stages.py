@@ -156,7 +156,7 @@ def train_frozen(
     model = load_for_task(backbone, prepared.task, prepared.labels, config.backbone.trust_remote_code).to(
         runtime.device
     )
-    pooling = resolve_pooling(config.backbone.pooling, backbone)
+    pooling = resolve_pooling(config.backbone.pooling, backbone, pairs=prepared.text_pair_column is not None)
     spec = spec_for(model, pooling)
     meta = ModelMeta(
         task=prepared.task,

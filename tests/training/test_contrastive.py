@@ -162,3 +162,4 @@ def test_sentence_pairs_are_embedded_as_pairs(tmp_path, tiny_backbone):
     frozen = stages.train_frozen(config, prepared, str(tmp_path / "tuned"), tmp_path / "frozen")
     _, _, meta = load_model_dir(tmp_path / "frozen")
     assert frozen.epochs_run == 2 and meta.text_pair_column == "sentence2"
+    assert meta.pooling == "normalized-mean"  # tuned on pairs: the head reads what was tuned, not [CLS]

@@ -90,6 +90,12 @@ def test_pooling_resolution(tmp_path, tiny_backbone):
     (tmp_path / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_mean_tokens": True}))
     assert resolve_pooling("auto", str(tmp_path)) == "mean"
     assert resolve_pooling("cls", str(tmp_path)) == "cls"
+    # two texts at once: a single-sentence embedding's pooling does not count, [CLS]'s pooler does
+    assert resolve_pooling("auto", str(tmp_path), pairs=True) == "native"
+    assert resolve_pooling("mean", str(tmp_path), pairs=True) == "mean"  # explicit wins
+    modes = {"pooling_mode_mean_tokens": True, "normalize": True, "pairs": True}  # tuned on pairs (ours)
+    (tmp_path / "1_Pooling" / "config.json").write_text(json.dumps(modes))
+    assert resolve_pooling("auto", str(tmp_path), pairs=True) == "normalized-mean"
     model = load_for_task(str(tiny_backbone), "classification", ["a", "b"])
     model.config.model_type = "unknown-family"
     assert head_spec(model, "native") is None
