@@ -154,9 +154,7 @@ def reuters(workdir: Path, train_rows: int | None, test_rows: int | None, varian
     margin = results["ours"]["metrics"]["f1_macro"] - results[strongest]["metrics"]["f1_macro"]
     results["verdict"] = {"strongest_peer": strongest, "macro_f1_margin_points": 100 * margin, "target_points": 5.0}
     results["rows"], results["labels"] = prepared.rows, len(names)
-    for name, override in (variants or {}).items():  # other settings of ours, same rows, after the peers
-        results[f"ours_{name}"], _ = run_ours(variant_config(config, override), workdir, f"ours-{name}")
-        print(f"ours_{name}", _headline(results[f"ours_{name}"]["metrics"]), flush=True)
+    run_variants(results, config, workdir, variants)
     return results
 
 
@@ -191,10 +189,15 @@ def mrpc(workdir: Path, train_rows: int | None, test_rows: int | None, variants:
         margin = results["ours"]["metrics"]["accuracy"] - hf_accuracy
         results["verdict"].update(hf_accuracy_mean=hf_accuracy, accuracy_margin_points=100 * margin, target_points=1.0)
     results["rows"] = prepared.rows
-    for name, override in (variants or {}).items():  # other settings of ours, same rows, after the peers
+    run_variants(results, config, workdir, variants)
+    return results
+
+
+def run_variants(results: dict, config, workdir: Path, variants: dict | None) -> None:
+    """Other settings of ours on the same rows, after the peers: ``results["ours_NAME"]``."""
+    for name, override in (variants or {}).items():
         results[f"ours_{name}"], _ = run_ours(variant_config(config, override), workdir, f"ours-{name}")
         print(f"ours_{name}", _headline(results[f"ours_{name}"]["metrics"]), flush=True)
-    return results
 
 
 def variant_config(config, override: dict):
