@@ -11,8 +11,9 @@ first token); ``mean`` averages the last hidden states over real tokens; ``cls``
 first token's hidden state; ``normalized-mean`` and ``normalized-cls`` are those at unit length
 (what a cosine-similarity loss tunes: only their direction carries meaning). ``auto`` uses the
 pooling a sentence-transformers checkpoint was trained with (its ``1_Pooling/config.json``, in a
-local folder or a hub repository), else ``native``; a ``"normalize": true`` there (our key, which
-the contrastive stage writes) selects the unit-length variant. For sentence pairs ``auto`` is
+local folder or a hub repository), else ``native``; a ``Normalize`` module in its ``modules.json``
+(all-MiniLM-L6-v2 has one), or ``"normalize": true`` in the pooling file (our key, which the
+contrastive stage writes), selects the unit-length variant. For sentence pairs ``auto`` is
 ``native`` unless that file says it was tuned on pairs (``"pairs": true``, ours too).
 """
 
@@ -98,36 +99,47 @@ def head_spec(model, pooling: str = "native") -> HeadSpec | None:
 
 
 POOLING_FILE = "1_Pooling/config.json"
+MODULES_FILE = "modules.json"  # a sentence-transformers checkpoint's module list
 
 
-def _hub_pooling_file(repo_id: str) -> Path | None:
-    """A hub model's pooling file: from the local Hugging Face cache, else downloaded (when the
-    hub is reachable and not switched off by HF_HUB_OFFLINE); None when it has none. Loading a
-    hub id through transformers caches only the files transformers needs, so the pooling file
-    is usually fetched on its own the first time."""
+def _hub_file(repo_id: str, filename: str) -> Path | None:
+    """A hub model's sentence-transformers file: from the local Hugging Face cache, else
+    downloaded (when the hub is reachable and not switched off by HF_HUB_OFFLINE); None when it
+    has none. Loading a hub id through transformers caches only the files transformers needs, so
+    these are usually fetched on their own the first time."""
     from huggingface_hub import hf_hub_download, try_to_load_from_cache
 
-    cached = try_to_load_from_cache(repo_id, POOLING_FILE)
+    cached = try_to_load_from_cache(repo_id, filename)
     if isinstance(cached, str):
         return Path(cached)
     if cached is not None:  # the cache recorded that the repository has no such file
         return None
     try:
-        return Path(hf_hub_download(repo_id, POOLING_FILE))
+        return Path(hf_hub_download(repo_id, filename))
     except Exception:  # no such file, offline, unreachable: `auto` falls back to native, and
         return None  # loading the backbone next reports a real access problem by itself
 
 
-def pooling_file(backbone: str) -> Path | None:
-    """Where ``backbone``'s sentence-transformers pooling config is: a local folder's own, or
-    a hub id's (cache or hub)."""
+def pooling_file(backbone: str, filename: str = POOLING_FILE) -> Path | None:
+    """Where ``backbone``'s sentence-transformers pooling config (or another of its files) is: a
+    local folder's own, or a hub id's (cache or hub)."""
     local = Path(backbone).expanduser()
     if local.is_dir():
-        found = local / POOLING_FILE
+        found = local / filename
         return found if found.is_file() else None
     if backbone.startswith((".", "/", "~")) or backbone.count("/") > 1:
         return None  # a local path that does not exist: the backbone loader names it
-    return _hub_pooling_file(backbone)
+    return _hub_file(backbone, filename)
+
+
+def _normalizes(backbone: str) -> bool:
+    """Whether the checkpoint's sentence-transformers pipeline ends its embedding at unit length."""
+    modules = pooling_file(backbone, MODULES_FILE)
+    try:
+        listed = json.loads(modules.read_text()) if modules is not None else []
+    except (OSError, ValueError):  # unreadable: the pooling file alone decides
+        return False
+    return any(str(m.get("type", "")).endswith(".Normalize") for m in listed if isinstance(m, dict))
 
 
 def resolve_pooling(requested: str, backbone: str, pairs: bool = False) -> str:
@@ -136,14 +148,16 @@ def resolve_pooling(requested: str, backbone: str, pairs: bool = False) -> str:
     encoded together) a checkpoint's pooling counts only if it was tuned on pairs (our contrastive
     stage says so in the file); otherwise native: a sentence-embedding checkpoint's mean pooling
     was trained on one text at a time, while BERT's pooler over [CLS] was pretrained on pairs (next
-    sentence prediction). On MRPC native scored 0.790 against mean's 0.775 (README, sentence pairs)."""
+    sentence prediction). On MRPC native scored 0.790 against mean's 0.775 (README, sentence pairs).
+    The unit-length variant when the checkpoint normalises: a head on all-MiniLM-L6-v2's unit
+    vectors probed SST-2 better than on their raw mean (README, "Pooling")."""
     if requested != "auto":
         return requested
     config = pooling_file(backbone)
     modes = json.loads(config.read_text()) if config is not None else {}
     if pairs and not modes.get("pairs"):
         return "native"
-    unit = "normalized-" if modes.get("normalize") else ""
+    unit = "normalized-" if modes and (modes.get("normalize") or _normalizes(backbone)) else ""
     if modes.get("pooling_mode_mean_tokens"):
         return unit + "mean"
     if modes.get("pooling_mode_cls_token"):

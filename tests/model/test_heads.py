@@ -3,6 +3,7 @@ Hugging Face cache (laid out here as the hub lays it out, so everything runs off
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -17,6 +18,20 @@ def test_a_hub_id_gets_the_pooling_its_checkpoint_was_trained_with(hub_cache):
     assert resolve_pooling("auto", "sentence-transformers/mean-model") == "mean"
     assert resolve_pooling("auto", "org/cls-model") == "cls"
     assert resolve_pooling("native", "sentence-transformers/mean-model") == "native"  # explicit wins
+
+
+def test_the_bundled_backbone_is_read_at_unit_length_as_it_was_trained():
+    """The default backbone (all-MiniLM-L6-v2) ends in a Normalize module: `auto` is its mean at unit length."""
+    from finetune_core.model.backbone import resolve_backbone
+
+    assert resolve_pooling("auto", resolve_backbone("bundled:all-MiniLM-L6-v2")) == "normalized-mean"
+
+
+def test_a_hub_ids_normalize_module_is_read_from_the_cache(hub_cache):
+    repo = fake_hub_cache(hub_cache, "sentence-transformers/unit-model", {"pooling_mode_mean_tokens": True})
+    modules = [{"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]
+    (next((repo / "snapshots").iterdir()) / "modules.json").write_text(json.dumps(modules))
+    assert resolve_pooling("auto", "sentence-transformers/unit-model") == "normalized-mean"
 
 
 def test_without_a_pooling_file_a_hub_id_stays_native_offline(hub_cache):

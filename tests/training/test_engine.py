@@ -93,6 +93,16 @@ def test_pooling_resolution(tmp_path, tiny_backbone):
     # two texts at once: a single-sentence embedding's pooling does not count, [CLS]'s pooler does
     assert resolve_pooling("auto", str(tmp_path), pairs=True) == "native"
     assert resolve_pooling("mean", str(tmp_path), pairs=True) == "mean"  # explicit wins
+    # a sentence-transformers pipeline ending in Normalize: the head reads unit-length vectors
+    modules = [{"idx": 1, "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
+    (tmp_path / "modules.json").write_text(json.dumps(modules))
+    assert resolve_pooling("auto", str(tmp_path)) == "mean"
+    modules.append({"idx": 2, "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
+    (tmp_path / "modules.json").write_text(json.dumps(modules))
+    assert resolve_pooling("auto", str(tmp_path)) == "normalized-mean"
+    assert resolve_pooling("auto", str(tmp_path), pairs=True) == "native"  # pairs: still BERT's pooler
+    (tmp_path / "modules.json").write_text("{not json")
+    assert resolve_pooling("auto", str(tmp_path)) == "mean"
     modes = {"pooling_mode_mean_tokens": True, "normalize": True, "pairs": True}  # tuned on pairs (ours)
     (tmp_path / "1_Pooling" / "config.json").write_text(json.dumps(modes))
     assert resolve_pooling("auto", str(tmp_path), pairs=True) == "normalized-mean"
