@@ -18,7 +18,8 @@ handed to every contender (SetFit embeds one text: a pair is joined with " [SEP]
   (the stages are deterministic on CPU at a fixed seed: tests/training/test_determinism.py).
 
 Prints accuracy mean ± std and seconds per size and contender, the ratio of ``auto``'s seconds to
-SetFit's, the CPU model and flags and the load average; writes bench/results/fewshot.json.
+SetFit's, ``auto`` minus SetFit paired by seed (mean and 95 % interval), the CPU model and flags
+and the load average; writes bench/results/fewshot.json.
 Seconds: model load + training (+ our data preparation and calibration), evaluation excluded.
 
 SetFit's environment (kept out of the project's dependencies; .venv-setfit/ is git-ignored):
@@ -260,6 +261,35 @@ def summarise(results: list[dict], sizes: list[int]) -> list[dict]:
     return table
 
 
+def paired_gaps(results: list[dict], sizes: list[int], against: str = "setfit") -> dict:
+    """Per size: ``auto`` minus ``against`` on the same rows (seeds where both ran): mean, std
+    and a 95 % confidence interval (Student's t): the seed-to-seed spread of either contender
+    (about 5 points at 8 per class) is mostly the rows drawn, which both see."""
+    from scipy import stats
+
+    gaps = {}
+    for per_class in sizes:
+        scores = {
+            (r["contender"], r["seed"]): r["accuracy"]
+            for r in results
+            if r["per_class"] == per_class and r["contender"] in ("auto", against)
+        }
+        seeds = sorted({seed for (_, seed) in scores if ("auto", seed) in scores and (against, seed) in scores})
+        if len(seeds) < 2:
+            continue
+        diff = np.array([scores[("auto", s)] - scores[(against, s)] for s in seeds])
+        half = float(stats.t.ppf(0.975, len(diff) - 1) * diff.std(ddof=1) / np.sqrt(len(diff)))
+        gaps[per_class] = {
+            "seeds": len(seeds),
+            "mean": float(diff.mean()),
+            "std": float(diff.std(ddof=1)),
+            "ci95": [float(diff.mean()) - half, float(diff.mean()) + half],
+            "auto_wins": int((diff > 0).sum()),
+            "ties": int((diff == 0).sum()),
+        }
+    return gaps
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--per-class", type=int, nargs="+", default=[8, 16, 64])
@@ -310,6 +340,7 @@ def report(
     """The table (printed when ``final``) and the JSON file, rewritten after every size and seed
     so that a run cut short still leaves what it measured."""
     table = summarise(results, args.per_class)
+    gaps = paired_gaps(results, args.per_class)
     ratios = {}
     for per_class in args.per_class:
         means = {r["contender"]: r for r in table if r["per_class"] == per_class}
@@ -324,6 +355,12 @@ def report(
             )
         for per_class, ratio in ratios.items():
             print(f"{per_class} per class: auto/setfit seconds {ratio:.2f}")
+        for per_class, gap in gaps.items():
+            low, high = gap["ci95"]
+            print(
+                f"{per_class} per class: auto - setfit {gap['mean'] * 100:+.2f} points over {gap['seeds']} paired "
+                f"seeds (95 % CI {low * 100:+.2f} to {high * 100:+.2f}; auto ahead on {gap['auto_wins']})"
+            )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     summary = {
         "cpu": machine,
@@ -333,6 +370,7 @@ def report(
         "complete": final,
         "table": table,
         "auto_over_setfit_seconds": ratios,
+        "auto_minus_setfit_paired": gaps,
         "results": results,
     }
     args.out.write_text(json.dumps(summary, indent=2))
