@@ -13,9 +13,11 @@ handed to every contender (SetFit embeds one text: a pair is joined with " [SEP]
   (``recipe.resolve`` first, so the default 10 % of the rows is held out for validation), at
   ``--precision``. Each run is scored twice: after the frozen stage (``linear-probe`` /
   ``contrastive-head``: the rows' seconds stop there) and after the unfrozen stage;
-- ``auto``: what ``strategy: auto`` resolves to on these rows (strategy and unfrozen epochs,
-  recorded); it is one of the variants above, run with the same seed, so its row is that variant's
-  (the stages are deterministic on CPU at a fixed seed: tests/training/test_determinism.py).
+- ``auto``: ``strategy: auto`` end to end (``--strategies auto``, in the default list): the recipe it
+  resolves to (recorded), with the validation rows it folds into train for its contrastive
+  recipe. Without ``auto`` in ``--strategies`` its row is a copy of the variant it resolves to,
+  which matches only where it folds nothing (validation already in train: up to ~29 rows per
+  class).
 
 Prints accuracy mean ± std and seconds per size and contender, the ratio of ``auto``'s seconds to
 SetFit's, ``auto`` minus SetFit paired by seed (mean and 95 % interval), the CPU model and flags
@@ -124,13 +126,16 @@ def make_config(train: Path, test: Path, seed: int, strategy: str, precision: st
 
 
 def run_ours(work: Path, train: Path, test: Path, seed: int, strategy: str, precision: str) -> list[dict]:
-    """One run of ``strategy``, scored after the frozen stage and after the unfrozen stage."""
+    """One run of ``strategy``, scored after the frozen stage and after the unfrozen stage
+    (``auto``: one row, the model it ends with)."""
     tag = work / f"{strategy}-{train.stem}"
     started = time.perf_counter()
     config = make_config(train, test, seed, strategy, precision)
     prepared = prepare_splits(config, tag / "data")
-    config, chosen = recipe.resolve(config, prepared)
+    config, chosen, prepared = recipe.resolve(config, prepared)
     backbone = resolve_backbone(BACKBONE)
+    if strategy == "auto":
+        return [run_auto(config, prepared, backbone, tag, started, chosen)]
     diagnostic = []
     if chosen.strategy == "contrastive":
         train_contrastive(config, prepared, backbone, tag / "tuned")
@@ -149,6 +154,28 @@ def run_ours(work: Path, train: Path, test: Path, seed: int, strategy: str, prec
         {"contender": head, "seconds": head_seconds, **common, **_accuracy(config, prepared, tag / "frozen")},
         {"contender": strategy, "seconds": seconds, **common, **_accuracy(config, prepared, tag / "model")},
     ] + [{**d, **common} for d in diagnostic]
+
+
+def run_auto(config, prepared, backbone: str, tag: Path, started: float, chosen) -> dict:
+    """What `strategy: auto` runs on these rows, end to end (with the validation rows it folds
+    into train, which running the variant it resolves to does not)."""
+    if config.training.strategy == "contrastive":
+        train_contrastive(config, prepared, backbone, tag / "tuned")
+        backbone = str(tag / "tuned")
+    stages.train_frozen(config, prepared, backbone, tag / "frozen")
+    stages.train_unfrozen(config, prepared, tag / "frozen", tag / "model")
+    stages.calibrate(config, prepared, tag / "model")
+    seconds = time.perf_counter() - started
+    auto = {"strategy": chosen.strategy, "reason": chosen.reason, "run": True}
+    return {
+        "contender": "auto",
+        "seconds": seconds,
+        "train_rows": prepared.rows["train"],
+        "validation": chosen.validation,
+        "precision": config.training.precision,
+        "auto": auto,
+        **_accuracy(config, prepared, tag / "model"),
+    }
 
 
 def adamw_head(config, prepared, encoder: str, tag: Path, name: str) -> dict:
@@ -204,7 +231,7 @@ def run_setfit(train: Path, test: Path, seed: int) -> list[dict]:
 def auto_choice(train: Path, test: Path, seed: int, work: Path) -> dict:
     """What `strategy: auto` (the default) resolves to on these rows, and which variant that is."""
     config = make_config(train, test, seed, "auto", "fp32")
-    resolved, chosen = recipe.resolve(config, prepare_splits(config, work / f"auto-{train.stem}"))
+    resolved, chosen, _ = recipe.resolve(config, prepare_splits(config, work / f"auto-{train.stem}"))
     training = resolved.training
     if training.strategy == "lp-ft":
         variant = "lp-ft" if training.unfrozen.epochs else "linear-probe"
@@ -217,6 +244,8 @@ def auto_choice(train: Path, test: Path, seed: int, work: Path) -> dict:
 
 def auto_rows(runs: list[dict], train: Path, test: Path, seed: int, work: Path) -> list[dict]:
     """``auto``'s row: a copy of the variant `strategy: auto` resolves to on these rows."""
+    if any(r["contender"] == "auto" for r in runs):  # run end to end (--strategies auto)
+        return []
     auto = auto_choice(train, test, seed, work)
     chosen = next((r for r in runs if r["contender"] == auto["variant"]), None)
     return [] if chosen is None else [{**chosen, "contender": "auto", "auto": auto}]
@@ -295,7 +324,7 @@ def main() -> None:
     parser.add_argument("--per-class", type=int, nargs="+", default=[8, 16, 64])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "auto"])
-    parser.add_argument("--strategies", nargs="*", default=["lp-ft", "contrastive"], help="none: SetFit only")
+    parser.add_argument("--strategies", nargs="*", default=["auto", "lp-ft", "contrastive"], help="none: SetFit only")
     parser.add_argument("--no-setfit", action="store_true")
     parser.add_argument("--dataset", choices=sorted(DATASETS), default="sst2")
     parser.add_argument("--out", type=Path, default=None, help="default: bench/results/fewshot[-DATASET].json")

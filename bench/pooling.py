@@ -38,7 +38,7 @@ def accuracy(work: Path, per_class: int, seed: int, strategy: str, pooling: str)
     data = {"train": str(train), "test": str(test), "text_column": "sentence"}
     config = validate_config({"data": data, "backbone": {"pooling": pooling}, "training": training})
     prepared = prepare_splits(config, tag / "data")
-    config, _ = recipe.resolve(config, prepared)
+    config, _, prepared = recipe.resolve(config, prepared)
     stages.train_frozen(config, prepared, resolve_backbone(fewshot.BACKBONE), tag / "frozen")
     final = tag / "frozen"
     if strategy == "lp-ft":

@@ -93,7 +93,7 @@ def run_ours(config, workdir: Path, tag: str = "ours") -> tuple[dict, object]:
     """The default recipe as the flow runs it: recipe, frozen, unfrozen, calibration, served test metrics."""
     started = time.perf_counter()
     prepared = prepare_splits(config, workdir / f"{tag}-data")
-    resolved, chosen = recipe.resolve(config, prepared)
+    resolved, chosen, prepared = recipe.resolve(config, prepared)
     backbone = resolve_backbone(BACKBONE)
     frozen = stages.train_frozen(resolved, prepared, backbone, workdir / f"{tag}-frozen")
     unfrozen = stages.train_unfrozen(resolved, prepared, workdir / f"{tag}-frozen", workdir / f"{tag}-model")

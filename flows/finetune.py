@@ -140,12 +140,13 @@ def _pipeline(
         validate_data(config, raw, layout, run_id)
         prepared = prepare_data(config, raw, layout, run_id)
         prepared = augment(config, prepared, run_id)
+        # `trained`: what the stages run (strategy auto resolved, validation use decided); `config` stays
+        # the configuration as given (its fingerprint keys resume and lineage). Chosen before the
+        # datasets are recorded: the recipe may fold held-out validation rows into train.
+        trained, recipe, prepared = choose_recipe(config, prepared, run_id)
         datasets = record_datasets(config, prepared, run_id)
         selection = select_backbone.with_options(task_runner=task_runner(config))(config, prepared, layout, run_id)
         backbone = selection.selected.path
-        # `trained`: what the stages run (strategy auto resolved, validation use decided); `config` stays
-        # the configuration as given (its fingerprint keys resume and lineage)
-        trained, recipe = choose_recipe(config, prepared, run_id)
         tuned = []  # strategy contrastive: the encoder tuned on pairs first; the frozen stage loads it
         if trained.training.strategy == "contrastive":
             tuned = [train_contrastive(trained, prepared, backbone, layout, run_id, resuming, progress)]

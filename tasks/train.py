@@ -43,13 +43,20 @@ def _report(run_id: str, result: StageResult) -> StageResult:
 
 
 @task(name="choose-recipe", cache_policy=NO_CACHE)
-def choose_recipe(config: FinetuneConfig, prepared: PreparedData, run_id: str) -> tuple[FinetuneConfig, recipe.Recipe]:
+def choose_recipe(
+    config: FinetuneConfig, prepared: PreparedData, run_id: str
+) -> tuple[FinetuneConfig, recipe.Recipe, PreparedData]:
     """The configuration the stages run (``strategy: auto`` resolved; best-epoch restore and
-    calibration off on a tiny validation split); the choice and why: run params and a log line."""
+    calibration off on a tiny validation split), the choice and why (run params and a log line),
+    and the data the stages train on (held-out validation rows folded into train for `auto`'s
+    contrastive recipe)."""
     from mlflow import MlflowClient
 
-    resolved, chosen = recipe.resolve(config, prepared)
+    given = prepared.fingerprint
+    resolved, chosen, prepared = recipe.resolve(config, prepared)
     client = MlflowClient()
+    if prepared.fingerprint != given:  # validation rows folded into train: what trains is new data
+        client.set_tag(run_id, "data_fingerprint", prepared.fingerprint)
     for key, value in {
         "training.strategy_resolved": chosen.strategy,
         "training.strategy_reason": chosen.reason,
@@ -60,9 +67,9 @@ def choose_recipe(config: FinetuneConfig, prepared: PreparedData, run_id: str) -
     logger.info("strategy %s (%s): %s", chosen.strategy, config.training.strategy, chosen.reason)
     if chosen.validation != "used":
         logger.warning(
-            "validation split too small (%s): no best-epoch restore, early stopping or calibration", chosen.validation
+            "validation split not used (%s): no best-epoch restore, early stopping or calibration", chosen.validation
         )
-    return resolved, chosen
+    return resolved, chosen, prepared
 
 
 @task(name="train-contrastive", cache_policy=NO_CACHE)

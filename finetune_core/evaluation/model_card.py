@@ -43,7 +43,7 @@ def _stage_lines(config, stages: dict[str, dict]) -> list[str]:
     if extra.get("strategy_reason"):
         lines.append(f"- strategy chosen: `{extra['strategy']}` ({extra['strategy_reason']})")
     if extra.get("validation", "used") != "used":
-        lines.append(f"- validation split too small ({extra['validation']}): no best-epoch restore, no calibration")
+        lines.append(f"- validation split not used ({extra['validation']}): no best-epoch restore, no calibration")
     for stage, info in stages.items():
         lines.append(
             f"- {stage} stage: {info['epochs_run']}/{info['epochs']} epochs ({settings.get(stage, '')}), "

@@ -1,7 +1,10 @@
 """A few-shot run: on the default configuration `strategy: auto` picks contrastive at 8 training
 rows per class (bench/fewshot.py), runs it in the flow with the head only after it, says why (run
 params, version description), skips decisions on a 2-row validation split and registers a
-servable model; `strategy: contrastive` set by hand keeps the configured unfrozen stage."""
+servable model; at 40 per class it folds the held-out rows into train; `strategy: contrastive`
+set by hand keeps the configured unfrozen stage."""
+
+import json
 
 import mlflow
 import pandas as pd
@@ -36,12 +39,28 @@ def test_contrastive_recipe_on_eight_rows_per_class(prefect_server, tiny_backbon
     assert automatic.calibration == {}  # no temperature fitted on 2 rows
     description = client.get_model_version("tiny-model", automatic.model_version).description
     assert "strategy chosen: `contrastive`" in description and "rows per class" in description
-    assert "validation split too small" in description
+    assert "validation split not used (skipped: 1 rows per class" in description
     mlflow.set_tracking_uri(tracking_uri)
     model = mlflow.pyfunc.load_model(f"models:/tiny-model/{automatic.model_version}")
     predictions = model.predict(pd.DataFrame({"sentence": ["a great film", "an awful film"]}))
     assert predictions["label"].isin(["0", "1"]).all()
 
+    # 40 per class: 10 % held out is 8 rows, 4 per class, enough to decide on, but the head-only
+    # contrastive recipe would spend them on a temperature alone: they train too, and what the
+    # run records as its train dataset and data fingerprint is the folded split
+    easy_sentiment(80, 2).to_csv(files["train"], index=False)
+    folded = finetune(config)
+    run = client.get_run(folded.mlflow_run_id)
+    assert run.data.params["training.strategy_resolved"] == "contrastive"
+    use = "skipped: contrastive on few rows trains on all 80; they train too"
+    assert run.data.params["training.validation_use"] == use
+    train = {d.dataset.name: d.dataset for d in run.inputs.dataset_inputs}["train"]
+    assert json.loads(train.profile) == {"num_rows": 80}
+    version = client.get_model_version("tiny-model", folded.model_version)
+    assert version.tags["data_fingerprint"] == run.data.tags["data_fingerprint"]
+    assert folded.calibration == {}
+
+    easy_sentiment(16, 0).to_csv(files["train"], index=False)
     config.training.strategy = "contrastive"
     result = finetune(config)
     run = client.get_run(result.mlflow_run_id)

@@ -48,7 +48,7 @@ def test_a_tiny_validation_file_given_is_kept_out_of_train(tmp_path):
         update={"data": config.data.model_copy(update={"validation": str(tmp_path / "validation.csv")})}
     )
     prepared = prepare_splits(config, tmp_path / "data")
-    _, recipe = resolve(config, prepared)
+    _, recipe, _ = resolve(config, prepared)
     assert not prepared.validation_in_train and prepared.rows["train"] == 18  # the user's split stays theirs
     assert recipe.validation.startswith("skipped: ") and "train too" not in recipe.validation
 
@@ -64,7 +64,7 @@ def test_auto_is_the_default_and_resolves_from_the_prepared_data(tmp_path):
     config = _config(tmp_path, 18)
     assert config.training.strategy == "auto"
     prepared = prepare_splits(config, tmp_path / "data")
-    resolved, recipe = resolve(config, prepared)
+    resolved, recipe, _ = resolve(config, prepared)
     assert resolved.training.strategy == recipe.strategy == "contrastive"
     # 2 validation rows (1 per class) are too few to decide anything: they stay in train, 9 per class
     assert prepared.validation_in_train and prepared.rows == {"train": 18, "validation": 2, "test": 20}
@@ -80,7 +80,7 @@ def test_auto_is_the_default_and_resolves_from_the_prepared_data(tmp_path):
 def test_enough_rows_keep_lp_ft_and_validation(tmp_path):
     config = _config(tmp_path, 240)  # as tests/training/test_training.py
     prepared = prepare_splits(config, tmp_path / "data")
-    resolved, recipe = resolve(config, prepared)
+    resolved, recipe, _ = resolve(config, prepared)
     assert recipe.strategy == "lp-ft" and recipe.validation == "used"
     assert not prepared.validation_in_train and prepared.rows["train"] + prepared.rows["validation"] == 240
     assert resolved.training.keep_best and resolved.training.calibrate
@@ -88,12 +88,30 @@ def test_enough_rows_keep_lp_ft_and_validation(tmp_path):
 
 def test_an_explicit_contrastive_keeps_its_configured_stages(tmp_path):
     config = _config(tmp_path, 18, strategy="contrastive")
-    resolved, recipe = resolve(config, prepare_splits(config, tmp_path / "data"))
+    resolved, recipe, _ = resolve(config, prepare_splits(config, tmp_path / "data"))
     assert recipe.strategy == "contrastive" and recipe.reason == "set in the configuration"
     assert resolved.training.unfrozen.epochs == config.training.unfrozen.epochs == 3
 
 
 def test_an_explicit_strategy_is_kept(tmp_path):
     config = _config(tmp_path, 18, strategy="linear-probe")
-    resolved, recipe = resolve(config, prepare_splits(config, tmp_path / "data"))
+    resolved, recipe, _ = resolve(config, prepare_splits(config, tmp_path / "data"))
     assert resolved.training.strategy == "linear-probe" and recipe.reason == "set in the configuration"
+
+
+def test_auto_contrastive_folds_held_out_validation_into_train(tmp_path):
+    """64 per class: 10 % held out is 13 rows (6-7 per class), enough to be "used", but the head-only
+    contrastive recipe would spend them on a temperature alone: they train, as all 128 do in SetFit."""
+    config = _config(tmp_path, 128)
+    prepared = prepare_splits(config, tmp_path / "data")
+    assert not prepared.validation_in_train and prepared.rows["train"] == 115
+    resolved, recipe, folded = resolve(config, prepared)
+    assert recipe.strategy == "contrastive" and recipe.validation.endswith("they train too")
+    assert folded.validation_in_train and folded.rows["train"] == 128 and folded.rows["validation"] == 13
+    assert folded.fingerprint != prepared.fingerprint and folded.paths["validation"] == prepared.paths["validation"]
+    train, validation = folded.frame("train"), folded.frame("validation")
+    assert train.iloc[115:].reset_index(drop=True).equals(validation)  # the held-out rows, appended
+    assert not resolved.training.keep_best and not resolved.training.calibrate
+    # an explicit strategy keeps the split (its unfrozen stage picks epochs on it)
+    explicit = config.model_copy(update={"training": config.training.model_copy(update={"strategy": "contrastive"})})
+    assert resolve(explicit, prepared)[2] is prepared

@@ -1,0 +1,34 @@
+"""Validation rows folded back into train, for recipes where every labelled row is worth more
+than a held-out estimate (``training.recipe``: `auto`'s contrastive recipe on few rows)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from finetune_core.data.augment import AUGMENTED
+from finetune_core.data.prepare import PreparedData, files_fingerprint
+
+FOLDED_TRAIN = "train_with_validation.parquet"
+
+
+def fold_validation_into_train(prepared: PreparedData) -> PreparedData:
+    """``prepared`` with its validation rows appended to train (a new file beside train's; the
+    validation split stays as it is, now rows that also train: ``validation_in_train``)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    train, validation = (pq.read_table(prepared.paths[split]) for split in ("train", "validation"))
+    if AUGMENTED in train.column_names and AUGMENTED not in validation.column_names:
+        validation = validation.append_column(AUGMENTED, pa.array([False] * validation.num_rows))
+    folded = pa.concat_tables([train, validation.select(train.column_names).cast(train.schema)])
+    path = Path(prepared.paths["train"]).with_name(FOLDED_TRAIN)
+    pq.write_table(folded, path)
+    paths = {**prepared.paths, "train": str(path)}
+    return prepared.model_copy(
+        update={
+            "paths": paths,
+            "rows": {**prepared.rows, "train": folded.num_rows},
+            "fingerprint": files_fingerprint(paths),
+            "validation_in_train": True,
+        }
+    )
