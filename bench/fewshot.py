@@ -231,7 +231,7 @@ def run_setfit(train: Path, test: Path, seed: int) -> list[dict]:
 def auto_choice(train: Path, test: Path, seed: int, work: Path) -> dict:
     """What `strategy: auto` (the default) resolves to on these rows, and which variant that is."""
     config = make_config(train, test, seed, "auto", "fp32")
-    resolved, chosen, _ = recipe.resolve(config, prepare_splits(config, work / f"auto-{train.stem}"))
+    resolved, chosen, prepared = recipe.resolve(config, prepare_splits(config, work / f"auto-{train.stem}"))
     training = resolved.training
     if training.strategy == "lp-ft":
         variant = "lp-ft" if training.unfrozen.epochs else "linear-probe"
@@ -239,7 +239,7 @@ def auto_choice(train: Path, test: Path, seed: int, work: Path) -> dict:
         variant = "contrastive" if training.unfrozen.epochs else "contrastive-head"
     else:
         variant = training.strategy
-    return {"variant": variant, "strategy": training.strategy, "reason": chosen.reason}
+    return {"variant": variant, "strategy": training.strategy, "reason": chosen.reason, "rows": prepared.rows["train"]}
 
 
 def auto_rows(runs: list[dict], train: Path, test: Path, seed: int, work: Path) -> list[dict]:
@@ -247,7 +247,8 @@ def auto_rows(runs: list[dict], train: Path, test: Path, seed: int, work: Path) 
     if any(r["contender"] == "auto" for r in runs):  # run end to end (--strategies auto)
         return []
     auto = auto_choice(train, test, seed, work)
-    chosen = next((r for r in runs if r["contender"] == auto["variant"]), None)
+    # the variant's run is auto's only if it trained on the same rows (auto may fold validation in)
+    chosen = next((r for r in runs if r["contender"] == auto["variant"] and r["train_rows"] == auto["rows"]), None)
     return [] if chosen is None else [{**chosen, "contender": "auto", "auto": auto}]
 
 
@@ -256,7 +257,8 @@ def resummarise(paths: list[Path], args, machine: dict) -> None:
     thresholds changed), re-drawing each size and seed's rows the same seeded way; several files
     (runs of other sizes or seeds, same dataset and precision) are merged into ``--out``."""
     stored = [json.loads(path.read_text()) for path in paths]
-    results = [r for one in stored for r in one["results"] if r["contender"] != "auto"]
+    # an auto row run end to end (--strategies auto) stays; a copied one is copied again
+    results = [r for one in stored for r in one["results"] if r["contender"] != "auto" or r["auto"].get("run")]
     args.per_class = sorted({r["per_class"] for r in results})
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
