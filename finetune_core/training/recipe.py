@@ -31,7 +31,8 @@ UNFROZEN_AFTER_CONTRASTIVE = False
 # Whether `auto`, having chosen contrastive, trains on the rows a validation split held out of train
 # (no `data.validation` file): yes. There the split decides only a temperature (one contrastive
 # epoch, a head fitted to convergence, no unfrozen stage), and at 64 rows per class it held out 13
-# of 128 rows (6 per class) that SetFit trains on (measured: README, "Few labelled examples").
+# of 128 rows (6 per class) that SetFit trains on. Measured (bench/fewshot.py, SST-2, 64 per class,
+# 5 seeds, fp32): 0.772 folded against 0.756 held out; SetFit 0.766 on the same rows.
 FOLD_VALIDATION_FOR_CONTRASTIVE = True
 # An unfrozen-stage budget shorter than this leaves too few steps to move the encoder: probe only.
 PROBE_BELOW_MINUTES = 1.0
