@@ -95,10 +95,10 @@ def resolve(config: FinetuneConfig, prepared: PreparedData) -> tuple[FinetuneCon
     else:
         strategy, reason = training.strategy, "set in the configuration"
     validation = validation_plan(class_counts(prepared, "validation"), prepared.validation_in_train)
+    auto_contrastive = training.strategy == "auto" and strategy == "contrastive"
     fold = (
         FOLD_VALIDATION_FOR_CONTRASTIVE
-        and training.strategy == "auto"
-        and strategy == "contrastive"
+        and auto_contrastive
         and config.data.validation is None  # a validation file you give is never merged into train
         and not prepared.validation_in_train
         and prepared.rows.get("validation", 0) > 0
@@ -107,7 +107,7 @@ def resolve(config: FinetuneConfig, prepared: PreparedData) -> tuple[FinetuneCon
         prepared = fold_validation_into_train(prepared)
         validation = f"skipped: contrastive on few rows trains on all {prepared.rows['train']}; they train too"
     update = {"strategy": strategy}
-    if training.strategy == "auto" and strategy == "contrastive" and not UNFROZEN_AFTER_CONTRASTIVE:
+    if auto_contrastive and not UNFROZEN_AFTER_CONTRASTIVE:
         update["unfrozen"] = training.unfrozen.model_copy(update={"epochs": 0})
     if validation != "used":
         update.update(keep_best=False, calibrate=False, early_stopping_patience=None)
