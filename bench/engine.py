@@ -275,6 +275,12 @@ def main() -> None:
     parser.add_argument("--seeds", default="42,43,44", help="`freeze` only: training seeds")
     parser.add_argument("--epochs", type=int, default=3, help="`freeze` only: stage-2 epochs")
     parser.add_argument("--precisions", default="fp32,bf16", help="`freeze` only: precisions, side by side")
+    parser.add_argument(
+        "--word-embeddings",
+        choices=["trained", "frozen", "both"],
+        default="trained",
+        help="`freeze` only: training.unfrozen.freeze_word_embeddings off, on, or each in turn",
+    )
     parser.add_argument("--skip-hf", action="store_true", help="`freeze` only: no HF Trainer runs (accuracy table)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--minutes", type=float, default=10.0, help="budget for `budget`")
@@ -307,6 +313,7 @@ def main() -> None:
                 args.precisions.split(","),
                 not args.skip_hf,
                 args.training,
+                {"trained": (False,), "frozen": (True,), "both": (False, True)}[args.word_embeddings],
             ),
         }[args.which]()
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -56,8 +56,10 @@ def freeze_table(
     precisions: list[str],
     with_hf: bool = True,
     overrides: dict | None = None,
+    word_embeddings: tuple[bool, ...] = (False,),
 ) -> dict:
-    """``overrides``: our training settings on top of the defaults (e.g. a stage-2 learning rate)."""
+    """``overrides``: our training settings on top of the defaults (e.g. a stage-2 learning rate);
+    ``word_embeddings``: the values of ``freeze_word_embeddings`` to run each N and seed with."""
     overrides = dict(overrides or {})
     unfrozen_overrides = overrides.pop("unfrozen", {})
     from transformers import AutoConfig, AutoTokenizer
@@ -87,17 +89,12 @@ def freeze_table(
             f"HF grouped {precision}: {hf['samples_per_second']:.1f} samples/s, accuracy {hf['accuracy']:.4f}",
             flush=True,
         )
-    plan = [(p, n, s) for p in precisions for n in layers for s in seeds]
-    for precision, frozen, seed in plan:
-        config = ctx.our_config(
-            files,
-            precision=precision,
-            seed=seed,
-            unfrozen={"epochs": epochs, "freeze_layers": frozen, **unfrozen_overrides},
-            **overrides,
-        )
+    plan = [(p, n, w, s) for p in precisions for n in layers for w in word_embeddings for s in seeds]
+    for precision, frozen, words, seed in plan:
+        stage2 = {"epochs": epochs, "freeze_layers": frozen, "freeze_word_embeddings": words, **unfrozen_overrides}
+        config = ctx.our_config(files, precision=precision, seed=seed, unfrozen=stage2, **overrides)
         started = time.perf_counter()
-        run = ctx.run_ours(config, workdir, f"f{frozen}-{precision}-{seed}")
+        run = ctx.run_ours(config, workdir, f"f{frozen}{'w' if words else ''}-{precision}-{seed}")
         for stale in (workdir / "layer-cache").glob("*.npy"):  # ~40 MB a run: keep the disk free
             stale.unlink()
         unfrozen, frozen_stage = run["unfrozen"], run["frozen"]
@@ -105,6 +102,7 @@ def freeze_table(
         row = {
             "precision": precision,
             "freeze_layers": frozen,
+            "freeze_word_embeddings": config.training.unfrozen.freeze_word_embeddings,
             "seed": seed,
             "accuracy": run["accuracy"],
             "stage2_samples_per_second": sps,
@@ -121,7 +119,8 @@ def freeze_table(
         }
         result["runs"].append(row)
         print(
-            f"{precision} N={frozen} seed={seed}: {sps:6.1f} samples/s ({row['vs_hf_same_precision'] or 0:.2f}x HF), "
+            f"{precision} N={frozen}{words * ' words frozen'} seed={seed}: {sps:6.1f} samples/s "
+            f"({row['vs_hf_same_precision'] or 0:.2f}x HF), "
             f"accuracy {row['accuracy']:.4f}, MFU {row['mfu']:.2f}, features {row['stage1_feature_seconds']:.1f} s",
             flush=True,
         )
@@ -132,7 +131,7 @@ def freeze_table(
 
 def summarise(runs: list[dict]) -> list[dict]:
     frame = pd.DataFrame(runs)
-    table = frame.groupby(["precision", "freeze_layers"]).agg(
+    table = frame.groupby(["precision", "freeze_layers", "freeze_word_embeddings"]).agg(
         accuracy_mean=("accuracy", "mean"),
         accuracy_min=("accuracy", "min"),
         accuracy_max=("accuracy", "max"),

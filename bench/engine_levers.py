@@ -1,11 +1,12 @@
 """Throughput levers of the unfrozen stage, each measured back to back in one process on the same
 batches (2,000 SST-2 rows, length-grouped batches of 32, the bundled all-MiniLM-L6-v2):
 
-    python bench/engine_levers.py [--batches 40] [--compile]
+    python bench/engine_levers.py [--batches 40] [--compile] [--only "fp32 sdpa" ...] [--rounds 2] [--out FILE]
 
 A training step is forward + backward + clip + fused AdamW step, as in ``loop.network_epoch``.
 Variants: precision (fp32, bf16 autocast), attention kernel (sdpa, eager), padding to a multiple of
-8, threads (1, 2), per-step loss read, torch.compile (dynamic shapes; compile time reported apart),
+8, threads (1, 2), per-step loss read, dropout off, the token-embedding matrix frozen
+(``training.unfrozen.freeze_word_embeddings``), torch.compile (dynamic shapes; compile time reported apart),
 and the upper-blocks step of ``freeze_layers: 3`` (cached states, pad 1 vs 8); then evaluation batch
 sizes for ``predict_outputs`` on the 872 test sentences. Writes bench/results/engine-levers.json.
 """
@@ -49,11 +50,14 @@ def _pad(batch: dict, multiple: int) -> dict:
     return {k: torch.nn.functional.pad(v, (0, 0) * (v.dim() - 2) + (0, extra), value=0) for k, v in batch.items()}
 
 
-def _model(backbone, attention: str = "sdpa"):
+def _model(backbone, attention: str = "sdpa", dropout: float | None = None):
     from transformers import AutoModelForSequenceClassification
 
     torch.manual_seed(0)
-    model = AutoModelForSequenceClassification.from_pretrained(backbone, num_labels=2, attn_implementation=attention)
+    rates = {} if dropout is None else {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
+    model = AutoModelForSequenceClassification.from_pretrained(
+        backbone, num_labels=2, attn_implementation=attention, **rates
+    )
     return model.train()
 
 
@@ -83,6 +87,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batches", type=int, default=40)
     parser.add_argument("--compile", action="store_true", help="also torch.compile(dynamic=True) (minutes on 2 cores)")
+    parser.add_argument("--only", nargs="*", default=None, help="these variants (exact names, as printed)")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds (the best of them is kept)")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "engine-levers.json")
     args = parser.parse_args()
     backbone = resolve_backbone("bundled:all-MiniLM-L6-v2")
     from transformers import AutoTokenizer
@@ -96,11 +103,21 @@ def main() -> None:
     result = {"machine_before": machine(), "batches": len(raw), "train": {}}
     print(result["machine_before"], flush=True)
 
-    def train_variant(attention="sdpa", bf16=True, pad=1, read_loss=True, threads=None, frozen=0, compiled=False):
+    def train_variant(
+        attention="sdpa",
+        bf16=True,
+        pad=1,
+        read_loss=True,
+        threads=None,
+        frozen=0,
+        compiled=False,
+        words=False,
+        dropout=None,
+    ):
         def run() -> float:
             saved = torch.get_num_threads()
             torch.set_num_threads(threads or saved)
-            model = _model(backbone, attention)
+            model = _model(backbone, attention, dropout)
             spec, batches = head_spec(model, "mean"), [(_pad(b, pad), i) for b, i in raw]
             if frozen:  # the upper-blocks step of freeze_layers on precomputed lower states
                 model.eval()
@@ -115,11 +132,13 @@ def main() -> None:
                     (_pad({"hidden_states": s.float(), "attention_mask": b["attention_mask"]}, pad), i)
                     for s, (b, i) in zip(states, raw)
                 ]
+            if words:  # training.unfrozen.freeze_word_embeddings
+                model.get_input_embeddings().weight.requires_grad_(False)
             if compiled:
                 model = torch.compile(model, dynamic=True)
                 started = time.perf_counter()
                 time_steps(model, spec, batches[:4], targets, bf16, warmup=0)
-                result["compile_seconds"] = time.perf_counter() - started
+                result.setdefault("compile_seconds", []).append(time.perf_counter() - started)
             try:
                 return time_steps(model, spec, batches, targets, bf16, read_loss)
             finally:
@@ -136,13 +155,21 @@ def main() -> None:
         "fp32 sdpa": train_variant(bf16=False),
         "fp32 eager": train_variant(bf16=False, attention="eager"),
         "fp32 sdpa pad8": train_variant(bf16=False, pad=8),
+        "fp32 sdpa word embeddings frozen": train_variant(bf16=False, words=True),
+        "bf16 sdpa word embeddings frozen": train_variant(words=True),
+        "fp32 sdpa 1 thread": train_variant(bf16=False, threads=1),
+        "fp32 sdpa no dropout": train_variant(bf16=False, dropout=0.0),
+        "fp32 sdpa no dropout, word embeddings frozen": train_variant(bf16=False, dropout=0.0, words=True),
         "bf16 upper N=3 pad1": train_variant(frozen=3),
         "bf16 upper N=3 pad8": train_variant(frozen=3, pad=8),
     }
     if args.compile:
         variants["bf16 sdpa torch.compile dynamic"] = train_variant(compiled=True)
+        variants["fp32 sdpa torch.compile dynamic"] = train_variant(bf16=False, compiled=True)
+    if args.only:
+        variants = {name: run for name, run in variants.items() if name in args.only}
     rounds = {name: [] for name in variants}
-    for _ in range(2):  # two interleaved rounds: drift in the machine's load hits every variant alike
+    for _ in range(args.rounds):  # two interleaved rounds: drift in the machine's load hits every variant alike
         for name, run in variants.items():
             rounds[name].append(run())
             print(f"{name:>32}: {rounds[name][-1]:7.1f} samples/s", flush=True)
@@ -159,7 +186,7 @@ def main() -> None:
         result["eval"][size] = len(test) / (time.perf_counter() - started)
         print(f"eval batch {size:>4}: {result['eval'][size]:7.1f} rows/s", flush=True)
     result["machine_after"] = machine()
-    (REPO / "bench" / "results" / "engine-levers.json").write_text(json.dumps(result, indent=2, default=str))
+    args.out.write_text(json.dumps(result, indent=2, default=str))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Few labelled examples: SetFit 1.2 against our recipes, back to back on the same rows.
 
     python bench/fewshot.py [--dataset sst2|mrpc] [--per-class 8 16 64] [--seeds 0 1 2 3 4]
-        [--precision fp32] [--no-setfit] [--out bench/results/fewshot[-mrpc].json]
+        [--precision fp32] [--no-setfit] [--training JSON] [--out bench/results/fewshot[-mrpc].json]
 
 For each size and seed: a seeded class-balanced subset of SST-2 (or MRPC: sentence pairs) train
 (``--per-class`` rows of each label, pandas ``sample(random_state=seed)``), written once and
@@ -74,6 +74,7 @@ DATASETS = {
     },
 }
 DATASET = DATASETS["sst2"]  # set from --dataset in main
+TRAINING: dict = {}  # --training: our settings on top of the defaults, every contender of ours
 SETFIT_PYTHON = Path(os.environ.get("SETFIT_PYTHON", REPO / ".venv-setfit" / "bin" / "python"))
 BACKBONE = "bundled:all-MiniLM-L6-v2"
 ORDER = [
@@ -121,6 +122,8 @@ def write_rows(work: Path, per_class: int, seed: int) -> tuple[Path, Path]:
 
 def make_config(train: Path, test: Path, seed: int, strategy: str, precision: str):
     training = {"seed": seed, "feature_cache": False, "strategy": strategy, "precision": precision}
+    for key, value in TRAINING.items():  # one level deep: {"contrastive": {"self_pairs": true}}
+        training[key] = {**training.get(key, {}), **value} if isinstance(value, dict) else value
     data = {"train": str(train), "test": str(test), **DATASET["columns"]}
     return validate_config({"data": data, "training": training})
 
@@ -255,10 +258,14 @@ def auto_rows(runs: list[dict], train: Path, test: Path, seed: int, work: Path) 
 def resummarise(paths: list[Path], args, machine: dict) -> None:
     """Recompute the ``auto`` rows of results files with the current `recipe` (after its
     thresholds changed), re-drawing each size and seed's rows the same seeded way; several files
-    (runs of other sizes or seeds, same dataset and precision) are merged into ``--out``."""
+    (runs of other sizes or seeds, same dataset and precision; later files' auto rows first) are
+    merged into ``--out``."""
     stored = [json.loads(path.read_text()) for path in paths]
-    # an auto row run end to end (--strategies auto) stays; a copied one is copied again
-    results = [r for one in stored for r in one["results"] if r["contender"] != "auto" or r["auto"].get("run")]
+    # an auto row run end to end (--strategies auto) stays, a later file's superseding an earlier
+    # one's for the same size and seed (auto's recipe changed in between); a copied one is copied again
+    latest = {(r["per_class"], r["seed"]): r for one in stored for r in one["results"] if r["contender"] == "auto"}
+    results = [r for one in stored for r in one["results"] if r["contender"] != "auto"]
+    results += [r for r in latest.values() if r["auto"].get("run")]
     args.per_class = sorted({r["per_class"] for r in results})
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -329,6 +336,12 @@ def main() -> None:
     parser.add_argument("--strategies", nargs="*", default=["auto", "lp-ft", "contrastive"], help="none: SetFit only")
     parser.add_argument("--no-setfit", action="store_true")
     parser.add_argument("--dataset", choices=sorted(DATASETS), default="sst2")
+    parser.add_argument(
+        "--training",
+        type=json.loads,
+        default={},
+        help='our training settings as JSON, e.g. \'{"contrastive": {"encode_sides": "separately"}}\'',
+    )
     parser.add_argument("--out", type=Path, default=None, help="default: bench/results/fewshot[-DATASET].json")
     parser.add_argument(
         "--resummarise",
@@ -337,8 +350,8 @@ def main() -> None:
         help="recompute auto's rows of these results files into --out (no training)",
     )
     args = parser.parse_args()
-    global DATASET
-    DATASET = DATASETS[args.dataset]
+    global DATASET, TRAINING
+    DATASET, TRAINING = DATASETS[args.dataset], args.training
     suffix = "" if args.dataset == "sst2" else f"-{args.dataset}"
     args.out = args.out or REPO / "bench" / "results" / f"fewshot{suffix}.json"
     machine = cpu()

@@ -94,6 +94,10 @@ def train_contrastive(
         resume,
         stage_progress("contrastive", get_run_logger(), progress_artifact),
     )
+    if sides := result.extra.get("encode_sides"):  # `auto` resolved from the rows per class
+        from mlflow import MlflowClient
+
+        MlflowClient().log_param(run_id, "training.contrastive.encode_sides_resolved", sides)
     return _report(run_id, result)
 
 

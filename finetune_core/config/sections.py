@@ -126,6 +126,12 @@ class UnfrozenStageConfig(StageConfig):
         "but the top -N); their outputs are computed once and cached, so each epoch runs only the blocks above. "
         "0: every layer trains.",
     )
+    freeze_word_embeddings: bool = Field(
+        False,
+        description="Keep the token-embedding matrix frozen in this stage (positions, token types and the "
+        "embedding LayerNorm still train): its dense gradient and optimizer update over the whole vocabulary "
+        "are skipped, and tokens absent from train keep their pretrained vectors.",
+    )
 
 
 class ContrastiveStageConfig(StageConfig):
@@ -142,6 +148,17 @@ class ContrastiveStageConfig(StageConfig):
     )
     batch_size: int = Field(16, gt=0, description="Pairs per training step.")
     max_pairs: int = Field(20000, gt=0, description="Cap on the pairs of one epoch (seeded subsample).")
+    encode_sides: Literal["auto", "once", "separately"] = Field(
+        "auto",
+        description="separately: each side of a pair in its own forward pass with its own dropout (SetFit's way); "
+        "once: each distinct row of a batch encoded once for both sides (half the work); auto: separately up to "
+        "32 training rows per class, once above.",
+    )
+    self_pairs: bool | None = Field(
+        None,
+        description="Also pair each row with itself as a similar pair (SetFit's combinations with replacement; "
+        "only dropout tells the sides apart). None: when sides are encoded separately.",
+    )
 
 
 class LoraConfig(Strict):

@@ -38,21 +38,34 @@ from finetune_core.training.progress import SILENT, ProgressReporter
 from finetune_core.training.splits import split_tokens
 
 STAGE = "contrastive"
+# `encode_sides: auto` encodes each side of a pair separately (SetFit's way, with its self pairs) up
+# to this many training rows per class, each distinct row once above. Measured with bench/fewshot.py
+# (SST-2, all-MiniLM-L6-v2, fp32, 15 seeds paired on the same rows, `strategy: auto`;
+# bench/results/fewshot-setfit-pairs.json against fewshot.json): separately vs once +0.1 points at 8
+# per class and +0.5 at 16, at about the same seconds (the pair stage is a small share there). At 64
+# per class, once already scores above SetFit (0.772 vs 0.766) and separately would double the pair
+# stage (~400 s of 570 s), so the cheaper way stays above 32.
+SEPARATE_SIDES_UP_TO_ROWS_PER_CLASS = 32
 
 
 def sample_pairs(
-    labels: np.ndarray, pairs_per_example: int | None, rng: np.random.Generator, max_pairs: int | None = None
+    labels: np.ndarray,
+    pairs_per_example: int | None,
+    rng: np.random.Generator,
+    max_pairs: int | None = None,
+    self_pairs: bool = False,
 ):
     """(first, second, similarity) row indexes and targets, shuffled, at most ``max_pairs``.
 
     ``pairs_per_example`` None: SetFit 1.x's default ("oversampling"): every unordered pair of two
-    different rows once, the smaller of the similar (same class, 1.0) and dissimilar (0.0) sets
-    cycled until both are as large. An int: SetFit's ``num_iterations``: for every row, that many
+    different rows once (``self_pairs``: and each row with itself, a similar pair, as SetFit's
+    combinations with replacement do), the smaller of the similar (same class, 1.0) and dissimilar
+    (0.0) sets cycled until both are as large. An int: SetFit's ``num_iterations``: for every row, that many
     times, one partner of its class and one of another class (a class of one row pairs with
     itself; with one class there are no dissimilar pairs)."""
     labels = np.asarray(labels)
     if pairs_per_example is None:
-        first, second = np.triu_indices(len(labels), 1)
+        first, second = np.triu_indices(len(labels), 0 if self_pairs else 1)
         same = labels[first] == labels[second]
         groups = [(first[same], second[same], 1.0), (first[~same], second[~same], 0.0)]
         size = max(len(a) for a, _, _ in groups)
@@ -76,7 +89,7 @@ def sample_pairs(
     return first[order], second[order], similar[order]
 
 
-def pair_count(labels: np.ndarray, pairs_per_example: int | None, max_pairs: int) -> int:
+def pair_count(labels: np.ndarray, pairs_per_example: int | None, max_pairs: int, self_pairs: bool = False) -> int:
     """How many pairs ``sample_pairs`` draws per epoch (the same every epoch)."""
     labels = np.asarray(labels)
     if pairs_per_example is not None:
@@ -85,12 +98,21 @@ def pair_count(labels: np.ndarray, pairs_per_example: int | None, max_pairs: int
     counts = np.unique(labels, return_counts=True)[1]
     similar = int((counts * (counts - 1) // 2).sum())
     dissimilar = len(labels) * (len(labels) - 1) // 2 - similar
+    similar += len(labels) if self_pairs else 0
     return min((2 if similar and dissimilar else 1) * max(similar, dissimilar), max_pairs)
 
 
 def cosine_similarity_loss(a: torch.Tensor, b: torch.Tensor, similar: torch.Tensor) -> torch.Tensor:
     """Mean squared error between the pairs' cosine similarity and their target (1 same, 0 different)."""
     return F.mse_loss(F.cosine_similarity(a.float(), b.float()), similar)
+
+
+def pair_encoding(encode_sides: str, self_pairs: bool | None, labels: np.ndarray) -> tuple[str, bool]:
+    """(``once`` or ``separately``, self pairs or not) for this stage's training labels."""
+    if encode_sides == "auto":
+        rows_per_class = len(labels) / max(len(np.unique(labels)), 1)
+        encode_sides = "separately" if rows_per_class <= SEPARATE_SIDES_UP_TO_ROWS_PER_CLASS else "once"
+    return encode_sides, encode_sides == "separately" if self_pairs is None else self_pairs
 
 
 def _embed(model, pooling: str, encoded: Encoded, rows: np.ndarray, runtime) -> torch.Tensor:
@@ -107,6 +129,12 @@ def _embed_pairs(model, pooling: str, encoded: Encoded, first: np.ndarray, secon
     vectors = _embed(model, pooling, encoded, rows, runtime)
     where = torch.from_numpy(where).to(vectors.device)
     return vectors[where[: len(first)]], vectors[where[len(first) :]]
+
+
+def _embed_sides(model, pooling: str, encoded: Encoded, first: np.ndarray, second: np.ndarray, runtime):
+    """Each side in its own forward pass (SetFit's way): a row on both sides, or paired with
+    itself, gets two dropout masks, so even an identical pair carries a gradient (as in SimCSE)."""
+    return _embed(model, pooling, encoded, first, runtime), _embed(model, pooling, encoded, second, runtime)
 
 
 @torch.inference_mode()
@@ -160,7 +188,9 @@ def train_contrastive(
     (train, train_y), (validation, val_y) = (
         split_tokens(prepared, s, tokenizer, training.max_length) for s in ("train", "validation")
     )
-    pairs_per_epoch = pair_count(train_y, stage.pairs_per_example, stage.max_pairs)
+    sides, self_pairs = pair_encoding(stage.encode_sides, stage.self_pairs, train_y)
+    pairs_per_epoch = pair_count(train_y, stage.pairs_per_example, stage.max_pairs, self_pairs)
+    embed_pairs = _embed_sides if sides == "separately" else _embed_pairs
     batches = -(-pairs_per_epoch // stage.batch_size)
     optimizer = make_optimizer(
         [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": training.weight_decay}],
@@ -183,13 +213,12 @@ def train_contrastive(
 
     def train_epoch(epoch: int) -> float:
         model.train()
-        first, second, similar = sample_pairs(
-            train_y, stage.pairs_per_example, epoch_rng(training.seed, STAGE, epoch), stage.max_pairs
-        )
+        rng = epoch_rng(training.seed, STAGE, epoch)
+        first, second, similar = sample_pairs(train_y, stage.pairs_per_example, rng, stage.max_pairs, self_pairs)
         total = 0.0
         for start in range(0, len(first), stage.batch_size):
             rows = slice(start, start + stage.batch_size)
-            a, b = _embed_pairs(model, pooling, train, first[rows], second[rows], runtime)
+            a, b = embed_pairs(model, pooling, train, first[rows], second[rows], runtime)
             loss = cosine_similarity_loss(a, b, torch.from_numpy(similar[rows]).to(runtime.device))
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), training.max_grad_norm)
@@ -207,7 +236,13 @@ def train_contrastive(
         return {"centroid_accuracy": centroid_accuracy(train_vectors, train_y, val_vectors, val_y)}
 
     result = loop.run(model, train_epoch, validate, optimizer, scheduler, resume=resume)
-    result.extra.update(precision=runtime.precision, device=str(runtime.device), pooling=pooling)
+    result.extra.update(
+        precision=runtime.precision,
+        device=str(runtime.device),
+        pooling=pooling,
+        encode_sides=sides,
+        self_pairs=self_pairs,
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     model.cpu().save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)

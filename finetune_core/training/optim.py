@@ -109,6 +109,9 @@ def unfrozen_depths(epoch: int, epochs: int, top: int) -> set[int]:
     return set(range(top + 1 - count, top + 1))
 
 
-def apply_trainable_depths(model, depths_by_name: dict[str, int], trainable: set[int]) -> None:
+def apply_trainable_depths(
+    model, depths_by_name: dict[str, int], trainable: set[int], kept_frozen: set[str] = frozenset()
+) -> None:
+    """requires_grad on for the parameters at ``trainable`` depths, except ``kept_frozen`` ones."""
     for name, parameter in model.named_parameters():
-        parameter.requires_grad_(depths_by_name[name] in trainable)
+        parameter.requires_grad_(depths_by_name[name] in trainable and name not in kept_frozen)

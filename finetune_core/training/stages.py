@@ -24,7 +24,7 @@ from finetune_core.model.backbone import load_for_task, load_tokenizer
 from finetune_core.model.features import DEFAULT_CACHE, cached_features, load_known_features
 from finetune_core.model.heads import num_layers, resolve_pooling
 from finetune_core.model.inference import head_outputs, predict_outputs
-from finetune_core.model.partial import freeze_lower, resolve_freeze_layers
+from finetune_core.model.partial import freeze_lower, freeze_word_embeddings, resolve_freeze_layers
 from finetune_core.serving.predictor import ModelMeta, load_model_dir, save_model_dir, write_meta
 from finetune_core.training import distributed, ray_launcher, upper
 from finetune_core.training.calibration import expected_calibration_error, fit_temperature
@@ -353,6 +353,8 @@ def train_unfrozen(
     spec = spec_for(model, meta.pooling)
     freeze = resolve_freeze_layers(stage.freeze_layers, model) if epochs > 0 else 0
     frozen_names = freeze_lower(model, freeze)  # embeddings and the lowest blocks: in no group
+    if stage.freeze_word_embeddings and epochs > 0:
+        frozen_names |= freeze_word_embeddings(model)
     if training.strategy == "lora" and epochs > 0:
         model = _wrap_lora(model, config, freeze)
         groups = [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": training.weight_decay}]
@@ -397,7 +399,7 @@ def train_unfrozen(
                 trainable = upper.gradual_depths(epoch, epochs, top, freeze)
             else:
                 trainable = unfrozen_depths(epoch, epochs, top)
-            apply_trainable_depths(model, depths, trainable)
+            apply_trainable_depths(model, depths, trainable, frozen_names)
         rng = epoch_rng(training.seed, "unfrozen", epoch)
         # with frozen lower blocks the epoch runs on their cached states: only the upper part trains
         source, run_spec = (part.train, part.spec) if part is not None else (train[0], spec)

@@ -70,6 +70,48 @@ def test_default_pairs_are_setfits_oversampling_of_every_pair():
     assert pair_count(np.zeros(4), None, 100) == 6  # one class: similar pairs only
 
 
+def test_self_pairs_add_each_row_with_itself_as_similar():
+    labels = np.array([0, 0, 0, 1, 1, 2])  # 4 + 6 self = 10 similar, 11 dissimilar
+    first, second, similar = sample_pairs(labels, None, np.random.default_rng(0), self_pairs=True)
+    assert len(first) == pair_count(labels, None, 10**6, self_pairs=True) == 2 * 11
+    selves = {int(row) for row, other in zip(first, second) if row == other}
+    assert selves == set(range(6)) and np.all(similar[first == second] == 1.0)
+
+
+def test_encode_sides_auto_follows_the_rows_per_class():
+    from finetune_core.training.contrastive import SEPARATE_SIDES_UP_TO_ROWS_PER_CLASS as LIMIT
+    from finetune_core.training.contrastive import pair_encoding
+
+    few, many = np.repeat([0, 1], LIMIT), np.repeat([0, 1], LIMIT + 1)
+    assert pair_encoding("auto", None, few) == ("separately", True)
+    assert pair_encoding("auto", None, many) == ("once", False)
+    assert pair_encoding("once", True, few) == ("once", True) and pair_encoding("separately", False, many)[1] is False
+
+
+def test_sides_encoded_separately_get_their_own_dropout(few_shot, tiny_backbone):
+    # in training mode the same row on both sides differs by its dropout masks: an identical pair
+    # still has a loss to learn from; encoded once, it is exactly the same vector (no signal)
+    from transformers import AutoModel
+
+    from finetune_core.config.sections import TrainingConfig
+    from finetune_core.training.contrastive import _embed_sides
+    from finetune_core.training.device import runtime_for
+
+    model = AutoModel.from_pretrained(tiny_backbone, hidden_dropout_prob=0.3).train()
+    runtime = runtime_for(TrainingConfig())  # the default precision
+    encoded = Encoded(input_ids=[[2, 5, 6, 3], [2, 7, 3]], pad_id=0)
+    rows = np.array([0, 1])
+    a, b = _embed_sides(model, "mean", encoded, rows, rows, runtime)
+    assert not torch.allclose(a, b)
+    a, b = _embed_pairs(model, "mean", encoded, rows, rows, runtime)
+    assert torch.equal(a, b)
+    config = make_config(
+        few_shot, tiny_backbone, contrastive={"epochs": 2, "encode_sides": "separately", "self_pairs": True}
+    )
+    result = train_contrastive(config, prepare_splits(config, few_shot / "data"), str(tiny_backbone), few_shot / "t")
+    assert result.epochs_run == 2 and all(np.isfinite(h["train_loss"]) for h in result.history)
+
+
 def test_pairs_embed_each_distinct_row_once_with_the_same_vectors(tiny_backbone):
     from transformers import AutoModel
 

@@ -151,3 +151,20 @@ def test_two_processes_with_frozen_lower_blocks_match_one(files, tiny_backbone):
     for one, two in zip(results[1].history, results[2].history, strict=True):
         assert abs(one["train_loss"] - two["train_loss"]) < 1e-4
     _assert_lower_unchanged_upper_learned(files, "ddp2")
+
+
+@pytest.mark.parametrize("gradual", [False, True])
+def test_freeze_word_embeddings_keeps_the_token_matrix_and_trains_the_rest(files, tiny_backbone, gradual):
+    # freeze_layers 0 (every block trains) and the default precision; gradual unfreezing re-enables
+    # parameters by depth each epoch and must not re-enable the token matrix.
+    unfrozen = {"freeze_layers": 0, "freeze_word_embeddings": True, "gradual": gradual}
+    config = _config(files, tiny_backbone, keep_best=False, unfrozen=unfrozen)
+    _, _, result = _run(config, files, f"w{gradual}")
+    before, after = weights(files / f"frozen-w{gradual}"), weights(files / f"model-w{gradual}")
+    changed = {name for name in before if not torch.equal(before[name], after[name])}
+    assert "bert.embeddings.word_embeddings.weight" not in changed
+    assert (
+        "bert.embeddings.position_embeddings.weight" in changed
+        and "bert.encoder.layer.0.output.dense.weight" in changed
+    )
+    assert "layer_cache_hits" not in result.extra  # no partial freeze: the full model runs each step
