@@ -126,6 +126,13 @@ class UnfrozenStageConfig(StageConfig):
         "but the top -N); their outputs are computed once and cached, so each epoch runs only the blocks above. "
         "0: every layer trains.",
     )
+    dropout: float | None = Field(
+        None,
+        ge=0,
+        lt=1,
+        description="Rate of every dropout layer (backbone and head) while this stage trains; None: the "
+        "checkpoint's own (0.1 for BERT-style models). Training only: the saved model is unchanged.",
+    )
     freeze_word_embeddings: bool = Field(
         False,
         description="Keep the token-embedding matrix frozen in this stage (positions, token types and the "

@@ -71,14 +71,6 @@ def freeze_lower(model, frozen: int) -> set[str]:
     return names
 
 
-def freeze_word_embeddings(model) -> set[str]:
-    """requires_grad off for the token-embedding matrix (``get_input_embeddings``); returns its name."""
-    matrix = model.get_input_embeddings().weight
-    names = {name for name, parameter in model.named_parameters() if parameter is matrix}
-    matrix.requires_grad_(False)
-    return names
-
-
 def upper_hidden_states(model, hidden: torch.Tensor, attention_mask: torch.Tensor, start: int) -> torch.Tensor:
     """Blocks ``start``.. of ``model`` on ``hidden`` (the output of block ``start - 1``)."""
     from transformers.masking_utils import create_bidirectional_mask

@@ -20,11 +20,12 @@ from finetune_core.errors import ConfigError
 from finetune_core.evaluation.metric_table import primary_metric
 from finetune_core.evaluation.metrics import score_outputs
 from finetune_core.evaluation.multilabel import fit_decision_rule
+from finetune_core.model.adjust import freeze_word_embeddings, set_dropout
 from finetune_core.model.backbone import load_for_task, load_tokenizer
 from finetune_core.model.features import DEFAULT_CACHE, cached_features, load_known_features
 from finetune_core.model.heads import num_layers, resolve_pooling
 from finetune_core.model.inference import head_outputs, predict_outputs
-from finetune_core.model.partial import freeze_lower, freeze_word_embeddings, resolve_freeze_layers
+from finetune_core.model.partial import freeze_lower, resolve_freeze_layers
 from finetune_core.serving.predictor import ModelMeta, load_model_dir, save_model_dir, write_meta
 from finetune_core.training import distributed, ray_launcher, upper
 from finetune_core.training.calibration import expected_calibration_error, fit_temperature
@@ -355,6 +356,8 @@ def train_unfrozen(
     frozen_names = freeze_lower(model, freeze)  # embeddings and the lowest blocks: in no group
     if stage.freeze_word_embeddings and epochs > 0:
         frozen_names |= freeze_word_embeddings(model)
+    if stage.dropout is not None:
+        set_dropout(model, stage.dropout)
     if training.strategy == "lora" and epochs > 0:
         model = _wrap_lora(model, config, freeze)
         groups = [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": training.weight_decay}]

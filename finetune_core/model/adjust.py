@@ -1,0 +1,25 @@
+"""What stage 2 may change on a loaded model before it trains, beyond freezing whole blocks
+(finetune_core.model.partial): the token-embedding matrix kept frozen, and the dropout rate.
+Both act on training only; the saved model's weights and config load as any checkpoint does.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def freeze_word_embeddings(model) -> set[str]:
+    """requires_grad off for the token-embedding matrix (``get_input_embeddings``); returns its name."""
+    matrix = model.get_input_embeddings().weight
+    names = {name for name, parameter in model.named_parameters() if parameter is matrix}
+    matrix.requires_grad_(False)
+    return names
+
+
+def set_dropout(model, rate: float) -> int:
+    """Every ``torch.nn.Dropout`` of ``model`` at ``rate`` (attention dropout included: transformers'
+    attention reads its module's ``p``); returns how many were set."""
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    for layer in layers:
+        layer.p = rate
+    return len(layers)
