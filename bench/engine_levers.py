@@ -50,11 +50,13 @@ def _pad(batch: dict, multiple: int) -> dict:
     return {k: torch.nn.functional.pad(v, (0, 0) * (v.dim() - 2) + (0, extra), value=0) for k, v in batch.items()}
 
 
-def _model(backbone, attention: str = "sdpa", dropout: float | None = None):
+def _model(backbone, attention: str = "sdpa", dropout: float | None = None, attention_dropout: float | None = None):
     from transformers import AutoModelForSequenceClassification
 
     torch.manual_seed(0)
     rates = {} if dropout is None else {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
+    if attention_dropout is not None:
+        rates["attention_probs_dropout_prob"] = attention_dropout
     model = AutoModelForSequenceClassification.from_pretrained(
         backbone, num_labels=2, attn_implementation=attention, **rates
     )
@@ -113,11 +115,12 @@ def main() -> None:
         compiled=False,
         words=False,
         dropout=None,
+        attention_dropout=None,
     ):
         def run() -> float:
             saved = torch.get_num_threads()
             torch.set_num_threads(threads or saved)
-            model = _model(backbone, attention, dropout)
+            model = _model(backbone, attention, dropout, attention_dropout)
             spec, batches = head_spec(model, "mean"), [(_pad(b, pad), i) for b, i in raw]
             if frozen:  # the upper-blocks step of freeze_layers on precomputed lower states
                 model.eval()
@@ -159,6 +162,8 @@ def main() -> None:
         "bf16 sdpa word embeddings frozen": train_variant(words=True),
         "fp32 sdpa 1 thread": train_variant(bf16=False, threads=1),
         "fp32 sdpa no dropout": train_variant(bf16=False, dropout=0.0),
+        "fp32 sdpa no attention dropout": train_variant(bf16=False, attention_dropout=0.0),
+        "fp32 eager no attention dropout": train_variant(bf16=False, attention="eager", attention_dropout=0.0),
         "fp32 sdpa no dropout, word embeddings frozen": train_variant(bf16=False, dropout=0.0, words=True),
         "bf16 upper N=3 pad1": train_variant(frozen=3),
         "bf16 upper N=3 pad8": train_variant(frozen=3, pad=8),
