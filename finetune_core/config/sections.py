@@ -137,7 +137,7 @@ class UnfrozenStageConfig(StageConfig):
     # (3 seeds, fp32) 0.830 test accuracy against 0.821 with the matrix trained, MRPC (one seed)
     # 0.793 against 0.790, 1.12-1.19x stage-2 samples/s (bench/results/engine-freeze-words-fp32.json,
     # tasks-mrpc-words.json). A backbone whose token vectors must still learn (the tests' random tiny
-    # BERTs: 0.65 against 0.83) loses with it; two sets and one MRPC seed are thin for a default.
+    # BERTs: 0.50 accuracy where 0.9 was reached) loses with it; two sets are thin for a default.
     freeze_word_embeddings: bool = Field(
         False,
         description="Keep the token-embedding matrix frozen in this stage (positions, token types and the "
