@@ -31,6 +31,7 @@ import torch  # noqa: E402
 
 from bench.engine_freeze import freeze_table  # noqa: E402
 from bench.hf_baseline import hf_train  # noqa: E402
+from bench.settings import merged  # noqa: E402
 from finetune_core.config.loading import validate_config  # noqa: E402
 from finetune_core.data.prepare import prepare_splits  # noqa: E402
 from finetune_core.evaluation.test_split import evaluate_model  # noqa: E402
@@ -55,11 +56,7 @@ def sst2_files(workdir: Path, train_rows: int | None) -> dict[str, Path]:
 
 def our_config(files, **training) -> object:
     base = {"batch_size": 32, "max_length": 128, "seed": 42, "cache_dir": None, "feature_cache": False}
-    for key, value in training.items():
-        if isinstance(value, dict):
-            base.setdefault(key, {}).update(value)
-        else:
-            base[key] = value
+    base = merged(base, training)
     return validate_config(
         {
             "data": {"train": str(files["train"]), "test": str(files["test"])},

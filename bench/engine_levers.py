@@ -31,6 +31,7 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from bench.engine_freeze import machine  # noqa: E402
+from finetune_core.model.adjust import freeze_word_embeddings  # noqa: E402
 from finetune_core.model.backbone import resolve_backbone  # noqa: E402
 from finetune_core.model.batching import collate, encode, length_grouped_batches  # noqa: E402
 from finetune_core.model.heads import forward_logits, head_spec  # noqa: E402
@@ -136,7 +137,7 @@ def main() -> None:
                     for s, (b, i) in zip(states, raw)
                 ]
             if words:  # training.unfrozen.freeze_word_embeddings
-                model.get_input_embeddings().weight.requires_grad_(False)
+                freeze_word_embeddings(model)
             if compiled:
                 model = torch.compile(model, dynamic=True)
                 started = time.perf_counter()
@@ -174,7 +175,7 @@ def main() -> None:
     if args.only:
         variants = {name: run for name, run in variants.items() if name in args.only}
     rounds = {name: [] for name in variants}
-    for _ in range(args.rounds):  # two interleaved rounds: drift in the machine's load hits every variant alike
+    for _ in range(args.rounds):  # interleaved rounds: drift in the machine's load hits every variant alike
         for name, run in variants.items():
             rounds[name].append(run())
             print(f"{name:>32}: {rounds[name][-1]:7.1f} samples/s", flush=True)

@@ -50,6 +50,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
+from bench.settings import merged  # noqa: E402
 from finetune_core.config.loading import validate_config  # noqa: E402
 from finetune_core.data.prepare import prepare_splits  # noqa: E402
 from finetune_core.evaluation.test_split import evaluate_model  # noqa: E402
@@ -121,9 +122,7 @@ def write_rows(work: Path, per_class: int, seed: int) -> tuple[Path, Path]:
 
 
 def make_config(train: Path, test: Path, seed: int, strategy: str, precision: str):
-    training = {"seed": seed, "feature_cache": False, "strategy": strategy, "precision": precision}
-    for key, value in TRAINING.items():  # one level deep: {"contrastive": {"self_pairs": true}}
-        training[key] = {**training.get(key, {}), **value} if isinstance(value, dict) else value
+    training = merged({"seed": seed, "feature_cache": False, "strategy": strategy, "precision": precision}, TRAINING)
     data = {"train": str(train), "test": str(test), **DATASET["columns"]}
     return validate_config({"data": data, "training": training})
 

@@ -63,8 +63,8 @@ def test_frozen_stage_trains_only_the_head(easy_task, tiny_backbone):
 
 def test_unfrozen_stage_trains_everything_and_learns(easy_task, tiny_backbone):
     config, prepared, tmp = easy_task
-    # everything, the token-embedding matrix included (kept frozen by default): a random tiny
-    # BERT's token vectors carry no meaning until they learn, and its pooler output is near-constant
+    # everything, the token-embedding matrix included, whatever freeze_word_embeddings' default: a
+    # random tiny BERT's token vectors carry no meaning until they learn, and its pooler is near-constant
     config.training.unfrozen.freeze_word_embeddings = False
     stages.train_frozen(config, prepared, str(tiny_backbone), tmp / "frozen")
     before = state(load_model_dir(tmp / "frozen")[0])
