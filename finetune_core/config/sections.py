@@ -133,6 +133,13 @@ class UnfrozenStageConfig(StageConfig):
         description="Rate of every dropout layer (backbone and head) while this stage trains; None: the "
         "checkpoint's own (0.1 for BERT-style models). Training only: the saved model is unchanged.",
     )
+    token_rows: Literal["seen", "all"] = Field(
+        "seen",
+        description="seen: the optimizer holds only the token-embedding rows that occur in the training split; "
+        "the others would get no gradient, so they take only weight decay, applied as one factor: the same weights "
+        "as training the whole matrix, without its dense gradient and update over the vocabulary each step. all: "
+        "the whole matrix every step, as HF Trainer does.",
+    )
     # Off by default for now, though measured better with the bundled backbone: SST-2 2,000 rows
     # (3 seeds, fp32) 0.830 test accuracy against 0.821 with the matrix trained, MRPC (one seed)
     # 0.793 against 0.790, 1.12-1.19x stage-2 samples/s (bench/results/engine-freeze-words-fp32.json,

@@ -20,6 +20,7 @@ from finetune_core.errors import ConfigError
 from finetune_core.evaluation.metric_table import primary_metric
 from finetune_core.evaluation.metrics import score_outputs
 from finetune_core.evaluation.multilabel import fit_decision_rule
+from finetune_core.model import embedding_rows
 from finetune_core.model.adjust import freeze_word_embeddings, set_dropout
 from finetune_core.model.backbone import load_for_task, load_tokenizer
 from finetune_core.model.features import DEFAULT_CACHE, cached_features, load_known_features
@@ -358,6 +359,9 @@ def train_unfrozen(
         frozen_names |= freeze_word_embeddings(model)
     if stage.dropout is not None:
         set_dropout(model, stage.dropout)
+    seen_rows = None  # a trained token matrix: only the rows train uses are in the optimizer
+    if epochs > 0 and training.strategy != "lora" and stage.token_rows == "seen":
+        seen_rows = embedding_rows.use_seen_rows(model, train[0].input_ids)
     if training.strategy == "lora" and epochs > 0:
         model = _wrap_lora(model, config, freeze)
         groups = [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": training.weight_decay}]
@@ -366,6 +370,7 @@ def train_unfrozen(
         groups = upper.without_parameters(groups, frozen_names)
     model.to(runtime.device)
     optimizer = make_optimizer(groups, stage.learning_rate)
+    embedding_rows.attach(seen_rows, optimizer)
     steps = epochs * -(-len(train[0]) // training.batch_size)
     if stage.max_minutes:  # decay over the budget, not over epochs the budget would cut short
         scheduler = BudgetSchedule(optimizer, stage.scheduler, stage.warmup_ratio, steps, stage.max_minutes * 60)
@@ -435,7 +440,10 @@ def train_unfrozen(
         return _score(prepared, outputs, validation[1])
 
     result = loop.run(model, train_epoch, validate, optimizer, scheduler, resume=resume)
+    embedding_rows.fold_back(model, seen_rows)
     result.extra.update(precision=runtime.precision, device=str(runtime.device), strategy=training.strategy)
+    if seen_rows is not None:
+        result.extra["trained_token_rows"] = len(seen_rows.seen)
     if part is not None:
         result.extra.update(part.extra)
     if training.strategy == "lora" and epochs > 0:
