@@ -273,10 +273,10 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3, help="`freeze` only: stage-2 epochs")
     parser.add_argument("--precisions", default="fp32,bf16", help="`freeze` only: precisions, side by side")
     parser.add_argument(
-        "--word-embeddings",
-        choices=["trained", "frozen", "both"],
-        default="trained",
-        help="`freeze` only: training.unfrozen.freeze_word_embeddings off, on, or each in turn",
+        "--token-matrix",
+        default="seen",
+        help="`freeze` only: comma-separated, each in turn: seen (default: the rows train uses are optimised), "
+        "all (every row, training.token_rows: all), frozen (freeze_word_embeddings)",
     )
     parser.add_argument("--skip-hf", action="store_true", help="`freeze` only: no HF Trainer runs (accuracy table)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
@@ -310,7 +310,7 @@ def main() -> None:
                 args.precisions.split(","),
                 not args.skip_hf,
                 args.training,
-                {"trained": (False,), "frozen": (True,), "both": (False, True)}[args.word_embeddings],
+                tuple(args.token_matrix.split(",")),
             ),
         }[args.which]()
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -47,6 +47,14 @@ def flops_per_row(lengths: np.ndarray, config, blocks: int) -> float:
     return float(3 * (dense + attention).mean())
 
 
+# (training settings, stage-2 settings) of each way to treat the token-embedding matrix
+TOKEN_MATRIX = {
+    "seen": ({"token_rows": "seen"}, {"freeze_word_embeddings": False}),
+    "all": ({"token_rows": "all"}, {"freeze_word_embeddings": False}),
+    "frozen": ({}, {"freeze_word_embeddings": True}),
+}
+
+
 def freeze_table(
     workdir,
     layers: list[int],
@@ -56,10 +64,12 @@ def freeze_table(
     precisions: list[str],
     with_hf: bool = True,
     overrides: dict | None = None,
-    word_embeddings: tuple[bool, ...] = (False,),
+    token_matrix: tuple[str, ...] = ("seen",),
 ) -> dict:
     """``overrides``: our training settings on top of the defaults (e.g. a stage-2 learning rate);
-    ``word_embeddings``: the values of ``freeze_word_embeddings`` to run each N and seed with."""
+    ``token_matrix``: how stage 2 treats the token-embedding matrix, each N and seed run with each of
+    ``seen`` (the default: only the rows train uses are optimised), ``all`` (every row, as HF does),
+    ``frozen`` (``freeze_word_embeddings``)."""
     overrides = dict(overrides or {})
     unfrozen_overrides = overrides.pop("unfrozen", {})
     from transformers import AutoConfig, AutoTokenizer
@@ -89,12 +99,13 @@ def freeze_table(
             f"HF grouped {precision}: {hf['samples_per_second']:.1f} samples/s, accuracy {hf['accuracy']:.4f}",
             flush=True,
         )
-    plan = [(p, n, w, s) for p in precisions for n in layers for w in word_embeddings for s in seeds]
-    for precision, frozen, words, seed in plan:
-        stage2 = {"epochs": epochs, "freeze_layers": frozen, "freeze_word_embeddings": words, **unfrozen_overrides}
-        config = ctx.our_config(files, precision=precision, seed=seed, unfrozen=stage2, **overrides)
+    plan = [(p, n, m, s) for p in precisions for n in layers for m in token_matrix for s in seeds]
+    for precision, frozen, matrix, seed in plan:
+        rows, words = TOKEN_MATRIX[matrix]
+        stage2 = {"epochs": epochs, "freeze_layers": frozen, **words, **unfrozen_overrides}
+        config = ctx.our_config(files, precision=precision, seed=seed, unfrozen=stage2, **{**rows, **overrides})
         started = time.perf_counter()
-        run = ctx.run_ours(config, workdir, f"f{frozen}{'w' if words else ''}-{precision}-{seed}")
+        run = ctx.run_ours(config, workdir, f"f{frozen}{matrix}-{precision}-{seed}")
         for stale in (workdir / "layer-cache").glob("*.npy"):  # ~40 MB a run: keep the disk free
             stale.unlink()
         unfrozen, frozen_stage = run["unfrozen"], run["frozen"]
@@ -102,7 +113,8 @@ def freeze_table(
         row = {
             "precision": precision,
             "freeze_layers": frozen,
-            "freeze_word_embeddings": config.training.unfrozen.freeze_word_embeddings,
+            "token_matrix": matrix,
+            "trained_token_rows": unfrozen["extra"].get("trained_token_rows"),
             "seed": seed,
             "accuracy": run["accuracy"],
             "stage2_samples_per_second": sps,
@@ -119,7 +131,7 @@ def freeze_table(
         }
         result["runs"].append(row)
         print(
-            f"{precision} N={frozen}{words * ' words frozen'} seed={seed}: {sps:6.1f} samples/s "
+            f"{precision} N={frozen} token matrix {matrix} seed={seed}: {sps:6.1f} samples/s "
             f"({row['vs_hf_same_precision'] or 0:.2f}x HF), "
             f"accuracy {row['accuracy']:.4f}, MFU {row['mfu']:.2f}, features {row['stage1_feature_seconds']:.1f} s",
             flush=True,
@@ -131,7 +143,7 @@ def freeze_table(
 
 def summarise(runs: list[dict]) -> list[dict]:
     frame = pd.DataFrame(runs)
-    table = frame.groupby(["precision", "freeze_layers", "freeze_word_embeddings"]).agg(
+    table = frame.groupby(["precision", "freeze_layers", "token_matrix"]).agg(
         accuracy_mean=("accuracy", "mean"),
         accuracy_min=("accuracy", "min"),
         accuracy_max=("accuracy", "max"),

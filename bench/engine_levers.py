@@ -6,7 +6,8 @@ batches (2,000 SST-2 rows, length-grouped batches of 32, the bundled all-MiniLM-
 A training step is forward + backward + clip + fused AdamW step, as in ``loop.network_epoch``.
 Variants: precision (fp32, bf16 autocast), attention kernel (sdpa, eager), padding to a multiple of
 8, threads (1, 2), per-step loss read, dropout off, the token-embedding matrix frozen
-(``training.unfrozen.freeze_word_embeddings``), torch.compile (dynamic shapes; compile time reported apart),
+(``training.unfrozen.freeze_word_embeddings``), only the token rows the 2,000 rows use in the optimizer
+(``training.token_rows: seen``, the default), torch.compile (dynamic shapes; compile time reported apart),
 and the upper-blocks step of ``freeze_layers: 3`` (cached states, pad 1 vs 8); then evaluation batch
 sizes for ``predict_outputs`` on the 872 test sentences. Writes bench/results/engine-levers.json.
 """
@@ -34,6 +35,7 @@ from bench.engine_freeze import machine  # noqa: E402
 from finetune_core.model.adjust import freeze_word_embeddings  # noqa: E402
 from finetune_core.model.backbone import resolve_backbone  # noqa: E402
 from finetune_core.model.batching import collate, encode, length_grouped_batches  # noqa: E402
+from finetune_core.model.embedding_rows import attach, use_seen_rows  # noqa: E402
 from finetune_core.model.heads import forward_logits, head_spec  # noqa: E402
 from finetune_core.model.inference import predict_outputs  # noqa: E402
 from finetune_core.model.partial import lower_hidden_states, upper_spec  # noqa: E402
@@ -64,10 +66,13 @@ def _model(backbone, attention: str = "sdpa", dropout: float | None = None, atte
     return model.train()
 
 
-def time_steps(model, spec, batches, targets, bf16: bool, read_loss: bool = True, warmup: int = 3) -> float:
+def time_steps(
+    model, spec, batches, targets, bf16: bool, read_loss: bool = True, warmup: int = 3, seen_rows=None
+) -> float:
     """Samples/s of training steps over ``batches`` (after ``warmup`` untimed steps)."""
     parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer = make_optimizer([{"params": parameters}], 1e-5)
+    optimizer = make_optimizer([{"params": parameters, "weight_decay": 0.01}], 1e-5)
+    attach(seen_rows, optimizer)
     autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     rows, started = 0, None
     for i, (inputs, index) in enumerate(batches):
@@ -117,6 +122,7 @@ def main() -> None:
         words=False,
         dropout=None,
         attention_dropout=None,
+        seen=False,
     ):
         def run() -> float:
             saved = torch.get_num_threads()
@@ -138,13 +144,15 @@ def main() -> None:
                 ]
             if words:  # training.unfrozen.freeze_word_embeddings
                 freeze_word_embeddings(model)
+            # training.token_rows: seen (the default) over the 2,000 rows the batches come from
+            seen_rows = use_seen_rows(model, encoded.input_ids) if seen else None
             if compiled:
                 model = torch.compile(model, dynamic=True)
                 started = time.perf_counter()
                 time_steps(model, spec, batches[:4], targets, bf16, warmup=0)
                 result.setdefault("compile_seconds", []).append(time.perf_counter() - started)
             try:
-                return time_steps(model, spec, batches, targets, bf16, read_loss)
+                return time_steps(model, spec, batches, targets, bf16, read_loss, seen_rows=seen_rows)
             finally:
                 torch.set_num_threads(saved)
 
@@ -161,6 +169,9 @@ def main() -> None:
         "fp32 sdpa pad8": train_variant(bf16=False, pad=8),
         "fp32 sdpa word embeddings frozen": train_variant(bf16=False, words=True),
         "bf16 sdpa word embeddings frozen": train_variant(words=True),
+        "fp32 sdpa seen token rows": train_variant(bf16=False, seen=True),
+        "bf16 sdpa seen token rows": train_variant(seen=True),
+        "fp32 sdpa no dropout, seen token rows": train_variant(bf16=False, dropout=0.0, seen=True),
         "fp32 sdpa 1 thread": train_variant(bf16=False, threads=1),
         "fp32 sdpa no dropout": train_variant(bf16=False, dropout=0.0),
         "fp32 sdpa no attention dropout": train_variant(bf16=False, attention_dropout=0.0),

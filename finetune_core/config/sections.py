@@ -133,13 +133,6 @@ class UnfrozenStageConfig(StageConfig):
         description="Rate of every dropout layer (backbone and head) while this stage trains; None: the "
         "checkpoint's own (0.1 for BERT-style models). Training only: the saved model is unchanged.",
     )
-    token_rows: Literal["seen", "all"] = Field(
-        "seen",
-        description="seen: the optimizer holds only the token-embedding rows that occur in the training split; "
-        "the others would get no gradient, so they take only weight decay, applied as one factor: the same weights "
-        "as training the whole matrix, without its dense gradient and update over the vocabulary each step. all: "
-        "the whole matrix every step, as HF Trainer does.",
-    )
     # Off by default for now, though measured better with the bundled backbone: SST-2 2,000 rows
     # (3 seeds, fp32) 0.830 test accuracy against 0.821 with the matrix trained, MRPC (one seed)
     # 0.793 against 0.790, 1.12-1.19x stage-2 samples/s (bench/results/engine-freeze-words-fp32.json,
@@ -178,6 +171,13 @@ class ContrastiveStageConfig(StageConfig):
         description="Also pair each row with itself as a similar pair (SetFit's combinations with replacement; "
         "only dropout tells the sides apart). None: when sides are encoded separately.",
     )
+    tuned_share: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="Share of the tuned weights in the encoder the head reads: 1 keeps the tuned encoder; below 1, "
+        "each weight is that mix of the tuned and the pretrained one (WiSE-FT, Wortsman et al. 2022).",
+    )
 
 
 class LoraConfig(Strict):
@@ -214,6 +214,13 @@ class TrainingConfig(Strict):
     )
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (never on biases or LayerNorm).")
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
+    token_rows: Literal["seen", "all"] = Field(
+        "seen",
+        description="seen: the stages that train the encoder (contrastive, unfrozen) optimise only the "
+        "token-embedding rows that occur in the training split; the others would get no gradient, so they take only "
+        "weight decay, applied as one factor: the same weights as training the whole matrix, without its dense "
+        "gradient and update over the vocabulary each step. all: the whole matrix every step, as HF Trainer does.",
+    )
     early_stopping_patience: int | None = Field(
         None, gt=0, description="Stop a stage after this many epochs without validation improvement."
     )

@@ -28,9 +28,9 @@ class SeenRowsEmbedding(torch.nn.Module):
         super().__init__()
         self.original = [original]  # a list: not a submodule, so its weight is in no group or state dict
         weight = original.weight.detach()
-        seen = torch.as_tensor(seen, dtype=torch.long)
-        index = torch.full((weight.shape[0],), -1, dtype=torch.long)
-        index[seen] = torch.arange(len(seen))
+        seen = torch.as_tensor(seen, dtype=torch.long, device=weight.device)
+        index = torch.full((weight.shape[0],), -1, dtype=torch.long, device=weight.device)
+        index[seen] = torch.arange(len(seen), device=weight.device)
         # buffers, not parameters: no optimizer group, no gradient, not broadcast by DDP each step;
         # not persistent: constant for the stage, so checkpoints and best-epoch copies skip 47 MB
         self.register_buffer("pretrained", weight, persistent=False)
@@ -89,7 +89,10 @@ def use_seen_rows(model, rows: Iterable) -> SeenRowsEmbedding | None:
     """Swap ``model``'s token embedding for a ``SeenRowsEmbedding`` over the ids in ``rows``;
     None (nothing changed) when the matrix is frozen, shared with an output layer, or not an
     ``nn.Embedding``."""
-    original = model.get_input_embeddings()
+    try:
+        original = model.get_input_embeddings()
+    except NotImplementedError:  # custom modelling code without the accessor: train the matrix as it is
+        return None
     if not isinstance(original, torch.nn.Embedding) or not original.weight.requires_grad:
         return None
     output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from finetune_core.config.finetune import FinetuneConfig
 from finetune_core.data.prepare import PreparedData
+from finetune_core.model import embedding_rows
 from finetune_core.model.backbone import load_tokenizer
 from finetune_core.model.batching import Encoded, collate, sorted_batches
 from finetune_core.model.heads import POOLING_FILE, POOLINGS, resolve_pooling
@@ -157,6 +158,16 @@ def centroid_accuracy(train: torch.Tensor, train_y: np.ndarray, val: torch.Tenso
     return float((classes[nearest] == val_y).mean()) if len(val_y) else 0.0
 
 
+@torch.no_grad()
+def mix_with_pretrained(model, pretrained, share: float) -> None:
+    """Each floating-point weight of ``model`` becomes ``share`` of itself plus the rest of the
+    pretrained one (WiSE-FT's weight-space ensemble): one encoder, served at the usual cost."""
+    original = pretrained.state_dict()
+    for name, value in model.state_dict().items():
+        if value.is_floating_point():
+            value.mul_(share).add_(original[name].to(value.device, value.dtype), alpha=1 - share)
+
+
 def _load_encoder(backbone: str, trust_remote_code: bool):
     from transformers import AutoModel
 
@@ -192,10 +203,13 @@ def train_contrastive(
     pairs_per_epoch = pair_count(train_y, stage.pairs_per_example, stage.max_pairs, self_pairs)
     embed_pairs = _embed_sides if sides == "separately" else _embed_pairs
     batches = -(-pairs_per_epoch // stage.batch_size)
+    # with 16 rows a pair batch touches a few dozen token rows of 30k: only the seen ones train
+    seen_rows = embedding_rows.use_seen_rows(model, train.input_ids) if training.token_rows == "seen" else None
     optimizer = make_optimizer(
         [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": training.weight_decay}],
         stage.learning_rate,
     )
+    embedding_rows.attach(seen_rows, optimizer)
     # SetFit's schedule: linear decay over all steps, 10 % warmup
     scheduler = make_scheduler(optimizer, "linear", int(0.1 * batches * stage.epochs), max(batches * stage.epochs, 1))
     loop = EpochLoop(
@@ -236,6 +250,11 @@ def train_contrastive(
         return {"centroid_accuracy": centroid_accuracy(train_vectors, train_y, val_vectors, val_y)}
 
     result = loop.run(model, train_epoch, validate, optimizer, scheduler, resume=resume)
+    embedding_rows.fold_back(model, seen_rows)
+    if stage.tuned_share < 1:
+        mix_with_pretrained(model, _load_encoder(backbone, config.backbone.trust_remote_code), stage.tuned_share)
+    if seen_rows is not None:
+        result.extra["trained_token_rows"] = len(seen_rows.seen)
     result.extra.update(
         precision=runtime.precision,
         device=str(runtime.device),

@@ -360,7 +360,7 @@ def train_unfrozen(
     if stage.dropout is not None:
         set_dropout(model, stage.dropout)
     seen_rows = None  # a trained token matrix: only the rows train uses are in the optimizer
-    if epochs > 0 and training.strategy != "lora" and stage.token_rows == "seen":
+    if epochs > 0 and training.strategy != "lora" and training.token_rows == "seen":
         seen_rows = embedding_rows.use_seen_rows(model, train[0].input_ids)
     if training.strategy == "lora" and epochs > 0:
         model = _wrap_lora(model, config, freeze)

@@ -1,5 +1,5 @@
 """Stage 2 trains only the token-embedding rows the training split uses
-(``training.unfrozen.token_rows: seen``, the default) and ends with the weights that training the
+(``training.token_rows: seen``, the default) and ends with the weights that training the
 whole matrix gives: the seen rows learn the same, the unseen ones take the same weight decay, with
 gradual unfreezing too; the saved model is a plain model; a frozen or tied matrix is left alone."""
 
@@ -65,8 +65,7 @@ def test_seen_rows_give_the_weights_of_training_the_whole_matrix(tmp_path, tiny_
     unfrozen = {"freeze_layers": 0, "gradual": gradual, "epochs": 2}
     best = {"keep_best": False} if gradual else {}  # the epoch that trains the embeddings is kept
     prepared, _, seen = _run(_config(files, tiny_backbone, unfrozen=unfrozen, **best), files, "seen")
-    every_row = {**unfrozen, "token_rows": "all"}
-    _, _, every = _run(_config(files, tiny_backbone, unfrozen=every_row, **best), files, "all")
+    _, _, every = _run(_config(files, tiny_backbone, unfrozen=unfrozen, token_rows="all", **best), files, "all")
     frozen, a, b = weights(files / "frozen-seen"), weights(files / "model-seen"), weights(files / "model-all")
     assert set(a) == set(b) and 0 < seen.extra["trained_token_rows"] < a[MATRIX].shape[0]
     assert "trained_token_rows" not in every.extra
@@ -80,3 +79,26 @@ def test_seen_rows_give_the_weights_of_training_the_whole_matrix(tmp_path, tiny_
     decay = (b[MATRIX][unseen] / frozen[MATRIX][unseen])[frozen[MATRIX][unseen].abs() > 1e-3]
     assert (decay < 1).all() and decay.std() < 1e-5  # unseen rows: one decay factor, below 1
     assert torch.allclose(a[MATRIX][unseen], b[MATRIX][unseen], atol=1e-7, rtol=1e-6)
+
+
+def test_the_contrastive_stage_trains_seen_rows_to_the_same_encoder(tmp_path, tiny_backbone):
+    from transformers import AutoModel
+
+    from finetune_core.data.prepare import prepare_splits
+    from finetune_core.training.contrastive import train_contrastive
+    from tests.training.test_contrastive import make_config
+
+    files = write_easy_task(tmp_path, 36, 40)
+    tuned = {}
+    for rows in ("seen", "all"):
+        config = make_config(files, tiny_backbone, token_rows=rows)  # SetFit's pairs at 18 rows per class
+        result = train_contrastive(
+            config, prepare_splits(config, files / rows), str(tiny_backbone), files / f"t-{rows}"
+        )
+        assert ("trained_token_rows" in result.extra) == (rows == "seen")
+        tuned[rows] = AutoModel.from_pretrained(files / f"t-{rows}").state_dict()
+    original = AutoModel.from_pretrained(tiny_backbone).state_dict()
+    matrix = "embeddings.word_embeddings.weight"
+    assert not torch.equal(tuned["seen"][matrix], original[matrix])
+    for name, value in tuned["all"].items():
+        assert torch.allclose(tuned["seen"][name], value, atol=2e-5, rtol=1e-4), name
