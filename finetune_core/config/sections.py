@@ -171,13 +171,6 @@ class ContrastiveStageConfig(StageConfig):
         description="Also pair each row with itself as a similar pair (SetFit's combinations with replacement; "
         "only dropout tells the sides apart). None: when sides are encoded separately.",
     )
-    tuned_share: float = Field(
-        1.0,
-        gt=0,
-        le=1,
-        description="Share of the tuned weights in the encoder the head reads: 1 keeps the tuned encoder; below 1, "
-        "each weight is that mix of the tuned and the pretrained one (WiSE-FT, Wortsman et al. 2022).",
-    )
 
 
 class LoraConfig(Strict):

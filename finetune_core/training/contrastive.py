@@ -158,16 +158,6 @@ def centroid_accuracy(train: torch.Tensor, train_y: np.ndarray, val: torch.Tenso
     return float((classes[nearest] == val_y).mean()) if len(val_y) else 0.0
 
 
-@torch.no_grad()
-def mix_with_pretrained(model, pretrained, share: float) -> None:
-    """Each floating-point weight of ``model`` becomes ``share`` of itself plus the rest of the
-    pretrained one (WiSE-FT's weight-space ensemble): one encoder, served at the usual cost."""
-    original = pretrained.state_dict()
-    for name, value in model.state_dict().items():
-        if value.is_floating_point():
-            value.mul_(share).add_(original[name].to(value.device, value.dtype), alpha=1 - share)
-
-
 def _load_encoder(backbone: str, trust_remote_code: bool):
     from transformers import AutoModel
 
@@ -251,8 +241,6 @@ def train_contrastive(
 
     result = loop.run(model, train_epoch, validate, optimizer, scheduler, resume=resume)
     embedding_rows.fold_back(model, seen_rows)
-    if stage.tuned_share < 1:
-        mix_with_pretrained(model, _load_encoder(backbone, config.backbone.trust_remote_code), stage.tuned_share)
     if seen_rows is not None:
         result.extra["trained_token_rows"] = len(seen_rows.seen)
     result.extra.update(

@@ -205,21 +205,3 @@ def test_sentence_pairs_are_embedded_as_pairs(tmp_path, tiny_backbone):
     _, _, meta = load_model_dir(tmp_path / "frozen")
     assert frozen.epochs_run == 2 and meta.text_pair_column == "sentence2"
     assert meta.pooling == "normalized-mean"  # tuned on pairs: the head reads what was tuned, not [CLS]
-
-
-def test_tuned_share_mixes_the_tuned_and_pretrained_weights(few_shot, tiny_backbone):
-    """WiSE-FT: with ``tuned_share`` 0.5 the saved encoder is the mean of the encoder the same run
-    tunes (share 1) and the pretrained one, weight by weight."""
-    from transformers import AutoModel
-
-    prepared = None
-    for share in (1.0, 0.5):
-        config = make_config(few_shot, tiny_backbone, contrastive={"epochs": 1, "tuned_share": share})
-        prepared = prepared or prepare_splits(config, few_shot / "data")
-        train_contrastive(config, prepared, str(tiny_backbone), few_shot / f"share-{share}")
-    tuned, mixed = (AutoModel.from_pretrained(few_shot / f"share-{s}").state_dict() for s in (1.0, 0.5))
-    original = AutoModel.from_pretrained(tiny_backbone).state_dict()
-    changed = [k for k in tuned if tuned[k].is_floating_point() and not torch.equal(tuned[k], original[k])]
-    assert changed
-    for name in changed:
-        torch.testing.assert_close(mixed[name], (tuned[name] + original[name]) / 2)
