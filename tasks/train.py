@@ -98,6 +98,8 @@ def train_contrastive(
         from mlflow import MlflowClient
 
         MlflowClient().log_param(run_id, "training.contrastive.encode_sides_resolved", sides)
+        if (rate := result.extra.get("peak_learning_rate")) is not None:  # `None` resolved from the rows too
+            MlflowClient().log_param(run_id, "training.contrastive.learning_rate_resolved", rate)
     return _report(run_id, result)
 
 

@@ -133,6 +133,11 @@ class UnfrozenStageConfig(StageConfig):
         description="Rate of every dropout layer (backbone and head) while this stage trains; None: the "
         "checkpoint's own (0.1 for BERT-style models). Training only: the saved model is unchanged.",
     )
+    dropout_masks: Literal["numpy", "torch"] = Field(
+        "numpy",
+        description="Where this stage's dropout masks come from on CPU: numpy (PCG64, seeded from torch's generator; "
+        "faster than torch's bernoulli kernel there) or torch. GPUs always use torch's.",
+    )
     # Off by default for now, though measured better with the bundled backbone: SST-2 2,000 rows
     # (3 seeds, fp32) 0.830 test accuracy against 0.821 with the matrix trained, MRPC (one seed)
     # 0.793 against 0.790, 1.12-1.19x stage-2 samples/s (bench/results/engine-freeze-words-fp32.json,
@@ -150,7 +155,13 @@ class ContrastiveStageConfig(StageConfig):
     """SetFit-style encoder tuning before the head (strategy `contrastive`); defaults follow SetFit's."""
 
     epochs: int = Field(1, ge=0, description="Epochs over freshly sampled pairs (0 skips the stage).")
-    learning_rate: float = Field(2e-5, gt=0, le=1, description="Encoder learning rate while tuning on pairs.")
+    learning_rate: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="Encoder learning rate while tuning on pairs. None: 6e-5 up to 32 training rows per class (a "
+        "few dozen steps, where SetFit's 2e-5 barely moves the encoder), SetFit's 2e-5 above.",
+    )
     pairs_per_example: int | None = Field(
         None,
         gt=0,

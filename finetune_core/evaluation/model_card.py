@@ -21,6 +21,12 @@ def _metrics_table(task: str, metrics: dict[str, float], verdict: GateVerdict) -
     return lines
 
 
+def _contrastive_rate(training, stages: dict[str, dict]) -> str:
+    """The rate the contrastive stage ran at (``None`` resolves from the rows per class)."""
+    rate = stages.get("contrastive", {}).get("extra", {}).get("peak_learning_rate", training.contrastive.learning_rate)
+    return "auto" if rate is None else f"{rate:g}"
+
+
 def _stage_lines(config, stages: dict[str, dict]) -> list[str]:
     training = config.training
     lines = [
@@ -32,7 +38,7 @@ def _stage_lines(config, stages: dict[str, dict]) -> list[str]:
         "unfrozen": f"lr {training.unfrozen.learning_rate:g}, layer decay {training.unfrozen.layer_lr_decay:g}, "
         f"{training.unfrozen.scheduler} schedule, warmup {training.unfrozen.warmup_ratio:g}"
         + (", gradual unfreezing" if training.unfrozen.gradual else ""),
-        "contrastive": f"lr {training.contrastive.learning_rate:g}, "
+        "contrastive": f"lr {_contrastive_rate(training, stages)}, "
         + (
             f"{pairs} similar and dissimilar pairs per row"
             if (pairs := training.contrastive.pairs_per_example)

@@ -47,6 +47,12 @@ STAGE = "contrastive"
 # per class, once already scores above SetFit (0.772 vs 0.766) and separately would double the pair
 # stage (~400 s of 570 s), so the cheaper way stays above 32.
 SEPARATE_SIDES_UP_TO_ROWS_PER_CLASS = 32
+# `learning_rate: None`: SetFit's 2e-5 takes 9 steps at 8 rows per class (144 pairs of 16) and 34 at
+# 16, and leaves the encoder close to where it started. 6e-5 measured better there (bench/fewshot.py,
+# fp32, paired by seed on the same rows): SST-2 15 seeds +0.4 points at 8 per class, +1.2 at 16;
+# MRPC 5 seeds +0.6 at 8, 0.0 at 16; at 64 per class (~1,000 steps) it lost 2.5 points on two seeds
+# (bench/results/fewshot-contrastive-lr6e-5.json, fewshot-mrpc-lr6e-5.json, fewshot-64-lr6e-5-partial.jsonl).
+FEW_ROWS_LEARNING_RATE, SETFIT_LEARNING_RATE = 6e-5, 2e-5
 
 
 def sample_pairs(
@@ -108,12 +114,22 @@ def cosine_similarity_loss(a: torch.Tensor, b: torch.Tensor, similar: torch.Tens
     return F.mse_loss(F.cosine_similarity(a.float(), b.float()), similar)
 
 
+def _few_rows(labels: np.ndarray) -> bool:
+    return len(labels) / max(len(np.unique(labels)), 1) <= SEPARATE_SIDES_UP_TO_ROWS_PER_CLASS
+
+
 def pair_encoding(encode_sides: str, self_pairs: bool | None, labels: np.ndarray) -> tuple[str, bool]:
     """(``once`` or ``separately``, self pairs or not) for this stage's training labels."""
     if encode_sides == "auto":
-        rows_per_class = len(labels) / max(len(np.unique(labels)), 1)
-        encode_sides = "separately" if rows_per_class <= SEPARATE_SIDES_UP_TO_ROWS_PER_CLASS else "once"
+        encode_sides = "separately" if _few_rows(labels) else "once"
     return encode_sides, encode_sides == "separately" if self_pairs is None else self_pairs
+
+
+def pair_learning_rate(setting: float | None, labels: np.ndarray) -> float:
+    """The stage's learning rate: the configured one, or by the training rows per class."""
+    if setting is not None:
+        return setting
+    return FEW_ROWS_LEARNING_RATE if _few_rows(labels) else SETFIT_LEARNING_RATE
 
 
 def _embed(model, pooling: str, encoded: Encoded, rows: np.ndarray, runtime) -> torch.Tensor:
@@ -190,6 +206,7 @@ def train_contrastive(
         split_tokens(prepared, s, tokenizer, training.max_length) for s in ("train", "validation")
     )
     sides, self_pairs = pair_encoding(stage.encode_sides, stage.self_pairs, train_y)
+    learning_rate = pair_learning_rate(stage.learning_rate, train_y)
     pairs_per_epoch = pair_count(train_y, stage.pairs_per_example, stage.max_pairs, self_pairs)
     embed_pairs = _embed_sides if sides == "separately" else _embed_pairs
     batches = -(-pairs_per_epoch // stage.batch_size)
@@ -197,7 +214,7 @@ def train_contrastive(
     seen_rows = embedding_rows.use_seen_rows(model, train.input_ids) if training.token_rows == "seen" else None
     optimizer = make_optimizer(
         [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": training.weight_decay}],
-        stage.learning_rate,
+        learning_rate,
     )
     embedding_rows.attach(seen_rows, optimizer)
     # SetFit's schedule: linear decay over all steps, 10 % warmup
@@ -248,6 +265,7 @@ def train_contrastive(
         device=str(runtime.device),
         pooling=pooling,
         encode_sides=sides,
+        peak_learning_rate=learning_rate,
         self_pairs=self_pairs,
     )
     out_dir.mkdir(parents=True, exist_ok=True)

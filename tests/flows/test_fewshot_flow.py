@@ -37,6 +37,7 @@ def test_contrastive_recipe_on_eight_rows_per_class(prefect_server, tiny_backbon
     assert automatic.stages["contrastive"]["extra"]["validation"] == "skipped: 1 rows per class; they train too"
     # few rows: each side of a pair encoded on its own, with self pairs (SetFit's construction)
     assert run.data.params["training.contrastive.encode_sides_resolved"] == "separately"
+    assert float(run.data.params["training.contrastive.learning_rate_resolved"]) == 6e-5  # few rows: few steps
     assert automatic.stages["contrastive"]["extra"]["self_pairs"] is True
     assert client.get_metric_history(automatic.mlflow_run_id, "contrastive/val_centroid_accuracy")
     assert automatic.calibration == {}  # no temperature fitted on 2 rows
@@ -60,6 +61,7 @@ def test_contrastive_recipe_on_eight_rows_per_class(prefect_server, tiny_backbon
     train = {d.dataset.name: d.dataset for d in run.inputs.dataset_inputs}["train"]
     assert json.loads(train.profile) == {"num_rows": 80}
     assert run.data.params["training.contrastive.encode_sides_resolved"] == "once"  # 40 per class > 32
+    assert float(run.data.params["training.contrastive.learning_rate_resolved"]) == 2e-5  # SetFit's
     version = client.get_model_version("tiny-model", folded.model_version)
     assert version.tags["data_fingerprint"] == run.data.tags["data_fingerprint"]
     assert folded.calibration == {}

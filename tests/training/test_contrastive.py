@@ -88,6 +88,15 @@ def test_encode_sides_auto_follows_the_rows_per_class():
     assert pair_encoding("once", True, few) == ("once", True) and pair_encoding("separately", False, many)[1] is False
 
 
+def test_learning_rate_none_follows_the_rows_per_class():
+    from finetune_core.training.contrastive import SEPARATE_SIDES_UP_TO_ROWS_PER_CLASS as LIMIT
+    from finetune_core.training.contrastive import pair_learning_rate
+
+    few, many = np.repeat([0, 1], LIMIT), np.repeat([0, 1], LIMIT + 1)
+    assert pair_learning_rate(None, few) == 6e-5 and pair_learning_rate(None, many) == 2e-5
+    assert pair_learning_rate(1e-4, few) == 1e-4
+
+
 def test_sides_encoded_separately_get_their_own_dropout(few_shot, tiny_backbone):
     # in training mode the same row on both sides differs by its dropout masks: an identical pair
     # still has a loss to learn from; encoded once, it is exactly the same vector (no signal)
@@ -146,6 +155,7 @@ def test_contrastive_stage_tunes_an_encoder_the_frozen_stage_loads(few_shot, tin
         config, prepared, str(tiny_backbone), few_shot / "tuned", lambda *event: seen.append(event)
     )
     assert result.epochs_run == 2 and [epoch for _, epoch, _ in seen] == [1, 2]
+    assert result.extra["peak_learning_rate"] == 1e-3  # as configured
     assert all("val_centroid_accuracy" in metrics and "train_loss" in metrics for _, _, metrics in seen)
     # the embedding it tuned, at unit length (the cosine loss tuned directions only)
     assert resolve_pooling("auto", str(few_shot / "tuned")) == "normalized-mean"
