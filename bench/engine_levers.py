@@ -7,10 +7,9 @@ A training step is forward + backward + clip + fused AdamW step, as in ``loop.ne
 Variants: precision (fp32, bf16 autocast), attention kernel (sdpa, eager), padding to a multiple of
 8, threads (1, 2), per-step loss read, dropout off, the token-embedding matrix frozen
 (``training.unfrozen.freeze_word_embeddings``), only the token rows the 2,000 rows use in the
-optimizer (``training.token_rows: seen``, the default), dropout masks from NumPy
-(finetune_core.model.dropout), torch.compile (dynamic shapes; compile time reported apart), and the
-upper-blocks step of ``freeze_layers: 3`` (cached states, pad 1 vs 8); then evaluation batch sizes
-for ``predict_outputs`` on the 872 test sentences. Writes bench/results/engine-levers.json.
+optimizer (``training.token_rows: seen``, the default), torch.compile (dynamic shapes; compile time
+reported apart), and the upper-blocks step of ``freeze_layers: 3`` (cached states, pad 1 vs 8);
+then evaluation batch sizes for ``predict_outputs`` on the 872 test sentences. Writes bench/results/engine-levers.json.
 """
 
 from __future__ import annotations
@@ -36,7 +35,6 @@ from bench.engine_freeze import machine  # noqa: E402
 from finetune_core.model.adjust import freeze_word_embeddings  # noqa: E402
 from finetune_core.model.backbone import resolve_backbone  # noqa: E402
 from finetune_core.model.batching import collate, encode, length_grouped_batches  # noqa: E402
-from finetune_core.model.dropout import use_numpy_masks  # noqa: E402
 from finetune_core.model.embedding_rows import attach, use_seen_rows  # noqa: E402
 from finetune_core.model.heads import forward_logits, head_spec  # noqa: E402
 from finetune_core.model.inference import predict_outputs  # noqa: E402
@@ -125,7 +123,6 @@ def main() -> None:
         dropout=None,
         attention_dropout=None,
         seen=False,
-        numpy_masks=False,
     ):
         def run() -> float:
             saved = torch.get_num_threads()
@@ -149,8 +146,6 @@ def main() -> None:
                 freeze_word_embeddings(model)
             # training.token_rows: seen (the default) over the 2,000 rows the batches come from
             seen_rows = use_seen_rows(model, encoded.input_ids) if seen else None
-            if numpy_masks:  # finetune_core.model.dropout
-                use_numpy_masks(model)
             if compiled:
                 model = torch.compile(model, dynamic=True)
                 started = time.perf_counter()
@@ -177,9 +172,6 @@ def main() -> None:
         "fp32 sdpa seen token rows": train_variant(bf16=False, seen=True),
         "bf16 sdpa seen token rows": train_variant(seen=True),
         "fp32 sdpa no dropout, seen token rows": train_variant(bf16=False, dropout=0.0, seen=True),
-        "fp32 sdpa numpy dropout masks": train_variant(bf16=False, numpy_masks=True),
-        "fp32 sdpa seen token rows, numpy dropout masks": train_variant(bf16=False, seen=True, numpy_masks=True),
-        "bf16 sdpa seen token rows, numpy dropout masks": train_variant(seen=True, numpy_masks=True),
         "fp32 sdpa 1 thread": train_variant(bf16=False, threads=1),
         "fp32 sdpa no dropout": train_variant(bf16=False, dropout=0.0),
         "fp32 sdpa no attention dropout": train_variant(bf16=False, attention_dropout=0.0),

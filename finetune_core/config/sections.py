@@ -133,11 +133,6 @@ class UnfrozenStageConfig(StageConfig):
         description="Rate of every dropout layer (backbone and head) while this stage trains; None: the "
         "checkpoint's own (0.1 for BERT-style models). Training only: the saved model is unchanged.",
     )
-    dropout_masks: Literal["numpy", "torch"] = Field(
-        "numpy",
-        description="Where this stage's dropout masks come from on CPU: numpy (PCG64, seeded from torch's generator; "
-        "faster than torch's bernoulli kernel there) or torch. GPUs always use torch's.",
-    )
     # Off by default for now, though measured better with the bundled backbone: SST-2 2,000 rows
     # (3 seeds, fp32) 0.830 test accuracy against 0.821 with the matrix trained, MRPC (one seed)
     # 0.793 against 0.790, 1.12-1.19x stage-2 samples/s (bench/results/engine-freeze-words-fp32.json,

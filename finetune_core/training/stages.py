@@ -20,7 +20,7 @@ from finetune_core.errors import ConfigError
 from finetune_core.evaluation.metric_table import primary_metric
 from finetune_core.evaluation.metrics import score_outputs
 from finetune_core.evaluation.multilabel import fit_decision_rule
-from finetune_core.model import dropout, embedding_rows
+from finetune_core.model import embedding_rows
 from finetune_core.model.adjust import freeze_word_embeddings, set_dropout
 from finetune_core.model.backbone import load_for_task, load_tokenizer
 from finetune_core.model.features import DEFAULT_CACHE, cached_features, load_known_features
@@ -359,7 +359,6 @@ def train_unfrozen(
         frozen_names |= freeze_word_embeddings(model)
     if stage.dropout is not None:
         set_dropout(model, stage.dropout)
-    masks = dropout.use_numpy_masks(model) if epochs > 0 and stage.dropout_masks == "numpy" else []
     seen_rows = None  # a trained token matrix: only the rows train uses are in the optimizer
     if epochs > 0 and training.strategy != "lora" and training.token_rows == "seen":
         seen_rows = embedding_rows.use_seen_rows(model, train[0].input_ids)
@@ -442,7 +441,6 @@ def train_unfrozen(
 
     result = loop.run(model, train_epoch, validate, optimizer, scheduler, resume=resume)
     embedding_rows.fold_back(model, seen_rows)
-    dropout.restore(masks)
     result.extra.update(precision=runtime.precision, device=str(runtime.device), strategy=training.strategy)
     if seen_rows is not None:
         result.extra["trained_token_rows"] = len(seen_rows.seen)
