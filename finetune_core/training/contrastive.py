@@ -51,7 +51,7 @@ SEPARATE_SIDES_UP_TO_ROWS_PER_CLASS = 32
 # 16, and leaves the encoder close to where it started. 6e-5 measured better there (bench/fewshot.py,
 # fp32, paired by seed on the same rows): SST-2 15 seeds +0.4 points at 8 per class, +1.2 at 16;
 # MRPC 5 seeds +0.6 at 8, 0.0 at 16; at 64 per class (~1,000 steps) it lost 2.5 points on two seeds
-# (bench/results/fewshot-contrastive-lr6e-5.json, fewshot-mrpc-lr6e-5.json, fewshot-64-lr6e-5-partial.jsonl).
+# (bench/results/fewshot-contrastive-lr6e-5.json, fewshot-mrpc-lr6e-5.json, fewshot-64-lr6e-5.json).
 FEW_ROWS_LEARNING_RATE, SETFIT_LEARNING_RATE = 6e-5, 2e-5
 
 
