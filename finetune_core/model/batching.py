@@ -51,6 +51,11 @@ class ArrowTokens:
             for start, end in zip(offsets[:-1], offsets[1:]):
                 yield values[start:end]
 
+    def id_buffers(self):
+        """Each chunk's ids of all its rows, one contiguous array each (no per-row views)."""
+        for offsets, values in self.parts:
+            yield values[offsets[0] : offsets[-1]]
+
     @property
     def lengths(self) -> np.ndarray:
         """From the offsets alone: no pass over the rows."""

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from finetune_core.model.batching import ArrowTokens
+
 
 class SeenRowsEmbedding(torch.nn.Module):
     """Stands in for ``original`` (an ``nn.Embedding``) while a stage trains."""
@@ -38,7 +40,6 @@ class SeenRowsEmbedding(torch.nn.Module):
         self.register_buffer("seen", seen)  # persistent: a checkpoint from other rows will not load
         self.rows = torch.nn.Parameter(weight[seen].clone())
         self.unseen_scale = 1.0
-        self.padding_idx = original.padding_idx
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         unseen = F.embedding(input_ids, self.pretrained)
@@ -74,8 +75,8 @@ def seen_token_ids(rows: Iterable, padding_idx: int | None) -> np.ndarray:
     """Sorted distinct ids of ``rows`` (a list of id lists, or ``ArrowTokens``, read a values
     buffer at a time), less the padding row, which the full matrix never trains either
     (``nn.Embedding(padding_idx=...)`` gives it no gradient)."""
-    if hasattr(rows, "parts"):  # ArrowTokens: each chunk's ids are one contiguous buffer
-        chunks = (values[offsets[0] : offsets[-1]] for offsets, values in rows.parts)
+    if isinstance(rows, ArrowTokens):
+        chunks = rows.id_buffers()
     else:
         chunks = (np.asarray(row, dtype=np.int64) for row in rows)
     seen: set[int] = set()
