@@ -135,9 +135,11 @@ class UnfrozenStageConfig(StageConfig):
     )
     # Off by default for now, though measured better with the bundled backbone: SST-2 2,000 rows
     # (3 seeds, fp32) 0.830 test accuracy against 0.821 with the matrix trained, MRPC (one seed)
-    # 0.793 against 0.790, 1.12-1.19x stage-2 samples/s (bench/results/engine-freeze-words-fp32.json,
-    # tasks-mrpc-words.json). A backbone whose token vectors must still learn (the tests' random tiny
-    # BERTs: 0.50 accuracy where 0.9 was reached) loses with it; two sets are thin for a default.
+    # 0.793 against 0.790, 1.12-1.19x stage-2 samples/s against the whole matrix trained (the
+    # default's seen token rows now take most of that: 1.10-1.15x; bench/results/
+    # engine-freeze-words-fp32.json, tasks-mrpc-words.json, engine-levers-seen-rows-fp32.json). A
+    # backbone whose token vectors must still learn (the tests' random tiny BERTs: 0.50 accuracy
+    # where 0.9 was reached) loses with it; two sets are thin for a default.
     freeze_word_embeddings: bool = Field(
         False,
         description="Keep the token-embedding matrix frozen in this stage (positions, token types and the "
