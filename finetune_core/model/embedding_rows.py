@@ -109,11 +109,13 @@ def attach(replacement: SeenRowsEmbedding | None, optimizer: torch.optim.Optimiz
         optimizer.register_step_pre_hook(lambda opt, args, kwargs: replacement.decay_unseen(opt))
 
 
-def fold_back(model, replacement: SeenRowsEmbedding | None) -> None:
-    """Put the model's own embedding back, holding what training gave every row."""
+def fold_back(model, replacement: SeenRowsEmbedding | None) -> dict:
+    """Put the model's own embedding back, holding what training gave every row; returns the
+    stage's extra metric (how many rows trained), empty when the whole matrix was used."""
     if replacement is None:
-        return
+        return {}
     original = replacement.original[0].to(replacement.rows.device)
     with torch.no_grad():
         original.weight.copy_(replacement.folded_weight())
     model.set_input_embeddings(original)
+    return {"trained_token_rows": len(replacement.seen)}

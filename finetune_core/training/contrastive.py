@@ -257,9 +257,7 @@ def train_contrastive(
         return {"centroid_accuracy": centroid_accuracy(train_vectors, train_y, val_vectors, val_y)}
 
     result = loop.run(model, train_epoch, validate, optimizer, scheduler, resume=resume)
-    embedding_rows.fold_back(model, seen_rows)
-    if seen_rows is not None:
-        result.extra["trained_token_rows"] = len(seen_rows.seen)
+    result.extra.update(embedding_rows.fold_back(model, seen_rows))
     result.extra.update(
         precision=runtime.precision,
         device=str(runtime.device),

@@ -11,7 +11,7 @@ from finetune_core.config.loading import validate_config
 from finetune_core.data.prepare import prepare_splits
 from finetune_core.errors import ConfigError
 from finetune_core.evaluation.metric_table import primary_metric
-from finetune_core.training import stages
+from finetune_core.training import stage_common, stages
 from finetune_core.training.loop import class_weight_vector, compute_loss
 from tests.datasets import easy_sentiment
 
@@ -41,7 +41,7 @@ def _best_epoch(config) -> int:
     # epoch 1 has the better accuracy, epoch 2 the better macro-F1
     history = iter([{"accuracy": 0.8, "f1_macro": 0.5, "loss": 0.4}, {"accuracy": 0.7, "f1_macro": 0.6, "loss": 0.5}])
     prepared = SimpleNamespace(task=config.task, rows={"train": 10})
-    loop = stages._loop(config, prepared, "unfrozen", 2, None, None)
+    loop = stage_common.stage_loop(config, prepared, "unfrozen", 2, None, None)
     weights = _Weights()
 
     def train_epoch(epoch):

@@ -1,0 +1,204 @@
+"""Stage 2, unfrozen: from the stage-1 model, fine-tune the encoder with layer-wise learning rates
+(or LoRA adapters), optionally over only the blocks above ``freeze_layers`` (their inputs come
+from the layer cache), on one process or data-parallel over several."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from finetune_core.config.finetune import FinetuneConfig
+from finetune_core.data.prepare import PreparedData
+from finetune_core.errors import ConfigError
+from finetune_core.model import embedding_rows
+from finetune_core.model.adjust import freeze_word_embeddings, set_dropout
+from finetune_core.model.heads import num_layers
+from finetune_core.model.inference import predict_outputs
+from finetune_core.model.partial import freeze_lower, resolve_freeze_layers
+from finetune_core.serving.predictor import load_model_dir
+from finetune_core.training import distributed, ray_launcher, upper
+from finetune_core.training.device import runtime_for
+from finetune_core.training.distributed import DistContext
+from finetune_core.training.loop import (
+    EpochCallback,
+    StageResult,
+    epoch_rng,
+    finished_stage,
+    network_batches,
+    network_epoch,
+    seed_everything,
+    targets_tensor,
+)
+from finetune_core.training.optim import (
+    BudgetSchedule,
+    apply_trainable_depths,
+    depth_of_parameters,
+    layerwise_groups,
+    make_optimizer,
+    make_scheduler,
+    unfrozen_depths,
+)
+from finetune_core.training.progress import SILENT, ProgressReporter
+from finetune_core.training.splits import spec_for, split_tokens
+from finetune_core.training.stage_common import save_stage, score_split, stage_class_weights, stage_loop
+
+
+def wrap_lora(model, config: FinetuneConfig, freeze: int = 0):
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    lora = config.training.lora
+    # with frozen lower blocks, adapters only above them (the cached lower outputs stay valid)
+    above = {"layers_to_transform": list(range(freeze, num_layers(model))), "layers_pattern": "layer"}
+    if freeze and not above["layers_to_transform"]:
+        raise ConfigError("training.unfrozen.freeze_layers: every block is frozen, so strategy lora has no adapters")
+    peft_config = LoraConfig(
+        task_type=TaskType.SEQ_CLS,
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=list(lora.target_modules),
+        **(above if freeze else {}),
+    )
+    return get_peft_model(model, peft_config)
+
+
+def train_unfrozen(
+    config: FinetuneConfig,
+    prepared: PreparedData,
+    checkpoint: Path,
+    out_dir: Path,
+    on_epoch_end: EpochCallback | None = None,
+    checkpoints: Path | None = None,
+    resume: bool = False,
+    progress: ProgressReporter = SILENT,
+    ddp: DistContext | None = None,
+) -> StageResult:
+    """Stage 2: from the stage-1 model, fine-tune with layer-wise learning rates (or LoRA);
+    data-parallel (DDP) over `training.num_processes` processes per node: the launcher
+    `training.launcher` (training.distributed, training.ray_launcher) runs this function again in each worker with its
+    rank context as ``ddp``."""
+    if (done := finished_stage(out_dir, resume)) is not None:
+        return done
+    if ddp is None and distributed.needs_launch(config.training) and config.training.unfrozen.epochs > 0:
+        stage_args = dict(
+            config=config,
+            prepared=prepared,
+            checkpoint=checkpoint,
+            out_dir=out_dir,
+            on_epoch_end=on_epoch_end,
+            checkpoints=checkpoints,
+            resume=resume,
+        )
+        launcher = ray_launcher if config.training.launcher == "ray" else distributed
+        launcher.launch(config.training, train_unfrozen, stage_args, out_dir, progress)
+        return finished_stage(out_dir, resume=True)  # what rank 0 saved
+    if ddp is not None and not ddp.is_main:  # rank 0 alone writes checkpoints and reports
+        on_epoch_end, progress = None, SILENT
+    training, stage = config.training, config.training.unfrozen
+    runtime = runtime_for(training)
+    seed_everything(training.seed + 1)
+    model, tokenizer, meta = load_model_dir(checkpoint)
+    epochs = 0 if training.strategy == "linear-probe" else stage.epochs
+    train, validation = (split_tokens(prepared, s, tokenizer, training.max_length) for s in ("train", "validation"))
+    train_y, task = targets_tensor(train[1], prepared.task), prepared.task
+    weights = stage_class_weights(config, prepared, train[1])
+    spec = spec_for(model, meta.pooling)
+    freeze = resolve_freeze_layers(stage.freeze_layers, model) if epochs > 0 else 0
+    frozen_names = freeze_lower(model, freeze)  # embeddings and the lowest blocks: in no group
+    if stage.freeze_word_embeddings and epochs > 0:
+        frozen_names |= freeze_word_embeddings(model)
+    if stage.dropout is not None:
+        set_dropout(model, stage.dropout)
+    seen_rows = None  # a trained token matrix: only the rows train uses are in the optimizer
+    if epochs > 0 and training.strategy != "lora" and training.token_rows == "seen":
+        seen_rows = embedding_rows.use_seen_rows(model, train[0].input_ids)
+    if training.strategy == "lora" and epochs > 0:
+        model = wrap_lora(model, config, freeze)
+        groups = [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": training.weight_decay}]
+    else:
+        groups = layerwise_groups(model, spec, stage.learning_rate, stage.layer_lr_decay, training.weight_decay)
+        groups = upper.without_parameters(groups, frozen_names)
+    model.to(runtime.device)
+    optimizer = make_optimizer(groups, stage.learning_rate)
+    embedding_rows.attach(seen_rows, optimizer)
+    steps = epochs * -(-len(train[0]) // training.batch_size)
+    if stage.max_minutes:  # decay over the budget, not over epochs the budget would cut short
+        scheduler = BudgetSchedule(optimizer, stage.scheduler, stage.warmup_ratio, steps, stage.max_minutes * 60)
+    else:
+        scheduler = make_scheduler(optimizer, stage.scheduler, int(stage.warmup_ratio * steps), max(steps, 1))
+    depths, top = depth_of_parameters(model, spec), num_layers(model) + 1
+
+    loop = stage_loop(
+        config,
+        prepared,
+        "unfrozen",
+        epochs,
+        checkpoints,
+        on_epoch_end,
+        max_seconds=stage.max_minutes * 60 if stage.max_minutes else None,
+        progress=progress,
+    )
+    loop.batches_per_epoch = network_batches(len(train[0]), training.batch_size)
+    # With LoRA the adapters sit inside the wrapped transformers model: run that one.
+    network = model.get_base_model() if hasattr(model, "get_base_model") else model
+    part = None
+    if freeze:  # the blocks below `freeze` ran once, into the layer cache; each step runs the rest
+        directory = upper.layer_cache_dir(training, checkpoint)
+        splits = {"train": train[0], "validation": validation[0]}
+        paths = upper.cache_paths(directory, meta.backbone, splits, training.max_length, runtime.precision, freeze)
+        part = upper.open_caches(network, spec, meta.pooling, freeze, splits, paths, runtime, training, ddp, progress)
+    parallel = ddp.parallel(network, part.spec if part else spec) if ddp is not None and epochs > 0 else None
+    if ddp is not None and not ddp.is_main:  # resumes from rank 0's checkpoints, never writes them
+        loop.checkpointer = distributed.ReadOnlyCheckpointer(loop.checkpointer.directory)
+
+    def train_epoch(epoch):
+        if stage.gradual:
+            if freeze:
+                trainable = upper.gradual_depths(epoch, epochs, top, freeze)
+            else:
+                trainable = unfrozen_depths(epoch, epochs, top)
+            apply_trainable_depths(model, depths, trainable, frozen_names)
+        rng = epoch_rng(training.seed, "unfrozen", epoch)
+        # with frozen lower blocks the epoch runs on their cached states: only the upper part trains
+        source, run_spec = (part.train, part.spec) if part is not None else (train[0], spec)
+        return network_epoch(
+            network,
+            run_spec,
+            source,
+            train_y,
+            task,
+            optimizer,
+            scheduler,
+            training.batch_size,
+            rng,
+            training.max_grad_norm,
+            runtime,
+            deadline=loop.deadline,
+            dist=parallel,
+            progress=progress,
+            class_weights=weights,
+            inputs_of=upper.cached_inputs(part.train) if part is not None else None,
+        )
+
+    def validate():
+        if part is not None:
+            outputs = upper.upper_outputs(network, part.spec, part.validation, training.eval_batch_size, runtime)
+            return score_split(prepared, outputs, validation[1])
+        outputs = predict_outputs(
+            network, validation[0], training.eval_batch_size, runtime.device, runtime.autocast, spec
+        )
+        return score_split(prepared, outputs, validation[1])
+
+    result = loop.run(model, train_epoch, validate, optimizer, scheduler, resume=resume)
+    result.extra.update(embedding_rows.fold_back(model, seen_rows))
+    result.extra.update(precision=runtime.precision, device=str(runtime.device), strategy=training.strategy)
+    if part is not None:
+        result.extra.update(part.extra)
+    if training.strategy == "lora" and epochs > 0:
+        model = model.merge_and_unload()  # a plain model: loads without peft, serves at full speed
+    for parameter in model.parameters():
+        parameter.requires_grad_(True)
+    if ddp is not None:
+        result.extra["num_processes"] = ddp.world
+        if not ddp.is_main:
+            return result
+    return save_stage(model.cpu(), tokenizer, meta, out_dir, result)
