@@ -30,12 +30,17 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# Two pytest-xdist workers, each test file on one worker (its module fixtures start once): most of
+# the suite's time is spent waiting on servers and subprocesses, and each test runs torch on one thread.
+TEST_WORKERS ?= 2
+PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+
 test: lint
-	$(BIN)/python -m pytest
+	$(PYTEST)
 
 # Unit tests only: no servers, no real backbone.
 test-fast: install
-	$(BIN)/python -m pytest -m "not integration"
+	$(PYTEST) -m "not integration"
 
 
 clean:
