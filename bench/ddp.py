@@ -30,7 +30,6 @@ import argparse
 import importlib
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -43,6 +42,7 @@ import torch.distributed as dist
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.machine import cpu_facts  # noqa: E402
 from finetune_core.model.heads import forward_logits  # noqa: E402
 from finetune_core.training import distributed, stages  # noqa: E402
 from finetune_core.training.loop import finished_stage  # noqa: E402
@@ -53,18 +53,6 @@ VARIANTS = {  # name: (processes, launcher, gradient exchange)
     "2-processes-flat": (2, "local", "flat-after-backward"),
     "2-ray-workers": (2, "ray", "ddp-overlap"),
 }
-
-
-def cpu_facts() -> dict:
-    model, flags = platform.processor(), []
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        model = next(line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name"))
-        all_flags = next(line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags"))
-        flags = sorted(f for f in all_flags if f == "avx2" or f.startswith(("avx512", "amx")))
-    except (OSError, StopIteration):
-        pass
-    return {"model": model, "cores": os.cpu_count(), "flags": flags, "load_average": os.getloadavg()}
 
 
 class FlatAllReduce:
@@ -136,7 +124,7 @@ def main() -> None:
     from tests.tiny_models import build_tiny_bert
 
     apply_defaults(offline=True)
-    results = {"cpu": cpu_facts(), "precision": "fp32", "runs": []}
+    results = {"cpu": {**cpu_facts(), "load_average": os.getloadavg()}, "precision": "fp32", "runs": []}
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
         train = easy_sentiment(args.rows, 0)

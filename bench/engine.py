@@ -31,6 +31,7 @@ import torch  # noqa: E402
 
 from bench.engine_freeze import freeze_table  # noqa: E402
 from bench.hf_baseline import hf_train  # noqa: E402
+from bench.machine import machine  # noqa: E402
 from bench.settings import merged  # noqa: E402
 from finetune_core.config.loading import validate_config  # noqa: E402
 from finetune_core.data.prepare import prepare_splits  # noqa: E402
@@ -313,6 +314,8 @@ def main() -> None:
                 tuple(args.token_matrix.split(",")),
             ),
         }[args.which]()
+    if isinstance(result, dict) and "machine_before" not in result:  # `freeze` records it before and after
+        result["machine"] = machine()
     RESULTS.mkdir(parents=True, exist_ok=True)
     name = f"engine-{args.which}" if args.which == "freeze" else args.which
     (RESULTS / f"{name}{args.tag}.json").write_text(json.dumps(result, indent=2, default=str))

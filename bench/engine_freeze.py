@@ -14,8 +14,6 @@ blocks' forward + backward, real tokens only) against a matmul peak measured in 
 
 from __future__ import annotations
 
-import platform
-import subprocess
 import time
 
 import numpy as np
@@ -23,20 +21,7 @@ import pandas as pd
 import torch
 
 from bench.hf_baseline import hf_train
-
-
-def machine() -> dict:
-    flags = open("/proc/cpuinfo").read().split("flags")[1].split("\n")[0]
-    model = [line for line in open("/proc/cpuinfo") if line.startswith("model name")][0].split(":")[1].strip()
-    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
-    return {
-        "cpu": model,
-        "flags": [f for f in wanted if f" {f} " in f" {flags} "],
-        "threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "load": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
-    }
+from bench.machine import machine
 
 
 def flops_per_row(lengths: np.ndarray, config, blocks: int) -> float:

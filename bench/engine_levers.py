@@ -31,7 +31,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-from bench.engine_freeze import machine  # noqa: E402
+from bench.machine import machine  # noqa: E402
 from finetune_core.model.adjust import freeze_word_embeddings  # noqa: E402
 from finetune_core.model.backbone import resolve_backbone  # noqa: E402
 from finetune_core.model.batching import collate, encode, length_grouped_batches  # noqa: E402

@@ -50,6 +50,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
+from bench.machine import cpu_facts, load_average  # noqa: E402
 from bench.settings import merged  # noqa: E402
 from finetune_core.config.loading import validate_config  # noqa: E402
 from finetune_core.data.prepare import prepare_splits  # noqa: E402
@@ -89,21 +90,6 @@ ORDER = [
     "linear-probe-adamw",
     "contrastive-head-adamw",
 ]
-
-
-def cpu() -> dict:
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    fields = {}
-    for line in info.splitlines():
-        if ":" in line:
-            key, value = line.split(":", 1)
-            fields.setdefault(key.strip(), value.strip())
-    flags = [f for f in fields.get("flags", "").split() if f.startswith(("avx", "amx", "fma"))]
-    return {"model": fields.get("model name", "unknown"), "cores": os.cpu_count(), "flags": " ".join(flags)}
-
-
-def load() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def write_rows(work: Path, per_class: int, seed: int) -> tuple[Path, Path]:
@@ -353,10 +339,10 @@ def main() -> None:
     DATASET, TRAINING = DATASETS[args.dataset], args.training
     suffix = "" if args.dataset == "sst2" else f"-{args.dataset}"
     args.out = args.out or REPO / "bench" / "results" / f"fewshot{suffix}.json"
-    machine = cpu()
+    machine = cpu_facts()
     if args.resummarise:
         return resummarise(args.resummarise, args, machine)
-    print(json.dumps(machine), "load", load(), flush=True)
+    print(json.dumps(machine), "load", load_average(), flush=True)
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -367,14 +353,14 @@ def main() -> None:
                 for strategy in args.strategies:
                     runs += run_ours(work, train, test, seed, strategy, args.precision)
                 for row in runs:
-                    row.update(per_class=per_class, seed=seed, load=load())
+                    row.update(per_class=per_class, seed=seed, load=load_average())
                 runs += auto_rows(runs, train, test, seed, work)
                 for row in runs:
                     print(json.dumps(row), flush=True)
                     results.append(row)
                 report(results, args, machine)
     table, ratios = report(results, args, machine, final=True)
-    print(json.dumps(machine), "load", load())
+    print(json.dumps(machine), "load", load_average())
 
 
 def report(

@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fewshot  # noqa: E402  (sets up sys.path, offline mode and the dataset paths)
 import numpy as np  # noqa: E402
 
+from bench.machine import cpu_facts, load_average  # noqa: E402
 from finetune_core.config.loading import validate_config  # noqa: E402
 from finetune_core.data.prepare import prepare_splits  # noqa: E402
 from finetune_core.evaluation.test_split import evaluate_model  # noqa: E402
@@ -54,8 +55,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--out", type=Path, default=fewshot.REPO / "bench" / "results" / "pooling.json")
     args = parser.parse_args()
-    machine = fewshot.cpu()
-    print(json.dumps(machine), "load", fewshot.load(), flush=True)
+    machine = cpu_facts()
+    print(json.dumps(machine), "load", load_average(), flush=True)
     rows, table = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for strategy in args.strategies:
@@ -66,7 +67,7 @@ def main() -> None:
                         acc = accuracy(Path(tmp), per_class, seed, strategy, pooling)
                         scores[pooling].append(acc)
                         row = {"strategy": strategy, "per_class": per_class, "seed": seed, "pooling": pooling}
-                        rows.append({**row, "accuracy": acc, "load": fewshot.load()})
+                        rows.append({**row, "accuracy": acc, "load": load_average()})
                         print(json.dumps(rows[-1]), flush=True)
                 gain = np.array(scores["normalized-mean"]) - np.array(scores["mean"])
                 table.append(

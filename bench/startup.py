@@ -35,6 +35,9 @@ import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from bench.machine import cpu_facts  # noqa: E402  (no torch: the parent stays light)
+
 DEMO = REPO / "examples" / "sst2.yaml"
 TRAIN_ROWS = 32
 MARK = "BENCH-MARK"
@@ -86,18 +89,6 @@ LINES = {  # phase marks read from the log: pattern -> mark
     r"Beginning flow run": "flow run begins",
     r"Task run '(?P<task>[a-z-]+)-[0-9a-f]+' - Finished in state": "{task} done",
 }
-
-
-def cpu() -> dict:
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = re.search(r"model name\s*:\s*(.*)", info)
-    flags = set(re.search(r"flags\s*:\s*(.*)", info).group(1).split()) if "flags" in info else set()
-    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
-    return {
-        "model": model.group(1) if model else "unknown",
-        "cores": os.cpu_count(),
-        "flags": [flag for flag in wanted if flag in flags],
-    }
 
 
 def workspace(root: Path) -> list[str]:
@@ -254,7 +245,7 @@ def main() -> None:
                 value = medians[repo][kind].get(name)
                 row += f"{value:>12.2f}" if value is not None else f"{'-':>12}"
         print(row)
-    machine = cpu()
+    machine = cpu_facts()
     print(f"CPU: {machine['model']}, {machine['cores']} cores, flags {' '.join(machine['flags']) or '-'}")
     print(f"load average (1 min) before {load_before[0]:.2f}, after {load_after[0]:.2f}")
     results = REPO / "bench" / "results" / f"startup{options.tag}.json"

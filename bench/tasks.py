@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,8 +31,8 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-import torch  # noqa: E402
 
+from bench.machine import machine  # noqa: E402
 from bench.task_peers import frozen_features, hf_train, one_vs_rest_probe  # noqa: E402
 from finetune_core.config.loading import validate_config  # noqa: E402
 from finetune_core.data.multilabel import label_matrix  # noqa: E402
@@ -53,18 +52,6 @@ RESULTS = REPO / "bench" / "results"
 BACKBONE = "bundled:all-MiniLM-L6-v2"
 RAW: dict[str, np.ndarray] = {}  # raw outputs per method and split, saved with --raw PATH for later analysis
 HEADLINE = ("f1_macro", "f1_micro", "subset_accuracy", "roc_auc_macro", "accuracy")
-
-
-def machine() -> dict:
-    flags = subprocess.run(["grep", "-m1", "flags", "/proc/cpuinfo"], capture_output=True, text=True).stdout
-    model = subprocess.run(["grep", "-m1", "model name", "/proc/cpuinfo"], capture_output=True, text=True).stdout
-    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
-    return {
-        "cpu": model.split(":", 1)[-1].strip(),
-        "flags": [f for f in wanted if f in flags.split()],
-        "threads": torch.get_num_threads(),
-        "uptime": subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip(),
-    }
 
 
 def write_inputs(name: str, workdir: Path, train_rows: int | None, test_rows: int | None) -> dict:
@@ -262,7 +249,7 @@ if __name__ == "__main__":
         result = run(Path(scratch), options.train_rows, options.test_rows, variants, **hf)
     if options.raw and RAW:
         np.savez_compressed(options.raw, **RAW)
-    result["machine_after"] = machine()["uptime"]
+    result["machine_after"] = machine()["load"]
     result["command"] = " ".join(["python", "bench/tasks.py", *sys.argv[1:]])
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"tasks-{options.task}{options.tag}.json"
