@@ -35,6 +35,7 @@ class Progress:
     epochs_without_improvement: int = 0
     history: list[dict] = field(default_factory=list)
     train_seconds: float = 0.0
+    train_rows: int | None = None  # rows trained so far; None in checkpoints written before it was kept
     done: bool = False  # no epoch is left: all run, stopped early, or out of time
 
 

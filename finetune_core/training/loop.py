@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -172,7 +173,8 @@ class EpochLoop:
                 self.checkpointer.save_reported(entry["epoch"])
 
     def run(self, state, train_epoch, validate, optimizer=None, scheduler=None, resume: bool = False) -> StageResult:
-        """``train_epoch(epoch) -> mean loss``; ``validate() -> metrics``; ``state`` has state_dict()."""
+        """``train_epoch(epoch) -> mean loss`` (or an ``EpochOutcome``: loss and rows trained, for an
+        epoch the deadline may cut short); ``validate() -> metrics``; ``state`` has state_dict()."""
         result = StageResult(stage=self.stage, epochs=self.epochs, train_examples=self.train_examples)
         progress = self.checkpointer.load_progress() if resume else None
         if progress is not None:
@@ -181,6 +183,8 @@ class EpochLoop:
             self._report_unreported(progress)
         else:
             progress = Progress(stage=self.stage)
+        if progress.train_rows is None:  # a checkpoint from before rows were counted: whole epochs
+            progress.train_rows = self.train_examples * progress.epoch
         best_state = self.checkpointer.best_state() if progress.best_epoch else None
         started = time.perf_counter()
         self.deadline = started + self.max_seconds if self.max_seconds else None
@@ -190,11 +194,14 @@ class EpochLoop:
                 break
             self.reporter.start(self.stage, self.batches_per_epoch, epoch, self.epochs)
             epoch_started = time.perf_counter()
-            loss = train_epoch(epoch)
+            outcome = train_epoch(epoch)
             epoch_seconds = time.perf_counter() - epoch_started
+            # an epoch that can be cut short at the deadline says how many rows it trained
+            loss, rows = outcome if isinstance(outcome, tuple) else (outcome, self.train_examples)
             progress.train_seconds += epoch_seconds
+            progress.train_rows += rows
             metrics = {"train_loss": loss, **{f"val_{k}": v for k, v in validate().items()}}
-            speed = self.train_examples / max(epoch_seconds, 1e-9)  # as StageResult.samples_per_second
+            speed = rows / max(epoch_seconds, 1e-9)  # as StageResult.samples_per_second
             self.reporter.end({"train_loss": loss, self.metric: metrics[self.metric], "samples_per_second": speed})
             if scheduler is not None:
                 metrics["learning_rate"] = scheduler.get_last_lr()[-1]
@@ -228,7 +235,7 @@ class EpochLoop:
         result.best_epoch, result.best_metric = progress.best_epoch, progress.best_metric
         result.train_seconds = progress.train_seconds
         result.wall_seconds = time.perf_counter() - started
-        result.samples_per_second = self.train_examples * progress.epoch / max(progress.train_seconds, 1e-9)
+        result.samples_per_second = progress.train_rows / max(progress.train_seconds, 1e-9)
         return result
 
 
@@ -263,6 +270,14 @@ def head_epoch(
         seen += len(batch)
         progress.advance(1, len(batch), value)
     return total / max(seen, 1)
+
+
+class EpochOutcome(NamedTuple):
+    """What ``network_epoch`` returns: the mean training loss and how many rows it trained on
+    (fewer than the split when the time budget cut the epoch short)."""
+
+    loss: float
+    rows: int
 
 
 def network_epoch(
@@ -320,4 +335,4 @@ def network_epoch(
             break
     if dist is not None:
         total, seen = dist.sum_over_ranks(total, seen)
-    return total / max(seen, 1)
+    return EpochOutcome(total / max(seen, 1), int(seen))
