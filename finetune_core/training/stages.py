@@ -21,7 +21,7 @@ from finetune_core.evaluation.multilabel import fit_decision_rule
 from finetune_core.model.backbone import load_for_task, load_tokenizer
 from finetune_core.model.features import DEFAULT_CACHE, cached_features, load_known_features
 from finetune_core.model.heads import resolve_pooling
-from finetune_core.model.inference import head_outputs, predict_outputs
+from finetune_core.model.inference import head_outputs
 from finetune_core.model.partial import resolve_freeze_layers
 from finetune_core.serving.predictor import ModelMeta, write_meta
 from finetune_core.training import upper
@@ -50,7 +50,7 @@ from finetune_core.training.loop import (
 from finetune_core.training.optim import NO_DECAY, make_optimizer, make_scheduler
 from finetune_core.training.progress import SILENT, ProgressReporter
 from finetune_core.training.splits import outputs_for, spec_for, split_tokens
-from finetune_core.training.stage_common import save_stage, score_split, stage_class_weights, stage_loop
+from finetune_core.training.stage_common import save_stage, score_network, score_split, stage_class_weights, stage_loop
 from finetune_core.training.unfrozen import train_unfrozen
 
 __all__ = ["calibrate", "train_frozen", "train_unfrozen"]
@@ -226,10 +226,7 @@ def train_frozen(
             )
 
         def validate():
-            outputs = predict_outputs(
-                model, validation[0], training.eval_batch_size, runtime.device, runtime.autocast, spec
-            )
-            return score_split(prepared, outputs, validation[1])
+            return score_network(prepared, model, validation, training.eval_batch_size, runtime, spec)
 
     result = loop.run(ParameterSubset(model, head_names), train_epoch, validate, optimizer, scheduler, resume=resume)
     result.extra.update(extra, precision=runtime.precision, device=str(runtime.device), pooling=pooling)

@@ -12,7 +12,6 @@ from finetune_core.errors import ConfigError
 from finetune_core.model import embedding_rows
 from finetune_core.model.adjust import freeze_word_embeddings, set_dropout
 from finetune_core.model.heads import num_layers
-from finetune_core.model.inference import predict_outputs
 from finetune_core.model.partial import freeze_lower, resolve_freeze_layers
 from finetune_core.serving.predictor import load_model_dir
 from finetune_core.training import distributed, ray_launcher, upper
@@ -39,7 +38,7 @@ from finetune_core.training.optim import (
 )
 from finetune_core.training.progress import SILENT, ProgressReporter
 from finetune_core.training.splits import spec_for, split_tokens
-from finetune_core.training.stage_common import save_stage, score_split, stage_class_weights, stage_loop
+from finetune_core.training.stage_common import save_stage, score_network, score_split, stage_class_weights, stage_loop
 
 
 def wrap_lora(model, config: FinetuneConfig, freeze: int = 0):
@@ -183,10 +182,7 @@ def train_unfrozen(
         if part is not None:
             outputs = upper.upper_outputs(network, part.spec, part.validation, training.eval_batch_size, runtime)
             return score_split(prepared, outputs, validation[1])
-        outputs = predict_outputs(
-            network, validation[0], training.eval_batch_size, runtime.device, runtime.autocast, spec
-        )
-        return score_split(prepared, outputs, validation[1])
+        return score_network(prepared, network, validation, training.eval_batch_size, runtime, spec)
 
     result = loop.run(model, train_epoch, validate, optimizer, scheduler, resume=resume)
     result.extra.update(embedding_rows.fold_back(model, seen_rows))
