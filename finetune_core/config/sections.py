@@ -97,6 +97,14 @@ class FrozenStageConfig(StageConfig):
     regularization: float = Field(
         1.0, gt=0, description="L-BFGS only: inverse L2 strength, scikit-learn's C on unit-length features."
     )
+    max_rows: int | None = Field(
+        None,
+        gt=0,
+        description="Train rows (seeded, stratified) whose features fit the head when the unfrozen stage follows "
+        "with no blocks kept frozen; the head then only starts stage 2. None: every row, or 4,096 when "
+        "unfrozen.max_minutes is set (a forward pass over every row would otherwise take a large share of a "
+        "short budget's wall time).",
+    )
 
 
 class UnfrozenStageConfig(StageConfig):

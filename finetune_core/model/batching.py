@@ -96,6 +96,16 @@ def encode(tokenizer, texts: list[str], max_length: int, pairs: list[str] | None
     return Encoded(input_ids=ids, pad_id=tokenizer.pad_token_id or 0, token_type_ids=types)
 
 
+def take_encoded(encoded: Encoded, rows: np.ndarray) -> Encoded:
+    """Those rows, in that order (views of a memory-mapped store stay views)."""
+    types = encoded.token_type_ids
+    return Encoded(
+        input_ids=[encoded.input_ids[i] for i in rows],
+        pad_id=encoded.pad_id,
+        token_type_ids=None if types is None else [types[i] for i in rows],
+    )
+
+
 def collate(encoded: Encoded, indices) -> dict[str, torch.Tensor]:
     rows = [encoded.input_ids[i] for i in indices]
     width = max(len(row) for row in rows)

@@ -200,3 +200,14 @@ def load_known_features(path: Path | None, pooling: str, precision: str, max_len
     if (saved["pooling"], saved["precision"], saved["max_length"]) != (pooling, precision, max_length):
         return None
     return saved["indexes"].numpy(), saved["features"]
+
+
+def known_within(known, rows: np.ndarray):
+    """``known`` (indexes into a split, features) restricted to the sorted positions ``rows`` of
+    it, indexes renumbered to positions within ``rows``."""
+    if known is None:
+        return None
+    indexes, values = known
+    at = np.searchsorted(rows, indexes)
+    hit = (at < len(rows)) & (rows[np.minimum(at, len(rows) - 1)] == indexes)
+    return at[hit], values[torch.from_numpy(hit)]

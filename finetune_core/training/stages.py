@@ -19,7 +19,8 @@ from finetune_core.data.multilabel import label_matrix
 from finetune_core.data.prepare import PreparedData, read_labels
 from finetune_core.evaluation.multilabel import fit_decision_rule
 from finetune_core.model.backbone import load_for_task, load_tokenizer
-from finetune_core.model.features import DEFAULT_CACHE, cached_features, load_known_features
+from finetune_core.model.batching import take_encoded
+from finetune_core.model.features import DEFAULT_CACHE, cached_features, known_within, load_known_features
 from finetune_core.model.heads import resolve_pooling
 from finetune_core.model.inference import head_outputs
 from finetune_core.model.partial import resolve_freeze_layers
@@ -50,7 +51,14 @@ from finetune_core.training.loop import (
 from finetune_core.training.optim import NO_DECAY, make_optimizer, make_scheduler
 from finetune_core.training.progress import SILENT, ProgressReporter
 from finetune_core.training.splits import outputs_for, spec_for, split_tokens
-from finetune_core.training.stage_common import save_stage, score_network, score_split, stage_class_weights, stage_loop
+from finetune_core.training.stage_common import (
+    head_rows,
+    save_stage,
+    score_network,
+    score_split,
+    stage_class_weights,
+    stage_loop,
+)
 from finetune_core.training.unfrozen import train_unfrozen
 
 __all__ = ["calibrate", "train_frozen", "train_unfrozen"]
@@ -73,12 +81,12 @@ def _lbfgs_head(model, head_names: set[str], epochs: int):
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
 
 
-def _stage2_freeze(config: FinetuneConfig, model) -> int:
-    """Blocks stage 2 keeps frozen (``training.unfrozen.freeze_layers`` resolved; 0 when stage 2
+def _stage2_freeze(config: FinetuneConfig, model) -> int | None:
+    """Blocks stage 2 keeps frozen (``training.unfrozen.freeze_layers`` resolved; None when stage 2
     will not run): checked in stage 1 too, so a bad value fails before any training."""
     training = config.training
     if training.strategy == "linear-probe" or training.unfrozen.epochs == 0:
-        return 0
+        return None
     return resolve_freeze_layers(training.unfrozen.freeze_layers, model)
 
 
@@ -121,12 +129,18 @@ def train_frozen(
     for parameter in model.base_model.parameters():
         parameter.requires_grad_(False)
     train, validation = (split_tokens(prepared, s, tokenizer, training.max_length) for s in ("train", "validation"))
+    stage2_freeze, writers, extra = _stage2_freeze(config, model), {}, {}
+    freeze = stage2_freeze or 0
+    if (sample := head_rows(training, prepared, train[1], stage2_freeze)) is not None:
+        train = (take_encoded(train[0], sample), train[1][sample])
+        extra["head_rows"] = len(sample)
     steps = epochs * -(-len(train[0]) // training.batch_size)
     optimizer, scheduler, head_names = _head_optimizer(model, config, steps)
-    loop = stage_loop(config, prepared, "frozen", epochs, checkpoints, on_epoch_end, progress=progress)
-    train_y, task, extra = targets_tensor(train[1], prepared.task).to(runtime.device), prepared.task, {}
+    loop = stage_loop(
+        config, prepared, "frozen", epochs, checkpoints, on_epoch_end, progress=progress, train_rows=len(train[0])
+    )
+    train_y, task = targets_tensor(train[1], prepared.task).to(runtime.device), prepared.task
     weights = stage_class_weights(config, prepared, train[1])
-    freeze, writers = _stage2_freeze(config, model), {}
     if freeze and spec is not None and epochs > 0:  # stage 2's layer cache, filled by the features pass
         splits = {"train": train[0], "validation": validation[0]}
         directory = upper.layer_cache_dir(training, out_dir)
@@ -146,6 +160,7 @@ def train_frozen(
             cache_dir=cache_dir,
         )
         known = load_known_features(known_features, pooling, runtime.precision, training.max_length)
+        known = known if sample is None else known_within(known, sample)
         with upper.filling(model, freeze, writers.get("train")) as tap:
             train_x, train_hit = cached_features(
                 model,
@@ -164,7 +179,7 @@ def train_frozen(
             )
         upper.finish_writers(writers, model, freeze, runtime, training.eval_batch_size, progress)
         train_x, val_x = train_x.to(runtime.device), val_x.to(runtime.device)
-        extra = {"feature_seconds": time.perf_counter() - started, "feature_cache_hits": int(train_hit) + int(val_hit)}
+        extra.update(feature_seconds=time.perf_counter() - started, feature_cache_hits=int(train_hit) + int(val_hit))
         if writers:
             extra["layer_caches_written"] = len(writers)
         loop.batches_per_epoch = head_batches(len(train_x), training.batch_size)
