@@ -229,8 +229,9 @@ def budget(workdir: Path, minutes: float, hf_from: Path | None = None, overrides
     # The frozen stage (feature extraction included) counts against the same budget.
     prepared = prepare_splits(config, workdir / "budget-data")
     started = time.perf_counter()
-    stages.train_frozen(config, prepared, resolve_backbone(BACKBONE), workdir / "budget-frozen")
-    config.training.unfrozen.max_minutes = max(minutes - (time.perf_counter() - started) / 60, 0.1)
+    frozen = stages.train_frozen(config, prepared, resolve_backbone(BACKBONE), workdir / "budget-frozen")
+    frozen_seconds = time.perf_counter() - started
+    config.training.unfrozen.max_minutes = max(minutes - frozen_seconds / 60, 0.1)
     unfrozen = stages.train_unfrozen(config, prepared, workdir / "budget-frozen", workdir / "budget-model")
     ours = evaluate_model(config, prepared, workdir / "budget-model")["accuracy"]
     result = {
@@ -240,6 +241,9 @@ def budget(workdir: Path, minutes: float, hf_from: Path | None = None, overrides
         "points_gained": 100 * (ours - hf["accuracy"]),
         "hf_samples_seen": hf["samples_seen"],
         "ours_seconds": time.perf_counter() - started,
+        "ours_frozen_seconds": frozen_seconds,  # features (all rows, or the head's sample) and the head
+        "ours_head_rows": frozen.extra.get("head_rows", prepared.rows["train"]),
+        "ours_stage2_train_seconds": unfrozen.train_seconds,
         "overrides": overrides,
         "precision_both": "bf16" if bf16 else "fp32",
         "ours_stage2_samples_seen": unfrozen.samples_per_second * unfrozen.train_seconds,
