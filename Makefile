@@ -33,7 +33,7 @@ lint: install
 # Two pytest-xdist workers, each test file on one worker (its module fixtures start once): most of
 # the suite's time is spent waiting on servers and subprocesses, and each test runs torch on one thread.
 TEST_WORKERS ?= 2
-PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test: lint
 	$(PYTEST)

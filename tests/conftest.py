@@ -35,6 +35,11 @@ def pytest_collection_modifyitems(items) -> None:
     for item in items:
         if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
+    # Files with server tests first (stable otherwise): they are the long ones, and under `make
+    # test` (pytest-xdist, one file per worker at a time, `--no-loadscope-reorder` so this order
+    # holds) a long file handed out last leaves the other worker idle while it finishes.
+    slow_files = {item.path for item in items if item.get_closest_marker("integration")}
+    items.sort(key=lambda item: item.path not in slow_files)
 
 
 SST2 = REPO / "examples" / "data" / "sst2"
