@@ -66,7 +66,8 @@ def measure(train: Path, test: Path) -> dict:
     from transformers import AutoTokenizer
 
     from finetune_core.config.loading import validate_config
-    from finetune_core.data.prepare import basic_checks, prepare_splits, read_splits
+    from finetune_core.data.checks import basic_checks
+    from finetune_core.data.prepare import prepare_splits, read_splits
     from finetune_core.model.backbone import resolve_backbone
     from finetune_core.model.batching import collate, length_grouped_batches
     from finetune_core.model.tokenized import encode_file

@@ -11,8 +11,9 @@ from prefect.cache_policies import NO_CACHE
 
 from finetune_core.config.finetune import FinetuneConfig
 from finetune_core.data.augment import augment_prepared
+from finetune_core.data.checks import basic_checks
 from finetune_core.data.drift import profile_parquet
-from finetune_core.data.prepare import SPLITS, PreparedData, RawData, basic_checks, prepare_splits, read_splits
+from finetune_core.data.prepare import SPLITS, PreparedData, RawData, prepare_splits, read_splits
 from finetune_core.data.snapshots import fingerprint
 from finetune_core.errors import DataValidationError
 from finetune_core.run_layout import RunLayout

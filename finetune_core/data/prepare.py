@@ -25,7 +25,6 @@ from finetune_core.data.chunks import parquet_chunks, parquet_columns, write_par
 from finetune_core.data.multilabel import (
     encode_label_lists,
     known_labels_only,
-    label_matrix,
     label_names,
     parsed_labels,
     require_label_lists,
@@ -371,34 +370,3 @@ def too_few_to_validate(labels: np.ndarray | None, held: np.ndarray, classes: in
     if labels is None or not classes:
         return False
     return int(np.bincount(labels[held], minlength=classes).min()) < MIN_VALIDATION_ROWS_PER_CLASS
-
-
-def basic_checks(prepared: PreparedData, config: FinetuneConfig) -> dict:
-    """Checks every run needs before training; Great Expectations suites go deeper."""
-    summary: dict = {"rows": prepared.rows, "fingerprint": prepared.fingerprint}
-    for split in SPLITS:
-        source = getattr(config.data, split) or config.data.train
-        if prepared.rows[split] == 0:
-            raise DataError(f"{source}: the {split} split has no rows")
-        columns = {TEXT: config.data.text_column} | (
-            {TEXT_PAIR: prepared.text_pair_column} if prepared.text_pair_column else {}
-        )
-        for column, name in columns.items():
-            blank = 0
-            for chunk in parquet_chunks(prepared.paths[split], PREPARE_ROWS, [column])():
-                blank += int((chunk[column].isna() | (chunk[column].fillna("").str.strip() == "")).sum())
-            if blank:
-                raise DataError(f"{source}: column {name!r} is empty in {blank} row(s) of the {split} split")
-    if prepared.task == "classification":
-        counts = np.zeros(len(prepared.labels), dtype=np.int64)
-        for chunk in parquet_chunks(prepared.paths["train"], PREPARE_ROWS, [LABEL])():
-            counts += np.bincount(chunk[LABEL].to_numpy(), minlength=len(counts))
-        if (counts > 0).sum() < 2:
-            raise DataError(f"{config.data.train}: column {config.data.label_column!r} has fewer than 2 classes")
-        summary["train_class_counts"] = {prepared.labels[i]: int(n) for i, n in enumerate(counts) if n}
-    if prepared.task == "multilabel":
-        counts = label_matrix(read_labels(prepared.paths["train"]), len(prepared.labels)).sum(axis=0)
-        if (counts > 0).sum() < 2:
-            raise DataError(f"{config.data.train}: column {config.data.label_column!r} has fewer than 2 labels")
-        summary["train_label_counts"] = {prepared.labels[i]: int(n) for i, n in enumerate(counts) if n}
-    return summary

@@ -4,7 +4,8 @@ import pandas as pd
 import pytest
 
 from finetune_core.config.loading import validate_config
-from finetune_core.data.prepare import LABEL, TEXT, basic_checks, prepare_splits
+from finetune_core.data.checks import basic_checks
+from finetune_core.data.prepare import LABEL, TEXT, prepare_splits
 from finetune_core.errors import DataError
 from tests.tables import read_table
 

@@ -8,8 +8,9 @@ import pandas as pd
 import pytest
 
 from finetune_core.config.loading import validate_config
+from finetune_core.data.checks import basic_checks
 from finetune_core.data.multilabel import label_matrix, parse_labels, pos_weight_vector
-from finetune_core.data.prepare import LABEL, basic_checks, prepare_splits
+from finetune_core.data.prepare import LABEL, prepare_splits
 from finetune_core.errors import ConfigError, DataError
 
 TOPICS = ["grain", "wheat", "earn", "acq"]
