@@ -10,7 +10,7 @@ import torch
 
 from finetune_core.config.finetune import FinetuneConfig
 from finetune_core.data.multilabel import pos_weight_vector
-from finetune_core.data.prepare import PreparedData, seeded_sample
+from finetune_core.data.prepare import PreparedData
 from finetune_core.evaluation.metric_table import primary_metric
 from finetune_core.evaluation.metrics import score_outputs
 from finetune_core.model.inference import predict_outputs
@@ -49,29 +49,6 @@ def stage_loop(
         max_seconds=max_seconds,
         reporter=progress,
     )
-
-
-# The head's rows when stage 2 follows under a time budget and training.frozen.max_rows is unset:
-# there the head only starts stage 2. On the full SST-2 train set (55k rows) at fp32, a 5-minute
-# budget: features of every row left stage 2's steps 169 of 315 s (test accuracy 0.873); of 4,096
-# rows, 274 s (0.889; HF Trainer given 300 s: 0.882). bench/results/budget-5min-fp32*.json. Not
-# settled at longer budgets: bf16, 10 minutes, one seed, 0.889 against 0.905 with every row.
-HEAD_ROWS_UNDER_BUDGET = 4096
-
-
-def head_rows(training, prepared: PreparedData, targets: np.ndarray, stage2_freeze: int | None) -> np.ndarray | None:
-    """Positions of the train rows whose features fit the frozen stage's head, or None for every
-    row. A subset only when stage 2 follows (``stage2_freeze`` is its frozen block count, None when
-    it does not run) with no blocks frozen: a layer cache needs every row's forward pass anyway."""
-    if stage2_freeze is None or stage2_freeze > 0:
-        return None
-    cap = training.frozen.max_rows
-    if cap is None and training.unfrozen.max_minutes:
-        cap = HEAD_ROWS_UNDER_BUDGET
-    if cap is None or cap >= len(targets):
-        return None
-    classes = targets.astype(np.int64) if prepared.task == "classification" else None
-    return seeded_sample(classes, len(targets), cap, training.seed)
 
 
 def stage_class_weights(config: FinetuneConfig, prepared: PreparedData, train_labels: np.ndarray):

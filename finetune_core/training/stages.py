@@ -50,15 +50,9 @@ from finetune_core.training.loop import (
 )
 from finetune_core.training.optim import NO_DECAY, make_optimizer, make_scheduler
 from finetune_core.training.progress import SILENT, ProgressReporter
+from finetune_core.training.recipe import head_rows
 from finetune_core.training.splits import outputs_for, spec_for, split_tokens
-from finetune_core.training.stage_common import (
-    head_rows,
-    save_stage,
-    score_network,
-    score_split,
-    stage_class_weights,
-    stage_loop,
-)
+from finetune_core.training.stage_common import save_stage, score_network, score_split, stage_class_weights, stage_loop
 from finetune_core.training.unfrozen import train_unfrozen
 
 __all__ = ["calibrate", "train_frozen", "train_unfrozen"]

@@ -10,7 +10,7 @@ from finetune_core.data.prepare import prepare_splits
 from finetune_core.model.batching import Encoded, take_encoded
 from finetune_core.model.features import known_within
 from finetune_core.training import stages
-from finetune_core.training.stage_common import HEAD_ROWS_UNDER_BUDGET, head_rows
+from finetune_core.training.recipe import HEAD_ROWS_UNDER_BUDGET, head_rows
 from tests.training.stage_helpers import easy_task_config, write_easy_task
 
 

@@ -16,10 +16,10 @@ from tests.training.stage_helpers import easy_task_config, write_easy_task
 def _tiny_mpnet(directory, tiny_backbone):
     from transformers import AutoTokenizer, MPNetConfig
 
-    AutoTokenizer.from_pretrained(tiny_backbone).save_pretrained(directory)  # a BERT word-piece vocabulary
-    vocab = len(AutoTokenizer.from_pretrained(tiny_backbone))
+    tokenizer = AutoTokenizer.from_pretrained(tiny_backbone)  # a BERT word-piece vocabulary
+    tokenizer.save_pretrained(directory)
     config = MPNetConfig(
-        vocab_size=vocab,
+        vocab_size=len(tokenizer),
         hidden_size=32,
         num_hidden_layers=2,
         num_attention_heads=2,
