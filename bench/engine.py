@@ -220,10 +220,19 @@ def budget(workdir: Path, minutes: float, hf_from: Path | None = None, overrides
     bf16 = runtime_for(config.training).precision == "bf16"
     if hf_from is not None:
         hf = json.loads(hf_from.read_text())
+        if hf.get("seed", 42) != config.training.seed:  # files before the seed was recorded ran seed 42
+            raise SystemExit(f"{hf_from}: HF Trainer ran seed {hf.get('seed', 42)}, ours is {config.training.seed}")
         hf = {"accuracy": hf["hf_accuracy"], "samples_seen": hf["hf_samples_seen"]}
     else:
         hf = hf_train(
-            files, BACKBONE, epochs=3, padding="dynamic", group_by_length=True, max_seconds=minutes * 60, bf16=bf16
+            files,
+            BACKBONE,
+            epochs=3,
+            padding="dynamic",
+            group_by_length=True,
+            max_seconds=minutes * 60,
+            bf16=bf16,
+            seed=config.training.seed,  # `--training '{"seed": N}'` seeds both sides
         )
     print(f"HF Trainer (dynamic + grouped, bf16 {bf16}), {minutes} min: accuracy {hf['accuracy']:.4f}", flush=True)
     # The frozen stage (feature extraction included) counts against the same budget.
@@ -245,6 +254,7 @@ def budget(workdir: Path, minutes: float, hf_from: Path | None = None, overrides
         "ours_head_rows": frozen.extra.get("head_rows", prepared.rows["train"]),
         "ours_stage2_train_seconds": unfrozen.train_seconds,
         "overrides": overrides,
+        "seed": config.training.seed,
         "precision_both": "bf16" if bf16 else "fp32",
         "ours_stage2_samples_seen": unfrozen.samples_per_second * unfrozen.train_seconds,
         "ours_stage2_samples_per_second": unfrozen.samples_per_second,

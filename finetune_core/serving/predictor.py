@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from finetune_core.model.batching import encode
 from finetune_core.model.heads import head_spec
 from finetune_core.model.inference import predict_outputs
+from finetune_core.model.loading import MODEL_LOADING
 
 META_FILE = "finetune_meta.json"
 
@@ -58,7 +59,8 @@ def load_model_dir(directory: str | Path):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     directory = Path(directory)
-    model = AutoModelForSequenceClassification.from_pretrained(directory)
+    with MODEL_LOADING:
+        model = AutoModelForSequenceClassification.from_pretrained(directory)
     tokenizer = AutoTokenizer.from_pretrained(directory)
     return model, tokenizer, load_meta(directory)
 

@@ -23,6 +23,7 @@ from finetune_core.model import embedding_rows
 from finetune_core.model.backbone import load_tokenizer
 from finetune_core.model.batching import Encoded, collate, sorted_batches
 from finetune_core.model.heads import POOLING_FILE, POOLINGS, resolve_pooling
+from finetune_core.model.loading import MODEL_LOADING
 from finetune_core.training.checkpoint import Checkpointer
 from finetune_core.training.device import runtime_for
 from finetune_core.training.loop import (
@@ -177,7 +178,8 @@ def centroid_accuracy(train: torch.Tensor, train_y: np.ndarray, val: torch.Tenso
 def _load_encoder(backbone: str, trust_remote_code: bool):
     from transformers import AutoModel
 
-    return AutoModel.from_pretrained(backbone, trust_remote_code=trust_remote_code)
+    with MODEL_LOADING:
+        return AutoModel.from_pretrained(backbone, trust_remote_code=trust_remote_code)
 
 
 def train_contrastive(

@@ -10,6 +10,7 @@ from transformers import AutoTokenizer
 
 from finetune_core.model.batching import ArrowTokens
 from finetune_core.model.embedding_rows import SeenRowsEmbedding, fold_back, seen_token_ids, use_seen_rows
+from finetune_core.model.loading import MODEL_LOADING
 from finetune_core.training.splits import split_tokens
 from tests.training.stage_helpers import weights, write_easy_task
 from tests.training.test_freeze_layers import _config, _run
@@ -43,12 +44,17 @@ def test_forward_matches_the_matrix_and_only_seen_rows_get_gradients():
 def test_a_frozen_or_tied_matrix_is_left_alone(tiny_backbone):
     from transformers import AutoModelForMaskedLM, AutoModelForSequenceClassification, BertConfig
 
-    model = AutoModelForSequenceClassification.from_pretrained(tiny_backbone, num_labels=2)
+    # Built under the library's load lock: transformers ties in the constructor unless another
+    # thread is inside from_pretrained at that moment (finetune_core/model/loading.py); in CI, a
+    # load in another thread of this process once left the model below untied.
+    with MODEL_LOADING:
+        model = AutoModelForSequenceClassification.from_pretrained(tiny_backbone, num_labels=2)
+        tied = AutoModelForMaskedLM.from_config(
+            BertConfig(vocab_size=30, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16)
+        )
     model.get_input_embeddings().weight.requires_grad_(False)
     assert use_seen_rows(model, [[2, 3]]) is None
-    tied = AutoModelForMaskedLM.from_config(
-        BertConfig(vocab_size=30, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16)
-    )
+    assert tied.get_output_embeddings().weight is tied.get_input_embeddings().weight
     assert use_seen_rows(tied, [[2, 3]]) is None
     model.get_input_embeddings().weight.requires_grad_(True)
     replacement = use_seen_rows(model, [[2, 3]])
