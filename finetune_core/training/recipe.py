@@ -122,8 +122,8 @@ def resolve(config: FinetuneConfig, prepared: PreparedData) -> tuple[FinetuneCon
 # there the head only starts stage 2. On the full SST-2 train set (55k rows) at fp32, a 5-minute
 # budget: features of every row left stage 2's steps 169 of 315 s (test accuracy 0.873); of 4,096
 # rows, 274 s (0.889; HF Trainer given 300 s: 0.882). bench/results/budget-5min-fp32*.json. At
-# 10 minutes bf16 the two are level within noise: seed 42, 0.889 vs 0.905 with every row; seed 43,
-# 0.906 vs 0.905 (bench/results/budget-10min-bf16-seed43*.json).
+# 10 minutes bf16 the two are level within noise: 0.898 vs 0.902 with every row, means over seeds
+# 42-44 (bench/results/budget-10min-now.json, budget-10min-bf16*.json; HF Trainer 0.894).
 HEAD_ROWS_UNDER_BUDGET = 4096
 
 
