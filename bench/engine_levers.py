@@ -7,9 +7,11 @@ A training step is forward + backward + clip + fused AdamW step, as in ``loop.ne
 Variants: precision (fp32, bf16 autocast), attention kernel (sdpa, eager), padding to a multiple of
 8, threads (1, 2), per-step loss read, dropout off, the token-embedding matrix frozen
 (``training.unfrozen.freeze_word_embeddings``), only the token rows the 2,000 rows use in the
-optimizer (``training.token_rows: seen``, the default), torch.compile (dynamic shapes; compile time
-reported apart), and the upper-blocks step of ``freeze_layers: 3`` (cached states, pad 1 vs 8);
-then evaluation batch sizes for ``predict_outputs`` on the 872 test sentences. Writes bench/results/engine-levers.json.
+optimizer (``training.token_rows: seen``, the default), torch.compile (dynamic shapes, or static
+shapes with batches padded to length buckets 16/32/64/128, and those buckets without compile;
+compile time reported apart), and the upper-blocks step of ``freeze_layers: 3`` (cached states,
+pad 1 vs 8); then evaluation batch sizes for ``predict_outputs`` on the 872 test sentences. Writes
+bench/results/engine-levers.json.
 """
 
 from __future__ import annotations
@@ -53,6 +55,14 @@ def _pad(batch: dict, multiple: int) -> dict:
     return {k: torch.nn.functional.pad(v, (0, 0) * (v.dim() - 2) + (0, extra), value=0) for k, v in batch.items()}
 
 
+BUCKETS = (16, 32, 64, 128)  # token lengths a batch pads up to for torch.compile with static shapes
+
+
+def _pad_to_bucket(batch: dict) -> dict:
+    width = batch["attention_mask"].shape[1]
+    return _pad(batch, next(b for b in BUCKETS if b >= width))
+
+
 def _model(backbone, attention: str = "sdpa", dropout: float | None = None, attention_dropout: float | None = None):
     from transformers import AutoModelForSequenceClassification
 
@@ -67,9 +77,11 @@ def _model(backbone, attention: str = "sdpa", dropout: float | None = None, atte
 
 
 def time_steps(
-    model, spec, batches, targets, bf16: bool, read_loss: bool = True, warmup: int = 3, seen_rows=None
+    model, spec, batches, targets, bf16: bool, read_loss: bool = True, warmup: int = 3, seen_rows=None, forward=None
 ) -> float:
-    """Samples/s of training steps over ``batches`` (after ``warmup`` untimed steps)."""
+    """Samples/s of training steps over ``batches`` (after ``warmup`` untimed steps); ``forward(inputs)``
+    gives the logits (default: ``forward_logits``)."""
+    forward = forward or (lambda inputs: forward_logits(model, spec, inputs))
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer([{"params": parameters, "weight_decay": 0.01}], 1e-5)
     attach(seen_rows, optimizer)
@@ -79,7 +91,7 @@ def time_steps(
         if i == warmup:
             started = time.perf_counter()
         with autocast if bf16 else contextlib.nullcontext():
-            loss = torch.nn.functional.cross_entropy(forward_logits(model, spec, inputs).float(), targets[index])
+            loss = torch.nn.functional.cross_entropy(forward(inputs).float(), targets[index])
         loss.backward()
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
         optimizer.step()
@@ -123,12 +135,15 @@ def main() -> None:
         dropout=None,
         attention_dropout=None,
         seen=False,
+        buckets=False,
     ):
         def run() -> float:
             saved = torch.get_num_threads()
             torch.set_num_threads(threads or saved)
             model = _model(backbone, attention, dropout, attention_dropout)
             spec, batches = head_spec(model, "mean"), [(_pad(b, pad), i) for b, i in raw]
+            if buckets:  # static shapes for torch.compile: one graph per bucket length
+                batches = [(_pad_to_bucket(b), i) for b, i in batches]
             if frozen:  # the upper-blocks step of freeze_layers on precomputed lower states
                 model.eval()
                 with torch.inference_mode():
@@ -146,13 +161,23 @@ def main() -> None:
                 freeze_word_embeddings(model)
             # training.token_rows: seen (the default) over the 2,000 rows the batches come from
             seen_rows = use_seen_rows(model, encoded.input_ids) if seen else None
+            forward = None
             if compiled:
-                model = torch.compile(model, dynamic=True)
+                # the pooled head reads the encoder through attributes (spec.features), which would
+                # bypass a compiled module's forward: compile the whole logits function instead
+                forward = torch.compile(
+                    lambda inputs: forward_logits(model, spec, inputs), dynamic=compiled == "dynamic"
+                )
+                # compile every graph the timed steps will meet before the clock starts
+                first_of_shape = {tuple(b["input_ids"].shape): (b, i) for b, i in reversed(batches)}
                 started = time.perf_counter()
-                time_steps(model, spec, batches[:4], targets, bf16, warmup=0)
-                result.setdefault("compile_seconds", []).append(time.perf_counter() - started)
+                warm = list(first_of_shape.values()) + batches[:2]
+                time_steps(model, spec, warm, targets, bf16, warmup=0, forward=forward)
+                result.setdefault("compile_seconds", {}).setdefault(str(compiled), []).append(
+                    time.perf_counter() - started
+                )
             try:
-                return time_steps(model, spec, batches, targets, bf16, read_loss, seen_rows=seen_rows)
+                return time_steps(model, spec, batches, targets, bf16, read_loss, seen_rows=seen_rows, forward=forward)
             finally:
                 torch.set_num_threads(saved)
 
@@ -181,8 +206,11 @@ def main() -> None:
         "bf16 upper N=3 pad8": train_variant(frozen=3, pad=8),
     }
     if args.compile:
-        variants["bf16 sdpa torch.compile dynamic"] = train_variant(compiled=True)
-        variants["fp32 sdpa torch.compile dynamic"] = train_variant(bf16=False, compiled=True)
+        variants["bf16 sdpa torch.compile dynamic"] = train_variant(compiled="dynamic")
+        variants["fp32 sdpa torch.compile dynamic"] = train_variant(bf16=False, compiled="dynamic")
+        # without seen token rows: their unseen-row scale is a Python float that changes every step
+        variants["fp32 sdpa torch.compile buckets"] = train_variant(bf16=False, compiled="static", buckets=True)
+        variants["fp32 sdpa padded to buckets"] = train_variant(bf16=False, buckets=True)
     if args.only:
         variants = {name: run for name, run in variants.items() if name in args.only}
     rounds = {name: [] for name in variants}
