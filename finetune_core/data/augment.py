@@ -18,7 +18,8 @@ import pandas as pd
 
 from finetune_core.config.augmentation import AugmentationConfig
 from finetune_core.config.finetune import FinetuneConfig
-from finetune_core.data.prepare import LABEL, TEXT, PreparedData, files_fingerprint
+from finetune_core.data.fingerprint import files_fingerprint
+from finetune_core.data.prepare import LABEL, TEXT, PreparedData
 from finetune_core.errors import ConfigError
 from finetune_core.model.loading import MODEL_LOADING
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from finetune_core.data.augment import AUGMENTED
-from finetune_core.data.prepare import PreparedData, files_fingerprint
+from finetune_core.data.fingerprint import files_fingerprint
+from finetune_core.data.prepare import PreparedData
 
 FOLDED_TRAIN = "train_with_validation.parquet"
 

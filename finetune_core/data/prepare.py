@@ -11,7 +11,6 @@ keeping only per-row numbers (label ids for the stratified split) between passes
 
 from __future__ import annotations
 
-import hashlib
 import math
 from pathlib import Path
 from typing import Literal
@@ -22,6 +21,8 @@ from pydantic import BaseModel
 
 from finetune_core.config.finetune import FinetuneConfig
 from finetune_core.data.chunks import parquet_chunks, parquet_columns, write_parquet_chunks
+from finetune_core.data.columns import LABEL, PREPARE_ROWS, SPLITS, TEXT, TEXT_PAIR
+from finetune_core.data.fingerprint import files_fingerprint
 from finetune_core.data.multilabel import (
     encode_label_lists,
     known_labels_only,
@@ -30,12 +31,9 @@ from finetune_core.data.multilabel import (
     require_label_lists,
 )
 from finetune_core.data.readers import read_to_parquet
+from finetune_core.data.sampling import seeded_sample
 from finetune_core.errors import ConfigError, DataError
 
-TEXT, LABEL = "text", "label"
-TEXT_PAIR = "text_pair"  # the second text of a sentence pair (``data.text_pair_column``), when configured
-SPLITS = ("train", "validation", "test")
-PREPARE_ROWS = 100_000  # rows per chunk while preparing: bounds memory whatever the file's size
 # Fewer validation rows than this in some class decide an epoch or a temperature by one or two
 # examples' noise: training.recipe then skips both. 3, not more: the 120-row SST-2 sample the flow
 # tests use holds out 4 rows of its smaller class, and 10 % of 16-32 rows (8-16 per class) leaves
@@ -160,50 +158,6 @@ def _encode_targets(frame: pd.DataFrame, path: Path, column: str) -> pd.DataFram
             f"in data row {frame.index[row] + 1}"
         )
     return frame.assign(**{LABEL: targets.astype("float64")})
-
-
-def seeded_sample(labels: np.ndarray | None, rows: int, size: int, seed: int) -> np.ndarray:
-    """``size`` of ``rows`` row positions (sorted), drawn without replacement and seeded; with
-    ``labels`` (class ids) stratified: each class gets its share of ``size``, the remainders
-    going to the largest fractions. Memory is a few bytes per row whatever the data's size
-    (scikit-learn's stratified split needed ~110 bytes per row)."""
-    rng = np.random.default_rng(seed)
-    if labels is None:
-        return np.sort(rng.choice(rows, size=size, replace=False))
-    counts = np.bincount(labels)
-    quotas = size * counts / rows
-    take = np.floor(quotas).astype(np.int64)
-    for c in np.argsort(-(quotas - take), kind="stable")[: size - int(take.sum())]:
-        take[c] += 1
-    chosen = [rng.choice(np.flatnonzero(labels == c), size=int(n), replace=False) for c, n in enumerate(take) if n]
-    return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
-
-
-def _hashable(chunk: pd.DataFrame) -> pd.DataFrame:
-    """Multilabel label-id lists as text ("0,3"): pandas hashes scalars only."""
-    if LABEL in chunk.columns and len(chunk) and isinstance(chunk[LABEL].iloc[0], (list, np.ndarray)):
-        return chunk.assign(**{LABEL: chunk[LABEL].map(lambda ids: ",".join(map(str, ids)))})
-    return chunk
-
-
-def _fingerprint(chunks_of_split) -> str:
-    """Hash of every split's row hashes in order; ``chunks_of_split(split)`` yields its frames
-    (row hashes are per row, so how a split is chunked does not change the result)."""
-    digest = hashlib.sha256()
-    for split in SPLITS:
-        digest.update(split.encode())
-        for chunk in chunks_of_split(split):
-            digest.update(pd.util.hash_pandas_object(_hashable(chunk), index=False).to_numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
-def data_fingerprint(frames: dict[str, pd.DataFrame]) -> str:
-    return _fingerprint(lambda split: [frames[split]])
-
-
-def files_fingerprint(paths: dict[str, str]) -> str:
-    """``data_fingerprint`` of the prepared files, read chunk by chunk."""
-    return _fingerprint(lambda split: parquet_chunks(paths[split], PREPARE_ROWS)())
 
 
 def read_labels(path: str | Path) -> np.ndarray:

@@ -19,7 +19,8 @@ from finetune_core.data.augment import (
     random_deletion,
     random_swap,
 )
-from finetune_core.data.prepare import LABEL, SPLITS, TEXT, PreparedData, data_fingerprint, prepare_splits
+from finetune_core.data.fingerprint import data_fingerprint
+from finetune_core.data.prepare import LABEL, SPLITS, TEXT, PreparedData, prepare_splits
 from finetune_core.errors import ConfigError
 
 SENTENCES = [f"the film number {i} was {'good' if i % 4 else 'bad'} and the acting felt honest" for i in range(40)]

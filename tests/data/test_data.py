@@ -163,7 +163,7 @@ def test_preparing_in_small_chunks_writes_the_same_splits(tmp_path, monkeypatch,
 def test_seeded_sample_is_exact_stratified_and_seeded():
     import numpy as np
 
-    from finetune_core.data.prepare import seeded_sample
+    from finetune_core.data.sampling import seeded_sample
 
     labels = np.array([0] * 700 + [1] * 250 + [2] * 50)
     chosen = seeded_sample(labels, len(labels), 101, seed=3)
