@@ -208,7 +208,8 @@ def main() -> None:
     if args.compile:
         variants["bf16 sdpa torch.compile dynamic"] = train_variant(compiled="dynamic")
         variants["fp32 sdpa torch.compile dynamic"] = train_variant(bf16=False, compiled="dynamic")
-        # without seen token rows: their unseen-row scale is a Python float that changes every step
+        # without seen token rows: their unseen-row scale is a Python float attribute that changes every
+        # step, which dynamo may guard on and recompile for (not measured)
         variants["fp32 sdpa torch.compile buckets"] = train_variant(bf16=False, compiled="static", buckets=True)
         variants["fp32 sdpa padded to buckets"] = train_variant(bf16=False, buckets=True)
     if args.only:
