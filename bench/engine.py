@@ -164,7 +164,8 @@ def frozen_cost(workdir: Path) -> dict:
     from finetune_core.model.batching import encode
     from finetune_core.model.heads import head_spec
     from finetune_core.training.device import runtime_for
-    from finetune_core.training.loop import network_epoch, targets_tensor
+    from finetune_core.training.loop import network_epoch
+    from finetune_core.training.losses import targets_tensor
     from finetune_core.training.optim import make_optimizer
 
     files = sst2_files(workdir, 2000)

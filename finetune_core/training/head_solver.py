@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from finetune_core.training.loop import compute_loss
+from finetune_core.training.losses import compute_loss
 
 # `solver: auto` fits the head with L-BFGS while AdamW's schedule (epochs x batches) would take
 # fewer steps than this. Measured with bench/fewshot.py (SST-2, 5 seeds; head on the frozen

@@ -16,7 +16,8 @@ from finetune_core.evaluation.metrics import score_outputs
 from finetune_core.model.inference import predict_outputs
 from finetune_core.serving.predictor import save_model_dir
 from finetune_core.training.checkpoint import Checkpointer
-from finetune_core.training.loop import EpochLoop, StageResult, class_weight_vector, mark_finished
+from finetune_core.training.loop import EpochLoop, StageResult, mark_finished
+from finetune_core.training.losses import class_weight_vector
 from finetune_core.training.progress import SILENT
 
 

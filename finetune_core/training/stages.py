@@ -46,8 +46,8 @@ from finetune_core.training.loop import (
     network_batches,
     network_epoch,
     seed_everything,
-    targets_tensor,
 )
+from finetune_core.training.losses import targets_tensor
 from finetune_core.training.optim import NO_DECAY, make_optimizer, make_scheduler
 from finetune_core.training.progress import SILENT, ProgressReporter
 from finetune_core.training.recipe import head_rows

@@ -25,8 +25,8 @@ from finetune_core.training.loop import (
     network_batches,
     network_epoch,
     seed_everything,
-    targets_tensor,
 )
+from finetune_core.training.losses import targets_tensor
 from finetune_core.training.optim import (
     BudgetSchedule,
     apply_trainable_depths,

@@ -18,7 +18,8 @@ from finetune_core.training import stages
 from finetune_core.training.calibration import expected_calibration_error, fit_temperature
 from finetune_core.training.checkpoint import Checkpointer
 from finetune_core.training.device import Runtime, cpu_supports_bf16, resolve_precision
-from finetune_core.training.loop import EpochLoop, network_epoch, targets_tensor
+from finetune_core.training.loop import EpochLoop, network_epoch
+from finetune_core.training.losses import targets_tensor
 from finetune_core.training.optim import (
     apply_trainable_depths,
     depth_of_parameters,

@@ -12,7 +12,7 @@ from finetune_core.data.prepare import prepare_splits
 from finetune_core.errors import ConfigError
 from finetune_core.evaluation.metric_table import primary_metric
 from finetune_core.training import stage_common, stages
-from finetune_core.training.loop import class_weight_vector, compute_loss
+from finetune_core.training.losses import class_weight_vector, compute_loss
 from tests.datasets import easy_sentiment
 
 

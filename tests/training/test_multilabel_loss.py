@@ -4,7 +4,7 @@ import numpy as np
 import torch
 
 from finetune_core.data.multilabel import label_matrix
-from finetune_core.training.loop import compute_loss, targets_tensor
+from finetune_core.training.losses import compute_loss, targets_tensor
 
 
 def test_bce_with_pos_weight_matches_its_formula():

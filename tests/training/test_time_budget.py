@@ -13,7 +13,8 @@ from finetune_core.model.batching import encode
 from finetune_core.model.heads import head_spec
 from finetune_core.training import stages
 from finetune_core.training.device import Runtime
-from finetune_core.training.loop import network_epoch, targets_tensor
+from finetune_core.training.loop import network_epoch
+from finetune_core.training.losses import targets_tensor
 from finetune_core.training.optim import make_optimizer
 from tests.datasets import easy_sentiment
 from tests.training.stage_helpers import easy_task_config, write_easy_task

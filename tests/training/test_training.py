@@ -13,7 +13,7 @@ from finetune_core.evaluation.test_split import evaluate_model
 from finetune_core.model.inference import head_outputs
 from finetune_core.serving.predictor import Predictor, load_model_dir
 from finetune_core.training import stages
-from finetune_core.training.loop import compute_loss
+from finetune_core.training.losses import compute_loss
 from tests.datasets import easy_sentiment
 
 
