@@ -9,9 +9,9 @@ Variants: precision (fp32, bf16 autocast), attention kernel (sdpa, eager), paddi
 (``training.unfrozen.freeze_word_embeddings``), only the token rows the 2,000 rows use in the
 optimizer (``training.token_rows: seen``, the default), torch.compile (dynamic shapes, or static
 shapes with batches padded to length buckets 16/32/64/128, and those buckets without compile;
-compile time reported apart), and the upper-blocks step of ``freeze_layers: 3`` (cached states,
-pad 1 vs 8); then evaluation batch sizes for ``predict_outputs`` on the 872 test sentences. Writes
-bench/results/engine-levers.json.
+compile time reported apart), query/key/value in one matrix product (prototype ``fuse_qkv``),
+and the upper-blocks step of ``freeze_layers: 3`` (cached states, pad 1 vs 8); then evaluation
+batch sizes for ``predict_outputs`` on the 872 test sentences. Writes bench/results/engine-levers.json.
 """
 
 from __future__ import annotations
@@ -76,6 +76,32 @@ def _model(backbone, attention: str = "sdpa", dropout: float | None = None, atte
     return model.train()
 
 
+def fuse_qkv(model) -> None:
+    """Prototype lever: each BERT self-attention computes query, key and value with one matrix
+    product over the three weights concatenated (one [rows, 3d] product instead of three [rows, d]
+    ones); the parameters, and so the saved model, stay as they are."""
+    import types
+
+    import torch.nn.functional as F
+    from transformers.models.bert import modeling_bert
+
+    def forward(self, hidden_states, attention_mask=None, cache=None, **kwargs):
+        shape = hidden_states.shape[:-1]
+        weight = torch.cat([self.query.weight, self.key.weight, self.value.weight])
+        bias = torch.cat([self.query.bias, self.key.bias, self.value.bias])
+        qkv = F.linear(hidden_states, weight, bias).view(*shape, 3, -1, self.attention_head_size)
+        query, key, value = (qkv.select(-3, i).transpose(1, 2) for i in range(3))
+        attend = modeling_bert.ALL_ATTENTION_FUNCTIONS.get_interface(
+            self.config._attn_implementation, modeling_bert.eager_attention_forward
+        )
+        dropout = self.dropout.p if self.training else 0.0
+        out, weights = attend(self, query, key, value, attention_mask, dropout=dropout, scaling=self.scaling, **kwargs)
+        return out.reshape(*shape, -1).contiguous(), weights
+
+    for layer in model.bert.encoder.layer:
+        layer.attention.self.forward = types.MethodType(forward, layer.attention.self)
+
+
 def time_steps(
     model, spec, batches, targets, bf16: bool, read_loss: bool = True, warmup: int = 3, seen_rows=None, forward=None
 ) -> float:
@@ -136,6 +162,7 @@ def main() -> None:
         attention_dropout=None,
         seen=False,
         buckets=False,
+        fused_qkv=False,
     ):
         def run() -> float:
             saved = torch.get_num_threads()
@@ -157,6 +184,8 @@ def main() -> None:
                     (_pad({"hidden_states": s.float(), "attention_mask": b["attention_mask"]}, pad), i)
                     for s, (b, i) in zip(states, raw)
                 ]
+            if fused_qkv:
+                fuse_qkv(model)
             if words:  # training.unfrozen.freeze_word_embeddings
                 freeze_word_embeddings(model)
             # training.token_rows: seen (the default) over the 2,000 rows the batches come from
@@ -196,6 +225,7 @@ def main() -> None:
         "bf16 sdpa word embeddings frozen": train_variant(words=True),
         "fp32 sdpa seen token rows": train_variant(bf16=False, seen=True),
         "bf16 sdpa seen token rows": train_variant(seen=True),
+        "fp32 sdpa seen token rows, fused QKV": train_variant(bf16=False, seen=True, fused_qkv=True),
         "fp32 sdpa no dropout, seen token rows": train_variant(bf16=False, dropout=0.0, seen=True),
         "fp32 sdpa 1 thread": train_variant(bf16=False, threads=1),
         "fp32 sdpa no dropout": train_variant(bf16=False, dropout=0.0),
