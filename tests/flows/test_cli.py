@@ -161,7 +161,7 @@ def test_the_run_summary_lists_per_label_figures_only_for_a_few_labels():
 
     from rich.console import Console
 
-    from flows.cli import SUMMARY_MAX_LABELS, _summary_table
+    from flows.run_summary import SUMMARY_MAX_LABELS, summary_table
 
     def shown(labels: int) -> str:
         metrics = {"f1_macro": 0.5, "f1_micro": 0.6}
@@ -173,7 +173,7 @@ def test_the_run_summary_lists_per_label_figures_only_for_a_few_labels():
             gate_passed=True, champion=True, mlflow_run_id="r",
         )  # fmt: skip
         console = Console(width=200, record=True)
-        console.print(_summary_table(result))
+        console.print(summary_table(result))
         return console.export_text()
 
     few, many = shown(2), shown(SUMMARY_MAX_LABELS + 1)
