@@ -2,7 +2,7 @@
 
     python bench/engine.py throughput   # (a) unfrozen-stage samples/s vs Trainer, (e) FLOP/s vs matmul peak
     python bench/engine.py frozen       # (b) frozen-stage cost per extra epoch: cached features vs forward passes
-    python bench/engine.py budget       # (c) test accuracy after an equal wall-clock budget
+    python bench/engine.py budget       # (c) test accuracy after an equal wall-clock budget (bench/engine_budget.py)
     python bench/engine.py full         # (d) the default recipe on the full SST-2 training set
     python bench/engine.py freeze       # stage 2 with freeze_layers N = 0..L, three seeds (bench/engine_freeze.py)
 
@@ -29,6 +29,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
+from bench.engine_budget import budget  # noqa: E402
 from bench.engine_freeze import freeze_table  # noqa: E402
 from bench.hf_baseline import hf_train  # noqa: E402
 from bench.machine import machine  # noqa: E402
@@ -208,63 +209,6 @@ def frozen_cost(workdir: Path) -> dict:
     return result
 
 
-def budget(workdir: Path, minutes: float, hf_from: Path | None = None, overrides: dict | None = None) -> dict:
-    """Equal wall-clock training budget on the full training set: test accuracy. ``hf_from``: take
-    the HF figure from an earlier result file (run back to back) instead of training HF again.
-    ``overrides``: our training settings (e.g. unfrozen.freeze_layers); HF trains at the precision
-    ours resolves to (bf16 where the CPU has it), so both sides compare at equal precision."""
-    from finetune_core.training.device import runtime_for
-
-    overrides = dict(overrides or {})
-    unfrozen = {"epochs": 3, "max_minutes": minutes, **overrides.pop("unfrozen", {})}
-    config = our_config(files := sst2_files(workdir, None), unfrozen=unfrozen, feature_cache=False, **overrides)
-    bf16 = runtime_for(config.training).precision == "bf16"
-    if hf_from is not None:
-        hf = json.loads(hf_from.read_text())
-        if hf.get("seed", 42) != config.training.seed:  # files before the seed was recorded ran seed 42
-            raise SystemExit(f"{hf_from}: HF Trainer ran seed {hf.get('seed', 42)}, ours is {config.training.seed}")
-        hf = {"accuracy": hf["hf_accuracy"], "samples_seen": hf["hf_samples_seen"]}
-    else:
-        hf = hf_train(
-            files,
-            BACKBONE,
-            epochs=3,
-            padding="dynamic",
-            group_by_length=True,
-            max_seconds=minutes * 60,
-            bf16=bf16,
-            seed=config.training.seed,  # `--training '{"seed": N}'` seeds both sides
-        )
-    print(f"HF Trainer (dynamic + grouped, bf16 {bf16}), {minutes} min: accuracy {hf['accuracy']:.4f}", flush=True)
-    # The frozen stage (feature extraction included) counts against the same budget.
-    prepared = prepare_splits(config, workdir / "budget-data")
-    started = time.perf_counter()
-    frozen = stages.train_frozen(config, prepared, resolve_backbone(BACKBONE), workdir / "budget-frozen")
-    frozen_seconds = time.perf_counter() - started
-    config.training.unfrozen.max_minutes = max(minutes - frozen_seconds / 60, 0.1)
-    unfrozen = stages.train_unfrozen(config, prepared, workdir / "budget-frozen", workdir / "budget-model")
-    ours = evaluate_model(config, prepared, workdir / "budget-model")["accuracy"]
-    result = {
-        "minutes": minutes,
-        "hf_accuracy": hf["accuracy"],
-        "ours_accuracy": ours,
-        "points_gained": 100 * (ours - hf["accuracy"]),
-        "hf_samples_seen": hf["samples_seen"],
-        "ours_seconds": time.perf_counter() - started,
-        "ours_frozen_seconds": frozen_seconds,  # features (all rows, or the head's sample) and the head
-        "ours_head_rows": frozen.extra.get("head_rows", prepared.rows["train"]),
-        "ours_stage2_train_seconds": unfrozen.train_seconds,
-        "overrides": overrides,
-        "seed": config.training.seed,
-        "precision_both": "bf16" if bf16 else "fp32",
-        "ours_stage2_samples_seen": unfrozen.samples_per_second * unfrozen.train_seconds,
-        "ours_stage2_samples_per_second": unfrozen.samples_per_second,
-        "ours_stage2_extra": unfrozen.extra,
-    }
-    print(json.dumps(result, indent=1))
-    return result
-
-
 def full(workdir: Path, overrides: dict) -> dict:
     files = sst2_files(workdir, None)
     run = run_ours(our_config(files, feature_cache=False, **overrides), workdir, "full")
@@ -315,7 +259,7 @@ def main() -> None:
         result = {
             "throughput": lambda: throughput(workdir),
             "frozen": lambda: frozen_cost(workdir),
-            "budget": lambda: budget(workdir, args.minutes, args.hf_from, args.training),
+            "budget": lambda: budget(workdir, sys.modules[__name__], args.minutes, args.hf_from, args.training),
             "full": lambda: full(workdir, args.training),
             "freeze": lambda: freeze_table(
                 workdir,

@@ -1,5 +1,6 @@
-"""`backbone.pooling: auto` for a hub id: the sentence-transformers pooling file is read from the
-Hugging Face cache (laid out here as the hub lays it out, so everything runs offline)."""
+"""The head table: native pooling equals each family's own forward; `backbone.pooling: auto` for a
+hub id: the sentence-transformers pooling file is read from the Hugging Face cache (laid out here
+as the hub lays it out, so everything runs offline)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ import os
 import subprocess
 import sys
 
-from finetune_core.model.heads import pooling_file, resolve_pooling
+import pytest
+import torch
+
+from finetune_core.model.heads import forward_logits, head_spec, pooling_file, resolve_pooling
 from tests.hub_cache import fake_hub_cache
 
 
@@ -66,3 +70,36 @@ def test_a_hub_id_resolves_in_a_fresh_process_from_HF_HUB_CACHE(tmp_path, tiny_b
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "mean"
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta", "distilbert", "electra"])
+def test_head_table_matches_each_familys_own_forward(family):
+    """Native pooling through the table must equal the model's own forward, so cached
+    features feed exactly what stage 2 computes."""
+    import transformers
+
+    small = dict(
+        vocab_size=100,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=64,
+        num_labels=3,
+    )
+    configs = {
+        "bert": transformers.BertConfig(**small),
+        "roberta": transformers.RobertaConfig(**small, pad_token_id=1),
+        "distilbert": transformers.DistilBertConfig(
+            vocab_size=100, dim=16, n_layers=2, n_heads=2, hidden_dim=32, max_position_embeddings=64, num_labels=3
+        ),
+        "electra": transformers.ElectraConfig(**small, embedding_size=16),
+    }
+    torch.manual_seed(0)
+    model = transformers.AutoModelForSequenceClassification.from_config(configs[family]).eval()
+    batch = {"input_ids": torch.randint(5, 100, (3, 7)), "attention_mask": torch.ones(3, 7, dtype=torch.long)}
+    batch["attention_mask"][0, 5:] = 0
+    spec = head_spec(model, "native")
+    assert spec is not None
+    with torch.inference_mode():
+        assert torch.allclose(forward_logits(model, spec, batch), model(**batch).logits, atol=1e-6)

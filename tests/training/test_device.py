@@ -17,7 +17,7 @@ import torch
 
 from finetune_core.config.sections import TrainingConfig
 from finetune_core.training import device
-from finetune_core.training.device import runtime_for
+from finetune_core.training.device import cpu_supports_bf16, resolve_precision, runtime_for
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -92,3 +92,9 @@ def test_local_rank_picks_the_gpu_of_a_distributed_launch(monkeypatch):
 def test_an_explicit_device_and_precision_are_obeyed():
     assert device.resolve_device("cpu") == torch.device("cpu")
     assert runtime_for(TrainingConfig(device="cpu", precision="fp32")) == device.Runtime(torch.device("cpu"), "fp32")
+
+
+def test_auto_precision_follows_the_hardware():
+    assert resolve_precision("auto", torch.device("cpu")) == ("bf16" if cpu_supports_bf16() else "fp32")
+    assert resolve_precision("fp32", torch.device("cpu")) == "fp32"
+    assert resolve_precision("auto", torch.device("mps")) == "fp32"

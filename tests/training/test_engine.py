@@ -1,5 +1,5 @@
 """The training engine: feature cache, pooling, layer-wise rates, gradual unfreezing, early
-stopping, resume, strategies, LoRA, calibration, precision. Tiny random BERTs, CPU."""
+stopping, resume, strategies, LoRA, calibration. Tiny random BERTs, CPU."""
 
 import json
 
@@ -12,12 +12,12 @@ from finetune_core.evaluation.test_split import evaluate_model
 from finetune_core.model.backbone import load_for_task, load_tokenizer
 from finetune_core.model.batching import collate, encode
 from finetune_core.model.features import cached_features
-from finetune_core.model.heads import forward_logits, head_spec, num_layers, resolve_pooling
+from finetune_core.model.heads import head_spec, num_layers, resolve_pooling
 from finetune_core.serving.predictor import Predictor, load_model_dir
 from finetune_core.training import stages
 from finetune_core.training.calibration import expected_calibration_error, fit_temperature
 from finetune_core.training.checkpoint import Checkpointer
-from finetune_core.training.device import Runtime, cpu_supports_bf16, resolve_precision
+from finetune_core.training.device import Runtime
 from finetune_core.training.loop import EpochLoop, network_epoch
 from finetune_core.training.losses import targets_tensor
 from finetune_core.training.optim import (
@@ -294,42 +294,3 @@ def test_calibration_is_stored_with_the_model(task_files, tiny_backbone):
     assert load_model_dir(task_files / "frozen")[2].temperature == pytest.approx(calibration["temperature"])
     metrics = evaluate_model(config, prepared, task_files / "frozen")
     assert {"ece", "ece_uncalibrated"} <= set(metrics)
-
-
-def test_auto_precision_follows_the_hardware():
-    assert resolve_precision("auto", torch.device("cpu")) == ("bf16" if cpu_supports_bf16() else "fp32")
-    assert resolve_precision("fp32", torch.device("cpu")) == "fp32"
-    assert resolve_precision("auto", torch.device("mps")) == "fp32"
-
-
-@pytest.mark.parametrize("family", ["bert", "roberta", "distilbert", "electra"])
-def test_head_table_matches_each_familys_own_forward(family):
-    """Native pooling through the table must equal the model's own forward, so cached
-    features feed exactly what stage 2 computes."""
-    import transformers
-
-    small = dict(
-        vocab_size=100,
-        hidden_size=16,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=64,
-        num_labels=3,
-    )
-    configs = {
-        "bert": transformers.BertConfig(**small),
-        "roberta": transformers.RobertaConfig(**small, pad_token_id=1),
-        "distilbert": transformers.DistilBertConfig(
-            vocab_size=100, dim=16, n_layers=2, n_heads=2, hidden_dim=32, max_position_embeddings=64, num_labels=3
-        ),
-        "electra": transformers.ElectraConfig(**small, embedding_size=16),
-    }
-    torch.manual_seed(0)
-    model = transformers.AutoModelForSequenceClassification.from_config(configs[family]).eval()
-    batch = {"input_ids": torch.randint(5, 100, (3, 7)), "attention_mask": torch.ones(3, 7, dtype=torch.long)}
-    batch["attention_mask"][0, 5:] = 0
-    spec = head_spec(model, "native")
-    assert spec is not None
-    with torch.inference_mode():
-        assert torch.allclose(forward_logits(model, spec, batch), model(**batch).logits, atol=1e-6)
