@@ -9,6 +9,8 @@ from pathlib import Path
 
 from rich.table import Table
 
+from finetune_core.evaluation.metric_table import PER_LABEL_PREFIXES
+
 # Up to this many classes or labels, the run summary lists each one's precision/recall/F1.
 SUMMARY_MAX_LABELS = 10
 
@@ -16,7 +18,7 @@ SUMMARY_MAX_LABELS = 10
 def is_per_label(name: str) -> bool:
     if name in ("f1_macro", "f1_micro", "f1_macro_at_0.5"):
         return False
-    return name.startswith(("precision_", "recall_", "f1_", "support_"))
+    return name.startswith((*PER_LABEL_PREFIXES, "support_"))  # the metric table owns the prefixes
 
 
 def summary_table(result) -> Table:
