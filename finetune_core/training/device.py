@@ -12,19 +12,28 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import platform
 import threading
 from dataclasses import dataclass
 
 import torch
 
+_X86 = ("x86_64", "amd64", "i386", "i686")
 _DETECTION = threading.Lock()  # the first resolution runs once, whatever the number of threads asking
 
 
 @functools.cache
 def _cpu_bf16() -> bool:
+    """On x86, the AVX-512 BF16 or AMX instructions themselves. oneDNN's own check
+    (``_is_mkldnn_bf16_supported``) also says yes on AVX-512 CPUs without them (Skylake to Ice
+    Lake Xeons), where it emulates bf16 through fp32: matrix products measured 5x slower than fp32
+    there (``bench/precision.py``), so ``auto`` must not pick it. Elsewhere (aarch64) oneDNN's
+    check looks for the bf16 instructions."""
     try:
+        if platform.machine().lower() in _X86:
+            return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
+    except (AttributeError, RuntimeError):  # a torch without these probes: fp32 is always right
         return False
 
 

@@ -8,11 +8,13 @@ after resetting every cache and singleton, and in a fresh interpreter."""
 
 from __future__ import annotations
 
+import platform
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
+import pytest
 import torch
 
 from finetune_core.config.sections import TrainingConfig
@@ -92,6 +94,26 @@ def test_local_rank_picks_the_gpu_of_a_distributed_launch(monkeypatch):
 def test_an_explicit_device_and_precision_are_obeyed():
     assert device.resolve_device("cpu") == torch.device("cpu")
     assert runtime_for(TrainingConfig(device="cpu", precision="fp32")) == device.Runtime(torch.device("cpu"), "fp32")
+
+
+def cpu_flags() -> set[str]:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+@pytest.mark.skipif(
+    platform.machine().lower() not in ("x86_64", "amd64") or not Path("/proc/cpuinfo").is_file(),
+    reason="reads the x86 instruction-set flags from /proc/cpuinfo",
+)
+def test_cpu_bf16_means_the_bf16_instructions_themselves():
+    """oneDNN also accepts bf16 on AVX-512 CPUs without AVX-512 BF16, emulating it 5x slower than
+    fp32 (bench/precision.py); ``auto`` chose it there until it read the instructions instead."""
+    native = bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
+    device._cpu_bf16.cache_clear()
+    assert cpu_supports_bf16() == native
+    assert resolve_precision("auto", torch.device("cpu")) == ("bf16" if native else "fp32")
 
 
 def test_auto_precision_follows_the_hardware():
