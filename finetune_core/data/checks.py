@@ -7,8 +7,9 @@ import numpy as np
 
 from finetune_core.config.finetune import FinetuneConfig
 from finetune_core.data.chunks import parquet_chunks
+from finetune_core.data.labels import read_labels
 from finetune_core.data.multilabel import label_matrix
-from finetune_core.data.prepare import LABEL, PREPARE_ROWS, SPLITS, TEXT, TEXT_PAIR, PreparedData, read_labels
+from finetune_core.data.prepare import LABEL, PREPARE_ROWS, SPLITS, TEXT, TEXT_PAIR, PreparedData
 from finetune_core.errors import DataError
 
 

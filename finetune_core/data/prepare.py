@@ -23,6 +23,7 @@ from finetune_core.config.finetune import FinetuneConfig
 from finetune_core.data.chunks import parquet_chunks, parquet_columns, write_parquet_chunks
 from finetune_core.data.columns import LABEL, PREPARE_ROWS, SPLITS, TEXT, TEXT_PAIR
 from finetune_core.data.fingerprint import files_fingerprint
+from finetune_core.data.labels import class_names, encode_labels, encode_targets, has_text, read_labels, usable_rows
 from finetune_core.data.multilabel import (
     encode_label_lists,
     known_labels_only,
@@ -104,69 +105,6 @@ def require_columns(
     select_columns(frame, source, text_column, label_column, pair_column)
 
 
-def label_text(value) -> str | None:
-    """A label as text; 1.0 (an integer column that had a null) reads as "1"."""
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return None
-    if isinstance(value, (float, np.floating)) and float(value).is_integer():
-        return str(int(value))
-    return str(value)
-
-
-def _label_names(train: pd.Series) -> list[str]:
-    values = train.dropna().unique().tolist()
-    numeric = all(isinstance(v, (int, np.integer)) or (isinstance(v, float) and v.is_integer()) for v in values)
-    return [label_text(v) for v in (sorted(values) if numeric else sorted(map(str, values)))]
-
-
-def _has_text(frame: pd.DataFrame) -> pd.Series:
-    """Rows whose text (and, for pairs, second text) is a non-blank string."""
-    present = pd.Series(True, index=frame.index)
-    for column in [TEXT, TEXT_PAIR] if TEXT_PAIR in frame.columns else [TEXT]:
-        present &= frame[column].map(lambda v: isinstance(v, str) and v.strip() != "").astype(bool)
-    return present
-
-
-def _usable_rows(frame: pd.DataFrame, names: list[str] | None) -> pd.Series:
-    """Rows training can use: a non-blank text and a known label (or a finite target)."""
-    text_ok = _has_text(frame)
-    if names is not None:
-        return text_ok & frame[LABEL].map(label_text).isin(set(names))
-    targets = pd.to_numeric(frame[LABEL], errors="coerce").to_numpy(dtype="float64")
-    return text_ok & np.isfinite(targets)
-
-
-def _encode_labels(frame: pd.DataFrame, names: list[str], path: Path, column: str) -> pd.DataFrame:
-    index = {name: i for i, name in enumerate(names)}
-    as_text = frame[LABEL].map(label_text).astype(object)
-    unknown = sorted(set(as_text.dropna()) - set(index))
-    if unknown:
-        raise DataError(f"{path}: column {column!r} has labels not seen in train: {unknown[:10]}")
-    if as_text.isna().any():
-        row = frame.index[int(as_text.isna().to_numpy().argmax())]  # chunks keep the file's row positions
-        raise DataError(f"{path}: column {column!r} is empty in data row {row + 1}")
-    return frame.assign(**{LABEL: as_text.map(index).astype("int64")})
-
-
-def _encode_targets(frame: pd.DataFrame, path: Path, column: str) -> pd.DataFrame:
-    targets = pd.to_numeric(frame[LABEL], errors="coerce")
-    bad = ~np.isfinite(targets.to_numpy(dtype="float64"))
-    if bad.any():
-        row = int(bad.argmax())
-        raise DataError(
-            f"{path}: column {column!r} has a non-numeric target {frame[LABEL].iloc[row]!r} "
-            f"in data row {frame.index[row] + 1}"
-        )
-    return frame.assign(**{LABEL: targets.astype("float64")})
-
-
-def read_labels(path: str | Path) -> np.ndarray:
-    """A prepared split's label column alone (class ids or targets), without its texts."""
-    import pyarrow.parquet as pq
-
-    return pq.read_table(path, columns=[LABEL]).column(LABEL).to_numpy()
-
-
 def _schema(task: str, pair: bool):
     import pyarrow as pa
 
@@ -201,19 +139,19 @@ class _Preparer:
         values: set = set()
         for chunk in self._chunks("train"):
             if self.drop_unusable:  # rows without a label are dropped below; without text, here
-                chunk = chunk[_has_text(chunk)]
+                chunk = chunk[has_text(chunk)]
             if self.multilabel:  # unparseable rows fail (or are dropped) in ``encoded``, naming their row
                 values.update(label_names(parsed_labels(chunk[LABEL], self.config.data.label_separator)))
             else:
                 values.update(chunk[LABEL].dropna().unique().tolist())
         if self.multilabel:
             return label_names(pd.Series([sorted(values)], dtype=object))
-        return _label_names(pd.Series(sorted(values, key=str), dtype=object))
+        return class_names(pd.Series(sorted(values, key=str), dtype=object))
 
     def _encode_label_sets(self, chunk: pd.DataFrame, path, column: str) -> pd.DataFrame:
         separator = self.config.data.label_separator
         if self.drop_unusable:
-            usable = _has_text(chunk) & known_labels_only(parsed_labels(chunk[LABEL], separator), self.names)
+            usable = has_text(chunk) & known_labels_only(parsed_labels(chunk[LABEL], separator), self.names)
             self.dropped[self._split] += int((~usable).sum())
             chunk = chunk[usable]
         parsed = require_label_lists(chunk[LABEL], separator, path, column)
@@ -226,13 +164,13 @@ class _Preparer:
             if self.multilabel:
                 chunk = self._encode_label_sets(chunk, path, column)
             elif self.drop_unusable:
-                usable = _usable_rows(chunk, self.names)
+                usable = usable_rows(chunk, self.names)
                 self.dropped[split] += int((~usable).sum())
                 chunk = chunk[usable]
             if self.classification:
-                chunk = _encode_labels(chunk, self.names, path, column)
+                chunk = encode_labels(chunk, self.names, path, column)
             elif not self.multilabel:
-                chunk = _encode_targets(chunk, path, column)
+                chunk = encode_targets(chunk, path, column)
             texts = [TEXT, TEXT_PAIR] if self.config.data.text_pair_column else [TEXT]
             yield chunk.assign(
                 **{c: chunk[c].map(lambda v: None if pd.isna(v) else str(v)).astype(object) for c in texts}

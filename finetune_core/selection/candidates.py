@@ -21,8 +21,9 @@ import torch
 from pydantic import BaseModel
 
 from finetune_core.data.chunks import take_rows
+from finetune_core.data.labels import read_labels
 from finetune_core.data.multilabel import label_matrix
-from finetune_core.data.prepare import LABEL, TEXT, TEXT_PAIR, PreparedData, read_labels
+from finetune_core.data.prepare import LABEL, TEXT, TEXT_PAIR, PreparedData
 from finetune_core.data.sampling import seeded_sample
 from finetune_core.errors import ConfigError, DataError, UserInputError
 from finetune_core.model.backbone import load_for_task, load_tokenizer, resolve_backbone

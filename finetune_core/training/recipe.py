@@ -18,7 +18,8 @@ import numpy as np
 
 from finetune_core.config.finetune import FinetuneConfig
 from finetune_core.data.folding import fold_validation_into_train
-from finetune_core.data.prepare import MIN_VALIDATION_ROWS_PER_CLASS, PreparedData, read_labels
+from finetune_core.data.labels import read_labels
+from finetune_core.data.prepare import MIN_VALIDATION_ROWS_PER_CLASS, PreparedData
 from finetune_core.data.sampling import seeded_sample
 
 # Up to this many training rows per class (mean over classes, after any validation split) `auto`

@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 
 from finetune_core.config.finetune import FinetuneConfig
+from finetune_core.data.labels import read_labels
 from finetune_core.data.multilabel import label_matrix
-from finetune_core.data.prepare import PreparedData, read_labels
+from finetune_core.data.prepare import PreparedData
 from finetune_core.errors import ConfigError
 from finetune_core.model.batching import Encoded
 from finetune_core.model.heads import head_spec

@@ -15,8 +15,9 @@ from pathlib import Path
 import torch
 
 from finetune_core.config.finetune import FinetuneConfig
+from finetune_core.data.labels import read_labels
 from finetune_core.data.multilabel import label_matrix
-from finetune_core.data.prepare import PreparedData, read_labels
+from finetune_core.data.prepare import PreparedData
 from finetune_core.evaluation.multilabel import fit_decision_rule
 from finetune_core.model.backbone import load_for_task, load_tokenizer
 from finetune_core.model.batching import take_encoded

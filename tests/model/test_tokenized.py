@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from finetune_core.config.loading import validate_config
-from finetune_core.data.prepare import LABEL, TEXT, prepare_splits, read_labels
+from finetune_core.data.labels import read_labels
+from finetune_core.data.prepare import LABEL, TEXT, prepare_splits
 from finetune_core.model import tokenized
 from finetune_core.model.backbone import load_for_task, load_tokenizer
 from finetune_core.model.batching import ArrowTokens, collate, encode
