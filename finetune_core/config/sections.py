@@ -154,6 +154,11 @@ class UnfrozenStageConfig(StageConfig):
         "embedding LayerNorm still train): its dense gradient and optimizer update over the whole vocabulary "
         "are skipped, and tokens absent from train keep their pretrained vectors.",
     )
+    dropout_masks: Literal["numpy", "torch"] = Field(
+        "numpy",
+        description="Source of this stage's dropout masks on CPU: numpy (PCG64 raw bits, seeded from torch's "
+        "generator; 5x cheaper than torch's Bernoulli kernel there) or torch. GPUs always use torch's.",
+    )
 
 
 class ContrastiveStageConfig(StageConfig):
@@ -235,7 +240,8 @@ class TrainingConfig(Strict):
     )
     keep_best: bool = Field(True, description="End each stage with its best validation epoch's weights, not the last.")
     precision: Literal["auto", "fp32", "bf16"] = Field(
-        "auto", description="auto: bf16 autocast where the CPU or GPU supports it, else fp32."
+        "auto",
+        description="auto: bf16 autocast on GPUs with bf16 and CPUs with native bf16 (AVX-512 BF16 or AMX), else fp32.",
     )
     device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="auto: cuda, then mps, then cpu.")
     num_threads: int | None = Field(None, gt=0, description="torch CPU threads (default: torch's choice).")
