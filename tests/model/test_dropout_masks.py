@@ -73,3 +73,39 @@ def test_a_swapped_model_computes_and_saves_as_before(tmp_path):
     torch.manual_seed(0)
     noisy = model(input_ids=ids).logits
     assert not torch.equal(noisy, before)  # dropout is active while training
+
+
+def test_attention_runs_sdpas_arithmetic_with_the_masks_while_training(tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    from finetune_core.model.dropout_masks import ATTENTION
+
+    directory = build_tiny_bert(tmp_path / "tiny", ["a small corpus of words", "for a tiny model"])
+    model = AutoModelForSequenceClassification.from_pretrained(directory, num_labels=2).eval()
+    assert model.config._attn_implementation == "sdpa"
+    ids = torch.tensor([[2, 5, 6, 7, 8, 3], [2, 9, 3, 0, 0, 0]])  # the second row padded: a real mask
+    mask = (ids != 0).long()
+    reference = model(input_ids=ids, attention_mask=mask).logits
+
+    use_numpy_masks(model)
+    assert model.config._attn_implementation == ATTENTION
+    set_dropout(model, 1e-9)  # the training path with nothing dropped: SDPA's result
+    model.train()
+    assert torch.allclose(model(input_ids=ids, attention_mask=mask).logits, reference, atol=1e-5)
+
+    set_dropout(model, 0.0)
+    for layer in model.bert.encoder.layer:  # attention-probability dropout alone
+        layer.attention.self.dropout.p = 0.5
+    states = lambda: model.bert(input_ids=ids, attention_mask=mask).last_hidden_state  # noqa: E731
+    model.eval()
+    plain = states()
+    model.train()
+    torch.manual_seed(3)
+    first = states()
+    torch.manual_seed(3)
+    assert torch.equal(states(), first)
+    assert not torch.allclose(first, plain, atol=1e-2)  # attention probabilities were dropped
+
+    model.save_pretrained(tmp_path / "saved")  # a plain checkpoint: the attention choice is not saved
+    assert ATTENTION not in (tmp_path / "saved" / "config.json").read_text()
+    assert AutoModelForSequenceClassification.from_pretrained(tmp_path / "saved").config._attn_implementation == "sdpa"
