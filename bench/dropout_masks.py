@@ -6,10 +6,12 @@ Times, per call, on the shapes of an all-MiniLM-L6-v2 step on SST-2 (batch 32 of
 hidden states [32, 14, 384], attention probabilities [32, 12, 14, 14]), fp32, torch's threads:
 ``F.dropout`` (what BERT's ``nn.Dropout`` runs: a ``bernoulli_`` mask), the mask alone, a mask
 from ``torch.rand`` compared with p, and a mask from 15 bits of each 16-bit quarter of an int64
-``random_`` draw (one draw serves four elements, p rounded to 1/32768). A step runs 13
-hidden-state dropouts (embeddings, then attention output and feed-forward output in each of 6
-blocks); attention-probability dropout happens inside ``scaled_dot_product_attention`` and could
-not be swapped. Nothing is asserted.
+``random_`` draw (one draw serves four elements, p rounded to 1/32768), and what stage 2 runs now
+(``finetune_core.model.dropout_masks.drop``: 16-bit draws cut from NumPy PCG64's raw words); then
+forward and backward of ``F.dropout`` against ``drop``. A step runs 13 hidden-state dropouts
+(embeddings, then attention output and feed-forward output in each of 6 blocks) and 6 on attention
+probabilities (inside SDPA's unfused path with torch's masks; with ``drop`` in stage 2's attention
+function, ``dropout_masks.ATTENTION``). Nothing is asserted.
 """
 
 from __future__ import annotations
@@ -23,8 +25,11 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 from machine import machine  # noqa: E402
+
+from finetune_core.model.dropout_masks import drop  # noqa: E402
 
 P = 0.1
 HIDDEN_DROPOUTS_PER_STEP = 13  # embeddings + 2 in each of all-MiniLM-L6-v2's 6 blocks
@@ -54,7 +59,16 @@ def variants_on(x: torch.Tensor) -> dict:
         "bernoulli_ mask alone": lambda: torch.empty_like(x).bernoulli_(1 - P),
         "torch.rand mask, multiply": lambda: x * (torch.rand_like(x) >= P) * (1 / (1 - P)),
         "int16 mask from random_, multiply": lambda: int16_mask_dropout(x, P),
+        "NumPy PCG64 mask (dropout_masks.drop)": lambda: drop(x, P),
         "multiply alone": lambda: x * (1 / (1 - P)),
+    }
+
+
+def forward_backward_on(x: torch.Tensor) -> dict:
+    leaf, grad = x.clone().requires_grad_(True), torch.randn_like(x)
+    return {
+        "F.dropout forward + backward": lambda: torch.nn.functional.dropout(leaf, P, True).backward(grad),
+        "drop forward + backward": lambda: drop(leaf, P).backward(grad),
     }
 
 
@@ -74,7 +88,11 @@ def main() -> None:
         timings = {name: per_call_us(fn, args.calls) for name, fn in variants.items()}
         result["microseconds_per_call"][shape_name] = timings
         for name, us in timings.items():
-            print(f"{shape_name:>28} {name:>36}: {us:8.1f} us", flush=True)
+            print(f"{shape_name:>28} {name:>38}: {us:8.1f} us", flush=True)
+        timings = {name: per_call_us(fn, args.calls // 4) for name, fn in forward_backward_on(x).items()}
+        result["microseconds_per_call"][shape_name] |= timings
+        for name, us in timings.items():
+            print(f"{shape_name:>28} {name:>38}: {us:8.1f} us", flush=True)
     hidden = result["microseconds_per_call"]["hidden [32, 14, 384]"]
     saved = HIDDEN_DROPOUTS_PER_STEP * (
         hidden["F.dropout (bernoulli_ mask)"] - hidden["int16 mask from random_, multiply"]
