@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -28,6 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 from machine import machine  # noqa: E402
+from timing import seconds_per_call  # noqa: E402
 
 from finetune_core.model.dropout_masks import drop  # noqa: E402
 
@@ -36,12 +36,7 @@ HIDDEN_DROPOUTS_PER_STEP = 13  # embeddings + 2 in each of all-MiniLM-L6-v2's 6 
 
 
 def per_call_us(fn, calls: int) -> float:
-    for _ in range(50):
-        fn()
-    started = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    return (time.perf_counter() - started) / calls * 1e6
+    return seconds_per_call(fn, calls, warmup=50) * 1e6
 
 
 def int16_mask_dropout(x: torch.Tensor, p: float) -> torch.Tensor:

@@ -34,6 +34,7 @@ from bench.engine_freeze import freeze_table  # noqa: E402
 from bench.hf_baseline import hf_train  # noqa: E402
 from bench.machine import machine  # noqa: E402
 from bench.settings import merged  # noqa: E402
+from bench.timing import matmul_flops  # noqa: E402
 from finetune_core.config.loading import validate_config  # noqa: E402
 from finetune_core.data.prepare import prepare_splits  # noqa: E402
 from finetune_core.evaluation.test_split import evaluate_model  # noqa: E402
@@ -86,12 +87,7 @@ def run_ours(config, workdir: Path, tag: str) -> dict:
 
 
 def matmul_peak(dtype: torch.dtype, size: int = 2048, repeats: int = 10) -> float:
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
-    torch.mm(a, b)
-    started = time.perf_counter()
-    for _ in range(repeats):
-        torch.mm(a, b)
-    return 2 * size**3 * repeats / (time.perf_counter() - started)
+    return matmul_flops(dtype, size, repeats, warmup=1)
 
 
 def training_flops(lengths: np.ndarray, config) -> float:

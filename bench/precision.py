@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -25,22 +24,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 from machine import machine  # noqa: E402
+from timing import matmul_flops, seconds_per_call  # noqa: E402
 
 from finetune_core.training.device import cpu_supports_bf16, resolve_precision  # noqa: E402
 
 
-def seconds_per_call(fn, calls: int) -> float:
-    for _ in range(3):
-        fn()
-    started = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    return (time.perf_counter() - started) / calls
-
-
 def square_matmul_gflops(dtype: torch.dtype, size: int = 1024, calls: int = 20) -> float:
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
-    return 2 * size**3 / seconds_per_call(lambda: torch.mm(a, b), calls) / 1e9
+    return matmul_flops(dtype, size, calls, warmup=3) / 1e9
 
 
 def step_linear_ms(autocast: bool, rows: int = 448, calls: int = 100) -> float:
