@@ -134,6 +134,12 @@ class UnfrozenStageConfig(StageConfig):
         "but the top -N); their outputs are computed once and cached, so each epoch runs only the blocks above. "
         "0: every layer trains.",
     )
+    freeze_after_epochs: int = Field(
+        0,
+        ge=0,
+        description="With freeze_layers: the lowest blocks train with the rest for this many epochs, then freeze "
+        "(their outputs cached once at that point, AutoFreeze-style); 0 freezes them from the start.",
+    )
     dropout: float | None = Field(
         None,
         ge=0,

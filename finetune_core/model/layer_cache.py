@@ -32,8 +32,13 @@ from finetune_core.training.progress import SILENT, ProgressReporter
 STORAGE = np.float16
 
 
-def layer_cache_path(cache_dir: Path, backbone: str, encoded: Encoded, max_length: int, precision: str, frozen: int):
-    payload = json.dumps([backbone_identity(backbone), texts_digest(encoded), max_length, precision, frozen, 1])
+def layer_cache_path(
+    cache_dir: Path, backbone: str, encoded: Encoded, max_length: int, precision: str, frozen: int, weights=None
+):
+    """``weights``: a digest of the frozen parameters when they were trained in this run before
+    freezing (``freeze_after_epochs``); the backbone's files no longer identify them."""
+    key = [backbone_identity(backbone), texts_digest(encoded), max_length, precision, frozen, 1]
+    payload = json.dumps(key + ([weights] if weights else []))
     return Path(cache_dir) / f"{hashlib.sha256(payload.encode()).hexdigest()[:24]}.layer{frozen}.npy"
 
 

@@ -52,14 +52,17 @@ def resolve_freeze_layers(requested: int, model) -> int:
     return frozen
 
 
+def _lower_prefixes(model, frozen: int) -> tuple[str, ...]:
+    prefix = model.base_model_prefix + "."
+    lower = {f"{prefix}embeddings"}  # ELECTRA's embeddings_project too
+    return tuple(lower | {f"{prefix}encoder.layer.{i}." for i in range(frozen)})
+
+
 def frozen_parameter_names(model, frozen: int) -> set[str]:
     """The embeddings' and the lowest ``frozen`` blocks' parameters (names as in ``model``)."""
     if frozen == 0:
         return set()
-    prefix = model.base_model_prefix + "."
-    lower = {f"{prefix}embeddings"}  # ELECTRA's embeddings_project too
-    lower |= {f"{prefix}encoder.layer.{i}." for i in range(frozen)}
-    return {name for name, _ in model.named_parameters() if name.startswith(tuple(lower))}
+    return {name for name, _ in model.named_parameters() if name.startswith(_lower_prefixes(model, frozen))}
 
 
 def freeze_lower(model, frozen: int) -> set[str]:
@@ -69,6 +72,20 @@ def freeze_lower(model, frozen: int) -> set[str]:
         if name in names:
             parameter.requires_grad_(False)
     return names
+
+
+def lower_weights_digest(model, frozen: int) -> str:
+    """A digest of the frozen part's state (parameters, buffers, extra state such as the seen-rows
+    embedding's decay of unseen rows): what keys the layer cache of blocks that trained in this run
+    before they froze (``freeze_after_epochs``)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, value in model.state_dict().items():
+        if name.startswith(_lower_prefixes(model, frozen)) and isinstance(value, torch.Tensor):
+            digest.update(name.encode())
+            digest.update(value.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def upper_hidden_states(model, hidden: torch.Tensor, attention_mask: torch.Tensor, start: int) -> torch.Tensor:

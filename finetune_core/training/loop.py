@@ -161,6 +161,7 @@ class EpochLoop:
             epoch_started = time.perf_counter()
             outcome = train_epoch(epoch)
             epoch_seconds = time.perf_counter() - epoch_started
+            result.extra.setdefault("epoch_seconds", []).append(epoch_seconds)  # this process's epochs
             # an epoch that can be cut short at the deadline says how many rows it trained
             loss, rows = outcome if isinstance(outcome, tuple) else (outcome, self.train_examples)
             progress.train_seconds += epoch_seconds

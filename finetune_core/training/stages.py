@@ -77,12 +77,14 @@ def _lbfgs_head(model, head_names: set[str], epochs: int):
 
 
 def _stage2_freeze(config: FinetuneConfig, model) -> int | None:
-    """Blocks stage 2 keeps frozen (``training.unfrozen.freeze_layers`` resolved; None when stage 2
-    will not run): checked in stage 1 too, so a bad value fails before any training."""
+    """Blocks stage 2 keeps frozen from its start (``training.unfrozen.freeze_layers`` resolved; 0
+    when they train first, ``freeze_after_epochs``; None when stage 2 will not run): checked in
+    stage 1 too, so a bad value fails before any training."""
     training = config.training
     if training.strategy == "linear-probe" or training.unfrozen.epochs == 0:
         return None
-    return resolve_freeze_layers(training.unfrozen.freeze_layers, model)
+    frozen = resolve_freeze_layers(training.unfrozen.freeze_layers, model)
+    return 0 if training.unfrozen.freeze_after_epochs else frozen
 
 
 def train_frozen(

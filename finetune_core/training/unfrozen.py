@@ -32,6 +32,7 @@ from finetune_core.training.optim import (
     BudgetSchedule,
     apply_trainable_depths,
     depth_of_parameters,
+    landing_scheduler,
     layerwise_groups,
     make_optimizer,
     make_scheduler,
@@ -103,7 +104,13 @@ def train_unfrozen(
     weights = stage_class_weights(config, prepared, train[1])
     spec = spec_for(model, meta.pooling)
     freeze = resolve_freeze_layers(stage.freeze_layers, model) if epochs > 0 else 0
-    frozen_names = freeze_lower(model, freeze)  # embeddings and the lowest blocks: in no group
+    # freeze_after_epochs: the lowest blocks train with the rest at first, and freeze later (switch_to_upper)
+    delay = stage.freeze_after_epochs if freeze else 0
+    if delay >= epochs:  # they never freeze: every block trains throughout, as with freeze_layers 0
+        freeze = delay = 0
+    if delay and stage.gradual:
+        raise ConfigError("training.unfrozen.freeze_after_epochs: not with gradual unfreezing (gradual: true)")
+    frozen_names = freeze_lower(model, freeze if not delay else 0)  # embeddings and the lowest blocks: in no group
     if stage.freeze_word_embeddings and epochs > 0:
         frozen_names |= freeze_word_embeddings(model)
     if stage.dropout is not None:
@@ -115,7 +122,7 @@ def train_unfrozen(
     if epochs > 0 and training.strategy != "lora" and training.token_rows == "seen":
         seen_rows = embedding_rows.use_seen_rows(model, train[0].input_ids)
     if training.strategy == "lora" and epochs > 0:
-        model = wrap_lora(model, config, freeze)
+        model = wrap_lora(model, config, freeze if not delay else 0)
         groups = [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": training.weight_decay}]
     else:
         groups = layerwise_groups(model, spec, stage.learning_rate, stage.layer_lr_decay, training.weight_decay)
@@ -126,6 +133,12 @@ def train_unfrozen(
     steps = epochs * -(-len(train[0]) // training.batch_size)
     if stage.max_minutes:  # decay over the budget, not over epochs the budget would cut short
         scheduler = BudgetSchedule(optimizer, stage.scheduler, stage.warmup_ratio, steps, stage.max_minutes * 60)
+    elif delay:  # blocks that freeze after `delay` epochs finish their own schedule by then
+        # depth 0: embeddings, block i: depth i + 1; LoRA's one group of adapters keeps the shared schedule
+        landing = ["depth" in g and g["depth"] <= freeze for g in groups]
+        per_epoch = -(-len(train[0]) // training.batch_size)
+        warmup = int(stage.warmup_ratio * steps)
+        scheduler = landing_scheduler(optimizer, stage.scheduler, warmup, max(steps, 1), delay * per_epoch, landing)
     else:
         scheduler = make_scheduler(optimizer, stage.scheduler, int(stage.warmup_ratio * steps), max(steps, 1))
     depths, top = depth_of_parameters(model, spec), num_layers(model) + 1
@@ -143,17 +156,27 @@ def train_unfrozen(
     loop.batches_per_epoch = network_batches(len(train[0]), training.batch_size)
     # With LoRA the adapters sit inside the wrapped transformers model: run that one.
     network = model.get_base_model() if hasattr(model, "get_base_model") else model
-    part = None
-    if freeze:  # the blocks below `freeze` ran once, into the layer cache; each step runs the rest
-        directory = upper.layer_cache_dir(training, checkpoint)
-        splits = {"train": train[0], "validation": validation[0]}
-        paths = upper.cache_paths(directory, meta.backbone, splits, training.max_length, runtime.precision, freeze)
-        part = upper.open_caches(network, spec, meta.pooling, freeze, splits, paths, runtime, training, ddp, progress)
-    parallel = ddp.parallel(network, part.spec if part else spec) if ddp is not None and epochs > 0 else None
+    splits, part = {"train": train[0], "validation": validation[0]}, None
+
+    def switch_to_upper(trained: bool):
+        """From here on, the blocks below `freeze` run once, into the layer cache; each step runs the rest."""
+        nonlocal part, parallel
+        freeze_lower(network, freeze)  # no gradient: the optimizer skips them from the next step
+        args = (network, spec, meta, freeze, splits, checkpoint, runtime, training, ddp, progress)
+        part = upper.stage_part(*args, trained=trained)
+        parallel = ddp.parallel(network, part.spec) if ddp is not None else None
+
+    parallel = None
+    if freeze and not delay:
+        switch_to_upper(trained=False)
+    elif ddp is not None and epochs > 0:  # rebuilt at a later switch (the old wrapper's hooks go with it)
+        parallel = ddp.parallel(network, spec)
     if ddp is not None and not ddp.is_main:  # resumes from rank 0's checkpoints, never writes them
         loop.checkpointer = distributed.ReadOnlyCheckpointer(loop.checkpointer.directory)
 
     def train_epoch(epoch):
+        if freeze and part is None and epoch > delay:  # also on a resume past the switch
+            switch_to_upper(trained=True)
         if stage.gradual:
             if freeze:
                 trainable = upper.gradual_depths(epoch, epochs, top, freeze)
@@ -193,7 +216,7 @@ def train_unfrozen(
     result.extra.update(precision=runtime.precision, device=str(runtime.device), strategy=training.strategy)
     result.extra["dropout_masks"] = dropout_masks
     if part is not None:
-        result.extra.update(part.extra)
+        result.extra.update(part.extra, freeze_after_epochs=delay)
     if training.strategy == "lora" and epochs > 0:
         model = model.merge_and_unload()  # a plain model: loads without peft, serves at full speed
     for parameter in model.parameters():

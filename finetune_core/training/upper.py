@@ -22,7 +22,7 @@ from finetune_core.model.batching import Encoded, sorted_batches
 from finetune_core.model.features import DEFAULT_CACHE
 from finetune_core.model.heads import HeadSpec, forward_logits
 from finetune_core.model.layer_cache import LayerCache, LayerWriter, cached_layer_states, layer_cache_path
-from finetune_core.model.partial import block_output, upper_spec
+from finetune_core.model.partial import block_output, lower_weights_digest, upper_spec
 from finetune_core.training.progress import SILENT
 
 # Padding to a multiple of 8 tokens did not pay on this CPU (bench/engine_levers.py, a short noisy run:
@@ -109,8 +109,25 @@ def without_parameters(groups: list[dict], names: set[str]) -> list[dict]:
     return kept
 
 
-def cache_paths(cache_dir: Path, backbone: str, splits: dict[str, Encoded], max_length: int, precision: str, frozen):
-    return {s: layer_cache_path(cache_dir, backbone, e, max_length, precision, frozen) for s, e in splits.items()}
+def cache_paths(
+    cache_dir: Path, backbone: str, splits: dict[str, Encoded], max_length: int, precision: str, frozen, weights=None
+):
+    return {
+        s: layer_cache_path(cache_dir, backbone, e, max_length, precision, frozen, weights) for s, e in splits.items()
+    }
+
+
+def stage_part(network, spec, meta, frozen, splits, checkpoint, runtime, training, ddp, progress, trained=False):
+    """The upper part for stage 2 over the train and validation caches of ``frozen`` blocks.
+    ``trained``: the lower blocks trained in this run before freezing (``freeze_after_epochs``), so
+    their cache is keyed by their weights and lives in the run directory (no other run has them)."""
+    if trained:
+        directory, weights = Path(checkpoint).parent / "layer-cache", lower_weights_digest(network, frozen)
+    else:
+        directory, weights = layer_cache_dir(training, checkpoint), None
+    precision = runtime.precision
+    paths = cache_paths(directory, meta.backbone, splits, training.max_length, precision, frozen, weights)
+    return open_caches(network, spec, meta.pooling, frozen, splits, paths, runtime, training, ddp, progress)
 
 
 def writers_for(model, splits: dict[str, Encoded], paths: dict[str, Path]) -> dict[str, LayerWriter]:

@@ -10,6 +10,7 @@ from finetune_core.data.prepare import prepare_splits
 from finetune_core.errors import ConfigError
 from finetune_core.evaluation.test_split import evaluate_model
 from finetune_core.training import stages
+from finetune_core.training.checkpoint import STATE
 from tests.training.stage_helpers import Killed, easy_task_config, kill_after, weights, write_easy_task
 
 LOWER = ("bert.embeddings.", "bert.encoder.layer.0.")
@@ -93,6 +94,37 @@ def test_resume_reuses_the_cache_and_matches_an_uninterrupted_run(files, tiny_ba
         assert torch.equal(value, cut[name]), name
 
 
+def test_blocks_that_train_first_freeze_after_an_epoch_and_resume_across_the_switch(files, tiny_backbone):
+    """``freeze_after_epochs: 1``: epoch 1 trains every block (stage 1 fills no cache: those weights
+    are about to change), then the lowest freeze, their states computed once into the run's cache;
+    a run killed at the switch resumes to the same weights as one that was not."""
+    # default precision; keep_best off, so the final weights are the last epoch's, past the switch
+    config = _config(files, tiny_backbone, keep_best=False, unfrozen={"epochs": 3, "freeze_after_epochs": 1})
+    _, frozen, whole = _run(config, files, "whole")
+    assert "layer_caches_written" not in frozen.extra
+    assert whole.extra["freeze_after_epochs"] == 1 and whole.extra["layer_cache_hits"] == 0
+    assert len(list((files / "layer-cache").glob("*.layer1.npy"))) == 2  # keyed by the trained weights
+    assert not list((files / "cache").glob("*.layer1.npy"))  # not in the shared cache: no other run has them
+    with pytest.raises(Killed):
+        _run(config, files, "cut", checkpoints=files / "ck", on_epoch_end=kill_after("unfrozen", 1))
+    after_one = torch.load(files / "ck" / "unfrozen" / STATE, weights_only=False)["model"]
+    _, _, resumed = _run(config, files, "cut", checkpoints=files / "ck", resume=True)
+    assert resumed.resumed_after_epoch == 1 and resumed.extra["freeze_layers"] == 1
+    before, final, cut = weights(files / "frozen-whole"), weights(files / "model-whole"), weights(files / "model-cut")
+    block0 = [n for n in final if n.startswith("bert.encoder.layer.0.")]
+    assert any(not torch.equal(before[n], final[n]) for n in block0), "block 0 did not train in epoch 1"
+    assert all(torch.equal(after_one[n], cut[n]) for n in block0), "block 0 changed after the switch"
+    assert any(not torch.equal(after_one[n], cut[n]) for n in cut if n.startswith("bert.encoder.layer.1."))
+    for name, value in final.items():
+        assert torch.equal(value, cut[name]), name
+
+
+def test_freezing_later_with_gradual_unfreezing_is_a_config_error(files, tiny_backbone):
+    config = _config(files, tiny_backbone, unfrozen={"freeze_after_epochs": 1, "gradual": True})
+    with pytest.raises(ConfigError, match=r"training\.unfrozen\.freeze_after_epochs: .*gradual"):
+        _run(config, files, "gradual-later")
+
+
 def test_strategy_full_fills_the_cache_in_stage_two_once(files, tiny_backbone):
     config = _config(files, tiny_backbone, strategy="full", feature_cache=False)
     _, frozen, unfrozen = _run(config, files, "full")
@@ -104,14 +136,18 @@ def test_strategy_full_fills_the_cache_in_stage_two_once(files, tiny_backbone):
     _assert_lower_unchanged_upper_learned(files, "full")
 
 
-def test_lora_adapters_only_above_the_frozen_blocks(files, tiny_backbone):
-    config = _config(files, tiny_backbone, strategy="lora", unfrozen={"learning_rate": 1e-2})
+@pytest.mark.parametrize("later", [0, 1])
+def test_lora_adapters_only_above_the_frozen_blocks(files, tiny_backbone, later):
+    """With ``freeze_after_epochs`` the lower blocks' adapters train first: merged into their
+    weights, which then differ from the backbone's."""
+    unfrozen = {"learning_rate": 1e-2, "epochs": 2 + later, "freeze_after_epochs": later}
+    config = _config(files, tiny_backbone, strategy="lora", unfrozen=unfrozen)
     _, _, unfrozen = _run(config, files, "lora")
-    assert unfrozen.extra["layer_cache_hits"] == 2
+    assert unfrozen.extra["layer_cache_hits"] == (0 if later else 2) and unfrozen.extra["freeze_layers"] == 1
     before, after = weights(files / "frozen-lora"), weights(files / "model-lora")
     assert before.keys() == after.keys()  # merged into a plain model: no adapter weights left
     changed = {name for name in before if not torch.equal(before[name], after[name])}
-    assert not {n for n in changed if n.startswith(LOWER)}
+    assert bool({n for n in changed if n.startswith(LOWER)}) == bool(later)
     assert any(n.startswith("bert.encoder.layer.1.attention.self.query") for n in changed)
 
 
@@ -133,8 +169,10 @@ def test_every_block_frozen_trains_the_pooler_and_head_only(files, tiny_backbone
     assert unfrozen.extra["freeze_layers"] == 2
 
 
-def test_two_processes_with_frozen_lower_blocks_match_one(files, tiny_backbone):
-    """DDP over the upper blocks: the same batches, so per-epoch losses match one process."""
+@pytest.mark.parametrize("after", [0, 1])
+def test_two_processes_with_frozen_lower_blocks_match_one(files, tiny_backbone, after):
+    """DDP over the upper blocks (after one epoch over every block: the wrapper is rebuilt at the
+    switch): the same batches, so per-epoch losses match one process."""
     import shutil
 
     from transformers import BertConfig
@@ -145,12 +183,15 @@ def test_two_processes_with_frozen_lower_blocks_match_one(files, tiny_backbone):
     bert.save_pretrained(backbone)
     results = {}
     for processes in (1, 2):
-        config = _config(files, backbone, precision="fp32", num_processes=processes)
+        unfrozen = {"epochs": 2 + after, "freeze_after_epochs": after}
+        config = _config(files, backbone, precision="fp32", num_processes=processes, unfrozen=unfrozen)
         _, _, results[processes] = _run(config, files, f"ddp{processes}")
-    assert results[2].extra["num_processes"] == 2 and results[2].extra["layer_cache_hits"] == 2
+    assert results[2].extra["num_processes"] == 2 and results[2].extra["freeze_after_epochs"] == after
+    assert after or results[2].extra["layer_cache_hits"] == 2  # after 1: the ranks' own cache of trained blocks
     for one, two in zip(results[1].history, results[2].history, strict=True):
         assert abs(one["train_loss"] - two["train_loss"]) < 1e-4
-    _assert_lower_unchanged_upper_learned(files, "ddp2")
+    if not after:
+        _assert_lower_unchanged_upper_learned(files, "ddp2")
 
 
 @pytest.mark.parametrize("gradual", [False, True])

@@ -62,3 +62,24 @@ def test_cosine_shape_and_state_without_the_clock(clock):
     _, resumed = _schedule(kind="cosine", warmup=0.0)
     resumed.load_state_dict(state)
     assert resumed.started == clock.now and resumed.last_epoch == 1
+
+
+@pytest.mark.parametrize("kind", ["linear", "cosine", "constant"])
+def test_blocks_that_freeze_later_land_at_the_switch_having_learned_as_much(kind):
+    """``freeze_after_epochs``: the landing groups follow the shape compressed into the steps before
+    the switch and reach zero there; over the stage their learning rates sum to what the full
+    schedule gives; the other groups follow ``make_scheduler`` step for step."""
+    upper, lower = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([{"params": [upper], "lr": 1e-3}, {"params": [lower], "lr": 5e-4}], lr=1e-3)
+    reference_optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    total, warmup, land = 171, 17, 57  # 3 epochs of 57 batches, 10 % warmup, frozen after the first
+    schedule = optim.landing_scheduler(optimizer, kind, warmup, total, land, [False, True])
+    reference = optim.make_scheduler(reference_optimizer, kind, warmup, total)
+    rates = []
+    for _ in range(total):
+        rates.append([group["lr"] for group in optimizer.param_groups])
+        assert rates[-1][0] == pytest.approx(reference_optimizer.param_groups[0]["lr"])
+        optimizer.step(), schedule.step(), reference_optimizer.step(), reference.step()
+    upper_rates, lower_rates = zip(*rates)
+    assert all(rate == 0 for rate in lower_rates[land:]) and max(lower_rates[:land]) > 5e-4
+    assert sum(lower_rates) / 5e-4 == pytest.approx(sum(upper_rates) / 1e-3)
