@@ -1,4 +1,4 @@
-"""Configuration sections by concern: data, backbone, training stages, MLflow.
+"""Configuration sections by concern: data, backbone, training (its stages in config.stage_sections), MLflow.
 Cross-field checks are not here: they live in ``FinetuneConfig`` (config.finetune)."""
 
 from __future__ import annotations
@@ -9,6 +9,12 @@ from typing import Literal
 from pydantic import Field
 
 from finetune_core.config.base import Strict
+from finetune_core.config.stage_sections import (
+    ContrastiveStageConfig,
+    FrozenStageConfig,
+    LoraConfig,
+    UnfrozenStageConfig,
+)
 
 BUNDLED_BACKBONE = "bundled:all-MiniLM-L6-v2"
 
@@ -76,136 +82,6 @@ class BackboneConfig(Strict):
     dask_address: str | None = Field(
         None,
         description="Scheduler of an existing Dask cluster (task_runner dask); unset: a local cluster of processes.",
-    )
-
-
-class StageConfig(Strict):
-    epochs: int = Field(ge=0, description="Epochs in this stage (0 skips it).")
-    learning_rate: float = Field(gt=0, le=1, description="Peak learning rate of this stage.")
-
-
-class FrozenStageConfig(StageConfig):
-    epochs: int = Field(
-        20, ge=0, description="Epochs training the head on cached frozen-backbone features (0 skips it); cheap."
-    )
-    learning_rate: float = Field(1e-2, gt=0, le=1, description="Head learning rate (AdamW).")
-    solver: Literal["auto", "adamw", "lbfgs"] = Field(
-        "auto",
-        description="How the head is fitted on cached features: minibatch AdamW, or full-batch L-BFGS on an "
-        "L2-regularised loss (scikit-learn's LogisticRegression); auto: L-BFGS while AdamW would take few steps.",
-    )
-    regularization: float = Field(
-        1.0, gt=0, description="L-BFGS only: inverse L2 strength, scikit-learn's C on unit-length features."
-    )
-    max_rows: int | None = Field(
-        None,
-        gt=0,
-        description="Train rows (seeded, stratified) whose features fit the head when the unfrozen stage follows "
-        "with no blocks kept frozen; the head then only starts stage 2. None: every row, or 4,096 when "
-        "unfrozen.max_minutes is set (a forward pass over every row would otherwise take a large share of a "
-        "short budget's wall time).",
-    )
-
-
-class UnfrozenStageConfig(StageConfig):
-    epochs: int = Field(3, ge=0, description="Epochs fine-tuning everything (0 skips it).")
-    # 1e-4, not run_glue's 5e-5: with all-MiniLM-L6-v2, MRPC (3,668 rows) 0.775 test accuracy
-    # against 0.739, SST-2 2,000 rows 0.830 against 0.816 (3 seeds); on the full SST-2 train
-    # set 0.891 against 0.896 (one seed). README "A better default learning rate".
-    learning_rate: float = Field(1e-4, gt=0, le=1, description="Peak learning rate of the top layer and head.")
-    layer_lr_decay: float = Field(
-        0.9,
-        gt=0,
-        le=1,
-        description="Layer-wise decay: each layer below the top learns at this factor of the one above.",
-    )
-    scheduler: Literal["linear", "cosine", "constant"] = Field("linear", description="Decay after warmup.")
-    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Share of stage-2 steps spent warming up.")
-    gradual: bool = Field(False, description="Unfreeze top-down, a slice of layers more each epoch (ULMFiT).")
-    max_minutes: float | None = Field(
-        None,
-        gt=0,
-        description="Time budget of this stage's training steps: the learning rate decays over it and the stage "
-        "stops after the batch that passes it.",
-    )
-    freeze_layers: int = Field(
-        0,
-        description="Keep the embeddings and the lowest N transformer blocks frozen in this stage (negative: all "
-        "but the top -N); their outputs are computed once and cached, so each epoch runs only the blocks above. "
-        "0: every layer trains.",
-    )
-    freeze_after_epochs: int = Field(
-        0,
-        ge=0,
-        description="With freeze_layers: the lowest blocks train with the rest for this many epochs, then freeze "
-        "(their outputs cached once at that point, AutoFreeze-style); 0 freezes them from the start.",
-    )
-    dropout: float | None = Field(
-        None,
-        ge=0,
-        lt=1,
-        description="Rate of every dropout layer (backbone and head) while this stage trains; None: the "
-        "checkpoint's own (0.1 for BERT-style models). Training only: the saved model is unchanged.",
-    )
-    # Off by default for now, though measured better with the bundled backbone: SST-2 2,000 rows
-    # (3 seeds, fp32) 0.830 test accuracy against 0.821 with the matrix trained, MRPC (one seed)
-    # 0.793 against 0.790, 1.12-1.19x stage-2 samples/s against the whole matrix trained (the
-    # default's seen token rows now take most of that: 1.10-1.15x; bench/results/
-    # engine-freeze-words-fp32.json, tasks-mrpc-words.json, engine-levers-seen-rows-fp32.json). A
-    # backbone whose token vectors must still learn (the tests' random tiny BERTs: 0.50 accuracy
-    # where 0.9 was reached) loses with it; two sets are thin for a default.
-    freeze_word_embeddings: bool = Field(
-        False,
-        description="Keep the token-embedding matrix frozen in this stage (positions, token types and the "
-        "embedding LayerNorm still train): its dense gradient and optimizer update over the whole vocabulary "
-        "are skipped, and tokens absent from train keep their pretrained vectors.",
-    )
-    dropout_masks: Literal["numpy", "torch"] = Field(
-        "numpy",
-        description="Source of this stage's dropout masks on CPU: numpy (PCG64 raw bits, seeded from torch's "
-        "generator; 5x cheaper than torch's Bernoulli kernel there) or torch. GPUs always use torch's.",
-    )
-
-
-class ContrastiveStageConfig(StageConfig):
-    """SetFit-style encoder tuning before the head (strategy `contrastive`); defaults follow SetFit's."""
-
-    epochs: int = Field(1, ge=0, description="Epochs over freshly sampled pairs (0 skips the stage).")
-    learning_rate: float | None = Field(
-        None,
-        gt=0,
-        le=1,
-        description="Encoder learning rate while tuning on pairs. None: 6e-5 up to 32 training rows per class (a "
-        "few dozen steps, where SetFit's 2e-5 barely moves the encoder), SetFit's 2e-5 above.",
-    )
-    pairs_per_example: int | None = Field(
-        None,
-        gt=0,
-        description="None: SetFit's default, every pair of two rows once, the smaller of the similar and "
-        "dissimilar sets repeated to match; N: per row and epoch, N similar and N dissimilar pairs (SetFit's "
-        "num_iterations).",
-    )
-    batch_size: int = Field(16, gt=0, description="Pairs per training step.")
-    max_pairs: int = Field(20000, gt=0, description="Cap on the pairs of one epoch (seeded subsample).")
-    encode_sides: Literal["auto", "once", "separately"] = Field(
-        "auto",
-        description="separately: each side of a pair in its own forward pass with its own dropout (SetFit's way); "
-        "once: each distinct row of a batch encoded once for both sides (half the work); auto: separately up to "
-        "32 training rows per class, once above.",
-    )
-    self_pairs: bool | None = Field(
-        None,
-        description="Also pair each row with itself as a similar pair (SetFit's combinations with replacement; "
-        "only dropout tells the sides apart). None: when sides are encoded separately.",
-    )
-
-
-class LoraConfig(Strict):
-    r: int = Field(8, gt=0, description="Adapter rank.")
-    alpha: int = Field(16, gt=0, description="Adapter scaling numerator (scale = alpha / r).")
-    dropout: float = Field(0.1, ge=0, lt=1, description="Dropout on the adapter input.")
-    target_modules: list[str] = Field(
-        default_factory=lambda: ["query", "value"], min_length=1, description="Module names that get adapters."
     )
 
 
