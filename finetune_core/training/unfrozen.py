@@ -212,6 +212,8 @@ def train_unfrozen(
         return score_network(prepared, network, validation, training.eval_batch_size, runtime, spec)
 
     result = loop.run(model, train_epoch, validate, optimizer, scheduler, resume=resume)
+    if part is not None and delay:  # keyed by weights only this run had: no later run can hit it
+        upper.discard(part, ddp)
     result.extra.update(embedding_rows.fold_back(model, seen_rows))
     result.extra.update(precision=runtime.precision, device=str(runtime.device), strategy=training.strategy)
     result.extra["dropout_masks"] = dropout_masks
