@@ -80,9 +80,9 @@ def lower_weights_digest(model, frozen: int) -> str:
     before they froze (``freeze_after_epochs``)."""
     import hashlib
 
-    digest = hashlib.sha256()
+    digest, lower = hashlib.sha256(), _lower_prefixes(model, frozen)
     for name, value in model.state_dict().items():
-        if name.startswith(_lower_prefixes(model, frozen)) and isinstance(value, torch.Tensor):
+        if name.startswith(lower) and isinstance(value, torch.Tensor):
             digest.update(name.encode())
             digest.update(value.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()

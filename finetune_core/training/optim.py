@@ -68,18 +68,20 @@ def make_scheduler(optimizer, kind: str, warmup_steps: int, total_steps: int):
     return get_linear_schedule_with_warmup(optimizer, warmup_steps, total_steps)
 
 
+def decay_factor(kind: str, done: float) -> float:
+    """The factor of the peak learning rate once ``done`` (0..1) of the steps after warmup have run."""
+    if kind == "constant":
+        return 1.0
+    return 0.5 * (1.0 + math.cos(math.pi * done)) if kind == "cosine" else 1.0 - done
+
+
 def schedule_shape(kind: str, warmup_steps: int, total_steps: int):
     """The factor of the peak learning rate at each step, as ``make_scheduler``'s (transformers')."""
 
     def factor(step: int) -> float:
         if step < warmup_steps:
             return step / max(1, warmup_steps)
-        if kind == "constant":
-            return 1.0
-        done = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        if kind == "cosine":
-            return max(0.0, 0.5 * (1.0 + math.cos(math.pi * done)))
-        return max(0.0, 1.0 - done)
+        return max(0.0, decay_factor(kind, (step - warmup_steps) / max(1, total_steps - warmup_steps)))
 
     return factor
 
@@ -124,10 +126,7 @@ class BudgetSchedule(LRScheduler):
         warmup = self.warmup_ratio
         if progress < warmup:
             return progress / warmup
-        if self.kind == "constant":
-            return 1.0
-        rest = (progress - warmup) / (1 - warmup)
-        return 0.5 * (1 + math.cos(math.pi * rest)) if self.kind == "cosine" else 1 - rest
+        return decay_factor(self.kind, (progress - warmup) / (1 - warmup))
 
     def get_lr(self) -> list[float]:
         factor = self.factor(self.progress())

@@ -110,7 +110,8 @@ def train_unfrozen(
         freeze = delay = 0
     if delay and stage.gradual:
         raise ConfigError("training.unfrozen.freeze_after_epochs: not with gradual unfreezing (gradual: true)")
-    frozen_names = freeze_lower(model, freeze if not delay else 0)  # embeddings and the lowest blocks: in no group
+    frozen_from_start = 0 if delay else freeze
+    frozen_names = freeze_lower(model, frozen_from_start)  # embeddings and the lowest blocks: in no group
     if stage.freeze_word_embeddings and epochs > 0:
         frozen_names |= freeze_word_embeddings(model)
     if stage.dropout is not None:
@@ -122,7 +123,7 @@ def train_unfrozen(
     if epochs > 0 and training.strategy != "lora" and training.token_rows == "seen":
         seen_rows = embedding_rows.use_seen_rows(model, train[0].input_ids)
     if training.strategy == "lora" and epochs > 0:
-        model = wrap_lora(model, config, freeze if not delay else 0)
+        model = wrap_lora(model, config, frozen_from_start)
         groups = [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": training.weight_decay}]
     else:
         groups = layerwise_groups(model, spec, stage.learning_rate, stage.layer_lr_decay, training.weight_decay)
@@ -130,17 +131,17 @@ def train_unfrozen(
     model.to(runtime.device)
     optimizer = make_optimizer(groups, stage.learning_rate)
     embedding_rows.attach(seen_rows, optimizer)
-    steps = epochs * -(-len(train[0]) // training.batch_size)
+    per_epoch = -(-len(train[0]) // training.batch_size)
+    steps = epochs * per_epoch
+    warmup = int(stage.warmup_ratio * steps)
     if stage.max_minutes:  # decay over the budget, not over epochs the budget would cut short
         scheduler = BudgetSchedule(optimizer, stage.scheduler, stage.warmup_ratio, steps, stage.max_minutes * 60)
     elif delay:  # blocks that freeze after `delay` epochs finish their own schedule by then
         # depth 0: embeddings, block i: depth i + 1; LoRA's one group of adapters keeps the shared schedule
         landing = ["depth" in g and g["depth"] <= freeze for g in groups]
-        per_epoch = -(-len(train[0]) // training.batch_size)
-        warmup = int(stage.warmup_ratio * steps)
         scheduler = landing_scheduler(optimizer, stage.scheduler, warmup, max(steps, 1), delay * per_epoch, landing)
     else:
-        scheduler = make_scheduler(optimizer, stage.scheduler, int(stage.warmup_ratio * steps), max(steps, 1))
+        scheduler = make_scheduler(optimizer, stage.scheduler, warmup, max(steps, 1))
     depths, top = depth_of_parameters(model, spec), num_layers(model) + 1
 
     loop = stage_loop(

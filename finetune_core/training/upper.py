@@ -35,6 +35,10 @@ def layer_cache_dir(training, frozen_model_dir: Path) -> Path:
     stage-1 model, in the run directory (resume and later epochs reuse it)."""
     if training.feature_cache:
         return Path(training.cache_dir or DEFAULT_CACHE)
+    return run_layer_cache_dir(frozen_model_dir)
+
+
+def run_layer_cache_dir(frozen_model_dir: Path) -> Path:
     return Path(frozen_model_dir).parent / "layer-cache"
 
 
@@ -132,7 +136,7 @@ def stage_part(network, spec, meta, frozen, splits, checkpoint, runtime, trainin
     ``trained``: the lower blocks trained in this run before freezing (``freeze_after_epochs``), so
     their cache is keyed by their weights and lives in the run directory (no other run has them)."""
     if trained:
-        directory, weights = Path(checkpoint).parent / "layer-cache", lower_weights_digest(network, frozen)
+        directory, weights = run_layer_cache_dir(checkpoint), lower_weights_digest(network, frozen)
     else:
         directory, weights = layer_cache_dir(training, checkpoint), None
     precision = runtime.precision
