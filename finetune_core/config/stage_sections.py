@@ -32,8 +32,9 @@ class FrozenStageConfig(StageConfig):
     max_rows: int | None = Field(
         None,
         gt=0,
-        description="Train rows (seeded, stratified) whose features fit the head when the unfrozen stage follows "
-        "with no blocks kept frozen; the head then only starts stage 2. None: every row, or 4,096 when "
+        description="Train rows (seeded, stratified) whose features fit the head when the unfrozen stage follows; "
+        "the head then only starts stage 2 (with unfrozen.freeze_layers, the other rows fill the layer cache by a "
+        "pass that stops after the frozen blocks). None: every row, or 4,096 when "
         "unfrozen.max_minutes is set (a forward pass over every row would otherwise take a large share of a "
         "short budget's wall time).",
     )

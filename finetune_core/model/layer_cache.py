@@ -97,11 +97,12 @@ class LayerWriter:
             self.states[start:end] = values[r, : end - start]
         self.written[rows] = True
 
-    def tap(self, captured: list):
-        """A ``features`` tap: after each batch, the hidden states ``partial.block_output`` captured."""
+    def tap(self, captured: list, rows_of=None):
+        """A ``features`` tap: after each batch, the hidden states ``partial.block_output`` captured.
+        ``rows_of``: this split's row for each row of the pass (a pass over a sample of it)."""
 
         def after_batch(rows, inputs) -> None:
-            self.write(rows, captured.pop())
+            self.write(rows if rows_of is None else np.asarray(rows_of)[rows], captured.pop())
 
         return after_batch
 

@@ -132,8 +132,9 @@ HEAD_ROWS_UNDER_BUDGET = 4096
 def head_rows(training, prepared: PreparedData, targets: np.ndarray, stage2_freeze: int | None) -> np.ndarray | None:
     """Positions of the train rows whose features fit the frozen stage's head, or None for every
     row. A subset only when stage 2 follows (``stage2_freeze`` is its frozen block count, None when
-    it does not run) with no blocks frozen: a layer cache needs every row's forward pass anyway."""
-    if stage2_freeze is None or stage2_freeze > 0:
+    it does not run). With blocks frozen the other rows still fill the layer cache, by a pass that
+    stops after those blocks."""
+    if stage2_freeze is None:
         return None
     cap = training.frozen.max_rows
     if cap is None and training.unfrozen.max_minutes:

@@ -128,6 +128,7 @@ def train_frozen(
     train, validation = (split_tokens(prepared, s, tokenizer, training.max_length) for s in ("train", "validation"))
     stage2_freeze, writers, extra = _stage2_freeze(config, model), {}, {}
     freeze = stage2_freeze or 0
+    every_train_row = train[0]  # the layer cache's rows: stage 2 trains on all of them
     if (sample := head_rows(training, prepared, train[1], stage2_freeze)) is not None:
         train = (take_encoded(train[0], sample), train[1][sample])
         extra["head_rows"] = len(sample)
@@ -139,7 +140,7 @@ def train_frozen(
     train_y, task = targets_tensor(train[1], prepared.task).to(runtime.device), prepared.task
     weights = stage_class_weights(config, prepared, train[1])
     if freeze and spec is not None and epochs > 0:  # stage 2's layer cache, filled by the features pass
-        splits = {"train": train[0], "validation": validation[0]}
+        splits = {"train": every_train_row, "validation": validation[0]}
         directory = upper.layer_cache_dir(training, out_dir)
         paths = upper.cache_paths(directory, backbone, splits, training.max_length, runtime.precision, freeze)
         writers = upper.writers_for(model, splits, paths)
@@ -158,7 +159,7 @@ def train_frozen(
         )
         known = load_known_features(known_features, pooling, runtime.precision, training.max_length)
         known = known if sample is None else known_within(known, sample)
-        with upper.filling(model, freeze, writers.get("train")) as tap:
+        with upper.filling(model, freeze, writers.get("train"), sample) as tap:
             train_x, train_hit = cached_features(
                 model,
                 spec,

@@ -159,13 +159,14 @@ def finish_writers(writers: dict[str, LayerWriter], model, frozen: int, runtime,
 
 
 @contextlib.contextmanager
-def filling(model, frozen: int, writer: LayerWriter | None):
-    """The ``tap`` that fills ``writer`` from a features pass over one split (None without one)."""
+def filling(model, frozen: int, writer: LayerWriter | None, rows: np.ndarray | None = None):
+    """The ``tap`` that fills ``writer`` from a features pass over one split (None without one);
+    ``rows``: the split's rows that pass covers, by position (None: all of them, in order)."""
     if writer is None:
         yield None
         return
     with block_output(model, frozen) as captured:
-        yield writer.tap(captured)
+        yield writer.tap(captured, rows)
 
 
 def cached_inputs(cache: LayerCache):

@@ -1,6 +1,7 @@
-"""`training.frozen.max_rows`: when stage 2 follows with no blocks frozen, the frozen stage fits its
-head on the features of a seeded, stratified sample of train (by default only under a stage-2 time
-budget); stage 2 still trains on every row."""
+"""`training.frozen.max_rows`: when stage 2 follows, the frozen stage fits its head on the features
+of a seeded, stratified sample of train (by default only under a stage-2 time budget); stage 2
+still trains on every row. With blocks frozen, the other rows fill the layer cache by a pass that
+stops after those blocks."""
 
 import numpy as np
 import torch
@@ -33,13 +34,13 @@ def test_the_default_keeps_every_row_without_a_budget_and_samples_under_one():
     np.testing.assert_allclose(shares, [0.8, 0.16, 0.04], atol=1e-3)  # stratified
 
 
-def test_no_sample_without_stage_two_or_with_frozen_blocks_or_when_train_is_smaller():
+def test_no_sample_without_stage_two_or_when_train_is_smaller():
     targets = np.zeros(500, dtype=np.int64)
     capped = _training(frozen={"max_rows": 100})
 
     assert head_rows(capped, _Classes, targets, None) is None  # stage 2 does not run: the head is the model
-    assert head_rows(capped, _Classes, targets, 2) is None  # the layer cache needs every row's pass
     assert len(head_rows(capped, _Classes, targets, 0)) == 100
+    assert len(head_rows(capped, _Classes, targets, 2)) == 100  # the rest pass through the frozen blocks only
     assert head_rows(_training(frozen={"max_rows": 500}), _Classes, targets, 0) is None
 
 
@@ -75,6 +76,21 @@ def test_the_head_fits_on_the_sample_and_stage_two_trains_on_every_row(tmp_path,
 
     assert frozen.extra["head_rows"] == 48 and frozen.train_examples == 48
     assert unfrozen.train_examples == prepared.rows["train"] > 48
-    frozen_blocks = easy_task_config(files, tiny_backbone, {**training, "unfrozen": {"freeze_layers": 1}})
-    cached = stages.train_frozen(frozen_blocks, prepared, str(tiny_backbone), files / "frozen-blocks")
-    assert "head_rows" not in cached.extra and cached.train_examples == prepared.rows["train"]
+
+
+def test_with_frozen_blocks_the_sampled_pass_and_the_lower_pass_fill_the_same_layer_cache(tmp_path, tiny_backbone):
+    files = write_easy_task(tmp_path, 160, 40)
+    training = {"frozen": {"epochs": 1}, "unfrozen": {"epochs": 1, "freeze_layers": 1}, "feature_cache": False}
+    caches = {}
+    for name, frozen in (("sampled", {"epochs": 1, "max_rows": 48}), ("every", {"epochs": 1})):
+        config = easy_task_config(files, tiny_backbone, {**training, "frozen": frozen})
+        prepared = prepare_splits(config, files / "data")
+        result = stages.train_frozen(config, prepared, str(tiny_backbone), files / name / "frozen")
+        caches[name] = {p.name: np.load(p) for p in (files / name / "layer-cache").glob("*.npy")}
+        assert result.extra.get("head_rows") == (48 if name == "sampled" else None)
+        assert result.extra["layer_caches_written"] == 2
+
+    assert caches["sampled"].keys() == caches["every"].keys() and len(caches["every"]) == 2
+    for name, states in caches["every"].items():  # every row, each where its own pass put it
+        np.testing.assert_allclose(caches["sampled"][name], states, atol=2e-3)
+        assert np.abs(states).sum(axis=1).min() > 0
