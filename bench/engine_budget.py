@@ -24,6 +24,7 @@ def budget(workdir: Path, engine, minutes: float, hf_from: Path | None = None, o
     bench/engine.py's module (its data, configuration and backbone)."""
     from finetune_core.training.device import runtime_for
 
+    recorded = json.loads(json.dumps(overrides or {}))  # as given (the stage-2 section is popped below)
     overrides = dict(overrides or {})
     unfrozen = {"epochs": 3, "max_minutes": minutes, **overrides.pop("unfrozen", {})}
     files = engine.sst2_files(workdir, None)
@@ -64,7 +65,7 @@ def budget(workdir: Path, engine, minutes: float, hf_from: Path | None = None, o
         "ours_frozen_seconds": frozen_seconds,  # features (all rows, or the head's sample) and the head
         "ours_head_rows": frozen.extra.get("head_rows", prepared.rows["train"]),
         "ours_stage2_train_seconds": unfrozen.train_seconds,
-        "overrides": overrides,
+        "overrides": recorded,
         "seed": config.training.seed,
         "precision_both": "bf16" if bf16 else "fp32",
         "ours_stage2_samples_seen": unfrozen.samples_per_second * unfrozen.train_seconds,
