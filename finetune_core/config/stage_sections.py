@@ -10,6 +10,16 @@ from pydantic import Field
 
 from finetune_core.config.base import Strict
 
+DropoutMasks = Literal["numpy", "torch"]
+
+
+def dropout_masks_field():
+    return Field(
+        "numpy",
+        description="Source of this stage's dropout masks on CPU: numpy (PCG64 raw bits, seeded from torch's "
+        "generator; 5x cheaper than torch's Bernoulli kernel there) or torch. GPUs always use torch's.",
+    )
+
 
 class StageConfig(Strict):
     epochs: int = Field(ge=0, description="Epochs in this stage (0 skips it).")
@@ -93,11 +103,7 @@ class UnfrozenStageConfig(StageConfig):
         "embedding LayerNorm still train): its dense gradient and optimizer update over the whole vocabulary "
         "are skipped, and tokens absent from train keep their pretrained vectors.",
     )
-    dropout_masks: Literal["numpy", "torch"] = Field(
-        "numpy",
-        description="Source of this stage's dropout masks on CPU: numpy (PCG64 raw bits, seeded from torch's "
-        "generator; 5x cheaper than torch's Bernoulli kernel there) or torch. GPUs always use torch's.",
-    )
+    dropout_masks: DropoutMasks = dropout_masks_field()
 
 
 class ContrastiveStageConfig(StageConfig):
@@ -131,6 +137,7 @@ class ContrastiveStageConfig(StageConfig):
         description="Also pair each row with itself as a similar pair (SetFit's combinations with replacement; "
         "only dropout tells the sides apart). None: when sides are encoded separately.",
     )
+    dropout_masks: DropoutMasks = dropout_masks_field()
 
 
 class LoraConfig(Strict):

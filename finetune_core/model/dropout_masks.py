@@ -94,3 +94,11 @@ def use_numpy_masks(model: torch.nn.Module) -> int:
         _register_attention()
         model.set_attn_implementation(ATTENTION)
     return swapped
+
+
+def choose_masks(model: torch.nn.Module, setting: str, device: torch.device) -> str:
+    """A stage's ``dropout_masks`` setting applied to ``model`` on ``device``: "numpy" where they
+    took (CPU, a model with dropout layers), else "torch" (GPUs always use torch's)."""
+    if setting == "numpy" and device.type == "cpu" and use_numpy_masks(model):
+        return "numpy"
+    return "torch"

@@ -22,6 +22,7 @@ from finetune_core.data.prepare import PreparedData
 from finetune_core.model import embedding_rows
 from finetune_core.model.backbone import load_tokenizer
 from finetune_core.model.batching import Encoded, collate, sorted_batches
+from finetune_core.model.dropout_masks import choose_masks
 from finetune_core.model.heads import POOLING_FILE, POOLINGS, resolve_pooling
 from finetune_core.model.loading import MODEL_LOADING
 from finetune_core.training.checkpoint import Checkpointer
@@ -204,6 +205,7 @@ def train_contrastive(
     pooling = "cls" if resolve_pooling(config.backbone.pooling, backbone).endswith("cls") else "mean"
     tokenizer = load_tokenizer(backbone, config.backbone.trust_remote_code)
     model = _load_encoder(backbone, config.backbone.trust_remote_code).to(runtime.device)
+    dropout_masks = choose_masks(model, stage.dropout_masks, runtime.device)
     (train, train_y), (validation, val_y) = (
         split_tokens(prepared, s, tokenizer, training.max_length) for s in ("train", "validation")
     )
@@ -267,6 +269,7 @@ def train_contrastive(
         encode_sides=sides,
         peak_learning_rate=learning_rate,
         self_pairs=self_pairs,
+        dropout_masks=dropout_masks,
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     model.cpu().save_pretrained(out_dir)

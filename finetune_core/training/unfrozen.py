@@ -11,7 +11,7 @@ from finetune_core.data.prepare import PreparedData
 from finetune_core.errors import ConfigError
 from finetune_core.model import embedding_rows
 from finetune_core.model.adjust import freeze_word_embeddings, set_dropout
-from finetune_core.model.dropout_masks import use_numpy_masks
+from finetune_core.model.dropout_masks import choose_masks
 from finetune_core.model.heads import num_layers
 from finetune_core.model.partial import freeze_lower, resolve_freeze_layers
 from finetune_core.serving.predictor import load_model_dir
@@ -116,9 +116,7 @@ def train_unfrozen(
         frozen_names |= freeze_word_embeddings(model)
     if stage.dropout is not None:
         set_dropout(model, stage.dropout)
-    dropout_masks = "torch"  # on CPU, NumPy's are ~5x cheaper (model.dropout_masks)
-    if stage.dropout_masks == "numpy" and runtime.device.type == "cpu" and use_numpy_masks(model):
-        dropout_masks = "numpy"
+    dropout_masks = choose_masks(model, stage.dropout_masks, runtime.device)  # on CPU NumPy's are ~5x cheaper
     seen_rows = None  # a trained token matrix: only the rows train uses are in the optimizer
     if epochs > 0 and training.strategy != "lora" and training.token_rows == "seen":
         seen_rows = embedding_rows.use_seen_rows(model, train[0].input_ids)

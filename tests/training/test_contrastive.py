@@ -156,6 +156,8 @@ def test_contrastive_stage_tunes_an_encoder_the_frozen_stage_loads(few_shot, tin
     )
     assert result.epochs_run == 2 and [epoch for _, epoch, _ in seen] == [1, 2]
     assert result.extra["peak_learning_rate"] == 1e-3  # as configured
+    assert result.extra["dropout_masks"] == "numpy"  # the default on CPU; the saved encoder is a plain one
+    assert "numpy" not in (few_shot / "tuned" / "config.json").read_text()
     assert all("val_centroid_accuracy" in metrics and "train_loss" in metrics for _, _, metrics in seen)
     # the embedding it tuned, at unit length (the cosine loss tuned directions only)
     assert resolve_pooling("auto", str(few_shot / "tuned")) == "normalized-mean"
