@@ -156,8 +156,7 @@ def test_contrastive_stage_tunes_an_encoder_the_frozen_stage_loads(few_shot, tin
     )
     assert result.epochs_run == 2 and [epoch for _, epoch, _ in seen] == [1, 2]
     assert result.extra["peak_learning_rate"] == 1e-3  # as configured
-    assert result.extra["dropout_masks"] == "numpy"  # the default on CPU; the saved encoder is a plain one
-    assert "numpy" not in (few_shot / "tuned" / "config.json").read_text()
+    assert result.extra["dropout_masks"] == "torch"  # the default (training.contrastive.dropout_masks)
     assert all("val_centroid_accuracy" in metrics and "train_loss" in metrics for _, _, metrics in seen)
     # the embedding it tuned, at unit length (the cosine loss tuned directions only)
     assert resolve_pooling("auto", str(few_shot / "tuned")) == "normalized-mean"
@@ -177,7 +176,8 @@ def test_contrastive_stage_tunes_an_encoder_the_frozen_stage_loads(few_shot, tin
 
 
 def test_resume_reaches_the_same_encoder_as_an_uninterrupted_run(few_shot, tiny_backbone):
-    config = make_config(few_shot, tiny_backbone, contrastive={"epochs": 3, "pairs_per_example": 2})
+    contrastive = {"epochs": 3, "pairs_per_example": 2, "dropout_masks": "numpy"}  # drawn from the checkpointed RNG
+    config = make_config(few_shot, tiny_backbone, contrastive=contrastive)
     prepared = prepare_splits(config, few_shot / "data")
     straight = few_shot / "straight"
     expected = train_contrastive(config, prepared, str(tiny_backbone), straight / "tuned", None, straight / "ckpt")
@@ -188,8 +188,9 @@ def test_resume_reaches_the_same_encoder_as_an_uninterrupted_run(few_shot, tiny_
         train_contrastive(config, prepared, str(tiny_backbone), run / "tuned", kill, run / "ckpt")
     resumed = train_contrastive(config, prepared, str(tiny_backbone), run / "tuned", None, run / "ckpt", resume=True)
 
-    assert resumed.resumed_after_epoch == 2
+    assert resumed.resumed_after_epoch == 2 and resumed.extra["dropout_masks"] == "numpy"
     assert resumed.history == expected.history
+    assert "numpy" not in (straight / "tuned" / "config.json").read_text()  # the saved encoder is a plain one
     from transformers import AutoModel
 
     a, b = (AutoModel.from_pretrained(d / "tuned").state_dict() for d in (straight, run))
