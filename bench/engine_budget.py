@@ -24,8 +24,8 @@ def budget(workdir: Path, engine, minutes: float, hf_from: Path | None = None, o
     bench/engine.py's module (its data, configuration and backbone)."""
     from finetune_core.training.device import runtime_for
 
-    recorded = json.loads(json.dumps(overrides or {}))  # as given (the stage-2 section is popped below)
-    overrides = dict(overrides or {})
+    recorded = overrides or {}  # as given: the stage-2 section is popped from a copy below
+    overrides = dict(recorded)
     unfrozen = {"epochs": 3, "max_minutes": minutes, **overrides.pop("unfrozen", {})}
     files = engine.sst2_files(workdir, None)
     config = engine.our_config(files, unfrozen=unfrozen, feature_cache=False, **overrides)

@@ -101,8 +101,10 @@ class LayerWriter:
         """A ``features`` tap: after each batch, the hidden states ``partial.block_output`` captured.
         ``rows_of``: this split's row for each row of the pass (a pass over a sample of it)."""
 
+        positions = None if rows_of is None else np.asarray(rows_of)
+
         def after_batch(rows, inputs) -> None:
-            self.write(rows if rows_of is None else np.asarray(rows_of)[rows], captured.pop())
+            self.write(rows if positions is None else positions[rows], captured.pop())
 
         return after_batch
 
