@@ -2,7 +2,9 @@
 
 Training batches are grouped by length (shuffled megabatches sorted by length, as in
 HF's LengthGroupedSampler) so little compute goes to padding; evaluation batches are
-sorted by length and results are put back in the original order.
+sorted by length and results are put back in the original order. An evaluation batch can also be
+capped in padded tokens (``BatchLimit.tokens``): short rows then share large batches and long rows
+go in small ones.
 
 Token ids are a Python list (small inputs: serving, selection samples, tests) or an
 ``ArrowTokens`` store memory-mapped from disk (a training split, finetune_core.tokenized),
@@ -137,6 +139,40 @@ def length_grouped_batches(lengths: np.ndarray, batch_size: int, rng: np.random.
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
-def sorted_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
+# Most padded tokens in an inference batch on a CPU at fp32, where the forward pass runs fastest on
+# batches of ~1,000-2,000 tokens (a guess: activations that stay in cache). Against 128 rows of SST-2
+# (up to 8,000 tokens) 1,024 ran whole splits 1.15-1.27x as fast and a 200-row one 1.86x
+# (bench/eval_batches.py, 2-core Xeon, fp32). GPUs and bf16 are not measured: no cap there.
+CPU_FP32_BATCH_TOKENS = 1024
+
+
+@dataclass(frozen=True)
+class BatchLimit:
+    """How large one inference batch may be: ``rows``, and at most ``tokens`` padded tokens (None:
+    no cap; a row longer than the cap still forms a batch on its own)."""
+
+    rows: int
+    tokens: int | None = None
+
+
+def inference_batch_tokens(setting: int | str, device_type: str, precision: str) -> int | None:
+    """``training.eval_batch_tokens`` resolved: ``auto`` caps only where measured (CPU, fp32); 0: no cap."""
+    if setting == "auto":
+        return CPU_FP32_BATCH_TOKENS if device_type == "cpu" and precision == "fp32" else None
+    return int(setting) or None
+
+
+def sorted_batches(lengths: np.ndarray, limit: int | BatchLimit) -> list[np.ndarray]:
+    """Row indexes, longest first, cut into batches of at most ``limit`` rows (an int) or within a
+    ``BatchLimit``: each batch pads to its first (longest) row, so its cost is rows x that length."""
+    limit = limit if isinstance(limit, BatchLimit) else BatchLimit(limit)
     order = np.argsort(-lengths, kind="stable")
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    if limit.tokens is None:
+        return [order[i : i + limit.rows] for i in range(0, len(order), limit.rows)]
+    batches, start = [], 0
+    while start < len(order):
+        width = max(int(lengths[order[start]]), 1)
+        size = min(limit.rows, max(limit.tokens // width, 1))
+        batches.append(order[start : start + size])
+        start += size
+    return batches

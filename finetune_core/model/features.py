@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from finetune_core.model.batching import ArrowTokens, Encoded, collate, sorted_batches
+from finetune_core.model.batching import ArrowTokens, BatchLimit, Encoded, collate, sorted_batches
 from finetune_core.model.heads import HeadSpec
 from finetune_core.training.progress import SILENT, ProgressReporter
 
@@ -67,7 +67,7 @@ def _write_features(
     spec: HeadSpec,
     encoded: Encoded,
     rows: np.ndarray,
-    batch_size: int,
+    batch_size: int | BatchLimit,
     device,
     autocast,
     out,
@@ -97,7 +97,9 @@ def _write_features(
     return out
 
 
-def extract_features(model, spec: HeadSpec, encoded: Encoded, batch_size: int, device, autocast) -> torch.Tensor:
+def extract_features(
+    model, spec: HeadSpec, encoded: Encoded, batch_size: int | BatchLimit, device, autocast
+) -> torch.Tensor:
     """What the head sees, for every row in original order (backbone in eval mode, sorted batches)."""
     rows = np.arange(len(encoded))
     out = _write_features(
@@ -137,7 +139,7 @@ def cached_features(
     encoded: Encoded,
     backbone: str,
     max_length: int,
-    batch_size: int,
+    batch_size: int | BatchLimit,
     device,
     autocast,
     precision: str,

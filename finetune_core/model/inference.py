@@ -8,12 +8,14 @@ import contextlib
 import numpy as np
 import torch
 
-from finetune_core.model.batching import Encoded, collate, sorted_batches
+from finetune_core.model.batching import BatchLimit, Encoded, collate, sorted_batches
 from finetune_core.model.heads import forward_logits
 
 
 @torch.inference_mode()
-def predict_outputs(model, encoded: Encoded, batch_size: int, device="cpu", autocast=None, spec=None) -> np.ndarray:
+def predict_outputs(
+    model, encoded: Encoded, batch_size: int | BatchLimit, device="cpu", autocast=None, spec=None
+) -> np.ndarray:
     """Raw outputs (logits or values) in the original row order."""
     was_training = model.training
     model.eval()

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from finetune_core.model.batching import Encoded, collate, sorted_batches
+from finetune_core.model.batching import BatchLimit, Encoded, collate, sorted_batches
 from finetune_core.model.features import backbone_identity, texts_digest
 from finetune_core.model.partial import lower_hidden_states
 from finetune_core.training.progress import SILENT, ProgressReporter
@@ -109,7 +109,9 @@ class LayerWriter:
         return after_batch
 
     @torch.inference_mode()
-    def fill(self, model, frozen: int, batch_size: int, device, autocast, progress=SILENT, task="layer cache"):
+    def fill(
+        self, model, frozen: int, batch_size: int | BatchLimit, device, autocast, progress=SILENT, task="layer cache"
+    ):
         """Rows not written yet, by a pass through the embeddings and the lowest ``frozen`` blocks."""
         missing = np.flatnonzero(~self.written)
         if len(missing) == 0:
@@ -142,7 +144,7 @@ def cached_layer_states(
     frozen: int,
     encoded: Encoded,
     path: Path,
-    batch_size: int,
+    batch_size: int | BatchLimit,
     device,
     autocast,
     progress: ProgressReporter = SILENT,

@@ -32,7 +32,7 @@ from finetune_core.model.features import extract_features
 from finetune_core.model.heads import POOLINGS, HeadSpec, head_spec, resolve_pooling
 from finetune_core.model.loading import MODEL_LOADING
 from finetune_core.selection.transferability import logme, probe_score
-from finetune_core.training.device import Runtime, runtime_for
+from finetune_core.training.device import Runtime, eval_batches, runtime_for
 
 TIE = 1e-3  # LogME is per example; differences this small are noise, not a ranking
 # Candidates scored by a thread pool load one at a time (MODEL_LOADING, which every model load in
@@ -159,11 +159,11 @@ def _score(
     encoded = encode(tokenizer, frame[TEXT].astype(str).tolist(), training.max_length, pairs)
     if selection.selection_layers == "all":
         spec, split = with_layer_average(extractor)
-        both = extract_features(model, spec, encoded, training.eval_batch_size, runtime.device, runtime.autocast)
+        both = extract_features(model, spec, encoded, eval_batches(training, runtime), runtime.device, runtime.autocast)
         features, scored = split(both)  # the head's features are kept for the frozen stage
     else:
         features = scored = extract_features(
-            model, extractor, encoded, training.eval_batch_size, runtime.device, runtime.autocast
+            model, extractor, encoded, eval_batches(training, runtime), runtime.device, runtime.autocast
         )
     targets = frame[LABEL].to_numpy()
     if prepared.task == "multilabel":  # label ids per row -> one 0/1 column per label

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
-from finetune_core.model.batching import encode
+from finetune_core.model.batching import CPU_FP32_BATCH_TOKENS, BatchLimit, encode
 from finetune_core.model.heads import head_spec
 from finetune_core.model.inference import predict_outputs
 from finetune_core.model.loading import MODEL_LOADING
@@ -106,7 +106,9 @@ class Predictor:
         the second texts, for a model trained on sentence pairs."""
         pairs = None if pairs is None else [str(t) for t in pairs]
         encoded = encode(self.tokenizer, [str(t) for t in texts], self.meta.max_length, pairs)
-        return predict_outputs(self.model, encoded, self.batch_size, spec=head_spec(self.model, self.meta.pooling))
+        # serving runs on the CPU at fp32: batches capped in tokens there, as validation's are
+        batches = BatchLimit(self.batch_size, CPU_FP32_BATCH_TOKENS)
+        return predict_outputs(self.model, encoded, batches, spec=head_spec(self.model, self.meta.pooling))
 
     def predict_texts(self, texts: list[str], pairs: list[str] | None = None) -> pd.DataFrame:
         return outputs_to_frame(self.raw_outputs(texts, pairs), self.meta)

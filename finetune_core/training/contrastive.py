@@ -21,12 +21,12 @@ from finetune_core.config.finetune import FinetuneConfig
 from finetune_core.data.prepare import PreparedData
 from finetune_core.model import embedding_rows
 from finetune_core.model.backbone import load_tokenizer
-from finetune_core.model.batching import Encoded, collate, sorted_batches
+from finetune_core.model.batching import BatchLimit, Encoded, collate, sorted_batches
 from finetune_core.model.dropout_masks import choose_masks
 from finetune_core.model.heads import POOLING_FILE, POOLINGS, resolve_pooling
 from finetune_core.model.loading import MODEL_LOADING
 from finetune_core.training.checkpoint import Checkpointer
-from finetune_core.training.device import runtime_for
+from finetune_core.training.device import eval_batches, runtime_for
 from finetune_core.training.loop import (
     EpochCallback,
     EpochLoop,
@@ -157,7 +157,7 @@ def _embed_sides(model, pooling: str, encoded: Encoded, first: np.ndarray, secon
 
 
 @torch.inference_mode()
-def embed_all(model, pooling: str, encoded: Encoded, batch_size: int, runtime) -> torch.Tensor:
+def embed_all(model, pooling: str, encoded: Encoded, batch_size: int | BatchLimit, runtime) -> torch.Tensor:
     model.eval()
     out = None
     for batch in sorted_batches(encoded.lengths, batch_size):
@@ -256,8 +256,8 @@ def train_contrastive(
         return total / max(len(first), 1)
 
     def validate() -> dict:
-        train_vectors = embed_all(model, pooling, train, training.eval_batch_size, runtime)
-        val_vectors = embed_all(model, pooling, validation, training.eval_batch_size, runtime)
+        train_vectors = embed_all(model, pooling, train, eval_batches(training, runtime), runtime)
+        val_vectors = embed_all(model, pooling, validation, eval_batches(training, runtime), runtime)
         return {"centroid_accuracy": centroid_accuracy(train_vectors, train_y, val_vectors, val_y)}
 
     result = loop.run(model, train_epoch, validate, optimizer, scheduler, resume=resume)

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
+from finetune_core.model.batching import BatchLimit, inference_batch_tokens
+
 _X86 = ("x86_64", "amd64", "i386", "i686")
 _DETECTION = threading.Lock()  # the first resolution runs once, whatever the number of threads asking
 
@@ -94,3 +96,10 @@ def runtime_for(training) -> Runtime:
     if training.num_threads:
         torch.set_num_threads(training.num_threads)
     return Runtime(device=device, precision=resolve_precision(training.precision, device))
+
+
+def eval_batches(training, runtime: Runtime) -> BatchLimit:
+    """Inference batches (validation, test, features, the layer cache): ``eval_batch_size`` rows, and
+    at most ``eval_batch_tokens`` padded tokens where that pays on the device and precision."""
+    tokens = inference_batch_tokens(training.eval_batch_tokens, runtime.device.type, runtime.precision)
+    return BatchLimit(training.eval_batch_size, tokens)

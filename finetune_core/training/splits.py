@@ -17,7 +17,7 @@ from finetune_core.model.heads import head_spec
 from finetune_core.model.inference import predict_outputs
 from finetune_core.model.tokenized import encode_file
 from finetune_core.serving.predictor import load_model_dir
-from finetune_core.training.device import runtime_for
+from finetune_core.training.device import eval_batches, runtime_for
 
 
 def split_tokens(prepared: PreparedData, split: str, tokenizer, max_length: int) -> tuple[Encoded, np.ndarray]:
@@ -46,5 +46,7 @@ def outputs_for(config: FinetuneConfig, prepared: PreparedData, checkpoint: Path
     encoded, targets = split_tokens(prepared, split, tokenizer, config.training.max_length)
     model.to(runtime.device)
     spec = spec_for(model, meta.pooling)
-    outputs = predict_outputs(model, encoded, config.training.eval_batch_size, runtime.device, runtime.autocast, spec)
+    outputs = predict_outputs(
+        model, encoded, eval_batches(config.training, runtime), runtime.device, runtime.autocast, spec
+    )
     return outputs, targets, meta

@@ -13,6 +13,7 @@ from finetune_core.data.multilabel import pos_weight_vector
 from finetune_core.data.prepare import PreparedData
 from finetune_core.evaluation.metric_table import primary_metric
 from finetune_core.evaluation.metrics import score_outputs
+from finetune_core.model.batching import BatchLimit
 from finetune_core.model.inference import predict_outputs
 from finetune_core.serving.predictor import save_model_dir
 from finetune_core.training.checkpoint import Checkpointer
@@ -27,9 +28,9 @@ def score_split(prepared: PreparedData, outputs: np.ndarray, targets: np.ndarray
     return score_outputs(prepared.task, outputs, targets, prepared.labels, prepared.target_mean, prepared.target_std)
 
 
-def score_network(prepared: PreparedData, network, validation, eval_batch_size: int, runtime, spec) -> dict:
+def score_network(prepared: PreparedData, network, validation, batches: BatchLimit, runtime, spec) -> dict:
     """``validation`` (encoded rows, targets) scored by full forward passes of ``network``."""
-    outputs = predict_outputs(network, validation[0], eval_batch_size, runtime.device, runtime.autocast, spec)
+    outputs = predict_outputs(network, validation[0], batches, runtime.device, runtime.autocast, spec)
     return score_split(prepared, outputs, validation[1])
 
 

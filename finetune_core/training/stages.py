@@ -28,7 +28,7 @@ from finetune_core.model.partial import resolve_freeze_layers
 from finetune_core.serving.predictor import ModelMeta, write_meta
 from finetune_core.training import upper
 from finetune_core.training.calibration import expected_calibration_error, fit_temperature
-from finetune_core.training.device import runtime_for
+from finetune_core.training.device import eval_batches, runtime_for
 from finetune_core.training.head_solver import (
     LBFGS_MAX_ITERATIONS,
     choose_solver,
@@ -150,7 +150,7 @@ def train_frozen(
         cache_dir = (training.cache_dir or DEFAULT_CACHE) if training.feature_cache else None
         common = dict(
             max_length=training.max_length,
-            batch_size=training.eval_batch_size,
+            batch_size=eval_batches(training, runtime),
             device=runtime.device,
             autocast=runtime.autocast,
             precision=runtime.precision,
@@ -175,7 +175,7 @@ def train_frozen(
             val_x, val_hit = cached_features(
                 model, spec, validation[0], backbone, progress=progress, task="validation features", tap=tap, **common
             )
-        upper.finish_writers(writers, model, freeze, runtime, training.eval_batch_size, progress)
+        upper.finish_writers(writers, model, freeze, runtime, eval_batches(training, runtime), progress)
         train_x, val_x = train_x.to(runtime.device), val_x.to(runtime.device)
         extra.update(feature_seconds=time.perf_counter() - started, feature_cache_hits=int(train_hit) + int(val_hit))
         if writers:
@@ -239,7 +239,7 @@ def train_frozen(
             )
 
         def validate():
-            return score_network(prepared, model, validation, training.eval_batch_size, runtime, spec)
+            return score_network(prepared, model, validation, eval_batches(training, runtime), runtime, spec)
 
     result = loop.run(ParameterSubset(model, head_names), train_epoch, validate, optimizer, scheduler, resume=resume)
     result.extra.update(extra, precision=runtime.precision, device=str(runtime.device), pooling=pooling)

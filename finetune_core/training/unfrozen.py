@@ -16,7 +16,7 @@ from finetune_core.model.heads import num_layers
 from finetune_core.model.partial import freeze_lower, resolve_freeze_layers
 from finetune_core.serving.predictor import load_model_dir
 from finetune_core.training import distributed, ray_launcher, upper
-from finetune_core.training.device import runtime_for
+from finetune_core.training.device import eval_batches, runtime_for
 from finetune_core.training.distributed import DistContext
 from finetune_core.training.loop import (
     EpochCallback,
@@ -206,9 +206,9 @@ def train_unfrozen(
 
     def validate():
         if part is not None:
-            outputs = upper.upper_outputs(network, part.spec, part.validation, training.eval_batch_size, runtime)
+            outputs = upper.upper_outputs(network, part.spec, part.validation, eval_batches(training, runtime), runtime)
             return score_split(prepared, outputs, validation[1])
-        return score_network(prepared, network, validation, training.eval_batch_size, runtime, spec)
+        return score_network(prepared, network, validation, eval_batches(training, runtime), runtime, spec)
 
     result = loop.run(model, train_epoch, validate, optimizer, scheduler, resume=resume)
     if part is not None and delay:  # keyed by weights only this run had: no later run can hit it

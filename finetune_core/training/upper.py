@@ -18,11 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from finetune_core.model.batching import Encoded, sorted_batches
+from finetune_core.model.batching import BatchLimit, Encoded, sorted_batches
 from finetune_core.model.features import DEFAULT_CACHE
 from finetune_core.model.heads import HeadSpec, forward_logits
 from finetune_core.model.layer_cache import LayerCache, LayerWriter, cached_layer_states, layer_cache_path
 from finetune_core.model.partial import block_output, lower_weights_digest, upper_spec
+from finetune_core.training.device import eval_batches
 from finetune_core.training.progress import SILENT
 
 # Padding to a multiple of 8 tokens did not pay on this CPU (bench/engine_levers.py, a short noisy run:
@@ -84,7 +85,7 @@ def open_caches(
             frozen,
             splits[split],
             paths[split],
-            training.eval_batch_size,
+            eval_batches(training, runtime),
             runtime.device,
             runtime.autocast,
             progress,
@@ -151,7 +152,9 @@ def writers_for(model, splits: dict[str, Encoded], paths: dict[str, Path]) -> di
     }
 
 
-def finish_writers(writers: dict[str, LayerWriter], model, frozen: int, runtime, batch_size: int, progress=SILENT):
+def finish_writers(
+    writers: dict[str, LayerWriter], model, frozen: int, runtime, batch_size: BatchLimit, progress=SILENT
+):
     """Rows the features pass did not compute (a feature-cache hit, selection's rows), then commit."""
     for split, writer in writers.items():
         writer.fill(model, frozen, batch_size, runtime.device, runtime.autocast, progress, f"{split} layer cache")
@@ -177,7 +180,7 @@ def cached_inputs(cache: LayerCache):
 
 
 @torch.inference_mode()
-def upper_outputs(network, spec: HeadSpec, cache: LayerCache, batch_size: int, runtime) -> np.ndarray:
+def upper_outputs(network, spec: HeadSpec, cache: LayerCache, batch_size: BatchLimit, runtime) -> np.ndarray:
     """Raw outputs on every cached row, in row order (``inference.predict_outputs`` on the cache)."""
     was_training = network.training
     network.eval()

@@ -7,7 +7,7 @@ from finetune_core.evaluation.metrics import (
     regression_metrics,
     score_outputs,
 )
-from finetune_core.model.batching import Encoded, collate, length_grouped_batches, sorted_batches
+from finetune_core.model.batching import BatchLimit, Encoded, collate, length_grouped_batches, sorted_batches
 
 
 def test_length_grouped_batches_cover_every_row_once_and_are_seeded():
@@ -37,6 +37,25 @@ def test_sorted_batches_and_collate():
     batch = collate(encoded, [1, 2])
     assert batch["input_ids"].tolist() == [[1, 2, 0, 0, 0], [1, 7, 8, 9, 2]]
     assert batch["attention_mask"].tolist() == [[1, 1, 0, 0, 0], [1, 1, 1, 1, 1]]
+
+
+def test_token_capped_batches_cover_every_row_once_longest_first_within_both_caps():
+    lengths = np.random.default_rng(0).integers(1, 120, size=1003)
+    lengths[5] = 2000  # longer than the token cap: a batch of its own
+    batches = sorted_batches(lengths, BatchLimit(rows=64, tokens=1024))
+    assert sorted(np.concatenate(batches).tolist()) == list(range(1003))
+    assert batches[0].tolist() == [5]
+    for batch in batches[1:]:
+        assert len(batch) <= 64 and len(batch) * lengths[batch].max() <= 1024
+        assert lengths[batch[0]] == lengths[batch].max()  # each batch pads to its first row
+    widths = [lengths[b[0]] for b in batches]
+    assert widths == sorted(widths, reverse=True)
+    # short rows fill to the row cap, long rows go in small batches
+    assert len(batches[-1]) <= 64 and max(len(b) for b in batches) == 64 and len(batches[1]) < 10
+    # without a token cap, the plain row count
+    assert [b.tolist() for b in sorted_batches(lengths, BatchLimit(64))] == [
+        b.tolist() for b in sorted_batches(lengths, 64)
+    ]
 
 
 def test_classification_metrics():

@@ -16,8 +16,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from pydantic import ValidationError
 
 from finetune_core.config.sections import TrainingConfig
+from finetune_core.model.batching import CPU_FP32_BATCH_TOKENS, BatchLimit
 from finetune_core.training import device
 from finetune_core.training.device import cpu_supports_bf16, resolve_precision, runtime_for
 
@@ -94,6 +96,19 @@ def test_local_rank_picks_the_gpu_of_a_distributed_launch(monkeypatch):
 def test_an_explicit_device_and_precision_are_obeyed():
     assert device.resolve_device("cpu") == torch.device("cpu")
     assert runtime_for(TrainingConfig(device="cpu", precision="fp32")) == device.Runtime(torch.device("cpu"), "fp32")
+
+
+def test_inference_batches_are_capped_in_tokens_on_cpus_at_fp32_by_default():
+    cpu_fp32 = device.Runtime(torch.device("cpu"), "fp32")
+    assert device.eval_batches(TrainingConfig(), cpu_fp32) == BatchLimit(128, CPU_FP32_BATCH_TOKENS)
+    # not measured at bf16 or on GPUs: the row count alone, as before
+    assert device.eval_batches(TrainingConfig(), device.Runtime(torch.device("cpu"), "bf16")) == BatchLimit(128)
+    assert device.eval_batches(TrainingConfig(), device.Runtime(torch.device("cuda"), "fp32")) == BatchLimit(128)
+    assert device.eval_batches(TrainingConfig(eval_batch_tokens=0), cpu_fp32) == BatchLimit(128)
+    explicit = TrainingConfig(eval_batch_tokens=4096, eval_batch_size=32)
+    assert device.eval_batches(explicit, device.Runtime(torch.device("cuda"), "bf16")) == BatchLimit(32, 4096)
+    with pytest.raises(ValidationError, match="eval_batch_tokens"):
+        TrainingConfig(eval_batch_tokens=-1)
 
 
 def cpu_flags() -> set[str]:
