@@ -235,6 +235,11 @@ def main() -> None:
         "all (every row, training.token_rows: all), frozen (freeze_word_embeddings)",
     )
     parser.add_argument("--skip-hf", action="store_true", help="`freeze` only: no HF Trainer runs (accuracy table)")
+    parser.add_argument(
+        "--hf-after",
+        action="store_true",
+        help="`freeze` only: HF Trainer also runs after ours for each seed; ratios against the mean of its two speeds",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--minutes", type=float, default=10.0, help="budget for `budget`")
     parser.add_argument(
@@ -267,6 +272,7 @@ def main() -> None:
                 not args.skip_hf,
                 args.training,
                 tuple(args.token_matrix.split(",")),
+                args.hf_after,
             ),
         }[args.which]()
     if isinstance(result, dict) and "machine_before" not in result:  # `freeze` records it before and after

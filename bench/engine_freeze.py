@@ -5,7 +5,8 @@
 2,000 SST-2 rows (1,800 train + 200 validation for ours; HF trains on all 2,000), the bundled
 all-MiniLM-L6-v2 (6 blocks), batch 32, max length 128, test = the 872 GLUE dev sentences. HF Trainer
 with run_glue defaults plus dynamic padding and length grouping, at each precision asked, seeded and
-run once per seed just before ours with that seed, so each ratio is paired by seed and time. Ours: the
+run once per seed just before ours with that seed, so each ratio is paired by seed and time
+(``--hf-after``: once more after ours, the ratio taken against the mean of the two). Ours: the
 default recipe (lp-ft, 20 head epochs on cached features, then stage 2) for each N and seed. Stage-2
 samples/s is rows × epochs over the time in training steps; with N > 0 the layer cache is filled in
 stage 1's features pass, so every stage-2 epoch, the first included, runs the upper blocks only
@@ -53,11 +54,13 @@ def freeze_table(
     with_hf: bool = True,
     overrides: dict | None = None,
     token_matrix: tuple[str, ...] = ("seen",),
+    hf_after: bool = False,
 ) -> dict:
     """``overrides``: our training settings on top of the defaults (e.g. a stage-2 learning rate);
     ``token_matrix``: how stage 2 treats the token-embedding matrix, each N and seed run with each of
     ``seen`` (the default: only the rows train uses are optimised), ``all`` (every row, as HF does),
-    ``frozen`` (``freeze_word_embeddings``)."""
+    ``frozen`` (``freeze_word_embeddings``); ``hf_after``: HF Trainer runs again after ours for each
+    seed, and ratios are taken against the mean of its two speeds."""
     overrides = dict(overrides or {})
     unfrozen_overrides = overrides.pop("unfrozen", {})
     from transformers import AutoConfig, AutoTokenizer
@@ -79,25 +82,9 @@ def freeze_table(
         "hf": [],
     }
     print(result["machine_before"], result["peak_gflops"], flush=True)
-    hf_runs: dict[tuple[str, int], dict] = {}  # HF Trainer per precision and seed, just before ours
-    plan = [(p, s, n, m) for p in precisions for s in seeds for n in layers for m in token_matrix]
-    for precision, seed, frozen, matrix in plan:
-        if with_hf and (precision, seed) not in hf_runs:
-            hf_runs[precision, seed] = hf = hf_train(
-                files,
-                ctx.BACKBONE,
-                epochs=epochs,
-                padding="dynamic",
-                group_by_length=True,
-                bf16=precision == "bf16",
-                seed=seed,
-            )
-            result["hf"].append({"precision": precision, "seed": seed, **hf})
-            print(
-                f"HF grouped {precision} seed={seed}: {hf['samples_per_second']:.1f} samples/s, "
-                f"accuracy {hf['accuracy']:.4f}",
-                flush=True,
-            )
+
+    def our_row(precision: str, seed: int, frozen: int, matrix: str) -> dict:
+        """One run of ours (stage 2 with ``frozen`` blocks, token matrix treatment ``matrix``), as a row."""
         rows, words = TOKEN_MATRIX[matrix]
         stage2 = {"epochs": epochs, "freeze_layers": frozen, **words, **unfrozen_overrides}
         config = ctx.our_config(files, precision=precision, seed=seed, unfrozen=stage2, **{**rows, **overrides})
@@ -107,8 +94,7 @@ def freeze_table(
             stale.unlink()
         unfrozen, frozen_stage = run["unfrozen"], run["frozen"]
         sps = unfrozen["samples_per_second"]
-        later = after_first(unfrozen["extra"]["epoch_seconds"], unfrozen["train_examples"])
-        row = {
+        return {
             "precision": precision,
             "freeze_layers": frozen,
             "token_matrix": matrix,
@@ -120,26 +106,60 @@ def freeze_table(
             "epoch_seconds": unfrozen["extra"]["epoch_seconds"],
             # the issue's "per epoch after the first": with freeze_after_epochs, the epochs over the upper
             # blocks (the second's time includes filling the layer cache; layer_cache_seconds says how much)
-            "after_first_samples_per_second": later,
+            "after_first_samples_per_second": after_first(
+                unfrozen["extra"]["epoch_seconds"], unfrozen["train_examples"]
+            ),
             "layer_cache_seconds": unfrozen["extra"].get("layer_cache_seconds"),
             "stage1_feature_seconds": frozen_stage["extra"].get("feature_seconds"),
             "layer_cache_bytes_per_row": unfrozen["extra"].get("layer_cache_bytes_per_row"),
             "best_val_accuracy": unfrozen["best_metric"],
             "total_seconds": time.perf_counter() - started,
-            "vs_hf_same_precision": sps / hf_runs[precision, seed]["samples_per_second"] if with_hf else None,
-            "after_first_vs_hf": later / hf_runs[precision, seed]["samples_per_second"] if with_hf and later else None,
             "mfu": sps
             * flops_per_row(lengths, model_config, total - frozen)
             / (result["peak_gflops"][precision] * 1e9),
         }
-        result["runs"].append(row)
+
+    def hf_run(precision: str, seed: int, when: str) -> dict:
+        hf = hf_train(
+            files,
+            ctx.BACKBONE,
+            epochs=epochs,
+            padding="dynamic",
+            group_by_length=True,
+            bf16=precision == "bf16",
+            seed=seed,
+        )
+        result["hf"].append({"precision": precision, "seed": seed, "when": when, **hf})
         print(
-            f"{precision} N={frozen} token matrix {matrix} seed={seed}: {sps:6.1f} samples/s "
-            f"({row['vs_hf_same_precision'] or 0:.2f}x HF; epochs after the first "
-            f"{row['after_first_vs_hf'] or 0:.2f}x), "
-            f"accuracy {row['accuracy']:.4f}, MFU {row['mfu']:.2f}, features {row['stage1_feature_seconds']:.1f} s",
+            f"HF grouped {precision} seed={seed} ({when}): {hf['samples_per_second']:.1f} samples/s, "
+            f"accuracy {hf['accuracy']:.4f}",
             flush=True,
         )
+        return hf
+
+    for precision in precisions:
+        for seed in seeds:
+            # HF Trainer just before ours with that seed (and just after, with hf_after: the machine's
+            # speed drifts by ±15 % between runs, so ours is compared with the mean of the two)
+            hf = [hf_run(precision, seed, "before")] if with_hf else []
+            rows = [our_row(precision, seed, n, m) for n in layers for m in token_matrix]
+            if with_hf and hf_after:
+                hf.append(hf_run(precision, seed, "after"))
+            hf_speed = float(np.mean([h["samples_per_second"] for h in hf])) if hf else None
+            for row in rows:
+                row["hf_samples_per_second"] = hf_speed
+                row["vs_hf_same_precision"] = row["stage2_samples_per_second"] / hf_speed if hf_speed else None
+                later = row["after_first_samples_per_second"]
+                row["after_first_vs_hf"] = later / hf_speed if hf_speed and later else None
+                result["runs"].append(row)
+                print(
+                    f"{precision} N={row['freeze_layers']} token matrix {row['token_matrix']} seed={seed}: "
+                    f"{row['stage2_samples_per_second']:6.1f} samples/s "
+                    f"({row['vs_hf_same_precision'] or 0:.2f}x HF; epochs after the first "
+                    f"{row['after_first_vs_hf'] or 0:.2f}x), accuracy {row['accuracy']:.4f}, MFU {row['mfu']:.2f}, "
+                    f"features {row['stage1_feature_seconds']:.1f} s",
+                    flush=True,
+                )
     result["summary"] = summarise(result["runs"])
     result["machine_after"] = machine()
     return result
