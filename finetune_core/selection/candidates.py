@@ -157,14 +157,13 @@ def _score(
     frame = take_rows(prepared.paths["train"], sample, columns=[*texts, LABEL])  # the sample's rows, in its order
     pairs = frame[TEXT_PAIR].astype(str).tolist() if prepared.text_pair_column else None
     encoded = encode(tokenizer, frame[TEXT].astype(str).tolist(), training.max_length, pairs)
+    batches = eval_batches(training, runtime)
     if selection.selection_layers == "all":
         spec, split = with_layer_average(extractor)
-        both = extract_features(model, spec, encoded, eval_batches(training, runtime), runtime.device, runtime.autocast)
+        both = extract_features(model, spec, encoded, batches, runtime.device, runtime.autocast)
         features, scored = split(both)  # the head's features are kept for the frozen stage
     else:
-        features = scored = extract_features(
-            model, extractor, encoded, eval_batches(training, runtime), runtime.device, runtime.autocast
-        )
+        features = scored = extract_features(model, extractor, encoded, batches, runtime.device, runtime.autocast)
     targets = frame[LABEL].to_numpy()
     if prepared.task == "multilabel":  # label ids per row -> one 0/1 column per label
         targets = label_matrix(targets, len(prepared.labels))

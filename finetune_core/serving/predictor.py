@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
-from finetune_core.model.batching import CPU_FP32_BATCH_TOKENS, BatchLimit, encode
+from finetune_core.model.batching import BatchLimit, encode, inference_batch_tokens
 from finetune_core.model.heads import head_spec
 from finetune_core.model.inference import predict_outputs
 from finetune_core.model.loading import MODEL_LOADING
@@ -106,8 +106,8 @@ class Predictor:
         the second texts, for a model trained on sentence pairs."""
         pairs = None if pairs is None else [str(t) for t in pairs]
         encoded = encode(self.tokenizer, [str(t) for t in texts], self.meta.max_length, pairs)
-        # serving runs on the CPU at fp32: batches capped in tokens there, as validation's are
-        batches = BatchLimit(self.batch_size, CPU_FP32_BATCH_TOKENS)
+        # serving runs on the CPU at fp32: the same resolution of `auto` as validation's batches
+        batches = BatchLimit(self.batch_size, inference_batch_tokens("auto", "cpu", "fp32"))
         return predict_outputs(self.model, encoded, batches, spec=head_spec(self.model, self.meta.pooling))
 
     def predict_texts(self, texts: list[str], pairs: list[str] | None = None) -> pd.DataFrame:

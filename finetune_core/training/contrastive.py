@@ -201,6 +201,7 @@ def train_contrastive(
         return done
     training, stage = config.training, config.training.contrastive
     runtime = runtime_for(training)
+    inference = eval_batches(training, runtime)  # validation's embedding batches
     seed_everything(training.seed + 2)
     pooling = "cls" if resolve_pooling(config.backbone.pooling, backbone).endswith("cls") else "mean"
     tokenizer = load_tokenizer(backbone, config.backbone.trust_remote_code)
@@ -256,8 +257,8 @@ def train_contrastive(
         return total / max(len(first), 1)
 
     def validate() -> dict:
-        train_vectors = embed_all(model, pooling, train, eval_batches(training, runtime), runtime)
-        val_vectors = embed_all(model, pooling, validation, eval_batches(training, runtime), runtime)
+        train_vectors = embed_all(model, pooling, train, inference, runtime)
+        val_vectors = embed_all(model, pooling, validation, inference, runtime)
         return {"centroid_accuracy": centroid_accuracy(train_vectors, train_y, val_vectors, val_y)}
 
     result = loop.run(model, train_epoch, validate, optimizer, scheduler, resume=resume)

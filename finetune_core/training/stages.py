@@ -104,6 +104,7 @@ def train_frozen(
         return done
     training = config.training
     runtime = runtime_for(training)
+    inference = eval_batches(training, runtime)  # validation, features and the layer cache
     seed_everything(training.seed)  # the head's initialisation depends on it
     tokenizer = load_tokenizer(backbone, config.backbone.trust_remote_code)
     model = load_for_task(backbone, prepared.task, prepared.labels, config.backbone.trust_remote_code).to(
@@ -150,7 +151,7 @@ def train_frozen(
         cache_dir = (training.cache_dir or DEFAULT_CACHE) if training.feature_cache else None
         common = dict(
             max_length=training.max_length,
-            batch_size=eval_batches(training, runtime),
+            batch_size=inference,
             device=runtime.device,
             autocast=runtime.autocast,
             precision=runtime.precision,
@@ -175,7 +176,7 @@ def train_frozen(
             val_x, val_hit = cached_features(
                 model, spec, validation[0], backbone, progress=progress, task="validation features", tap=tap, **common
             )
-        upper.finish_writers(writers, model, freeze, runtime, eval_batches(training, runtime), progress)
+        upper.finish_writers(writers, model, freeze, runtime, inference, progress)
         train_x, val_x = train_x.to(runtime.device), val_x.to(runtime.device)
         extra.update(feature_seconds=time.perf_counter() - started, feature_cache_hits=int(train_hit) + int(val_hit))
         if writers:
@@ -239,7 +240,7 @@ def train_frozen(
             )
 
         def validate():
-            return score_network(prepared, model, validation, eval_batches(training, runtime), runtime, spec)
+            return score_network(prepared, model, validation, inference, runtime, spec)
 
     result = loop.run(ParameterSubset(model, head_names), train_epoch, validate, optimizer, scheduler, resume=resume)
     result.extra.update(extra, precision=runtime.precision, device=str(runtime.device), pooling=pooling)

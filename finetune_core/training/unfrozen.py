@@ -96,6 +96,7 @@ def train_unfrozen(
         on_epoch_end, progress = None, SILENT
     training, stage = config.training, config.training.unfrozen
     runtime = runtime_for(training)
+    inference = eval_batches(training, runtime)  # validation batches
     seed_everything(training.seed + 1)
     model, tokenizer, meta = load_model_dir(checkpoint)
     epochs = 0 if training.strategy == "linear-probe" else stage.epochs
@@ -206,9 +207,9 @@ def train_unfrozen(
 
     def validate():
         if part is not None:
-            outputs = upper.upper_outputs(network, part.spec, part.validation, eval_batches(training, runtime), runtime)
+            outputs = upper.upper_outputs(network, part.spec, part.validation, inference, runtime)
             return score_split(prepared, outputs, validation[1])
-        return score_network(prepared, network, validation, eval_batches(training, runtime), runtime, spec)
+        return score_network(prepared, network, validation, inference, runtime, spec)
 
     result = loop.run(model, train_epoch, validate, optimizer, scheduler, resume=resume)
     if part is not None and delay:  # keyed by weights only this run had: no later run can hit it
