@@ -48,7 +48,7 @@ from finetune_core.model.layer_cache import cached_layer_states  # noqa: E402
 from finetune_core.model.partial import freeze_lower, upper_spec  # noqa: E402
 from finetune_core.training import upper  # noqa: E402
 from finetune_core.training.device import Runtime, eval_batches  # noqa: E402
-from finetune_core.training.loop import network_epoch  # noqa: E402
+from finetune_core.training.loop import network_batches, network_epoch  # noqa: E402
 from finetune_core.training.optim import layerwise_groups, make_optimizer, make_scheduler  # noqa: E402
 
 SST2 = Path(os.environ.get("SST2_DIR", REPO.parent / "shared" / "data" / "sst2"))
@@ -78,8 +78,10 @@ def breakdown(prof, wall: float) -> dict:
             matmul_seconds += own
             flop += matmul_flop(event.name, event.input_shapes)
         elif event.name.startswith("aten::"):
-            seconds[CATEGORIES.get(event.name, "other ops")] += own
-            others[event.name] += own if event.name not in CATEGORIES else 0.0
+            category = CATEGORIES.get(event.name, "other ops")
+            seconds[category] += own
+            if category == "other ops":
+                others[event.name] += own
     seconds["outside ops"] = max(wall - sum(seconds.values()), 0.0)
     return {
         "profiled_seconds": wall,
@@ -144,11 +146,11 @@ def profile_stage(frozen: int, backbone, data, training, runtime, report) -> dic
                 r = next(fills)
                 for split, encoded in (("train", train), ("validation", validation)):
                     path = Path(scratch) / f"{split}-{r}.npy"
-                    cached_layer_states(model, frozen, encoded, path, inference, "cpu", runtime.autocast)
+                    cached_layer_states(model, frozen, encoded, path, inference, runtime.device, runtime.autocast)
 
             report(f"cache pass, {frozen} blocks", len(train) + len(validation), *timed(fill))
             path = Path(scratch) / "train-0.npy"  # the warm-up's file
-            cache, _ = cached_layer_states(model, frozen, train, path, inference, "cpu", runtime.autocast)
+            cache, _ = cached_layer_states(model, frozen, train, path, inference, runtime.device, runtime.autocast)
             source, run_spec, inputs_of = cache, upper_spec(spec, "mean", frozen), upper.cached_inputs(cache)
         else:  # the default: only the token rows train uses are in the optimizer
             embedding_rows.attach(embedding_rows.use_seen_rows(model, train.input_ids), optimizer)
@@ -199,7 +201,7 @@ def main() -> None:
         )
         print("  other ops: " + ", ".join(f"{k} {v:.2f} s" for k, v in parts["top_other_ops"].items()), flush=True)
 
-    steps = -(-args.rows // training.batch_size)
+    steps = network_batches(args.rows, training.batch_size)
     for frozen in [int(n) for n in args.layers.split(",")]:
         milliseconds = profile_stage(frozen, backbone, (train, validation, targets), training, runtime, report)
         step_ms = result[f"training epoch, {frozen} blocks frozen"]["wall_seconds"] / steps * 1e3
