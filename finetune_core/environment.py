@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import os
 
+from finetune_core.redaction import install_log_redaction
+
 DEFAULTS = {
     "GX_ANALYTICS_ENABLED": "false",
     "DO_NOT_TRACK": "1",
@@ -39,5 +41,8 @@ OFFLINE = {"HF_HUB_OFFLINE": "1"}
 
 
 def apply_defaults(offline: bool = False) -> None:
+    """Set the defaults above, and mask secrets in every log record of this process from now on
+    (finetune_core/redaction.py)."""
     for key, value in {**DEFAULTS, **(OFFLINE if offline else {})}.items():
         os.environ.setdefault(key, value)
+    install_log_redaction()

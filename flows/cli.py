@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from flows.cli_errors import print_error, print_trace
 from flows.run_summary import browse_hint, summary_table, write_summary_json
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n\n")[0])
@@ -86,7 +87,7 @@ def _print_user_error(exc: Exception) -> None:
         if report.data_docs:
             console.print(f"report: {report.data_docs}", highlight=False, soft_wrap=True)
         return
-    console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    print_error(console, exc)
 
 
 @app.command()
@@ -99,13 +100,14 @@ def run(
     ),
 ) -> None:
     """Run the fine-tuning flow: validate, train frozen then unfrozen, evaluate, register."""
+    from finetune_core.config.tracking import credentials_to_environment
     from finetune_core.errors import UserInputError
 
     _quiet_third_parties()
     from tasks.tracking_server import TrackingUnavailable
 
     try:
-        config = _load(config_path, set_ or [])
+        config = credentials_to_environment(_load(config_path, set_ or []))  # never a Prefect parameter
         from flows.prefect_api import start_temporary_api, wait_for_api
 
         api = start_temporary_api()  # without PREFECT_API_URL: boots while the imports below run
@@ -123,11 +125,10 @@ def run(
         _print_user_error(exc)
         raise typer.Exit(EXIT_BAD_INPUT) from None
     except TrackingUnavailable as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        print_error(console, exc)
         raise typer.Exit(EXIT_TRACKING_DOWN) from None
     except Exception as exc:  # anything else is a bug or an environment failure: keep the trace
-        console.print_exception(max_frames=8)
-        console.print(f"[bold red]failed:[/] {type(exc).__name__}: {exc}", highlight=False, soft_wrap=True)
+        print_trace(console, exc)
         raise typer.Exit(EXIT_ERROR) from None
     console.print(summary_table(result))
     console.print(browse_hint(result.tracking_uri), highlight=False, soft_wrap=True)
@@ -218,7 +219,7 @@ def show_config(
     try:
         config = _load(config_path, set_ or [])
     except UserInputError as exc:
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        print_error(console, exc)
         raise typer.Exit(EXIT_BAD_INPUT) from None
     typer.echo(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
 

@@ -24,6 +24,7 @@ from finetune_core.config.finetune import FinetuneConfig
 from finetune_core.config.tracking import with_resolved_tracking
 from finetune_core.errors import ConfigError
 from finetune_core.model.backbone import backbone_identity
+from finetune_core.redaction import redact_uri, store_digest
 from finetune_core.run_layout import (
     RunLayout,
     claim_run_dir,
@@ -66,13 +67,22 @@ def _resumed_run(config: FinetuneConfig, resume: str) -> tuple[RunLayout, str | 
         raise ConfigError(f"--resume {resume}: not a run directory (no readable {layout.record.name})")
     if saved["config_hash"] != config.fingerprint():
         raise ConfigError(f"--resume {resume}: the configuration differs from the one this run started with")
-    recorded_store = saved.get("tracking_uri")  # absent in records written before it was kept
-    if recorded_store and recorded_store != config.mlflow.tracking_uri:
+    store = config.mlflow.tracking_uri
+    if not _same_store(saved, store):
+        shown = saved.get("tracking_store_shown", "another store")
         raise ConfigError(
-            f"--resume {resume}: this run is tracked in {recorded_store}, but the tracking URI resolves to "
-            f"{config.mlflow.tracking_uri}; set mlflow.tracking_uri or MLFLOW_TRACKING_URI to {recorded_store}"
+            f"--resume {resume}: this run is tracked in {shown}, but the tracking URI resolves to "
+            f"{redact_uri(store)}; set mlflow.tracking_uri or MLFLOW_TRACKING_URI to the store it started in"
         )
     return layout, saved.get("mlflow_run_id")
+
+
+def _same_store(saved: dict, store: str) -> bool:
+    """The run record keeps a digest of the full URI (credentials included), never the URI itself;
+    records written before that kept ``tracking_uri`` (or nothing)."""
+    if "tracking_store" in saved:
+        return saved["tracking_store"] == store_digest(store)
+    return saved.get("tracking_uri") in (None, store)
 
 
 @flow(name="finetune", log_prints=True)
@@ -123,7 +133,8 @@ def _pipeline(
             layout,
             config_hash=config.fingerprint(),
             mlflow_run_id=run_id,
-            tracking_uri=config.mlflow.tracking_uri,
+            tracking_store=store_digest(config.mlflow.tracking_uri),
+            tracking_store_shown=redact_uri(config.mlflow.tracking_uri),
             flow_run_id=str(flow_run.get_id()),
             finished=False,
         )
@@ -200,7 +211,7 @@ def _pipeline(
             model_uri=model_uri,
             model_version=version.version,
             registered_model=version.name,
-            tracking_uri=config.mlflow.tracking_uri,
+            tracking_uri=redact_uri(config.mlflow.tracking_uri),
             run_dir=str(layout.root),
             backbone=backbone,
             gate_passed=verdict.passed,

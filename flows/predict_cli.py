@@ -15,6 +15,8 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from flows.cli_errors import print_error, print_trace
+
 console = Console(stderr=True)
 EXIT_ERROR, EXIT_BAD_INPUT, EXIT_TRACKING_DOWN = 1, 2, 4  # as `finetune run`
 _MODEL_HELP = "models:/NAME@champion, models:/NAME/VERSION or runs:/RUN_ID/model"
@@ -171,15 +173,14 @@ def predict(
             )
     except UserInputError as exc:
         progress.stop()
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        print_error(console, exc)
         raise typer.Exit(EXIT_BAD_INPUT) from None
     except TrackingUnavailable as exc:
         progress.stop()
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        print_error(console, exc)
         raise typer.Exit(EXIT_TRACKING_DOWN) from None
     except Exception as exc:  # a bug or an environment failure: keep the trace
         progress.stop()
-        console.print_exception(max_frames=8)
-        console.print(f"[bold red]failed:[/] {type(exc).__name__}: {exc}", highlight=False, soft_wrap=True)
+        print_trace(console, exc)
         raise typer.Exit(EXIT_ERROR) from None
     progress.finish(rows)

@@ -21,6 +21,7 @@ from finetune_core.evaluation.gates import GateVerdict, evaluate_gates, per_exam
 from finetune_core.evaluation.metric_table import unknown_metrics
 from finetune_core.evaluation.model_card import model_card, version_description
 from finetune_core.evaluation.review import write_review_files
+from finetune_core.redaction import redact_uri, without_credentials
 from finetune_core.run_layout import RunLayout
 from finetune_core.serving.predictor import load_meta
 from tasks.registry import CHAMPION, alias_version
@@ -161,10 +162,10 @@ def describe_version(
         "validation": validation,
     }
     tracking = mlflow.get_tracking_uri()
-    run_link = f"run `{run_id}` ({tracking})"
+    run_link = f"run `{run_id}` ({redact_uri(tracking)})"
     if tracking.startswith("http"):
         experiment = MlflowClient().get_run(run_id).info.experiment_id
-        run_link = f"[{run_id}]({tracking.rstrip('/')}/#/experiments/{experiment}/runs/{run_id})"
+        run_link = f"[{run_id}]({without_credentials(tracking).rstrip('/')}/#/experiments/{experiment}/runs/{run_id})"
     description = version_description(
         config,
         backbone=backbone,

@@ -18,6 +18,7 @@ import finetune_core
 from finetune_core.config.finetune import FinetuneConfig
 from finetune_core.data.chunks import parquet_chunks
 from finetune_core.data.prepare import TEXT, TEXT_PAIR, PreparedData
+from finetune_core.redaction import without_credentials
 from finetune_core.serving import SHIPPED_MODULES
 from finetune_core.serving.predictor import Predictor
 from tasks.registry import CHALLENGER, CHAMPION, alias_version, versions_of
@@ -202,9 +203,8 @@ def publish_version(version: RegisteredVersion, verdict_summary: str, tracking_u
     alias = "champion" if version.champion else "rejected by the gates, challenger only"
     link = f"`{version.registry_uri}`"
     if tracking_uri.startswith("http"):
-        link = (
-            f"[{version.registry_uri}]({tracking_uri.rstrip('/')}/#/models/{version.name}/versions/{version.version})"
-        )
+        base = without_credentials(tracking_uri).rstrip("/")
+        link = f"[{version.registry_uri}]({base}/#/models/{version.name}/versions/{version.version})"
     create_markdown_artifact(
         key="registered-version",
         markdown=f"# {version.name} version {version.version}: {alias}\n\nGates {verdict_summary}\n\nModel: {link}\n",

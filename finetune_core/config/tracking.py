@@ -10,8 +10,10 @@ so they never look in different stores.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from typing import TYPE_CHECKING
+
+from finetune_core.redaction import redact_uri
 
 if TYPE_CHECKING:  # only for the annotation: the config package imports nothing from here
     from finetune_core.config.finetune import FinetuneConfig
@@ -27,6 +29,20 @@ def resolve_tracking_uri(explicit: str | None = None, environ: Mapping[str, str]
         return explicit.strip()
     from_env = (os.environ if environ is None else environ).get(ENV_VAR, "")
     return from_env.strip() or DEFAULT_TRACKING_URI
+
+
+def credentials_to_environment(
+    config: FinetuneConfig, environ: MutableMapping[str, str] | None = None
+) -> FinetuneConfig:
+    """A configured URI that carries credentials moves into ``MLFLOW_TRACKING_URI`` of this process,
+    and the configuration handed on leaves it unset: a flow's parameters are recorded by Prefect
+    in full, the environment is not. Resolving it again (``with_resolved_tracking``) gives the same
+    store; the fingerprint leaves the URI out, so the run's identity does not change."""
+    uri = config.mlflow.tracking_uri
+    if not uri or redact_uri(uri) == uri:
+        return config
+    (os.environ if environ is None else environ)[ENV_VAR] = uri.strip()
+    return config.model_copy(update={"mlflow": config.mlflow.model_copy(update={"tracking_uri": None})})
 
 
 def with_resolved_tracking(config: FinetuneConfig, environ: Mapping[str, str] | None = None) -> FinetuneConfig:
