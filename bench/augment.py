@@ -1,12 +1,12 @@
 """Does EDA augmentation help on a small SST-2 subset? Paired runs, several seeds.
 
-    python bench/augment.py [--rows 500] [--seeds 0 1 2] [--copies 1 2]
+    python -m bench.augment [--rows 500] [--seeds 0 1 2] [--copies 1 2]
 
 For each seed: a seeded ``--rows`` subset of SST-2 train (10 % held out for validation), the
 default two-stage recipe on the bundled all-MiniLM-L6-v2, once without augmentation and once
 per ``--copies`` value with EDA swap/deletion (no offline synonym source ships here), scored
 on the 872-row test set. Prints accuracies and the paired differences; writes
-bench/results/augment.json.
+bench/results/augmentation/augment.json.
 """
 
 from __future__ import annotations
@@ -14,24 +14,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import numpy as np
+import pandas as pd
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from finetune_core.config.loading import validate_config  # noqa: E402
-from finetune_core.data.augment import augment_prepared  # noqa: E402
-from finetune_core.data.prepare import prepare_splits  # noqa: E402
-from finetune_core.evaluation.test_split import evaluate_model  # noqa: E402
-from finetune_core.model.backbone import resolve_backbone  # noqa: E402
-from finetune_core.training import stages  # noqa: E402
+from bench.paths import REPO, results_file
+from finetune_core.config.loading import validate_config
+from finetune_core.data.augment import augment_prepared
+from finetune_core.data.prepare import prepare_splits
+from finetune_core.evaluation.test_split import evaluate_model
+from finetune_core.model.backbone import resolve_backbone
+from finetune_core.training import stages
 
 SST2 = Path(os.environ.get("SST2_DIR", REPO.parent / "shared" / "data" / "sst2"))
 BACKBONE = "bundled:all-MiniLM-L6-v2"
@@ -82,8 +79,7 @@ def main() -> None:
         },
     }
     print(json.dumps(result, indent=1))
-    (REPO / "bench" / "results").mkdir(parents=True, exist_ok=True)
-    (REPO / "bench" / "results" / "augment.json").write_text(json.dumps(result, indent=2))
+    results_file("augmentation", "augment.json").write_text(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

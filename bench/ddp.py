@@ -1,7 +1,7 @@
 """Training throughput of the data-parallel unfrozen stage on this machine's CPUs (gloo), on a random
 BERT (hidden 256, 4 layers) and synthetic sentiment rows, fp32 (the same precision in every run).
 
-    python bench/ddp.py [--variants ...] [--repeats 1] [--rows 2048] [--epochs 2]
+    python -m bench.ddp [--variants ...] [--repeats 1] [--rows 2048] [--epochs 2]
 
 Variants, run back to back in one process on the same prepared data and stage-1 model:
 
@@ -15,7 +15,7 @@ Variants, run back to back in one process on the same prepared data and stage-1 
   wall time includes that).
 
 With ``--repeats 2`` the order is played forwards then backwards, so drift in the machine's load
-hits each variant alike. Prints and writes bench/results/ddp.json: per run the stage's training
+hits each variant alike. Prints and writes bench/results/ddp/ddp.json: per run the stage's training
 samples/s (``StageResult.samples_per_second``: training time only, no validation), the wall
 seconds around the stage call (launcher start-up included), the final training loss (the flat
 variant must match DDP's: the same arithmetic in another order), the load average before each run;
@@ -31,7 +31,6 @@ import importlib
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -39,13 +38,11 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from bench.machine import cpu_facts  # noqa: E402
-from finetune_core.model.heads import forward_logits  # noqa: E402
-from finetune_core.training import distributed, stages  # noqa: E402
-from finetune_core.training.loop import finished_stage  # noqa: E402
+from bench.machine import cpu_facts
+from bench.paths import results_file
+from finetune_core.model.heads import forward_logits
+from finetune_core.training import distributed, stages
+from finetune_core.training.loop import finished_stage
 
 VARIANTS = {  # name: (processes, launcher, gradient exchange)
     "1-process": (1, "local", "none"),
@@ -116,12 +113,11 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=4)
     args = parser.parse_args()
 
+    from bench.fixtures import build_tiny_bert, easy_sentiment
     from finetune_core.config.loading import validate_config
     from finetune_core.data.prepare import prepare_splits
     from finetune_core.environment import apply_defaults
     from finetune_core.serving.predictor import load_model_dir
-    from tests.datasets import easy_sentiment
-    from tests.tiny_models import build_tiny_bert
 
     apply_defaults(offline=True)
     results = {"cpu": {**cpu_facts(), "load_average": os.getloadavg()}, "precision": "fp32", "runs": []}
@@ -182,7 +178,7 @@ def main() -> None:
     if "2-ray-workers" in speed and "2-processes" in speed:
         ratios["ray_over_local_launcher"] = round(speed["2-ray-workers"] / speed["2-processes"], 3)
     results.update(median_samples_per_second=speed, ratios=ratios, load_average_after=os.getloadavg())
-    out = REPO / "bench" / "results" / "ddp.json"
+    out = results_file("ddp", "ddp.json")
     out.write_text(json.dumps({**results, "args": vars(args)}, indent=2) + "\n")
     print(json.dumps({"ratios": ratios, "cpu": results["cpu"]}))
 

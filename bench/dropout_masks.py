@@ -1,6 +1,6 @@
 """What one dropout call costs on this CPU, and what a cheaper mask could save in a stage-2 step.
 
-    python bench/dropout_masks.py [--calls 2000] [--out bench/results/dropout-masks.json]
+    python -m bench.dropout_masks [--calls 2000] [--out FILE]
 
 Times, per call, on the shapes of an all-MiniLM-L6-v2 step on SST-2 (batch 32 of ~14 tokens:
 hidden states [32, 14, 384], attention probabilities [32, 12, 14, 14]), fp32, torch's threads:
@@ -18,18 +18,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
-from machine import machine  # noqa: E402
-from timing import seconds_per_call  # noqa: E402
-
-from finetune_core.model.dropout_masks import drop  # noqa: E402
+from bench.machine import machine
+from bench.paths import RESULTS
+from bench.timing import seconds_per_call
+from finetune_core.model.dropout_masks import drop
 
 P = 0.1
 HIDDEN_DROPOUTS_PER_STEP = 13  # embeddings + 2 in each of all-MiniLM-L6-v2's 6 blocks
@@ -70,7 +66,7 @@ def forward_backward_on(x: torch.Tensor) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=2000)
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "dropout-masks.json")
+    parser.add_argument("--out", type=Path, default=RESULTS / "dropout-masks" / "dropout-masks.json")
     args = parser.parse_args()
     result = {"machine_before": machine(), "p": P, "calls": args.calls, "microseconds_per_call": {}}
     print(result["machine_before"], flush=True)

@@ -1,10 +1,10 @@
 """Training-engine benchmarks against Hugging Face Trainer, back to back in one process.
 
-    python bench/engine.py throughput   # (a) unfrozen-stage samples/s vs Trainer, (e) FLOP/s vs matmul peak
-    python bench/engine.py frozen       # (b) frozen-stage cost per extra epoch: cached features vs forward passes
-    python bench/engine.py budget       # (c) test accuracy after an equal wall-clock budget (bench/engine_budget.py)
-    python bench/engine.py full         # (d) the default recipe on the full SST-2 training set
-    python bench/engine.py freeze       # stage 2 with freeze_layers N = 0..L, three seeds (bench/engine_freeze.py)
+    python -m bench.engine throughput   # (a) unfrozen-stage samples/s vs Trainer, (e) FLOP/s vs matmul peak
+    python -m bench.engine frozen       # (b) frozen-stage cost per extra epoch: cached features vs forward passes
+    python -m bench.engine budget       # (c) test accuracy after an equal wall-clock budget (bench/engine_budget.py)
+    python -m bench.engine full         # (d) the default recipe on the full SST-2 training set
+    python -m bench.engine freeze       # stage 2 with freeze_layers N = 0..L, three seeds (bench/engine_freeze.py)
 
 Data: ../shared/data/sst2 (or SST2_DIR); model: the bundled all-MiniLM-L6-v2. Prints figures and
 ratios, writes bench/results/<name>.json; asserts no timing.
@@ -22,27 +22,31 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import numpy as np
+import pandas as pd
+import torch
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-
-from bench.engine_budget import budget  # noqa: E402
-from bench.engine_freeze import freeze_table  # noqa: E402
-from bench.hf_baseline import hf_train  # noqa: E402
-from bench.machine import machine  # noqa: E402
-from bench.settings import merged  # noqa: E402
-from bench.timing import matmul_flops  # noqa: E402
-from finetune_core.config.loading import validate_config  # noqa: E402
-from finetune_core.data.prepare import prepare_splits  # noqa: E402
-from finetune_core.evaluation.test_split import evaluate_model  # noqa: E402
-from finetune_core.model.backbone import resolve_backbone  # noqa: E402
-from finetune_core.training import stages  # noqa: E402
+from bench.engine_budget import budget
+from bench.engine_freeze import freeze_table
+from bench.hf_baseline import hf_train
+from bench.machine import machine
+from bench.paths import REPO, invocation, results_file
+from bench.settings import merged
+from bench.timing import matmul_flops
+from finetune_core.config.loading import validate_config
+from finetune_core.data.prepare import prepare_splits
+from finetune_core.evaluation.test_split import evaluate_model
+from finetune_core.model.backbone import resolve_backbone
+from finetune_core.training import stages
 
 SST2 = Path(os.environ.get("SST2_DIR", REPO.parent / "shared" / "data" / "sst2"))
-RESULTS = REPO / "bench" / "results"
+EXPERIMENT = {
+    "throughput": "engine-first-targets",
+    "frozen": "engine-first-targets",
+    "budget": "equal-wall-clock",
+    "full": "full-train-set",
+    "freeze": "stage2-throughput",
+}
 BACKBONE = "bundled:all-MiniLM-L6-v2"
 
 
@@ -250,6 +254,9 @@ def main() -> None:
     )
     parser.add_argument("--tag", default="", help="suffix of the results file")
     parser.add_argument(
+        "--experiment", default=None, help="folder under bench/results/ (default: by command, see EXPERIMENT)"
+    )
+    parser.add_argument(
         "--hf-from", type=Path, default=None, help="`budget` only: HF figure from an earlier results file"
     )
     args = parser.parse_args()
@@ -277,9 +284,11 @@ def main() -> None:
         }[args.which]()
     if isinstance(result, dict) and "machine_before" not in result:  # `freeze` records it before and after
         result["machine"] = machine()
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    if isinstance(result, dict):
+        result["command"] = invocation("bench.engine")
     name = f"engine-{args.which}" if args.which == "freeze" else args.which
-    (RESULTS / f"{name}{args.tag}.json").write_text(json.dumps(result, indent=2, default=str))
+    out = results_file(args.experiment or EXPERIMENT[args.which], f"{name}{args.tag}.json")
+    out.write_text(json.dumps(result, indent=2, default=str))
 
 
 def _ints(text: str) -> list[int]:

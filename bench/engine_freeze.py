@@ -1,6 +1,6 @@
 """Partial freezing (``training.unfrozen.freeze_layers``) against Hugging Face Trainer, same run:
 
-    python bench/engine.py freeze [--layers 0,1,2,3,4,5,6] [--seeds 42,43,44] [--epochs 3]
+    python -m bench.engine freeze [--layers 0,1,2,3,4,5,6] [--seeds 42,43,44] [--epochs 3]
 
 2,000 SST-2 rows (1,800 train + 200 validation for ours; HF trains on all 2,000), the bundled
 all-MiniLM-L6-v2 (6 blocks), batch 32, max length 128, test = the 872 GLUE dev sentences. HF Trainer

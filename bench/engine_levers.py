@@ -1,7 +1,7 @@
 """Throughput levers of the unfrozen stage, each measured back to back in one process on the same
 batches (2,000 SST-2 rows, length-grouped batches of 32, the bundled all-MiniLM-L6-v2):
 
-    python bench/engine_levers.py [--batches 40] [--compile] [--only "fp32 sdpa" ...] [--rounds 2] [--out FILE]
+    python -m bench.engine_levers [--batches 40] [--compile] [--only "fp32 sdpa" ...] [--rounds 2] [--out FILE]
 
 A training step is forward + backward + clip + fused AdamW step, as in ``loop.network_epoch``.
 Variants: precision (fp32, bf16 autocast), attention kernel (sdpa, eager), padding to a multiple of
@@ -20,28 +20,25 @@ import argparse
 import contextlib
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import numpy as np
+import pandas as pd
+import torch
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-
-from bench.machine import machine  # noqa: E402
-from finetune_core.model.adjust import freeze_word_embeddings  # noqa: E402
-from finetune_core.model.backbone import resolve_backbone  # noqa: E402
-from finetune_core.model.batching import collate, encode, length_grouped_batches  # noqa: E402
-from finetune_core.model.embedding_rows import attach, use_seen_rows  # noqa: E402
-from finetune_core.model.heads import forward_logits, head_spec  # noqa: E402
-from finetune_core.model.inference import predict_outputs  # noqa: E402
-from finetune_core.model.partial import lower_hidden_states, upper_spec  # noqa: E402
-from finetune_core.training.optim import make_optimizer  # noqa: E402
+from bench.machine import machine
+from bench.paths import REPO, RESULTS
+from finetune_core.model.adjust import freeze_word_embeddings
+from finetune_core.model.backbone import resolve_backbone
+from finetune_core.model.batching import collate, encode, length_grouped_batches
+from finetune_core.model.embedding_rows import attach, use_seen_rows
+from finetune_core.model.heads import forward_logits, head_spec
+from finetune_core.model.inference import predict_outputs
+from finetune_core.model.partial import lower_hidden_states, upper_spec
+from finetune_core.training.optim import make_optimizer
 
 SST2 = Path(os.environ.get("SST2_DIR", REPO.parent / "shared" / "data" / "sst2"))
 
@@ -135,7 +132,7 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="also torch.compile(dynamic=True) (minutes on 2 cores)")
     parser.add_argument("--only", nargs="*", default=None, help="these variants (exact names, as printed)")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds (the best of them is kept)")
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "engine-levers.json")
+    parser.add_argument("--out", type=Path, default=RESULTS / "engine-levers" / "engine-levers.json")
     args = parser.parse_args()
     backbone = resolve_backbone("bundled:all-MiniLM-L6-v2")
     from transformers import AutoTokenizer

@@ -1,7 +1,7 @@
 """Inference batches capped in padded tokens (``training.eval_batch_tokens``) against plain row
 counts, each pass timed back to back in one process on the same rows:
 
-    python bench/eval_batches.py [--precision fp32] [--rounds 3] [--out FILE]
+    python -m bench.eval_batches [--precision fp32] [--rounds 3] [--out FILE]
 
 Passes (the bundled all-MiniLM-L6-v2, SST-2, max length 128): the layer-cache fill of
 ``freeze_layers: 3`` (embeddings + three blocks, no_grad) over 1,800 train rows and over 200
@@ -18,24 +18,21 @@ import argparse
 import contextlib
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import pandas as pd
+import torch
 
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-
-from bench.machine import machine  # noqa: E402
-from finetune_core.model.backbone import resolve_backbone  # noqa: E402
-from finetune_core.model.batching import BatchLimit, collate, encode, sorted_batches  # noqa: E402
-from finetune_core.model.heads import head_spec  # noqa: E402
-from finetune_core.model.inference import predict_outputs  # noqa: E402
-from finetune_core.model.partial import lower_hidden_states  # noqa: E402
+from bench.machine import machine
+from bench.paths import REPO, RESULTS
+from finetune_core.model.backbone import resolve_backbone
+from finetune_core.model.batching import BatchLimit, collate, encode, sorted_batches
+from finetune_core.model.heads import head_spec
+from finetune_core.model.inference import predict_outputs
+from finetune_core.model.partial import lower_hidden_states
 
 SST2 = Path(os.environ.get("SST2_DIR", REPO.parent / "shared" / "data" / "sst2"))
 BASELINE = "128 rows"
@@ -69,7 +66,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "eval-batches.json")
+    parser.add_argument("--out", type=Path, default=RESULTS / "eval-batches" / "eval-batches.json")
     args = parser.parse_args()
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 

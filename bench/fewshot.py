@@ -1,6 +1,6 @@
 """Few labelled examples: SetFit 1.2 against our recipes, back to back on the same rows.
 
-    python bench/fewshot.py [--dataset sst2|mrpc] [--per-class 8 16 64] [--seeds 0 1 2 3 4]
+    python -m bench.fewshot [--dataset sst2|mrpc] [--per-class 8 16 64] [--seeds 0 1 2 3 4]
         [--precision fp32] [--no-setfit] [--training JSON] [--out bench/results/fewshot[-mrpc].json]
 
 For each size and seed: a seeded class-balanced subset of SST-2 (or MRPC: sentence pairs) train
@@ -43,21 +43,19 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import pandas as pd
+import torch
 
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-
-from bench.fewshot_summary import report  # noqa: E402
-from bench.machine import cpu_facts, load_average  # noqa: E402
-from bench.settings import merged  # noqa: E402
-from finetune_core.config.loading import validate_config  # noqa: E402
-from finetune_core.data.prepare import prepare_splits  # noqa: E402
-from finetune_core.evaluation.test_split import evaluate_model  # noqa: E402
-from finetune_core.model.backbone import resolve_backbone  # noqa: E402
-from finetune_core.training import recipe, stages  # noqa: E402
-from finetune_core.training.contrastive import train_contrastive  # noqa: E402
+from bench.fewshot_summary import report
+from bench.machine import cpu_facts, load_average
+from bench.paths import REPO, results_file
+from bench.settings import merged
+from finetune_core.config.loading import validate_config
+from finetune_core.data.prepare import prepare_splits
+from finetune_core.evaluation.test_split import evaluate_model
+from finetune_core.model.backbone import resolve_backbone
+from finetune_core.training import recipe, stages
+from finetune_core.training.contrastive import train_contrastive
 
 SHARED = REPO.parent / "shared" / "data"
 # Each dataset: where it lies, how to read a split, our data columns (the written TSVs keep them).
@@ -194,11 +192,11 @@ def _accuracy(config, prepared, model_dir: Path) -> dict:
 
 
 def run_setfit(train: Path, test: Path, seed: int) -> list[dict]:
-    command = [str(SETFIT_PYTHON), str(REPO / "bench" / "setfit_peer.py"), str(train), str(test), "--seed", str(seed)]
+    command = [str(SETFIT_PYTHON), "-m", "bench.setfit_peer", str(train), str(test), "--seed", str(seed)]
     columns = DATASET["columns"]
     command += ["--text-column", columns["text_column"]]
     command += ["--pair-column", columns["text_pair_column"]] if "text_pair_column" in columns else []
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    done = subprocess.run(command, capture_output=True, text=True, check=False, cwd=REPO)
     if done.returncode != 0:  # said, not fatal: our contenders' numbers still count
         print(f"setfit_peer failed:\n{done.stderr[-3000:]}", file=sys.stderr, flush=True)
         return []
@@ -267,7 +265,7 @@ def main() -> None:
         default={},
         help='our training settings as JSON, e.g. \'{"contrastive": {"encode_sides": "separately"}}\'',
     )
-    parser.add_argument("--out", type=Path, default=None, help="default: bench/results/fewshot[-DATASET].json")
+    parser.add_argument("--out", type=Path, default=None, help="default: bench/results/fewshot-DATASET/")
     parser.add_argument(
         "--resummarise",
         type=Path,
@@ -278,7 +276,7 @@ def main() -> None:
     global DATASET, TRAINING
     DATASET, TRAINING = DATASETS[args.dataset], args.training
     suffix = "" if args.dataset == "sst2" else f"-{args.dataset}"
-    args.out = args.out or REPO / "bench" / "results" / f"fewshot{suffix}.json"
+    args.out = args.out or results_file(f"fewshot-{args.dataset}", f"fewshot{suffix}.json")
     machine = cpu_facts()
     if args.resummarise:
         return resummarise(args.resummarise, args, machine)

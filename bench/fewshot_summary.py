@@ -4,9 +4,10 @@ paired by seed, and the results file (rewritten after every size and seed)."""
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
+
+from bench.paths import invocation
 
 ORDER = [
     "setfit",
@@ -103,7 +104,7 @@ def report(
         "cpu": machine,
         "precision": {"ours": args.precision, "setfit": "fp32"},
         "data": about,
-        "command": command or " ".join(["python", "bench/fewshot.py", *sys.argv[1:]]),
+        "command": command or invocation("bench.fewshot"),
         "complete": final,
         "table": table,
         "auto_over_setfit_seconds": ratios,

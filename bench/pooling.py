@@ -1,33 +1,31 @@
 """Raw mean against unit-length mean under the head, on few-shot SST-2 subsets.
 
-    python bench/pooling.py [--per-class 8 16 64] [--strategies linear-probe lp-ft] [--seeds 0 1 2 3 4]
+    python -m bench.pooling [--per-class 8 16 64] [--strategies linear-probe lp-ft] [--seeds 0 1 2 3 4]
 
 The same seeded class-balanced rows as bench/fewshot.py (``write_rows``), the library's stages
 as the flow runs them (``recipe.resolve`` first), ``backbone.pooling`` set to ``mean`` and to
 ``normalized-mean`` (what ``auto`` picks for all-MiniLM-L6-v2, whose sentence-transformers
 pipeline ends in a Normalize module). Prints test accuracy mean ± std and the paired difference
-per size and strategy, with the CPU flags; writes bench/results/pooling.json.
+per size and strategy, with the CPU flags; writes bench/results/pooling/pooling.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import numpy as np
 
-import fewshot  # noqa: E402  (sets up sys.path, offline mode and the dataset paths)
-import numpy as np  # noqa: E402
-
-from bench.machine import cpu_facts, load_average  # noqa: E402
-from finetune_core.config.loading import validate_config  # noqa: E402
-from finetune_core.data.prepare import prepare_splits  # noqa: E402
-from finetune_core.evaluation.test_split import evaluate_model  # noqa: E402
-from finetune_core.model.backbone import resolve_backbone  # noqa: E402
-from finetune_core.training import recipe, stages  # noqa: E402
+from bench import fewshot  # offline mode and the dataset paths
+from bench.machine import cpu_facts, load_average
+from bench.paths import RESULTS, invocation
+from finetune_core.config.loading import validate_config
+from finetune_core.data.prepare import prepare_splits
+from finetune_core.evaluation.test_split import evaluate_model
+from finetune_core.model.backbone import resolve_backbone
+from finetune_core.training import recipe, stages
 
 POOLINGS = ["mean", "normalized-mean"]
 
@@ -53,7 +51,7 @@ def main() -> None:
     parser.add_argument("--per-class", type=int, nargs="+", default=[8, 16, 64])
     parser.add_argument("--strategies", nargs="+", default=["linear-probe", "lp-ft"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    parser.add_argument("--out", type=Path, default=fewshot.REPO / "bench" / "results" / "pooling.json")
+    parser.add_argument("--out", type=Path, default=RESULTS / "pooling" / "pooling.json")
     args = parser.parse_args()
     machine = cpu_facts()
     print(json.dumps(machine), "load", load_average(), flush=True)
@@ -81,7 +79,7 @@ def main() -> None:
                     }
                 )
                 print(json.dumps(table[-1]), flush=True)
-    command = " ".join(["python", "bench/pooling.py", *sys.argv[1:]])
+    command = invocation("bench.pooling")
     summary = {"cpu": machine, "precision": "fp32", "command": command, "table": table, "results": rows}
     args.out.write_text(json.dumps(summary, indent=2))
 

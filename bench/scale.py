@@ -2,12 +2,12 @@
 (repeated, each copy perturbed so texts stay distinct): read → validate → prepare →
 tokenise train → one pass over its length-grouped training batches.
 
-    python bench/scale.py [--factors 1 10 100]
+    python -m bench.scale [--factors 1 10 100]
 
 Each factor runs in a fresh process (peak RSS is per process). Memory should stay nearly
 flat while time grows linearly: splits travel as Parquet, validation and preparation stream
 chunks, token ids are memory-mapped Arrow. The numbers before that change are in
-bench/results/scale-before.json. Writes bench/results/scale.json.
+bench/results/scale/scale-before.json. Writes bench/results/scale/scale.json.
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.paths import REPO, results_file
+
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-REPO = Path(__file__).resolve().parents[1]
 SST2 = Path(os.environ.get("SST2_DIR", REPO.parent / "shared" / "data" / "sst2"))
 
 
@@ -61,7 +62,6 @@ class AnonymousMemory:
 
 
 def measure(train: Path, test: Path) -> dict:
-    sys.path.insert(0, str(REPO))
     import numpy as np
     from transformers import AutoTokenizer
 
@@ -131,11 +131,12 @@ def main() -> None:
             train = build(Path(tmp), factor)
             env = {**os.environ, "HF_DATASETS_CACHE": str(Path(tmp) / "hf")}  # the Arrow cache goes with the run
             child = subprocess.run(
-                [sys.executable, __file__, "--measure", str(train), str(SST2 / "test.tsv")],
+                [sys.executable, "-m", "bench.scale", "--measure", str(train), str(SST2 / "test.tsv")],
                 capture_output=True,
                 text=True,
                 check=True,
                 env=env,
+                cwd=REPO,
             )
             results[f"x{factor}"] = {
                 "file_mb": train.stat().st_size / 1e6,
@@ -143,8 +144,7 @@ def main() -> None:
             }
             print(factor, json.dumps(results[f"x{factor}"]), flush=True)
             train.unlink()
-    (REPO / "bench" / "results").mkdir(parents=True, exist_ok=True)
-    (REPO / "bench" / "results" / "scale.json").write_text(json.dumps(results, indent=2))
+    results_file("scale", "scale.json").write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Does LogME rank backbones like fine-tuning does? And what does selection cost?
 
-    python bench/selection.py [--layers 3 1] [--metric logme] [--selection-layers all|last]
+    python -m bench.selection [--layers 3 1] [--metric logme] [--selection-layers all|last]
 
 Candidates, all offline: the bundled all-MiniLM-L6-v2, copies with only its lowest
 ``--layers`` transformer layers, and a randomly initialised copy. On the demo data (the shipped
@@ -8,7 +8,7 @@ Candidates, all offline: the bundled all-MiniLM-L6-v2, copies with only its lowe
 (sample = the demo's default `backbone.selection_sample`), then fine-tune each with the demo
 recipe and measure test accuracy. Prints both rankings, Kendall's tau between them, and
 selection time as a share of the demo's training time (three candidates: the bundled model,
-the first truncation and the random copy). Writes bench/results/selection.json.
+the first truncation and the random copy). Writes bench/results/selection/selection-METRIC-SAMPLE-LAYERS.json.
 """
 
 from __future__ import annotations
@@ -16,25 +16,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from scipy.stats import kendalltau
 
-from scipy.stats import kendalltau  # noqa: E402
-
-from finetune_core.config.loading import load_config  # noqa: E402
-from finetune_core.data.prepare import prepare_splits  # noqa: E402
-from finetune_core.evaluation.test_split import evaluate_model  # noqa: E402
-from finetune_core.model.backbone import resolve_backbone  # noqa: E402
-from finetune_core.selection.candidates import rank_backbones  # noqa: E402
-from finetune_core.training import stages  # noqa: E402
-from tests.derived_backbones import random_copy, truncated_copy  # noqa: E402
+from bench.fixtures import random_copy, truncated_copy
+from bench.paths import REPO, results_file
+from finetune_core.config.loading import load_config
+from finetune_core.data.prepare import prepare_splits
+from finetune_core.evaluation.test_split import evaluate_model
+from finetune_core.model.backbone import resolve_backbone
+from finetune_core.selection.candidates import rank_backbones
+from finetune_core.training import stages
 
 
 def fine_tuned_accuracy(config, prepared, backbone: str, work: Path) -> tuple[float, float]:
@@ -111,8 +108,7 @@ def main() -> None:
         "selection_share_of_training": three_seconds / train_seconds["all-MiniLM-L6-v2"],
     }
     print(json.dumps(result, indent=1))
-    (REPO / "bench" / "results").mkdir(parents=True, exist_ok=True)
-    (REPO / "bench" / "results" / f"selection-{args.metric}-{args.sample}-{args.selection_layers}.json").write_text(
+    results_file("selection", f"selection-{args.metric}-{args.sample}-{args.selection_layers}.json").write_text(
         json.dumps(result, indent=2)
     )
 

@@ -1,6 +1,6 @@
 """SetFit 1.2 on the rows bench/fewshot.py hands it: its default recipe, the bundled backbone.
 
-    .venv-setfit/bin/python bench/setfit_peer.py TRAIN TEST --seed S [--text-column sentence]
+    .venv-setfit/bin/python -m bench.setfit_peer TRAIN TEST --seed S [--text-column sentence]
         [--pair-column C] [--label-column label]
 
 Runs in its own virtual environment (SetFit stays out of the project's dependencies; see

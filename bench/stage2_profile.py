@@ -21,35 +21,32 @@ import collections
 import json
 import math
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import numpy as np
+import pandas as pd
+import torch
+from torch.profiler import ProfilerActivity, profile
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-from torch.profiler import ProfilerActivity, profile  # noqa: E402
-
-from bench.machine import machine  # noqa: E402
-from bench.timing import matmul_flops, seconds_per_call  # noqa: E402
-from finetune_core.config.sections import TrainingConfig  # noqa: E402
-from finetune_core.model import embedding_rows  # noqa: E402
-from finetune_core.model.backbone import resolve_backbone  # noqa: E402
-from finetune_core.model.batching import encode  # noqa: E402
-from finetune_core.model.dropout_masks import choose_masks  # noqa: E402
-from finetune_core.model.heads import head_spec  # noqa: E402
-from finetune_core.model.layer_cache import cached_layer_states  # noqa: E402
-from finetune_core.model.partial import freeze_lower, upper_spec  # noqa: E402
-from finetune_core.training import upper  # noqa: E402
-from finetune_core.training.device import Runtime, eval_batches  # noqa: E402
-from finetune_core.training.loop import network_batches, network_epoch  # noqa: E402
-from finetune_core.training.optim import layerwise_groups, make_optimizer, make_scheduler  # noqa: E402
+from bench.machine import machine
+from bench.paths import REPO, RESULTS
+from bench.timing import matmul_flops, seconds_per_call
+from finetune_core.config.sections import TrainingConfig
+from finetune_core.model import embedding_rows
+from finetune_core.model.backbone import resolve_backbone
+from finetune_core.model.batching import encode
+from finetune_core.model.dropout_masks import choose_masks
+from finetune_core.model.heads import head_spec
+from finetune_core.model.layer_cache import cached_layer_states
+from finetune_core.model.partial import freeze_lower, upper_spec
+from finetune_core.training import upper
+from finetune_core.training.device import Runtime, eval_batches
+from finetune_core.training.loop import network_batches, network_epoch
+from finetune_core.training.optim import layerwise_groups, make_optimizer, make_scheduler
 
 SST2 = Path(os.environ.get("SST2_DIR", REPO.parent / "shared" / "data" / "sst2"))
 MATMULS = {"aten::mm", "aten::addmm", "aten::bmm"}
@@ -171,7 +168,7 @@ def main() -> None:
     parser.add_argument("--layers", default="0,3", help="frozen blocks to profile an epoch at (0 = every block)")
     parser.add_argument("--rows", type=int, default=1800, help="train rows (and 200 more for validation's cache)")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "stage2-profile.json")
+    parser.add_argument("--out", type=Path, default=RESULTS / "stage2-profile" / "stage2-profile.json")
     args = parser.parse_args()
     from transformers import AutoTokenizer
 

@@ -1,7 +1,7 @@
 """Time to the first training step of `finetune run` on the demo configuration with a 32-row
 training file, phase by phase.
 
-    python bench/startup.py [--runs 3] [--server] [--repo PATH]... [--tag NAME]
+    python -m bench.startup [--runs 3] [--server] [--repo PATH]... [--tag NAME]
 
 Runs the installed command's code (`flows.cli`) in a fresh process per run, as a user would,
 and stamps each phase from the outside: every stderr line is timed on arrival (Prefect's
@@ -16,7 +16,7 @@ copies run alternately (e.g. `git archive HEAD | tar -x -C /tmp/before` then `--
 cache, MLflow's database). Prints, per mark, the median seconds since launch and CPU seconds
 the command and its temporary server had used by then (wall time moves with other work on a
 shared machine, CPU time barely: compare both), the CPU model and flags and the load average;
-writes bench/results/startup<tag>.json. Nothing asserts timings.
+writes bench/results/startup/startup<tag>.json. Nothing asserts timings.
 """
 
 from __future__ import annotations
@@ -34,9 +34,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-from bench.machine import cpu_facts  # noqa: E402  (no torch: the parent stays light)
+from bench.machine import cpu_facts  # no torch: the parent stays light
+from bench.paths import REPO, results_file
 
 DEMO = REPO / "examples" / "sst2.yaml"
 TRAIN_ROWS = 32
@@ -248,7 +247,7 @@ def main() -> None:
     machine = cpu_facts()
     print(f"CPU: {machine['model']}, {machine['cores']} cores, flags {' '.join(machine['flags']) or '-'}")
     print(f"load average (1 min) before {load_before[0]:.2f}, after {load_after[0]:.2f}")
-    results = REPO / "bench" / "results" / f"startup{options.tag}.json"
+    results = results_file("startup", f"startup{options.tag}.json")
     results.write_text(
         json.dumps(
             {

@@ -1,4 +1,4 @@
-"""The peers bench/tasks.py measures ours against, on the same rows and backbone: HF Trainer with
+"""The peers bench/task_kinds.py measures ours against, on the same rows and backbone: HF Trainer with
 run_glue defaults (pairs and multilabel BCE), and a frozen-encoder one-vs-rest logistic regression
 with tuned thresholds for multilabel."""
 

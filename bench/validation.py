@@ -1,11 +1,11 @@
 """Data validation at scale: read + Great Expectations suites on a 200k-row training file.
 
-    python bench/validation.py [--rows 200000]
+    python -m bench.validation [--rows 200000]
 
 Builds a TSV of ``--rows`` SST-2 training rows (repeated with a row number appended, so texts
 stay distinct) plus the 872-row test file, then times, back to back in one process: a plain
 pandas read (the baseline), our read (structural scan + `datasets`), and the validation with
-and without Data Docs. Prints seconds and ratios; writes bench/results/validation.json.
+and without Data Docs. Prints seconds and ratios; writes bench/results/validation/validation.json.
 """
 
 from __future__ import annotations
@@ -13,20 +13,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import pandas as pd
 
-import pandas as pd  # noqa: E402
-
-from finetune_core.config.loading import validate_config  # noqa: E402
-from finetune_core.data.prepare import read_splits  # noqa: E402
-from finetune_core.validation.suites import validate_raw  # noqa: E402
+from bench.paths import REPO, results_file
+from finetune_core.config.loading import validate_config
+from finetune_core.data.prepare import read_splits
+from finetune_core.validation.suites import validate_raw
 
 SST2 = Path(os.environ.get("SST2_DIR", REPO.parent / "shared" / "data" / "sst2"))
 
@@ -79,8 +76,7 @@ def main() -> None:
         "validation_vs_pandas_read": plain_seconds / pandas_seconds,
     }
     print(json.dumps(result, indent=1))
-    (REPO / "bench" / "results").mkdir(parents=True, exist_ok=True)
-    (REPO / "bench" / "results" / "validation.json").write_text(json.dumps(result, indent=2))
+    results_file("validation", "validation.json").write_text(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

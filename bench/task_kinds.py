@@ -1,7 +1,7 @@
 """Task-type benchmarks: our default recipe against its peers on the same rows and backbone, back to back.
 
-    python bench/tasks.py mrpc      # sentence pairs: ours vs HF Trainer (run_glue defaults)
-    python bench/tasks.py reuters   # multilabel: ours vs HF Trainer (BCE; thresholds 0.5 and tuned) vs a
+    python -m bench.task_kinds mrpc      # sentence pairs: ours vs HF Trainer (run_glue defaults)
+    python -m bench.task_kinds reuters   # multilabel: ours vs HF Trainer (BCE; thresholds 0.5 and tuned) vs a
                                     # frozen-encoder one-vs-rest logistic regression with tuned thresholds
 
 Data: ../shared/data/{mrpc,reuters} (or MRPC_DIR / REUTERS_DIR); model: the bundled all-MiniLM-L6-v2.
@@ -19,36 +19,33 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import numpy as np
+import pandas as pd
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from bench.machine import machine  # noqa: E402
-from bench.task_peers import frozen_features, hf_train, one_vs_rest_probe  # noqa: E402
-from finetune_core.config.loading import validate_config  # noqa: E402
-from finetune_core.data.multilabel import label_matrix  # noqa: E402
-from finetune_core.data.prepare import LABEL, prepare_splits  # noqa: E402
-from finetune_core.evaluation.metrics import classification_metrics, metric_safe  # noqa: E402
-from finetune_core.evaluation.multilabel import multilabel_metrics, sigmoid, tune_thresholds  # noqa: E402
-from finetune_core.evaluation.test_split import evaluate_model  # noqa: E402
-from finetune_core.model.backbone import resolve_backbone  # noqa: E402
-from finetune_core.training import recipe, stages  # noqa: E402
-from finetune_core.training.device import runtime_for  # noqa: E402
-from finetune_core.training.splits import outputs_for  # noqa: E402
+from bench.machine import machine
+from bench.paths import REPO, invocation, results_file
+from bench.task_peers import frozen_features, hf_train, one_vs_rest_probe
+from finetune_core.config.loading import validate_config
+from finetune_core.data.multilabel import label_matrix
+from finetune_core.data.prepare import LABEL, prepare_splits
+from finetune_core.evaluation.metrics import classification_metrics, metric_safe
+from finetune_core.evaluation.multilabel import multilabel_metrics, sigmoid, tune_thresholds
+from finetune_core.evaluation.test_split import evaluate_model
+from finetune_core.model.backbone import resolve_backbone
+from finetune_core.training import recipe, stages
+from finetune_core.training.device import runtime_for
+from finetune_core.training.splits import outputs_for
 
 DATA = REPO.parent / "shared" / "data"
 MRPC = Path(os.environ.get("MRPC_DIR", DATA / "mrpc"))
 REUTERS = Path(os.environ.get("REUTERS_DIR", DATA / "reuters"))
-RESULTS = REPO / "bench" / "results"
+EXPERIMENT = {"mrpc": "sentence-pairs", "reuters": "multilabel"}
 BACKBONE = "bundled:all-MiniLM-L6-v2"
 RAW: dict[str, np.ndarray] = {}  # raw outputs per method and split, saved with --raw PATH for later analysis
 HEADLINE = ("f1_macro", "f1_micro", "subset_accuracy", "roc_auc_macro", "accuracy")
@@ -250,8 +247,7 @@ if __name__ == "__main__":
     if options.raw and RAW:
         np.savez_compressed(options.raw, **RAW)
     result["machine_after"] = machine()["load"]
-    result["command"] = " ".join(["python", "bench/tasks.py", *sys.argv[1:]])
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"tasks-{options.task}{options.tag}.json"
+    result["command"] = invocation("bench.task_kinds")
+    path = results_file(EXPERIMENT[options.task], f"tasks-{options.task}{options.tag}.json")
     path.write_text(json.dumps(result, indent=1, default=float))
     print(json.dumps(result.get("verdict"), indent=1), "->", path)
