@@ -22,6 +22,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from finetune_core.durable import read_json_or_none, write_json_atomic
+
 
 @dataclass(frozen=True)
 class RunLayout:
@@ -115,18 +117,15 @@ def inputs_digest(paths: list[Path | str | None]) -> str:
 
 
 def read_record(layout: RunLayout) -> dict | None:
-    try:
-        return json.loads(layout.record.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):  # no record, or one cut by a kill
-        return None
+    """The run's record; None when there is none or it cannot be read (not a run to continue)."""
+    record = read_json_or_none(layout.record)
+    return record if isinstance(record, dict) else None
 
 
 def write_record(layout: RunLayout, **fields) -> dict:
     """Merge ``fields`` into the run's record, written atomically."""
     record = {**(read_record(layout) or {}), **fields}
-    scratch = layout.record.with_name(f".{layout.record.name}.tmp")
-    scratch.write_text(json.dumps(record, indent=2))
-    scratch.replace(layout.record)
+    write_json_atomic(layout.record, record)
     return record
 
 

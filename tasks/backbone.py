@@ -14,6 +14,7 @@ from prefect.cache_policies import NO_CACHE
 from finetune_core.config.finetune import FinetuneConfig
 from finetune_core.data.prepare import PreparedData
 from finetune_core.errors import ConfigError
+from finetune_core.faults import maybe_kill
 from finetune_core.model.backbone import backbone_identity, resolve_backbone
 from finetune_core.run_layout import RunLayout
 from finetune_core.selection.candidates import (
@@ -59,7 +60,9 @@ def score_backbone(
 ) -> CandidateScore:
     """Frozen features of one candidate on the sample: LogME (or probe) score, size, latency.
     An error names the candidate (``score_candidate``)."""
-    return score_candidate(config, prepared, candidate, sample, Path(out_dir), runtime)
+    score = score_candidate(config, prepared, candidate, sample, Path(out_dir), runtime)
+    maybe_kill("selection")  # a candidate's features saved, the ranking not yet made
+    return score
 
 
 def tag_backbone(run_id: str, candidate: str, path: str) -> None:

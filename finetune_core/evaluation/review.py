@@ -6,6 +6,7 @@ about MLflow. Plots use matplotlib's non-interactive Agg backend (no display on 
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +14,10 @@ import pandas as pd
 
 from finetune_core.data.multilabel import label_matrix
 from finetune_core.data.prepare import TEXT_PAIR
+from finetune_core.durable import write_atomic
 from finetune_core.evaluation.comparison import predicted_ids, probabilities
 from finetune_core.evaluation.multilabel_review import write_multilabel_review
+from finetune_core.faults import maybe_kill
 
 
 def _pyplot():
@@ -24,6 +27,13 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _save(figure, path: Path) -> None:
+    """The PNG written whole or not at all: a rerun after a kill never logs half an image."""
+    image = io.BytesIO()
+    figure.savefig(image, dpi=100, format="png")
+    write_atomic(path, image.getvalue())
 
 
 def training_curves(stages: dict[str, dict], path: Path) -> Path:
@@ -48,7 +58,7 @@ def training_curves(stages: dict[str, dict], path: Path) -> Path:
             axis.plot(epochs, [h[key] for h in history], marker=".", label=key)
         axis.legend(fontsize=8)
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    _save(figure, path)
     plt.close(figure)
     return path
 
@@ -71,7 +81,7 @@ def confusion_matrix_plot(targets: np.ndarray, predicted: np.ndarray, labels: li
         )
     axis.set_title("confusion matrix (test)")
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    _save(figure, path)
     plt.close(figure)
     return path
 
@@ -96,7 +106,7 @@ def calibration_plot(probs: np.ndarray, targets: np.ndarray, path: Path, bins: i
     axis.set_title("calibration (test)")
     axis.legend(fontsize=8)
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    _save(figure, path)
     plt.close(figure)
     return path
 
@@ -115,7 +125,7 @@ def residual_plot(targets: np.ndarray, predictions: np.ndarray, path: Path) -> P
     axes[1].set_ylabel("residual")
     figure.suptitle("test residuals")
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    _save(figure, path)
     plt.close(figure)
     return path
 
@@ -161,13 +171,14 @@ def write_review_files(
     a multilabel model's decision threshold per label, shown in its per-label report."""
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {"training_curves": training_curves(stages, out_dir / "training_curves.png")}
+    maybe_kill("review-files")
     if task == "multilabel":
         truth, predicted = label_matrix(targets, len(labels)), predicted_ids(task, served, labels)
         probs = probabilities(served, labels)
         return files | write_multilabel_review(out_dir, texts, truth, predicted, probs, labels, _pyplot(), thresholds)
     worst = worst_examples(texts, targets, served, task, labels)
     files["worst_examples"] = out_dir / "worst_test_examples.csv"
-    worst.to_csv(files["worst_examples"], index=False)
+    write_atomic(files["worst_examples"], worst.to_csv(index=False))
     if task == "regression":
         files["residuals"] = residual_plot(
             np.asarray(targets, dtype=np.float64), served["prediction"].to_numpy(), out_dir / "residuals.png"
@@ -177,5 +188,5 @@ def write_review_files(
     files["confusion_matrix"] = confusion_matrix_plot(targets, predicted, labels, out_dir / "confusion_matrix.png")
     files["calibration"] = calibration_plot(probabilities(served, labels), targets, out_dir / "calibration.png")
     files["per_class_report"] = out_dir / "per_class_report.txt"
-    files["per_class_report"].write_text(per_class_report(targets, predicted, labels), encoding="utf-8")
+    write_atomic(files["per_class_report"], per_class_report(targets, predicted, labels))
     return files

@@ -12,11 +12,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from finetune_core.durable import CacheWrite, verified_cache
+from finetune_core.faults import maybe_kill
 from finetune_core.model.batching import ArrowTokens, BatchLimit, Encoded, collate, sorted_batches
 from finetune_core.model.heads import HeadSpec
 from finetune_core.training.progress import SILENT, ProgressReporter
@@ -170,23 +173,29 @@ def cached_features(
         )
         return torch.from_numpy(features), False
     path = Path(cache_dir) / f"{cache_key(backbone, encoded, max_length, precision, pooling)}.npy"
-    if path.is_file():
-        return _open_features(path), True
-    path.parent.mkdir(parents=True, exist_ok=True)
-    scratch = path.with_suffix(f".{os.getpid()}.tmp")
+    with verified_cache(path) as whole:
+        if whole:
+            return _open_features(path), True
+    write = CacheWrite(path)  # a file without a matching index (half-written, foreign) is rebuilt
 
     def allocate(width):  # rows go straight to disk: no copy of the whole array in memory
-        return np.lib.format.open_memmap(scratch, mode="w+", dtype=np.float32, shape=(len(encoded), width))
+        return np.lib.format.open_memmap(write.scratch, mode="w+", dtype=np.float32, shape=(len(encoded), width))
+
+    def after_batch(rows, inputs) -> None:
+        if tap is not None:
+            tap(rows, inputs)
+        maybe_kill("features")  # the resume tests' kill with a half-written cache file
 
     try:
         _extract_missing(
-            model, spec, encoded, batch_size, device, autocast, known, allocate, progress, task, tap
+            model, spec, encoded, batch_size, device, autocast, known, allocate, progress, task, after_batch
         ).flush()
+        features = _open_features(write.scratch)  # this writer's own file, whoever renames last
+        write.commit()
     except BaseException:
-        scratch.unlink(missing_ok=True)
+        write.discard()
         raise
-    scratch.replace(path)  # atomic: a concurrent reader never sees half a file
-    return _open_features(path), False
+    return features, False
 
 
 def _open_features(path: Path) -> torch.Tensor:
@@ -198,7 +207,10 @@ def load_known_features(path: Path | None, pooling: str, precision: str, max_len
     """(indexes, features) saved by backbone selection, if they match what this stage reads."""
     if path is None or not Path(path).is_file():
         return None
-    saved = torch.load(path, weights_only=True)
+    try:
+        saved = torch.load(path, weights_only=True)
+    except (EOFError, RuntimeError, pickle.UnpicklingError):  # cut by a kill: extracted again instead
+        return None
     if (saved["pooling"], saved["precision"], saved["max_length"]) != (pooling, precision, max_length):
         return None
     return saved["indexes"].numpy(), saved["features"]

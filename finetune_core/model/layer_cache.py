@@ -6,7 +6,8 @@ in row order; row r is ``[offsets[r], offsets[r + 1])`` with offsets from the to
 the key covers). float16 rather than bfloat16: numpy has no bfloat16, and hidden states after
 LayerNorm are small numbers where float16's 10-bit mantissa keeps 8x bfloat16's precision. Bytes per
 row = 2 × hidden × tokens. Rows are written straight to the memory map as batches finish, so a split
-larger than memory streams to disk; a temporary name is renamed into place when complete.
+larger than memory streams to disk; a temporary name is renamed into place when complete, with an
+index (size, checksum) that a reader checks first (finetune_core.durable).
 
 The key is the feature cache's (backbone files, token ids, max length, precision) plus the number of
 frozen blocks. The frozen stage fills the cache in the same forward pass that extracts its features
@@ -18,12 +19,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from finetune_core.durable import CacheWrite, verified_cache
+from finetune_core.faults import maybe_kill
 from finetune_core.model.batching import BatchLimit, Encoded, collate, sorted_batches
 from finetune_core.model.features import backbone_identity, texts_digest
 from finetune_core.model.partial import lower_hidden_states
@@ -82,8 +84,8 @@ class LayerWriter:
 
     def __init__(self, path: Path, encoded: Encoded, width: int):
         self.path, self.encoded = Path(path), encoded
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.scratch = self.path.with_suffix(f".{os.getpid()}.tmp")
+        self.file = CacheWrite(self.path)  # this writer's temporary file, renamed in with an index
+        self.scratch = self.file.scratch
         self.lengths = encoded.lengths
         self.offsets = np.concatenate([[0], np.cumsum(self.lengths)])
         tokens = int(self.offsets[-1])
@@ -126,17 +128,25 @@ class LayerWriter:
             with autocast():
                 self.write(rows, lower_hidden_states(model, inputs, frozen))
             progress.advance(1, len(rows))
+            maybe_kill("layer-cache")  # the resume tests' kill with a half-written cache file
         progress.end()
         model.train(was_training)
 
     def commit(self) -> LayerCache:
         self.states.flush()
         del self.states  # close the map before the rename
-        self.scratch.replace(self.path)  # atomic: a concurrent reader never sees half a file
-        return open_layer_cache(self.path, self.encoded)
+        cache = open_layer_cache(self.scratch, self.encoded)  # this writer's own file, whoever renames last
+        self.file.commit()
+        return cache
 
     def discard(self) -> None:
-        self.scratch.unlink(missing_ok=True)
+        self.file.discard()
+
+
+def is_cached(path: Path) -> bool:
+    """Whether a whole cache file is at ``path`` (its index matches: not half-written, not foreign)."""
+    with verified_cache(path) as whole:
+        return whole
 
 
 def cached_layer_states(
@@ -151,8 +161,9 @@ def cached_layer_states(
     task: str = "layer cache",
 ) -> tuple[LayerCache, bool]:
     """(cache, hit): the file at ``path`` when it exists, else computed by a lower-blocks pass."""
-    if Path(path).is_file():
-        return open_layer_cache(path, encoded), True
+    with verified_cache(path) as whole:
+        if whole:
+            return open_layer_cache(path, encoded), True
     writer = LayerWriter(path, encoded, model.config.hidden_size)
     try:
         writer.fill(model, frozen, batch_size, device, autocast, progress, task)

@@ -25,6 +25,7 @@ from finetune_core.data.labels import read_labels
 from finetune_core.data.multilabel import label_matrix
 from finetune_core.data.prepare import LABEL, TEXT, TEXT_PAIR, PreparedData
 from finetune_core.data.sampling import seeded_sample
+from finetune_core.durable import writing
 from finetune_core.errors import ConfigError, DataError, UserInputError
 from finetune_core.model.backbone import load_for_task, load_tokenizer, resolve_backbone
 from finetune_core.model.batching import Encoded, collate, encode
@@ -173,16 +174,15 @@ def _score(
         score = probe_score(scored.numpy(), targets, prepared.task, selection.probe_folds, training.seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     features_path = out_dir / f"{hashlib.sha256(path.encode()).hexdigest()[:12]}-features.pt"
-    torch.save(
-        {
-            "indexes": torch.as_tensor(sample),
-            "features": features,
-            "pooling": pooling,
-            "precision": runtime.precision,
-            "max_length": training.max_length,
-        },
-        features_path,
-    )
+    saved = {
+        "indexes": torch.as_tensor(sample),
+        "features": features,
+        "pooling": pooling,
+        "precision": runtime.precision,
+        "max_length": training.max_length,
+    }
+    with writing(features_path) as handle:  # the frozen stage reads it back: whole or not at all
+        torch.save(saved, handle)
     result = CandidateScore(
         candidate=candidate,
         path=path,

@@ -13,7 +13,7 @@ to; files no committed state names are leftovers of a killed write and are remov
 from __future__ import annotations
 
 import json
-import os
+import pickle
 import random
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from finetune_core.durable import read_json_or_none, writing
 
 STATE, MIRROR, REPORTED = "state.pt", "progress.json", "reported.json"
 
@@ -41,17 +43,8 @@ class Progress:
 
 def _write_durably(write, path: Path) -> None:
     """``write(file)`` to a temporary name, fsync, rename over ``path``, fsync the directory."""
-    scratch = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    with open(scratch, "wb") as handle:
+    with writing(path) as handle:
         write(handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    scratch.replace(path)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
 
 
 def rng_state() -> dict:
@@ -116,9 +109,8 @@ class Checkpointer:
 
     def reported_epoch(self) -> int:
         path = self.directory / REPORTED if self.enabled else None
-        if path is None or not path.is_file():
-            return 0
-        return int(json.loads(path.read_text())["epoch"])
+        saved = read_json_or_none(path) if path is not None else None
+        return int(saved["epoch"]) if isinstance(saved, dict) and "epoch" in saved else 0
 
     def _remove_unreferenced(self) -> None:
         for path in self.directory.glob("best-*.pt"):
@@ -129,7 +121,10 @@ class Checkpointer:
 
     def _committed(self) -> dict | None:
         if self._loaded is None and self.enabled and (self.directory / STATE).is_file():
-            self._loaded = torch.load(self.directory / STATE, weights_only=False)
+            try:
+                self._loaded = torch.load(self.directory / STATE, weights_only=False)
+            except (EOFError, RuntimeError, pickle.UnpicklingError):  # not a whole commit: no epoch is done
+                return None
             self._best_file = self._loaded.get("best_file")
             self._remove_unreferenced()  # what a kill after the commit left before cleaning up
         return self._loaded

@@ -7,7 +7,6 @@ Callbacks are optional (``on_epoch_end``, ``progress``): training runs the same 
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -18,6 +17,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from finetune_core.durable import read_json_or_none, write_json_atomic
+from finetune_core.faults import maybe_kill
 from finetune_core.model.batching import MEGABATCH_FACTOR, Encoded, collate, length_grouped_batches
 from finetune_core.model.heads import forward_logits
 from finetune_core.training.checkpoint import Checkpointer, Progress
@@ -52,16 +53,19 @@ RESULT_FILE = "stage_result.json"  # in a stage's output directory, written last
 
 
 def finished_stage(out_dir: Path, resume: bool) -> StageResult | None:
-    """The result of a stage already finished in ``out_dir`` (when resuming), else None."""
-    path = Path(out_dir) / RESULT_FILE
-    if resume and path.is_file():
-        return StageResult(**json.loads(path.read_text()))
-    return None
+    """The result of a stage already finished in ``out_dir`` (when resuming), else None: a
+    missing or unreadable result (a kill while it was written) means the stage is not done."""
+    saved = read_json_or_none(Path(out_dir) / RESULT_FILE) if resume else None
+    try:
+        return StageResult(**saved) if isinstance(saved, dict) else None
+    except TypeError:  # fields of another version: redo the stage rather than guess
+        return None
 
 
 def mark_finished(out_dir: Path, result: StageResult) -> StageResult:
     """Write the stage's result after everything else in ``out_dir``: from now on it is done."""
-    (Path(out_dir) / RESULT_FILE).write_text(json.dumps(result.as_dict(), indent=2))
+    maybe_kill(f"stage-result:{result.stage}")
+    write_json_atomic(Path(out_dir) / RESULT_FILE, result.as_dict())
     return result
 
 
@@ -189,6 +193,7 @@ class EpochLoop:
                 stop, result.extra["time_budget_reached"] = True, True
             progress.done = stop or epoch == self.epochs  # committed with the epoch: resume never trains past a stop
             self.checkpointer.save_epoch(progress, state, optimizer, scheduler)
+            maybe_kill(f"epoch:{self.stage}:{epoch}")
             if self.on_epoch_end is not None:
                 self.on_epoch_end(self.stage, epoch, metrics)
                 self.checkpointer.save_reported(epoch)

@@ -21,7 +21,13 @@ import torch
 from finetune_core.model.batching import BatchLimit, Encoded, sorted_batches
 from finetune_core.model.features import DEFAULT_CACHE
 from finetune_core.model.heads import HeadSpec, forward_logits
-from finetune_core.model.layer_cache import LayerCache, LayerWriter, cached_layer_states, layer_cache_path
+from finetune_core.model.layer_cache import (
+    LayerCache,
+    LayerWriter,
+    cached_layer_states,
+    is_cached,
+    layer_cache_path,
+)
 from finetune_core.model.partial import block_output, lower_weights_digest, upper_spec
 from finetune_core.training.device import eval_batches
 from finetune_core.training.progress import SILENT
@@ -147,9 +153,7 @@ def stage_part(network, spec, meta, frozen, splits, checkpoint, runtime, trainin
 
 def writers_for(model, splits: dict[str, Encoded], paths: dict[str, Path]) -> dict[str, LayerWriter]:
     """Writers for the splits whose cache is missing (the frozen stage fills them as it extracts)."""
-    return {
-        s: LayerWriter(paths[s], splits[s], model.config.hidden_size) for s in splits if not Path(paths[s]).is_file()
-    }
+    return {s: LayerWriter(paths[s], splits[s], model.config.hidden_size) for s in splits if not is_cached(paths[s])}
 
 
 def finish_writers(

@@ -119,7 +119,10 @@ def test_cached_features_are_a_memory_mapped_npy(tiny_backbone, texts_file, tmp_
         cache_dir=tmp_path / "features",
     )
     features, hit = cached_features(model, spec, encoded, str(tiny_backbone), known=known, **args)
-    (cache,) = (tmp_path / "features").iterdir()  # one file, no scratch left behind
+    (cache,) = (tmp_path / "features").glob("*.npy")  # one file and its index, no scratch left behind
+    assert sorted(p.name for p in (tmp_path / "features").iterdir()) == sorted(
+        [cache.name, f"{cache.name}.index.json", f"{cache.name}.lock"]
+    )
     assert not hit and cache.suffix == ".npy" and features.shape == full.shape
     assert mapped_from(cache, features.data_ptr())
     assert torch.equal(features[[0, 3, 7]], known[1])
