@@ -38,7 +38,7 @@ from tasks.data import augment, prepare_data, read_data, record_datasets, valida
 from tasks.gates import apply_gates, describe_version, evaluate_champion, log_review_files
 from tasks.progress import set_run_progress, start_run_progress
 from tasks.register import ensure_registry_lock, git_commit, log_model, publish_version, register_model
-from tasks.tracking import log_config, log_json
+from tasks.tracking import log_config, log_json, use_store
 from tasks.tracking_server import naming_tracking_outages, require_tracking_server
 from tasks.train import calibrate, choose_recipe, evaluate, train_contrastive, train_frozen, train_unfrozen
 
@@ -69,7 +69,7 @@ def _resumed_run(config: FinetuneConfig, resume: str) -> tuple[RunLayout, str | 
         raise ConfigError(f"--resume {resume}: the configuration differs from the one this run started with")
     store = config.mlflow.tracking_uri
     if not _same_store(saved, store):
-        shown = saved.get("tracking_store_shown", "another store")
+        shown = saved.get("tracking_store_shown") or redact_uri(saved.get("tracking_uri") or "another store")
         raise ConfigError(
             f"--resume {resume}: this run is tracked in {shown}, but the tracking URI resolves to "
             f"{redact_uri(store)}; set mlflow.tracking_uri or MLFLOW_TRACKING_URI to the store it started in"
@@ -123,7 +123,7 @@ def _pipeline(
     """The DAG, in ``layout``; ``mlflow_run_id`` set: continue that run (finished stages and
     epochs are not trained again)."""
     resuming = mlflow_run_id is not None
-    mlflow.set_tracking_uri(config.mlflow.tracking_uri)
+    use_store(config.mlflow.tracking_uri)
     mlflow.set_experiment(config.mlflow.experiment)
     # One MLflow run per flow run (a resumed run continues its own); leaving the block on an
     # exception marks it FAILED.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 import warnings
 from contextlib import contextmanager
@@ -23,6 +24,7 @@ from pydantic import BaseModel
 
 from finetune_core.config.finetune import FinetuneConfig
 from finetune_core.config.loading import flatten
+from finetune_core.redaction import redact_uri
 
 TRUNCATED_MARK = "...[truncated, see config.yaml]"
 # Our pyfunc model is logged with an explicit signature and input example; MLflow's advice to
@@ -145,6 +147,15 @@ def active_run(run_id: str):
         return
     with mlflow.start_run(run_id=run_id) as run:
         yield run
+
+
+def use_store(tracking_uri: str) -> None:
+    """Track in ``tracking_uri`` from now on. MLflow prints each run's link with the URI as given,
+    credentials included: with credentials in it, that print is switched off (ours names the
+    store redacted, finetune_core/redaction.py)."""
+    mlflow.set_tracking_uri(tracking_uri)
+    if redact_uri(tracking_uri) != tracking_uri:
+        os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
 
 
 def sqlite_path(tracking_uri: str) -> Path | None:

@@ -43,16 +43,31 @@ def stop(process: subprocess.Popen) -> None:
         process.kill()
 
 
-def start_mlflow_server(root: Path, port: int | None = None) -> tuple[str, subprocess.Popen]:
-    """`mlflow server` with a SQLite backend and a local artifact root, on ``port`` (default: a free one)."""
+def start_mlflow_server(
+    root: Path, port: int | None = None, admin_password: str | None = None
+) -> tuple[str, subprocess.Popen]:
+    """`mlflow server` with a SQLite backend and a local artifact root, on ``port`` (default: a free one).
+    ``admin_password``: with MLflow's basic-auth app, whose user `admin` has that password."""
     port = port or free_port()
     url = f"http://127.0.0.1:{port}"
+    auth, env = [], {}
+    if admin_password is not None:
+        config = root / "basic_auth.ini"
+        config.write_text(
+            "[mlflow]\ndefault_permission = READ\n"
+            f"database_uri = sqlite:///{root / 'basic_auth.db'}\n"
+            f"admin_username = admin\nadmin_password = {admin_password}\n"
+            "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        )
+        auth = ["--app-name", "basic-auth"]
+        env = {"MLFLOW_AUTH_CONFIG_PATH": str(config), "MLFLOW_FLASK_SERVER_SECRET_KEY": os.urandom(16).hex()}
     process = start(
         [
             sys.executable,
             "-m",
             "mlflow",
             "server",
+            *auth,
             "--backend-store-uri",
             f"sqlite:///{root / 'mlflow.db'}",
             "--artifacts-destination",
@@ -66,5 +81,6 @@ def start_mlflow_server(root: Path, port: int | None = None) -> tuple[str, subpr
         ],
         f"{url}/health",
         root / "mlflow-server.log",
+        env=env,
     )
     return url, process

@@ -12,6 +12,7 @@ from mlflow import MlflowClient
 from finetune_core.config.loading import validate_config
 from finetune_core.errors import ConfigError
 from finetune_core.model.backbone import backbone_identity
+from finetune_core.redaction import redact_uri, store_digest
 from tests.conftest import tiny_config
 
 
@@ -49,7 +50,7 @@ def test_a_run_with_only_the_environment_variable_lands_in_that_store(
     assert version.tags["backbone_path"] == str(tiny_backbone.resolve())
     assert identity.describe() in version.description
     record = json.loads((tmp_path / "runs").glob("*/run.json").__next__().read_text())
-    assert record["tracking_uri"] == store
+    assert record["tracking_store"] == store_digest(store) and "tracking_uri" not in record
 
 
 def test_resuming_against_another_store_is_refused_naming_both(tiny_backbone, sst2_small, tmp_path, monkeypatch):
@@ -71,3 +72,27 @@ def test_resuming_against_another_store_is_refused_naming_both(tiny_backbone, ss
         _resumed_run(with_resolved_tracking(config), str(layout.root))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", started_in)
     assert _resumed_run(with_resolved_tracking(config), str(layout.root))[1] == "abc"
+
+
+def test_the_run_record_keeps_a_digest_of_the_store_and_shows_it_redacted(tiny_backbone, sst2_small, tmp_path):
+    from finetune_core.config.tracking import with_resolved_tracking
+    from finetune_core.run_layout import RunLayout, write_record
+    from flows.finetune import _resumed_run
+
+    started_in = "postgresql://alice:Pa55-w0rd@db:5432/mlflow"
+    config = env_only_config(tiny_backbone, sst2_small, tmp_path)
+    layout = RunLayout(tmp_path / "run")
+    layout.root.mkdir()
+    write_record(
+        layout,
+        config_hash=config.fingerprint(),
+        mlflow_run_id="abc",
+        tracking_store=store_digest(started_in),
+        tracking_store_shown=redact_uri(started_in),
+    )
+    elsewhere = {"MLFLOW_TRACKING_URI": "postgresql://alice:another@db:5432/mlflow"}
+    with pytest.raises(ConfigError, match=r"tracked in postgresql://alice:\*\*\*@db:5432/mlflow") as raised:
+        _resumed_run(with_resolved_tracking(config, elsewhere), str(layout.root))
+    assert "Pa55-w0rd" not in str(raised.value) and "another" not in str(raised.value)
+    resumed = with_resolved_tracking(config, {"MLFLOW_TRACKING_URI": started_in})
+    assert _resumed_run(resumed, str(layout.root))[1] == "abc"
