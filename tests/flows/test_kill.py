@@ -56,7 +56,7 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(
         time.sleep(0.05)
     killed_after = _committed_epoch(runs)
     os.kill(process.pid, signal.SIGKILL)
-    process.wait()
+    process.wait(timeout=60)
     assert 1 <= killed_after < 3, "killed before the first or after the last unfrozen epoch"
     (run_dir,) = runs.iterdir()
 

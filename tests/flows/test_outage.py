@@ -32,7 +32,7 @@ def easy_files(tmp_path) -> dict[str, Path]:
 
 
 def _descendants(pid: int) -> list[int]:
-    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, timeout=30).stdout.split()
     return [int(child) for child in children] + [d for child in children for d in _descendants(int(child))]
 
 
@@ -42,7 +42,7 @@ def kill_server(process: subprocess.Popen) -> None:
         return
     started = _descendants(process.pid)
     process.kill()
-    process.wait()
+    process.wait(timeout=60)
     for pid in started:
         try:
             os.kill(pid, signal.SIGKILL)

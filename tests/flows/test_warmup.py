@@ -29,6 +29,7 @@ def test_warm_up_imports_what_the_first_tasks_use_and_creates_the_store(tiny_bac
         capture_output=True,
         text=True,
         check=True,
+        timeout=300,
     )
     assert json.loads(done.stdout.strip().splitlines()[-1]) == dict.fromkeys(modules, True)
     assert store.is_file()  # created and migrated ahead of the flow's first MLflow call

@@ -120,6 +120,6 @@ def test_a_killed_rank_is_restarted_and_resumes_from_the_last_epoch(prepared_run
 
 def test_worker_entry_point_names_its_usage():
     done = subprocess.run(
-        [sys.executable, "-m", "finetune_core.training.worker"], capture_output=True, text=True, cwd=ROOT
+        [sys.executable, "-m", "finetune_core.training.worker"], capture_output=True, text=True, cwd=ROOT, timeout=120
     )
     assert done.returncode != 0 and "STAGE_FILE" in done.stderr
