@@ -205,7 +205,19 @@ def startup(files: Files) -> Rows:
     return rows
 
 
-SKIPPED_KEYS = {"provenance", "machine", "machine_before", "machine_after", "cpu", "command", "args", "note"}
+def best_seconds(files: Files) -> Rows:
+    """`bench.eval_batches`: the best of the rounds, seconds, one row per pass, one column per batching."""
+    rows: Rows = []
+    for name, d in files:
+        settings = list(dict.fromkeys(setting for by_setting in d["seconds"].values() for setting in by_setting))
+        rows = rows or [["file", "pass", *settings]]
+        for one_pass, by_setting in d["seconds"].items():
+            cells = [num(by_setting[s]["best"], ".3f") if s in by_setting else "—" for s in settings]
+            rows.append([code(name), one_pass, *cells])
+    return rows
+
+
+SKIPPED_KEYS = {"rounds", "provenance", "machine", "machine_before", "machine_after", "cpu", "command", "args", "note"}
 
 
 def _leaves(data: object, path: tuple[str, ...]) -> list[tuple[tuple[str, ...], str]]:
@@ -233,4 +245,5 @@ TABLES: dict[str, Callable[[Files], Rows]] = {
     "values": values,
     "records": records,
     "startup": startup,
+    "best-seconds": best_seconds,
 }
