@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell echo '$(TORCH_SPEC) $(EXTRAS)' | cksum | cut
 
 # Environment defaults live in the program (finetune_core/environment.py), not here.
 
-.PHONY: install demo lint test test-fast clean
+.PHONY: install demo lint postgres-server test test-fast clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,7 +35,15 @@ lint: install
 TEST_WORKERS ?= 2
 PYTEST := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
-test: lint
+# The Prefect-server-on-PostgreSQL test needs a PostgreSQL with its contrib extensions (Prefect's
+# schema uses pg_trgm, which the pgserver wheel lacks): Debian's, installed here where apt-get can.
+postgres-server:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql postgresql-contrib >/dev/null; } || \
+	  echo "PostgreSQL server binaries missing: tests/deployments/test_postgres.py will say so"
+
+test: lint postgres-server
 	$(PYTEST)
 
 # Unit tests only: no servers, no real backbone.
