@@ -1,6 +1,13 @@
 """Determinism on the default path: `precision: auto`, each run with its own feature cache (no
-features shared between them): two seeded runs end with identical weights, not only metrics."""
+features shared between them): two seeded runs end with identical weights, not only metrics; at
+the tests' one thread and at the thread count torch picks for a user (at least two, so parallel
+reductions are exercised)."""
 
+import os
+import subprocess
+import sys
+
+import pytest
 import torch
 
 from finetune_core.config.loading import validate_config
@@ -35,7 +42,22 @@ def _run(tmp_path, tiny_backbone, name: str) -> dict[str, torch.Tensor]:
     return dict(load_model_dir(work / "model")[0].state_dict())
 
 
-def test_two_default_runs_end_with_identical_weights(tmp_path, tiny_backbone):
+def _users_thread_count() -> int:
+    """What torch uses in a fresh process without the tests' OMP_NUM_THREADS=1."""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    probe = [sys.executable, "-c", "import torch; print(torch.get_num_threads())"]
+    return int(subprocess.run(probe, env=env, capture_output=True, text=True, check=True, timeout=120).stdout)
+
+
+@pytest.fixture(params=["tests", "user"])
+def threads(request):
+    before = torch.get_num_threads()
+    torch.set_num_threads(1 if request.param == "tests" else max(2, _users_thread_count()))
+    yield torch.get_num_threads()
+    torch.set_num_threads(before)
+
+
+def test_two_default_runs_end_with_identical_weights(tmp_path, tiny_backbone, threads):
     first, second = _run(tmp_path, tiny_backbone, "first"), _run(tmp_path, tiny_backbone, "second")
     assert first.keys() == second.keys()
     different = [name for name in first if not torch.equal(first[name], second[name])]
