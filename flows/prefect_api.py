@@ -6,7 +6,7 @@ Prefect starts a temporary server at the flow's first API call and waits until i
 10 s on a 2-core machine, most of it the server process importing and migrating its database).
 ``start_temporary_api`` starts that same server (Prefect's own, which the flow then finds
 running) before the command imports torch, MLflow and the pipeline, so it boots on another core
-meanwhile; ``wait_for_api`` joins it just before the flow runs. Measured in ``bench/startup.py``.
+meanwhile; ``wait_for_api`` joins it just before the flow runs. Measured: docs/benchmarks/startup.md.
 """
 
 from __future__ import annotations

@@ -90,13 +90,8 @@ class UnfrozenStageConfig(StageConfig):
         description="Rate of every dropout layer (backbone and head) while this stage trains; None: the "
         "checkpoint's own (0.1 for BERT-style models). Training only: the saved model is unchanged.",
     )
-    # Off by default for now, though measured better with the bundled backbone: SST-2 2,000 rows
-    # (3 seeds, fp32) 0.830 test accuracy against 0.821 with the matrix trained, MRPC (one seed)
-    # 0.793 against 0.790, 1.12-1.19x stage-2 samples/s against the whole matrix trained (the
-    # default's seen token rows now take most of that: 1.10-1.15x; bench/results/
-    # engine-freeze-words-fp32.json, tasks-mrpc-words.json, engine-levers-seen-rows-fp32.json). A
-    # backbone whose token vectors must still learn (the tests' random tiny BERTs: 0.50 accuracy
-    # where 0.9 was reached) loses with it; two sets are thin for a default.
+    # Off by default: a backbone whose token vectors must still learn loses with it, and two data sets
+    # are thin evidence for a default; docs/benchmarks/token-rows.md.
     freeze_word_embeddings: bool = Field(
         False,
         description="Keep the token-embedding matrix frozen in this stage (positions, token types and the "
@@ -137,10 +132,8 @@ class ContrastiveStageConfig(StageConfig):
         description="Also pair each row with itself as a similar pair (SetFit's combinations with replacement; "
         "only dropout tells the sides apart). None: when sides are encoded separately.",
     )
-    # torch by default here: NumPy's masks cut the stage's time 10 % at 64 rows per class (169 vs 189 s,
-    # SST-2, seed 0) but scored 0.49 points lower at 8 per class over 20 seeds (paired SE 0.25; +0.1
-    # at 16 per class, 10 seeds), where self pairs differ only by their masks and the saving is 0.3 s
-    # (bench/results/fewshot-masks-*.json). Not a risk worth a few seconds in the everyday regime.
+    # torch by default here: self pairs differ only by their masks, and NumPy's saved seconds, not
+    # accuracy, at few rows per class; docs/benchmarks/contrastive-dropout-masks.md.
     dropout_masks: DropoutMasks = dropout_masks_field("torch")
 
 

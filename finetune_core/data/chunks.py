@@ -21,7 +21,8 @@ def release_free_memory() -> None:
     """Hand memory freed by earlier chunks back to the OS. Both allocators keep it otherwise:
     glibc's heap (its mmap threshold rises to the chunk-sized arrays once one is freed, so
     later ones land on the heap) and Arrow's mimalloc pool. Over a 6-million-row pass that was
-    hundreds of MB of retained memory, growing with the number of chunks (bench/scale.py)."""
+    hundreds of MB of retained memory, growing with the number of chunks
+    (docs/benchmarks/scale.md)."""
     import ctypes
     import ctypes.util
 

@@ -139,10 +139,8 @@ def length_grouped_batches(lengths: np.ndarray, batch_size: int, rng: np.random.
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
-# Most padded tokens in an inference batch on a CPU at fp32, where the forward pass runs fastest on
-# batches of ~1,000-2,000 tokens (a guess: activations that stay in cache). Against 128 rows of SST-2
-# (up to 8,000 tokens) 1,024 ran whole splits 1.15-1.27x as fast and a 200-row one 1.86x
-# (bench/eval_batches.py, 2-core Xeon, fp32). GPUs and bf16 are not measured: no cap there.
+# Most padded tokens in an inference batch on a CPU at fp32, where ~1,000-2,000-token batches ran
+# fastest (GPUs and bf16 not measured: no cap there); docs/benchmarks/eval-batches.md.
 CPU_FP32_BATCH_TOKENS = 1024
 
 

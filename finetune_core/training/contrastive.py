@@ -42,18 +42,11 @@ from finetune_core.training.splits import split_tokens
 
 STAGE = "contrastive"
 # `encode_sides: auto` encodes each side of a pair separately (SetFit's way, with its self pairs) up
-# to this many training rows per class, each distinct row once above. Measured with bench/fewshot.py
-# (SST-2, all-MiniLM-L6-v2, fp32, 15 seeds paired on the same rows, `strategy: auto`;
-# bench/results/fewshot-setfit-pairs.json against fewshot.json): separately vs once +0.1 points at 8
-# per class and +0.5 at 16, at about the same seconds (the pair stage is a small share there). At 64
-# per class, once already scores above SetFit (0.772 vs 0.766) and separately would double the pair
-# stage (~400 s of 570 s), so the cheaper way stays above 32.
+# to this many training rows per class, each distinct row once above, where separately would double
+# the pair stage for no gain; docs/benchmarks/fewshot-sst2.md.
 SEPARATE_SIDES_UP_TO_ROWS_PER_CLASS = 32
-# `learning_rate: None`: SetFit's 2e-5 takes 9 steps at 8 rows per class (144 pairs of 16) and 34 at
-# 16, and leaves the encoder close to where it started. 6e-5 measured better there (bench/fewshot.py,
-# fp32, paired by seed on the same rows): SST-2 15 seeds +0.4 points at 8 per class, +1.2 at 16;
-# MRPC 5 seeds +0.6 at 8, 0.0 at 16; at 64 per class (~1,000 steps) it lost 2.5 points on two seeds
-# (bench/results/fewshot-contrastive-lr6e-5.json, fewshot-mrpc-lr6e-5.json, fewshot-64-lr6e-5.json).
+# `learning_rate: None`: SetFit's 2e-5 barely moves the encoder in the few steps of few rows per
+# class, and 6e-5 loses at 64 per class; docs/benchmarks/fewshot-sst2.md.
 FEW_ROWS_LEARNING_RATE, SETFIT_LEARNING_RATE = 6e-5, 2e-5
 
 

@@ -16,10 +16,8 @@ import torch
 from finetune_core.training.losses import compute_loss
 
 # `solver: auto` fits the head with L-BFGS while AdamW's schedule (epochs x batches) would take
-# fewer steps than this. Measured with bench/fewshot.py (SST-2, 5 seeds; head on the frozen
-# encoder, L-BFGS vs AdamW): 0.589 vs 0.599 at 8 rows per class, 0.655 vs 0.634 at 16, 0.688 vs
-# 0.678 at 64; after contrastive tuning 0.614 vs 0.597, 0.662 vs 0.651, 0.756 vs 0.755. Above it
-# (e.g. MRPC's 3,668 rows: 2,300 steps) AdamW is unchanged, not measured against L-BFGS.
+# fewer steps than this: too few AdamW steps leave the head near its start (the few-shot runs,
+# docs/benchmarks/fewshot-sst2.md); above it AdamW is unchanged, not measured against L-BFGS.
 LBFGS_BELOW_STEPS = 500
 # L-BFGS iterations over the whole stage, shared out over its epochs (each epoch continues the
 # previous one's optimiser state, so per-epoch validation, best-epoch restore and resume behave as

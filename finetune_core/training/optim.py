@@ -46,8 +46,8 @@ def layerwise_groups(model, spec, learning_rate: float, decay: float, weight_dec
 
 def make_optimizer(groups: list[dict], learning_rate: float) -> torch.optim.Optimizer:
     clean = [{k: v for k, v in g.items() if k != "names"} for g in groups]
-    # The fused AdamW kernel (CPU and CUDA) measured 1.2-1.3x faster per training step than the
-    # foreach one on this project's 2-core CPU (bench/engine.py throughput); fall back where absent.
+    # The fused AdamW kernel (CPU and CUDA) is faster per step than foreach
+    # (docs/benchmarks/engine-first-targets.md); fall back where absent.
     try:
         return torch.optim.AdamW(clean, lr=learning_rate, fused=True)
     except (RuntimeError, ValueError, TypeError):

@@ -23,21 +23,15 @@ from finetune_core.data.prepare import MIN_VALIDATION_ROWS_PER_CLASS, PreparedDa
 from finetune_core.data.sampling import seeded_sample
 
 # Up to this many training rows per class (mean over classes, after any validation split) `auto`
-# tunes the encoder contrastively on pairs before the head (SetFit's regime). Measured with
-# bench/fewshot.py (SST-2, all-MiniLM-L6-v2, fp32, 2-core Xeon, 5 seeds; bench/results/fewshot.json),
-# test accuracy, contrastive-then-head vs lp-ft: 0.614 vs 0.605 at 8 per class, 0.662 vs 0.664 at
-# 16, 0.756 vs 0.696 at 64. It costs more (430 s against 19 s at 64 per class, under load; SetFit
-# took 720 s). Larger sizes were not measured, so above 64 `auto` keeps lp-ft.
+# tunes the encoder contrastively on pairs before the head (SetFit's regime); above 64 it was not
+# measured, so `auto` keeps lp-ft there. docs/benchmarks/fewshot-sst2.md.
 CONTRASTIVE_UP_TO_ROWS_PER_CLASS = 64
-# Whether `auto`, having chosen contrastive, runs the unfrozen stage after the head: no; in the same
-# runs it did not help (0.603 vs 0.614 head only at 8 per class, 0.662 vs 0.662 at 16, 0.747 vs
-# 0.756 at 64) and costs time.
+# Whether `auto`, having chosen contrastive, runs the unfrozen stage after the head: no, it did not
+# help and costs time (docs/benchmarks/fewshot-sst2.md).
 UNFROZEN_AFTER_CONTRASTIVE = False
 # Whether `auto`, having chosen contrastive, trains on the rows a validation split held out of train
-# (no `data.validation` file): yes. There the split decides only a temperature (one contrastive
-# epoch, a head fitted to convergence, no unfrozen stage), and at 64 rows per class it held out 13
-# of 128 rows (6 per class) that SetFit trains on. Measured (bench/fewshot.py, SST-2, 64 per class,
-# 5 seeds, fp32): 0.772 folded against 0.756 held out; SetFit 0.766 on the same rows.
+# (no `data.validation` file): yes. There the split decides only a temperature, and the held-out rows
+# are ones SetFit trains on (docs/benchmarks/fewshot-sst2.md).
 FOLD_VALIDATION_FOR_CONTRASTIVE = True
 # An unfrozen-stage budget shorter than this leaves too few steps to move the encoder: probe only.
 PROBE_BELOW_MINUTES = 1.0
@@ -121,11 +115,8 @@ def resolve(config: FinetuneConfig, prepared: PreparedData) -> tuple[FinetuneCon
 
 
 # The head's rows when stage 2 follows under a time budget and training.frozen.max_rows is unset:
-# there the head only starts stage 2. On the full SST-2 train set (55k rows) at fp32, a 5-minute
-# budget: features of every row left stage 2's steps 169 of 315 s (test accuracy 0.873); of 4,096
-# rows, 274 s (0.889; HF Trainer given 300 s: 0.882). bench/results/budget-5min-fp32*.json. At
-# 10 minutes bf16 the two are level within noise: 0.898 vs 0.902 with every row, means over seeds
-# 42-44 (bench/results/budget-10min-now.json, budget-10min-bf16*.json; HF Trainer 0.894).
+# there the head only starts stage 2, and extracting every row's features eats the budget;
+# docs/benchmarks/equal-wall-clock.md.
 HEAD_ROWS_UNDER_BUDGET = 4096
 
 

@@ -55,8 +55,8 @@ def stage_loop(
 
 def stage_class_weights(config: FinetuneConfig, prepared: PreparedData, train_labels: np.ndarray):
     if prepared.task == "multilabel":  # positive weights of the binary cross-entropy, one per label
-        # Unset: balanced. On Reuters (85 topics, many with a handful of rows) it raised test macro-F1 from
-        # 0.421 to 0.472 (bench/tasks.py), at the cost of more false positives (micro-F1 0.463 -> 0.421).
+        # Unset: balanced, for labels with a handful of rows, at the cost of more false positives
+        # (docs/benchmarks/multilabel.md).
         setting = config.training.pos_weight if config.training.pos_weight is not None else "balanced"
         weights = pos_weight_vector(setting, prepared.labels, train_labels)
         return None if weights is None else torch.tensor(weights, dtype=torch.float32)

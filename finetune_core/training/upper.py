@@ -32,8 +32,8 @@ from finetune_core.model.partial import block_output, lower_weights_digest, uppe
 from finetune_core.training.device import eval_batches
 from finetune_core.training.progress import SILENT
 
-# Padding to a multiple of 8 tokens did not pay on this CPU (bench/engine_levers.py, a short noisy run:
-# slower in 7 of 8 comparisons of the full and upper-blocks steps): batches pad to their longest row.
+# Batches pad to their longest row: padding to a multiple of 8 was slower on CPU
+# (docs/benchmarks/engine-levers.md).
 PAD_TO = 1
 
 
