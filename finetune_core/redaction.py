@@ -94,6 +94,17 @@ def redact_text(text: str, environ: Mapping[str, str] | None = None, extra: Iter
     return text
 
 
+def redact_values(node):
+    """``node`` (JSON-like: dicts, lists, strings, numbers) with ``redact_text`` applied to every string."""
+    if isinstance(node, str):
+        return redact_text(node)
+    if isinstance(node, dict):
+        return {key: redact_values(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [redact_values(value) for value in node]
+    return node
+
+
 def store_digest(uri: str) -> str:
     """A stable identifier of a store that reveals nothing of its credentials."""
     return "sha256:" + hashlib.sha256(uri.encode("utf-8")).hexdigest()

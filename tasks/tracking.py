@@ -42,7 +42,7 @@ def log_config(run_id: str, config: FinetuneConfig) -> None:
     params = [Param(key[:MAX_ENTITY_KEY_LENGTH], shorten(value)) for key, value in flatten(config).items()]
     for start in range(0, len(params), 100):  # MLflow accepts at most 100 params per batch
         client.log_batch(run_id, params=params[start : start + 100])
-    client.log_dict(run_id, config.for_record().model_dump(mode="json"), "config.yaml")
+    client.log_dict(run_id, config.for_record(), "config.yaml")
 
 
 def log_metrics(

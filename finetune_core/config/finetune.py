@@ -21,7 +21,7 @@ from finetune_core.config.gates import GatesConfig
 from finetune_core.config.sections import BackboneConfig, DataConfig, MlflowConfig, TrainingConfig
 from finetune_core.config.validation import ValidationConfig
 from finetune_core.evaluation.metric_table import TASK_METRICS, unknown_metrics
-from finetune_core.redaction import redact_uri
+from finetune_core.redaction import redact_values
 
 
 class FinetuneConfig(Strict):
@@ -104,13 +104,11 @@ class FinetuneConfig(Strict):
             raise ValueError("augmentation.balance needs task classification (classes to balance)")
         return self
 
-    def for_record(self) -> FinetuneConfig:
-        """This configuration as it may be recorded (params, config.yaml, Prefect parameters): the
-        tracking URI's credentials masked (finetune_core/redaction.py)."""
-        uri = self.mlflow.tracking_uri
-        if not uri or redact_uri(uri) == uri:
-            return self
-        return self.model_copy(update={"mlflow": self.mlflow.model_copy(update={"tracking_uri": redact_uri(uri)})})
+    def for_record(self) -> dict:
+        """This configuration as it may be recorded (params, config.yaml, what a command prints): JSON
+        values with every credential in a string masked, the tracking URI's above all
+        (finetune_core/redaction.py)."""
+        return redact_values(self.model_dump(mode="json"))
 
     def fingerprint(self) -> str:
         """Stable hash of the configuration, for lineage tags. The tracking URI is left out: where a

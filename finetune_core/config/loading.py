@@ -93,5 +93,5 @@ def flatten(config: FinetuneConfig) -> dict[str, str]:
         else:
             flat[prefix] = json.dumps(node) if isinstance(node, (list, dict)) else str(node)
 
-    walk("", config.for_record().model_dump(mode="json"))
+    walk("", config.for_record())
     return flat
