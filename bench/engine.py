@@ -7,7 +7,7 @@
     python -m bench.engine freeze       # stage 2 with freeze_layers N = 0..L, three seeds (bench/engine_freeze.py)
 
 Data: ../shared/data/sst2 (or SST2_DIR); model: the bundled all-MiniLM-L6-v2. Prints figures and
-ratios, writes bench/results/<name>.json; asserts no timing.
+ratios, writes bench/results/<experiment>/<name>.json (see EXPERIMENT); asserts no timing.
 """
 
 from __future__ import annotations

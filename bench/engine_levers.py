@@ -11,7 +11,7 @@ optimizer (``training.token_rows: seen``, the default), torch.compile (dynamic s
 shapes with batches padded to length buckets 16/32/64/128, and those buckets without compile;
 compile time reported apart), query/key/value in one matrix product (prototype ``fuse_qkv``),
 and the upper-blocks step of ``freeze_layers: 3`` (cached states, pad 1 vs 8); then evaluation
-batch sizes for ``predict_outputs`` on the 872 test sentences. Writes bench/results/engine-levers.json.
+batch sizes for ``predict_outputs`` on the 872 test sentences. Writes bench/results/engine-levers/.
 """
 
 from __future__ import annotations

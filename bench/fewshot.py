@@ -1,7 +1,7 @@
 """Few labelled examples: SetFit 1.2 against our recipes, back to back on the same rows.
 
     python -m bench.fewshot [--dataset sst2|mrpc] [--per-class 8 16 64] [--seeds 0 1 2 3 4]
-        [--precision fp32] [--no-setfit] [--training JSON] [--out bench/results/fewshot[-mrpc].json]
+        [--precision fp32] [--no-setfit] [--training JSON] [--out FILE]
 
 For each size and seed: a seeded class-balanced subset of SST-2 (or MRPC: sentence pairs) train
 (``--per-class`` rows of each label, pandas ``sample(random_state=seed)``), written once and
@@ -21,7 +21,7 @@ handed to every contender (SetFit embeds one text: a pair is joined with " [SEP]
 
 Prints accuracy mean ± std and seconds per size and contender, the ratio of ``auto``'s seconds to
 SetFit's, ``auto`` minus SetFit paired by seed (mean and 95 % interval), the CPU model and flags
-and the load average; writes bench/results/fewshot.json.
+and the load average; writes bench/results/fewshot-DATASET/fewshot[-DATASET].json.
 Seconds: model load + training (+ our data preparation and calibration), evaluation excluded.
 
 SetFit's environment (kept out of the project's dependencies; .venv-setfit/ is git-ignored):

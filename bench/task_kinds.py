@@ -11,7 +11,7 @@ bf16, else fp32). Ours holds 10 % of train out for validation (best epoch, calib
 on MRPC HF trains on the whole train file, on Reuters on the same 90 % (its thresholds, and the
 probe's, are tuned on our validation rows). Every model is scored by the same metric functions.
 Test topics that never occur in train (5 on Reuters, no model can predict them) are removed from
-the test rows' label sets. Writes bench/results/tasks-<name>.json; asserts nothing.
+the test rows' label sets. Writes bench/results/{sentence-pairs,multilabel}/tasks-<name>.json.
 """
 
 from __future__ import annotations
