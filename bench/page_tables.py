@@ -3,6 +3,7 @@ each taking ``[(file name, data), ...]`` and returning rows of cells, the header
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 
@@ -74,14 +75,17 @@ def budget(files: Files) -> Rows:
 
 def freeze_summary(files: Files) -> Rows:
     """`bench.engine freeze`: per precision and N frozen blocks, the mean over seeds."""
-    rows = [["file", "precision", "N frozen", "token rows", "test acc. mean (min–max)", "seeds", "stage-2 samples/s"]]
-    rows[0] += ["× HF", "× HF after epoch 1", "MFU"]
+    rows = [["file", "overrides", "precision", "N frozen", "token rows", "test acc. mean (min–max)", "seeds"]]
+    rows[0] += ["stage-2 samples/s", "× HF", "× HF after epoch 1", "MFU"]
     for name, d in files:
+        overrides = {k: v for k, v in (d.get("overrides") or {}).items() if v}
         for s in d.get("summary", []):
             spread = f"{num(s['accuracy_mean'])} ({num(s['accuracy_min'])}–{num(s['accuracy_max'])})"
+            tokens = "frozen" if s.get("freeze_word_embeddings") else s.get("token_matrix", "all")
             rows.append(
-                [code(name), s["precision"], str(s["freeze_layers"]), s.get("token_matrix", "all"), spread]
-                + [str(s["seeds"]), num(s["samples_per_second"], ".1f"), num(s.get("vs_hf"), ".2f")]
+                [code(name), code(json.dumps(overrides)) if overrides else "—", s["precision"]]
+                + [str(s["freeze_layers"]), tokens, spread, str(s["seeds"])]
+                + [num(s["samples_per_second"], ".1f"), num(s.get("vs_hf"), ".2f")]
                 + [num(s.get("after_first_vs_hf"), ".2f"), num(s.get("mfu"), ".0%")]
             )
     return rows
