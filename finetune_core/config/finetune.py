@@ -30,9 +30,13 @@ class FinetuneConfig(Strict):
         description="Task head: cross-entropy classification, MSE regression, or multilabel (a sigmoid per label, "
         "binary cross-entropy, one decision threshold per label tuned on validation).",
     )
-    data: DataConfig
-    backbone: BackboneConfig = Field(default_factory=BackboneConfig)
-    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    data: DataConfig = Field(description="The training, validation and test files and their columns.")
+    backbone: BackboneConfig = Field(
+        default_factory=BackboneConfig, description="The pretrained backbone(s) and how candidates are ranked."
+    )
+    training: TrainingConfig = Field(
+        default_factory=TrainingConfig, description="The recipe, its stages and how the engine runs them."
+    )
     validation: ValidationConfig = Field(
         default_factory=ValidationConfig, description="Great Expectations checks run on every split before training."
     )
@@ -42,7 +46,9 @@ class FinetuneConfig(Strict):
     gates: GatesConfig = Field(
         default_factory=GatesConfig, description="Evaluation gates a new version must pass to become champion."
     )
-    mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
+    mlflow: MlflowConfig = Field(
+        default_factory=MlflowConfig, description="Where runs are tracked and models registered."
+    )
     output_dir: Path = Field(Path("runs"), description="Where each run keeps its data, checkpoints and model.")
 
     @model_validator(mode="after")

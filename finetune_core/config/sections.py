@@ -99,9 +99,8 @@ class TrainingConfig(Strict):
     eval_batch_tokens: Annotated[int, Field(ge=0)] | Literal["auto"] = Field(
         "auto",
         description="Most padded tokens in one validation, test, feature or layer-cache batch (rows sorted by "
-        "length, eval_batch_size still caps the rows). auto: 1024 on CPUs at fp32, where such batches ran "
-        "1.15-1.27x as fast as 128 rows (bench/eval_batches.py); no cap on GPUs and at bf16 (not measured). "
-        "0: no cap.",
+        "length, eval_batch_size still caps the rows). auto: 1024 on CPUs at fp32 (faster than 128 rows there: "
+        "docs/decisions/inference-batches.md); no cap on GPUs and at bf16 (not measured). 0: no cap.",
     )
     max_length: int = Field(128, gt=1, le=8192, description="Longest input in tokens; longer texts are truncated.")
     seed: int = Field(42, ge=0, description="Seed for splits, subsampling, shuffling and initialisation.")
@@ -177,8 +176,8 @@ class TrainingConfig(Strict):
     pos_weight: Literal["none", "balanced"] | dict[str, float] | None = Field(
         None,
         description="Binary cross-entropy positive weights (multilabel): none, balanced (negatives / positives of "
-        "each label in train, capped at 100), or {label: weight}; unset: balanced for multilabel (+5 points "
-        "macro-F1 on Reuters, bench/tasks.py).",
+        "each label in train, capped at 100), or {label: weight}; unset: balanced for multilabel "
+        "(docs/benchmarks/multilabel.md).",
     )
     lora: LoraConfig = Field(default_factory=LoraConfig, description="Adapters for strategy `lora`.")
 

@@ -52,9 +52,7 @@ class FrozenStageConfig(StageConfig):
 
 class UnfrozenStageConfig(StageConfig):
     epochs: int = Field(3, ge=0, description="Epochs fine-tuning everything (0 skips it).")
-    # 1e-4, not run_glue's 5e-5: with all-MiniLM-L6-v2, MRPC (3,668 rows) 0.775 test accuracy
-    # against 0.739, SST-2 2,000 rows 0.830 against 0.816 (3 seeds); on the full SST-2 train
-    # set 0.891 against 0.896 (one seed). README "A better default learning rate".
+    # 1e-4, not run_glue's 5e-5: better on both small sets measured (docs/decisions/stage2-learning-rate.md).
     learning_rate: float = Field(1e-4, gt=0, le=1, description="Peak learning rate of the top layer and head.")
     layer_lr_decay: float = Field(
         0.9,
