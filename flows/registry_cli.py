@@ -12,6 +12,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from flows.cli_errors import print_error
+
 console = Console(stderr=True)
 _TRACKING_HELP = "MLflow tracking URI (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)."
 
@@ -20,8 +22,15 @@ def _client(tracking_uri: str | None):
     from mlflow import MlflowClient
 
     from finetune_core.config.tracking import resolve_tracking_uri
+    from finetune_core.errors import UserInputError
+    from tasks.tracking_server import TrackingUnavailable, require_tracking_server
 
     uri = resolve_tracking_uri(tracking_uri)
+    try:
+        require_tracking_server(uri)  # refused credentials (exit 2) or a store that is down (exit 4), named
+    except (UserInputError, TrackingUnavailable) as exc:
+        print_error(console, exc)
+        raise typer.Exit(getattr(exc, "exit_code", 2)) from None
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 

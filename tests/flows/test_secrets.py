@@ -129,3 +129,20 @@ def test_refused_credentials_are_one_line_and_exit_2(
     assert f"MLflow tracking store {url} refused the credentials (HTTP 401)" in result.stderr
     assert "Traceback" not in result.stderr and "wrong-password-123" not in result.stdout + result.stderr
     assert not (tmp_path / "runs").exists()  # nothing was started
+
+
+def test_the_registry_commands_name_refused_credentials_too(auth_server, tmp_path):
+    url, _ = auth_server
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING_")}
+    env.update(MLFLOW_TRACKING_USERNAME="admin", MLFLOW_TRACKING_PASSWORD="wrong-password-123")
+    for command in (["models", "tiny-model"], ["promote", "tiny-model", "1", "--reason", "test"]):
+        done = subprocess.run(
+            [*COMMAND, *command, "--tracking-uri", url],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 2, done.stdout + done.stderr
+        assert "refused the credentials (HTTP 401)" in done.stderr and "Traceback" not in done.stderr
