@@ -140,13 +140,14 @@ def test_finetune_run_against_mlflow_and_prefect_on_postgresql(postgres, tiny_ba
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_UI_ENABLED": "false",
     }
-    prefect_server = start(
-        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(prefect_port)],
-        f"{prefect_api}/health",
-        tmp_path / "prefect.log",
-        env=prefect_env,
-    )
-    try:
+    prefect_server = None
+    try:  # a Prefect server that fails to start must not leave the MLflow server running
+        prefect_server = start(
+            [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(prefect_port)],
+            f"{prefect_api}/health",
+            tmp_path / "prefect.log",
+            env=prefect_env,
+        )
         config = tmp_path / "config.yaml"
         config.write_text(yaml.safe_dump(tiny_config(tiny_backbone, sst2_small, mlflow_url, tmp_path)))
         env = {**os.environ, **prefect_env, "MLFLOW_TRACKING_URI": mlflow_url}
@@ -189,4 +190,5 @@ def test_finetune_run_against_mlflow_and_prefect_on_postgresql(postgres, tiny_ba
         assert any(r["name"] and r["state_type"] == "COMPLETED" for r in runs)
     finally:
         stop(mlflow_server)
-        stop(prefect_server)
+        if prefect_server is not None:
+            stop(prefect_server)
