@@ -63,3 +63,15 @@ def test_the_index_lists_pages_written_by_hand(tmp_path):
     index = pages.render_index({"a.md": "# A page\n\n**Headline:** 1.31×\n", "hand.md": "# By hand\n\nIt ran. Then…"})
     assert "| [A page](a.md) | 1.31× |" in index
     assert "| [By hand](hand.md) | It ran |" in index
+
+
+def test_bench_scripts_run_as_modules_without_the_test_suite():
+    """`python -m bench.NAME` from the repository root: no sys.path edits, no imports of `tests`."""
+    offending = []
+    for path in sorted((REPO / "bench").glob("*.py")):
+        if path.name.startswith(OWNED_ELSEWHERE):
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if "sys.path" in line or line.lstrip().startswith(("from tests", "import tests")):
+                offending.append(f"{path.name}:{number}: {line.strip()}")
+    assert not offending, offending
