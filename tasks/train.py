@@ -25,7 +25,31 @@ from tasks.tracking import epoch_logger, log_metrics, shorten
 _TIMINGS = ("wall_seconds", "train_seconds", "samples_per_second", "train_examples", "epochs_run", "best_epoch")
 
 
+# The unfrozen stage's resolution is the run's: it trains the whole network (docs/concepts/precision.md)
+_PRECISION_PARAMS = {
+    "precision": "training.precision_resolved",
+    "precision_reason": "training.precision_reason",
+    "precision_bf16_ratio": "training.precision_bf16_ratio",
+    "inference_precision": "training.inference_precision_resolved",
+    "inference_precision_reason": "training.inference_precision_reason",
+    "inference_precision_bf16_ratio": "training.inference_precision_bf16_ratio",
+}
+
+
+def _log_precision(run_id: str, result: StageResult) -> None:
+    from mlflow import MlflowClient
+    from mlflow.entities import Param
+
+    params = [
+        Param(key, shorten(str(result.extra[name]))) for name, key in _PRECISION_PARAMS.items() if name in result.extra
+    ]
+    if params:
+        MlflowClient().log_batch(run_id, params=params)  # the same values again on resume: allowed
+
+
 def _report(run_id: str, result: StageResult) -> StageResult:
+    if result.stage == "unfrozen":
+        _log_precision(run_id, result)
     numbers = {key: getattr(result, key) for key in _TIMINGS}
     numbers.update({k: v for k, v in result.extra.items() if isinstance(v, (int, float))})
     log_metrics(run_id, numbers, prefix=f"{result.stage}/")

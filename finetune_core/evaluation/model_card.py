@@ -27,11 +27,22 @@ def _contrastive_rate(training, stages: dict[str, dict]) -> str:
     return "auto" if rate is None else f"{rate:g}"
 
 
+def _precision_line(training, stages: dict[str, dict]) -> str:
+    """``precision: auto`` as the network-training stage resolved it: what, why, the measured ratio."""
+    extra = (stages.get("unfrozen") or next(iter(stages.values()), {})).get("extra", {})
+    if "precision_reason" not in extra:
+        return f"precision {training.precision}"
+    line = f"precision {training.precision} -> {extra['precision']} ({extra['precision_reason']})"
+    if extra.get("inference_precision", extra["precision"]) != extra["precision"]:
+        line += f", inference {extra['inference_precision']} ({extra.get('inference_precision_reason', '')})"
+    return line
+
+
 def _stage_lines(config, stages: dict[str, dict]) -> list[str]:
     training = config.training
     lines = [
         f"- strategy `{training.strategy}`, batch {training.batch_size}, max length {training.max_length}, "
-        f"seed {training.seed}, precision {training.precision}"
+        f"seed {training.seed}, {_precision_line(training, stages)}"
     ]
     settings = {
         "frozen": f"lr {training.frozen.learning_rate:g}",

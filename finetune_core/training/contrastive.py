@@ -152,7 +152,7 @@ def _embed_sides(model, pooling: str, encoded: Encoded, first: np.ndarray, secon
 @torch.inference_mode()
 def embed_all(model, pooling: str, encoded: Encoded, batch_size: int | BatchLimit, runtime) -> torch.Tensor:
     model.eval()
-    out = None
+    out, runtime = None, runtime.for_inference()
     for batch in sorted_batches(encoded.lengths, batch_size):
         vectors = _embed(model, pooling, encoded, batch, runtime).float().cpu()
         if out is None:
@@ -193,7 +193,7 @@ def train_contrastive(
     if (done := finished_stage(out_dir, resume)) is not None:
         return done
     training, stage = config.training, config.training.contrastive
-    runtime = runtime_for(training)
+    runtime = runtime_for(training, backbone, config.backbone.trust_remote_code)
     inference = eval_batches(training, runtime)  # validation's embedding batches
     seed_everything(training.seed + 2)
     pooling = "cls" if resolve_pooling(config.backbone.pooling, backbone).endswith("cls") else "mean"
@@ -257,7 +257,7 @@ def train_contrastive(
     result = loop.run(model, train_epoch, validate, optimizer, scheduler, resume=resume)
     result.extra.update(embedding_rows.fold_back(model, seen_rows))
     result.extra.update(
-        precision=runtime.precision,
+        **runtime.record(),
         device=str(runtime.device),
         pooling=pooling,
         encode_sides=sides,

@@ -41,7 +41,7 @@ def spec_for(model, pooling: str):
 
 def outputs_for(config: FinetuneConfig, prepared: PreparedData, checkpoint: Path, split: str):
     """(raw outputs, targets, model metadata) of a saved model on one prepared split."""
-    runtime = runtime_for(config.training)
+    runtime = runtime_for(config.training, checkpoint).for_inference()
     model, tokenizer, meta = load_model_dir(checkpoint)
     encoded, targets = split_tokens(prepared, split, tokenizer, config.training.max_length)
     model.to(runtime.device)

@@ -30,6 +30,7 @@ def score_split(prepared: PreparedData, outputs: np.ndarray, targets: np.ndarray
 
 def score_network(prepared: PreparedData, network, validation, batches: BatchLimit, runtime, spec) -> dict:
     """``validation`` (encoded rows, targets) scored by full forward passes of ``network``."""
+    runtime = runtime.for_inference()
     outputs = predict_outputs(network, validation[0], batches, runtime.device, runtime.autocast, spec)
     return score_split(prepared, outputs, validation[1])
 

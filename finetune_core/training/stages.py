@@ -103,8 +103,9 @@ def train_frozen(
     if (done := finished_stage(out_dir, resume)) is not None:
         return done
     training = config.training
-    runtime = runtime_for(training)
-    inference = eval_batches(training, runtime)  # validation, features and the layer cache
+    runtime = runtime_for(training, backbone, config.backbone.trust_remote_code)
+    infer = runtime.for_inference()  # validation, features and the layer cache
+    inference = eval_batches(training, runtime)
     seed_everything(training.seed)  # the head's initialisation depends on it
     tokenizer = load_tokenizer(backbone, config.backbone.trust_remote_code)
     model = load_for_task(backbone, prepared.task, prepared.labels, config.backbone.trust_remote_code).to(
@@ -143,7 +144,7 @@ def train_frozen(
     if freeze and spec is not None and epochs > 0:  # stage 2's layer cache, filled by the features pass
         splits = {"train": every_train_row, "validation": validation[0]}
         directory = upper.layer_cache_dir(training, out_dir)
-        paths = upper.cache_paths(directory, backbone, splits, training.max_length, runtime.precision, freeze)
+        paths = upper.cache_paths(directory, backbone, splits, training.max_length, infer.precision, freeze)
         writers = upper.writers_for(model, splits, paths)
 
     if spec is not None and epochs > 0:  # train the head on backbone outputs computed once
@@ -153,12 +154,12 @@ def train_frozen(
             max_length=training.max_length,
             batch_size=inference,
             device=runtime.device,
-            autocast=runtime.autocast,
-            precision=runtime.precision,
+            autocast=infer.autocast,
+            precision=infer.precision,
             pooling=pooling,
             cache_dir=cache_dir,
         )
-        known = load_known_features(known_features, pooling, runtime.precision, training.max_length)
+        known = load_known_features(known_features, pooling, infer.precision, training.max_length)
         known = known if sample is None else known_within(known, sample)
         with upper.filling(model, freeze, writers.get("train"), sample) as tap:
             train_x, train_hit = cached_features(
@@ -243,7 +244,7 @@ def train_frozen(
             return score_network(prepared, model, validation, inference, runtime, spec)
 
     result = loop.run(ParameterSubset(model, head_names), train_epoch, validate, optimizer, scheduler, resume=resume)
-    result.extra.update(extra, precision=runtime.precision, device=str(runtime.device), pooling=pooling)
+    result.extra.update(extra, **runtime.record(), device=str(runtime.device), pooling=pooling)
     result.wall_seconds += extra.get("feature_seconds", 0.0)  # extraction is part of the stage's cost
     for parameter in model.parameters():
         parameter.requires_grad_(True)

@@ -95,7 +95,7 @@ def train_unfrozen(
     if ddp is not None and not ddp.is_main:  # rank 0 alone writes checkpoints and reports
         on_epoch_end, progress = None, SILENT
     training, stage = config.training, config.training.unfrozen
-    runtime = runtime_for(training)
+    runtime = runtime_for(training, checkpoint)
     inference = eval_batches(training, runtime)  # validation batches
     seed_everything(training.seed + 1)
     model, tokenizer, meta = load_model_dir(checkpoint)
@@ -215,7 +215,7 @@ def train_unfrozen(
     if part is not None and delay:  # keyed by weights only this run had: no later run can hit it
         upper.discard(part, ddp)
     result.extra.update(embedding_rows.fold_back(model, seen_rows))
-    result.extra.update(precision=runtime.precision, device=str(runtime.device), strategy=training.strategy)
+    result.extra.update(**runtime.record(), device=str(runtime.device), strategy=training.strategy)
     result.extra["dropout_masks"] = dropout_masks
     if part is not None:
         result.extra.update(part.extra, freeze_after_epochs=delay)

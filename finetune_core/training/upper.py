@@ -81,7 +81,7 @@ def open_caches(
     place atomically, so two nodes writing it at once is harmless)."""
     import torch.distributed as dist
 
-    waits = ddp is not None and ddp.local_rank != 0
+    waits, runtime = ddp is not None and ddp.local_rank != 0, runtime.for_inference()
     if waits:
         dist.barrier()
     started, caches, hits = time.perf_counter(), {}, 0
@@ -146,7 +146,7 @@ def stage_part(network, spec, meta, frozen, splits, checkpoint, runtime, trainin
         directory, weights = run_layer_cache_dir(checkpoint), lower_weights_digest(network, frozen)
     else:
         directory, weights = layer_cache_dir(training, checkpoint), None
-    precision = runtime.precision
+    precision = runtime.for_inference().precision  # the caches are filled by inference passes
     paths = cache_paths(directory, meta.backbone, splits, training.max_length, precision, frozen, weights)
     return open_caches(network, spec, meta.pooling, frozen, splits, paths, runtime, training, ddp, progress)
 
@@ -160,6 +160,7 @@ def finish_writers(
     writers: dict[str, LayerWriter], model, frozen: int, runtime, batch_size: BatchLimit, progress=SILENT
 ):
     """Rows the features pass did not compute (a feature-cache hit, selection's rows), then commit."""
+    runtime = runtime.for_inference()
     for split, writer in writers.items():
         writer.fill(model, frozen, batch_size, runtime.device, runtime.autocast, progress, f"{split} layer cache")
         writer.commit()
@@ -186,7 +187,7 @@ def cached_inputs(cache: LayerCache):
 @torch.inference_mode()
 def upper_outputs(network, spec: HeadSpec, cache: LayerCache, batch_size: BatchLimit, runtime) -> np.ndarray:
     """Raw outputs on every cached row, in row order (``inference.predict_outputs`` on the cache)."""
-    was_training = network.training
+    was_training, runtime = network.training, runtime.for_inference()
     network.eval()
     results = None
     for batch in sorted_batches(cache.lengths, batch_size):
