@@ -210,10 +210,12 @@ def select(
 def show_config(
     config_path: Path = typer.Argument(..., metavar="CONFIG"),
     set_: list[str] | None = typer.Option(None, "--set"),
+    show_all: bool = typer.Option(False, "--all", help="Print every key, defaults included."),
 ) -> None:
-    """Validate a configuration and print it with every default filled in."""
+    """Validate a configuration and print what differs from the defaults (--all: every key)."""
     import yaml
 
+    from finetune_core.config.non_defaults import non_defaults
     from finetune_core.errors import UserInputError
 
     try:
@@ -221,15 +223,18 @@ def show_config(
     except UserInputError as exc:
         print_error(console, exc)
         raise typer.Exit(EXIT_BAD_INPUT) from None
-    typer.echo(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    shown = config.model_dump(mode="json") if show_all else non_defaults(config)
+    typer.echo(yaml.safe_dump(shown, sort_keys=False), nl=False)
 
 
+from flows.init_cli import init  # noqa: E402  (a starter configuration for a data file)
 from flows.predict_cli import predict  # noqa: E402  (batch scoring)
 from flows.registry_cli import models, promote  # noqa: E402  (registry commands)
 
 app.command()(promote)
 app.command()(models)
 app.command()(predict)
+app.command()(init)
 
 if __name__ == "__main__":
     app()
