@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from finetune_core.config.finetune import FinetuneConfig
 from finetune_core.config.loading import validate_config
-from finetune_core.config.tracking import with_resolved_tracking
+from finetune_core.config.tracking import credentials_to_environment, with_resolved_tracking
 from finetune_core.data.snapshots import Snapshot, newest_snapshot
 from finetune_core.errors import DataError
 from flows.finetune import finetune
@@ -86,7 +86,7 @@ def retrain(
                     f"{snapshot.files['train']}: drift against champion v{champion}'s data: {report.summary()}"
                 )
             logger.warning("drift against champion v%s's data: %s", champion, report.summary())
-    result = finetune(effective, extra_tags=tags)
+    result = finetune(credentials_to_environment(effective), extra_tags=tags)  # never a subflow parameter
     return RetrainResult(
         snapshot=snapshot.name, skipped=False, model_version=result.model_version, champion=result.champion, drift=drift
     )
