@@ -217,13 +217,14 @@ def show_config(
 
     from finetune_core.config.non_defaults import non_defaults
     from finetune_core.errors import UserInputError
+    from finetune_core.redaction import redact_values
 
     try:
         config = _load(config_path, set_ or [])
     except UserInputError as exc:
         print_error(console, exc)
         raise typer.Exit(EXIT_BAD_INPUT) from None
-    shown = config.model_dump(mode="json") if show_all else non_defaults(config)
+    shown = config.for_record() if show_all else redact_values(non_defaults(config))  # no credentials printed
     typer.echo(yaml.safe_dump(shown, sort_keys=False), nl=False)
 
 

@@ -105,3 +105,20 @@ def test_credentials_move_out_of_the_flow_parameters_into_the_environment(tmp_pa
 def test_store_digest_tells_stores_apart_without_revealing_them():
     one, other = store_digest(f"http://a:{SECRET}@h"), store_digest("http://a:another@h")
     assert one != other and SECRET not in one and one == store_digest(f"http://a:{SECRET}@h")
+
+
+def test_show_config_prints_the_store_redacted(tmp_path):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    (tmp_path / "train.csv").write_text("text,label\na,0\n")
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        f"data: {{train: {tmp_path / 'train.csv'}, test: {tmp_path / 'train.csv'}}}\n"
+        f"mlflow: {{tracking_uri: 'postgresql://alice:{SECRET}@db/mlflow'}}\n"
+    )
+    for extra in ([], ["--all"]):
+        shown = CliRunner().invoke(app, ["show-config", str(config), *extra])
+        assert shown.exit_code == 0, shown.output
+        assert "postgresql://alice:***@db/mlflow" in shown.output and SECRET not in shown.output
