@@ -115,11 +115,31 @@ def test_run_writes_the_summary_json(finetune_cli, write_config, tracking_uri, t
     assert "mlflow ui --backend-store-uri sqlite:///" in result.stderr
 
 
-def test_show_config_fills_defaults(write_config):
+def test_show_config_prints_what_differs_from_the_defaults(write_config):
     result = runner.invoke(app, ["show-config", str(write_config()), "--set", "training.seed=7"])
-    assert result.exit_code == 0
+    assert result.exit_code == 0, result.output
+    shown = yaml.safe_load(result.stdout)
+    assert shown["training"]["seed"] == 7 and shown["training"]["batch_size"] == 16
+    assert "weight_decay" not in shown["training"] and "task" not in shown  # defaults: classification, 0.01
+    assert shown["gates"] == {"beat_baseline": False} and "validation" not in shown and "augmentation" not in shown
+    assert set(shown["data"]) == {"train", "test"}  # required keys are always shown
+
+
+def test_show_config_all_fills_every_default(write_config):
+    result = runner.invoke(app, ["show-config", str(write_config()), "--all", "--set", "training.seed=7"])
+    assert result.exit_code == 0, result.output
     shown = yaml.safe_load(result.stdout)
     assert shown["training"]["seed"] == 7 and shown["training"]["weight_decay"] == 0.01
+    assert shown["task"] == "classification" and shown["validation"]["min_train_rows"] == 10
+
+
+def test_show_config_compares_nested_sections_key_by_key(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("data: {train: a.csv, test: b.csv}\ntraining: {unfrozen: {epochs: 1}}\n")
+    result = runner.invoke(app, ["show-config", str(path)])
+    assert result.exit_code == 0, result.output
+    shown = yaml.safe_load(result.stdout)
+    assert shown["training"] == {"unfrozen": {"epochs": 1}} and set(shown) == {"data", "training"}
 
 
 def test_resume_of_something_that_is_not_a_run_directory_exits_2(finetune_cli, write_config, tmp_path):
