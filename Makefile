@@ -51,5 +51,19 @@ test-fast: install
 	$(PYTEST) -m "not integration"
 
 
+# The documentation site (mkdocs.yml) into site/. `make test` builds it strictly too (tests/test_docs.py).
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+# The generated reference pages: the configuration from the Pydantic models, the CLI from its parser.
+docs-gen: install
+	$(BIN)/python -m docs.gen.config_reference
+	$(BIN)/python -m docs.gen.cli_reference
+
+# Open the built site in headless Chromium (Debian's package, installed when missing) and check it rendered.
+docs-check: docs
+	command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+	$(BIN)/python -m docs.gen.check_site site
+
 clean:
-	rm -rf runs mlruns mlflow.db .pytest_cache
+	rm -rf runs mlruns mlflow.db .pytest_cache site
