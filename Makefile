@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell echo '$(TORCH_SPEC) $(EXTRAS)' | cksum | cut
 
 # Environment defaults live in the program (finetune_core/environment.py), not here.
 
-.PHONY: install demo lint postgres-server test test-fast clean
+.PHONY: install demo lint postgres-server test test-fast docs docs-gen docs-check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
