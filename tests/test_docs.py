@@ -4,6 +4,7 @@ architecture page names every module, and `mkdocs build --strict` passes (a brok
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -86,3 +87,13 @@ def test_mkdocs_builds_the_site_strictly(tmp_path):
     assert configuration.count("<table>") == len(config_reference.GROUPS)
     assert "<code>training.unfrozen.learning_rate</code>" in configuration
     assert (tmp_path / "site" / "search" / "search_index.json").stat().st_size > 0
+
+
+def test_the_readme_is_a_front_door_whose_links_resolve():
+    readme = (REPO / "README.md").read_text()
+    assert len(readme.splitlines()) <= 250, "README.md is the front door: keep it under 250 lines, move detail to docs/"
+    targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", readme)
+    local = [target for target in targets if "://" not in target]
+    assert local, "no relative links found: the pattern no longer matches the README's links"
+    missing = [target for target in local if not (REPO / target).exists()]
+    assert not missing, f"README.md links to missing files: {missing}"
