@@ -60,8 +60,12 @@ def check_page(site: Path, check: PageCheck) -> list[str]:
     tables = dom.count("<table")
     if tables < check.min_tables:
         problems.append(f"{check.path}: {tables} tables rendered, expected at least {check.min_tables}")
+    # Material's JavaScript wraps every table in a scroll container: present only when the page's scripts ran
+    wrapped = dom.count("md-typeset__scrollwrap")
+    if wrapped < tables:
+        problems.append(f"{check.path}: {wrapped} of {tables} tables wrapped by the theme's scripts")
     problems += [f"{check.path}: {text!r} not in the rendered page" for text in check.must_contain if text not in dom]
-    print(f"{check.path}: {tables} tables, {len(dom):,} characters of DOM")
+    print(f"{check.path}: {tables} tables ({wrapped} wrapped by the theme's scripts), {len(dom):,} characters of DOM")
     return problems
 
 
