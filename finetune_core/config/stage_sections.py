@@ -67,13 +67,13 @@ class UnfrozenStageConfig(StageConfig):
         None,
         gt=0,
         description="Time budget of this stage's training steps: the learning rate decays over it and the stage "
-        "stops after the batch that passes it.",
+        "stops after the batch that passes it. One process only.",
     )
     freeze_layers: int = Field(
         0,
         description="Keep the embeddings and the lowest N transformer blocks frozen in this stage (negative: all "
         "but the top -N); their outputs are computed once and cached, so each epoch runs only the blocks above. "
-        "0: every layer trains.",
+        "0: every layer trains. BERT, RoBERTa, XLM-R, CamemBERT and ELECTRA only.",
     )
     freeze_after_epochs: int = Field(
         0,
