@@ -1,4 +1,4 @@
-"""Errors the CLI maps to exit codes (see README: 2 = bad configuration or data)."""
+"""Errors the CLI maps to exit codes (docs/reference/exit-codes.md: 2 = bad configuration or data)."""
 
 
 class UserInputError(Exception):

@@ -148,9 +148,8 @@ def resolve_pooling(requested: str, backbone: str, pairs: bool = False) -> str:
     encoded together) a checkpoint's pooling counts only if it was tuned on pairs (our contrastive
     stage says so in the file); otherwise native: a sentence-embedding checkpoint's mean pooling
     was trained on one text at a time, while BERT's pooler over [CLS] was pretrained on pairs (next
-    sentence prediction). On MRPC native scored 0.790 against mean's 0.775 (README, sentence pairs).
-    The unit-length variant when the checkpoint normalises: a head on all-MiniLM-L6-v2's unit
-    vectors probed SST-2 better than on their raw mean (README, "Pooling")."""
+    sentence prediction; docs/concepts/pairs.md). The unit-length variant when the checkpoint
+    normalises (docs/decisions/pooling.md)."""
     if requested != "auto":
         return requested
     config = pooling_file(backbone)

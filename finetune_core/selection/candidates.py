@@ -85,7 +85,7 @@ def with_layer_average(extractor: HeadSpec):
     contrastive sentence-similarity loss, which leaves sentiment less linearly separable there
     than in the blocks below). Scored on the last layer only, LogME ranked copies of
     all-MiniLM-L6-v2 cut to their lowest layers above the full model, the reverse of their
-    fine-tuned accuracy (README, Backbone selection)."""
+    fine-tuned accuracy (docs/decisions/selection-layers.md)."""
     captured: list = []
     head_width: list[int] = []
 

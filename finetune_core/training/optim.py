@@ -91,9 +91,7 @@ def landing_scheduler(optimizer, kind: str, warmup_steps: int, total_steps: int,
     optimizer group): those freeze after ``land_steps`` (``freeze_after_epochs``), so they run the
     same shape compressed into those steps, reaching zero there, scaled so that the sum of their
     learning rate over the stage (what they learn in all) is what the full schedule gives them.
-    Frozen at full speed mid-schedule, half the blocks of all-MiniLM-L6-v2 after one epoch of
-    three lost 1.0 point (SST-2 2,000 rows, 3 seeds); landed this way they gained 0.5 over 6 seeds
-    (README, "Partial freezing")."""
+    Frozen at full speed mid-schedule they cost accuracy (docs/benchmarks/freeze-later.md)."""
     full = schedule_shape(kind, warmup_steps, total_steps)
     short = schedule_shape(kind, min(warmup_steps, land_steps // 2), land_steps)
     scale = sum(map(full, range(total_steps))) / max(sum(map(short, range(land_steps))), 1e-12)
