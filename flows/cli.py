@@ -231,11 +231,13 @@ def show_config(
 from flows.init_cli import init  # noqa: E402  (a starter configuration for a data file)
 from flows.predict_cli import predict  # noqa: E402  (batch scoring)
 from flows.registry_cli import models, promote  # noqa: E402  (registry commands)
+from flows.tune_cli import tune  # noqa: E402  (hyperparameter search)
 
 app.command()(promote)
 app.command()(models)
 app.command()(predict)
 app.command()(init)
+app.command()(tune)
 
 if __name__ == "__main__":
     app()

@@ -18,7 +18,8 @@ from pydantic import Field, model_validator
 from finetune_core.config.augmentation import AugmentationConfig
 from finetune_core.config.base import Strict
 from finetune_core.config.gates import GatesConfig
-from finetune_core.config.sections import BackboneConfig, DataConfig, MlflowConfig, TrainingConfig
+from finetune_core.config.search import SearchConfig
+from finetune_core.config.sections import BackboneConfig, DataConfig, MlflowConfig, ServingConfig, TrainingConfig
 from finetune_core.config.validation import ValidationConfig
 from finetune_core.evaluation.metric_table import TASK_METRICS, unknown_metrics
 from finetune_core.redaction import redact_values
@@ -50,6 +51,14 @@ class FinetuneConfig(Strict):
         default_factory=MlflowConfig, description="Where runs are tracked and models registered."
     )
     output_dir: Path = Field(Path("runs"), description="Where each run keeps its data, checkpoints and model.")
+    serving: ServingConfig = Field(
+        default_factory=ServingConfig,
+        description="The served forms exported at registration: ONNX, int8 (docs/how-to/serving.md).",
+    )
+    search: SearchConfig = Field(
+        default_factory=SearchConfig,
+        description="Hyperparameter search of `finetune tune`: the space, sampler, pruner and budget.",
+    )
 
     @model_validator(mode="after")
     def _check_consistency(self) -> FinetuneConfig:
@@ -119,6 +128,8 @@ class FinetuneConfig(Strict):
     def fingerprint(self) -> str:
         """Stable hash of the configuration, for lineage tags. The tracking URI is left out: where a
         run is recorded is not how it trains (the same configuration on two stores hashes the same,
-        and resolving the URI from the environment never changes it)."""
-        payload = json.dumps(self.model_dump(mode="json", exclude={"mlflow": {"tracking_uri"}}), sort_keys=True)
+        and resolving the URI from the environment never changes it). The search section is left out
+        too: it says what `finetune tune` varies, not how this configuration trains."""
+        excluded = {"mlflow": {"tracking_uri"}, "search": True}
+        payload = json.dumps(self.model_dump(mode="json", exclude=excluded), sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]

@@ -26,6 +26,13 @@ from finetune_core.training.losses import compute_loss
 from finetune_core.training.progress import SILENT, ProgressReporter
 
 EpochCallback = Callable[[str, int, dict], None]
+
+
+class StopStage(Exception):
+    """Raised by an epoch callback (a search's pruner) to end the stage cleanly after this epoch:
+    the best epoch's weights are kept and the stage's result says why (``extra["stopped_by"]``)."""
+
+
 STAGE_IDS = {"frozen": 0, "unfrozen": 1}
 
 
@@ -195,7 +202,10 @@ class EpochLoop:
             self.checkpointer.save_epoch(progress, state, optimizer, scheduler)
             maybe_kill(f"epoch:{self.stage}:{epoch}")
             if self.on_epoch_end is not None:
-                self.on_epoch_end(self.stage, epoch, metrics)
+                try:
+                    self.on_epoch_end(self.stage, epoch, metrics)
+                except StopStage as signal:
+                    stop, result.extra["stopped_by"] = True, str(signal)
                 self.checkpointer.save_reported(epoch)
         if self.keep_best and best_state is not None:  # the best epoch, not the last
             state.load_state_dict(best_state)

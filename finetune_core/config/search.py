@@ -1,0 +1,78 @@
+"""The ``search:`` section: what ``finetune tune`` varies, how it samples and prunes, and how long it runs
+(docs/how-to/tune.md). Keys of the space are dotted configuration paths; they are checked against the
+configuration model in ``finetune_core.search.space``."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from finetune_core.config.base import Strict
+
+
+class ParamRange(Strict):
+    """One dimension of the space: a numeric range (``low``..``high``, log-uniform with ``log``) or a list
+    of ``choices``."""
+
+    low: float | None = Field(None, description="Smallest value tried (with `high`).")
+    high: float | None = Field(None, description="Largest value tried (with `low`).")
+    log: bool = Field(False, description="Sample on a log scale (learning rates); needs low > 0.")
+    step: float | None = Field(None, gt=0, description="Spacing of the values tried (integer keys: 1 if unset).")
+    choices: list[str | int | float | bool] | None = Field(
+        None, min_length=1, description="Values tried, instead of a range (booleans, strategies)."
+    )
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> ParamRange:
+        if self.choices is not None:
+            if self.low is not None or self.high is not None:
+                raise ValueError("give either choices or low/high, not both")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError("a range needs low and high (or choices)")
+        if self.high < self.low:
+            raise ValueError(f"empty range: high {self.high} < low {self.low}")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log range needs low > 0 (got {self.low})")
+        return self
+
+
+class SearchConfig(Strict):
+    space: dict[str, ParamRange | None] = Field(
+        default_factory=dict,
+        description="Dimensions by dotted configuration key, e.g. `training.unfrozen.learning_rate: {low: 2e-5, "
+        "high: 3e-4, log: true}`; they override the default space key by key, `null` drops a default key.",
+    )
+    default_space: bool = Field(
+        True,
+        description="Start from the default space (stage-2 learning rate, layer decay, epochs, freeze_layers, "
+        "warmup, dropout; the contrastive learning rate under strategy contrastive); false: only `space`.",
+    )
+    n_trials: int = Field(20, gt=0, description="Trials of the study in all (finished ones count on resume).")
+    max_minutes: float | None = Field(
+        None, gt=0, description="Start no trial after this many minutes of the sweep (running trials finish)."
+    )
+    parallel: int = Field(1, ge=1, description="Trials at once in this process (threads, or Dask/Ray workers).")
+    sampler: Literal["tpe", "random"] = Field("tpe", description="Optuna sampler; seeded by `seed`.")
+    seed: int = Field(42, ge=0, description="Sampler seed: the same study asks the same trials.")
+    startup_trials: int = Field(
+        5, ge=0, description="Trials sampled at random before TPE models the space; the pruner's warm-up trials too."
+    )
+    pruner: Literal["median", "successive-halving", "none"] = Field(
+        "median",
+        description="Stops a trial whose per-epoch validation metric trails: median (below the median of earlier "
+        "trials at the same epoch) or successive-halving (ASHA rungs); none: every trial runs all its epochs.",
+    )
+    storage: str | None = Field(
+        None,
+        min_length=1,
+        description="Optuna RDB storage URL. Unset: the tracking store's database when it is PostgreSQL or "
+        "MySQL, else sqlite:///optuna.db beside the MLflow SQLite store (or the working directory).",
+    )
+    heartbeat_seconds: int = Field(
+        30,
+        gt=0,
+        description="A running trial records a heartbeat this often; one silent for twice as long belongs to a "
+        "dead worker, is marked failed and retried once with the same parameters.",
+    )

@@ -1,0 +1,35 @@
+"""The pruner's ear in the epoch loop: an epoch callback that reports each epoch's validation metric to
+the trial and stops the stage (``StopStage``) when the pruner says so. Training runs the same without it."""
+
+from __future__ import annotations
+
+from finetune_core.faults import maybe_kill
+from finetune_core.training.loop import EpochCallback, StopStage
+
+
+class PruningCallback:
+    """Reports ``val_<metric>`` of ``stage`` as the trial's intermediate value, step = epoch."""
+
+    def __init__(self, trial, stage: str, metric: str):
+        self.trial, self.stage, self.metric = trial, stage, metric
+        self.pruned_at: int | None = None
+
+    def __call__(self, stage: str, epoch: int, metrics: dict) -> None:
+        if stage != self.stage or f"val_{self.metric}" not in metrics:
+            return
+        self.trial.report(float(metrics[f"val_{self.metric}"]), epoch)
+        maybe_kill(f"trial:{self.trial.number}:epoch:{epoch}")  # the sweep's resume tests
+        if self.trial.should_prune():
+            self.pruned_at = epoch
+            raise StopStage(f"pruned at epoch {epoch}")
+
+
+def chain(*callbacks: EpochCallback | None) -> EpochCallback:
+    """Call each in turn (the logger before the pruner, so the pruned epoch is logged too)."""
+    present = [c for c in callbacks if c is not None]
+
+    def call(stage: str, epoch: int, metrics: dict) -> None:
+        for callback in present:
+            callback(stage, epoch, metrics)
+
+    return call

@@ -1,0 +1,69 @@
+"""One trial's training: the pipeline's own stages (contrastive → frozen → unfrozen), in the trial's
+directory, with the stage-1 model shared by every trial when the space only varies stage 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from finetune_core.config.finetune import FinetuneConfig
+from finetune_core.data.prepare import PreparedData
+from finetune_core.run_layout import RunLayout
+from finetune_core.training import stages
+from finetune_core.training.contrastive import train_contrastive
+from finetune_core.training.loop import EpochCallback, StageResult
+
+STAGE2_PREFIX = "training.unfrozen."
+
+
+def shares_stage1(space_keys) -> bool:
+    """Stage 1 (pairs, head) reads no stage-2 key: trained once for the sweep, not once per trial."""
+    return all(key.startswith(STAGE2_PREFIX) for key in space_keys)
+
+
+def pruned_stage(config: FinetuneConfig) -> str:
+    """The stage whose per-epoch validation metric the pruner hears: the last one that trains."""
+    trains_stage2 = config.training.unfrozen.epochs > 0 and config.training.strategy != "linear-probe"
+    return "unfrozen" if trains_stage2 else "frozen"
+
+
+def train_stage1(
+    config: FinetuneConfig,
+    prepared: PreparedData,
+    *,
+    backbone: str,
+    layout: RunLayout,
+    on_epoch_end: EpochCallback | None = None,
+    known_features: str | None = None,
+) -> list[StageResult]:
+    """Pairs (strategy contrastive) then the head, into ``layout.frozen``."""
+    results = []
+    if config.training.strategy == "contrastive":
+        results.append(train_contrastive(config, prepared, backbone, layout.contrastive, on_epoch_end))
+        backbone, known_features = str(layout.contrastive), None  # the tuned encoder's features are new
+    known = Path(known_features) if known_features else None
+    results.append(
+        stages.train_frozen(config, prepared, backbone, layout.frozen, on_epoch_end, layout.checkpoints, False, known)
+    )
+    return results
+
+
+def train_trial(
+    config: FinetuneConfig,
+    prepared: PreparedData,
+    *,
+    backbone: str,
+    layout: RunLayout,
+    stage1: Path | None,
+    on_epoch_end: EpochCallback | None = None,
+) -> StageResult:
+    """Train one trial's configuration; ``stage1``: a shared stage-1 model directory (else trained
+    here). Returns the result of the stage the objective is read from."""
+    results = (
+        []
+        if stage1 is not None
+        else train_stage1(config, prepared, backbone=backbone, layout=layout, on_epoch_end=on_epoch_end)
+    )
+    if pruned_stage(config) == "frozen":
+        return results[-1]
+    start = stage1 if stage1 is not None else layout.frozen
+    return stages.train_unfrozen(config, prepared, start, layout.model, on_epoch_end, layout.checkpoints, False)

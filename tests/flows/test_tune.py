@@ -1,0 +1,68 @@
+"""`finetune tune` on a tiny random model: trials as Prefect task runs nested in the sweep's MLflow run,
+pruned by epoch, the winner registered through the gates; crashes, resume and a shared study."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+
+from finetune_core.config.loading import validate_config
+from tests.conftest import tiny_config
+
+# Validation loss is continuous (accuracy on 12 rows ties), so the median pruner has something to prune.
+SEARCH = {
+    "n_trials": 4,
+    "startup_trials": 1,
+    "pruner": "median",
+    "default_space": False,
+    "space": {"training.unfrozen.learning_rate": {"low": 1e-5, "high": 0.2, "log": True}},
+    "heartbeat_seconds": 2,
+}
+
+
+def sweep_config(tiny_backbone, sst2_small, tracking_uri, tmp_path, **search) -> dict:
+    return tiny_config(
+        tiny_backbone,
+        sst2_small,
+        tracking_uri,
+        tmp_path,
+        training={"metric": "loss", "unfrozen": {"epochs": 3, "learning_rate": 1e-3}},
+        search={**SEARCH, **search},
+    )
+
+
+def _children(client: MlflowClient, parent: str) -> list:
+    experiment = client.get_run(parent).info.experiment_id
+    return client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent}'")
+
+
+def test_sweep_prunes_nests_and_registers_the_winner(prefect_server, tiny_backbone, sst2_small, tracking_uri, tmp_path):
+    from flows.tune import tune
+
+    config = validate_config(sweep_config(tiny_backbone, sst2_small, tracking_uri, tmp_path))
+    result = tune(config)
+
+    assert result.trials["done"] == 4 and result.trials["pruned"] >= 1, result.trials
+    client = MlflowClient(tracking_uri)
+    trials = [r for r in _children(client, result.parent_run_id) if "trial" in r.data.tags]
+    assert sorted(int(r.data.tags["trial"]) for r in trials) == [0, 1, 2, 3]
+    states = {r.data.tags["state"] for r in trials}
+    assert "pruned" in states and "complete" in states
+    for run in trials:
+        assert "training.unfrozen.learning_rate" in run.data.params and "duration_seconds" in run.data.metrics
+        assert client.get_metric_history(run.info.run_id, "unfrozen/val_loss")
+    artifacts = {a.path for a in client.list_artifacts(result.parent_run_id, "sweep")}
+    assert {"sweep/best.json", "sweep/history.png"} <= artifacts
+
+    winner = result.winner
+    assert winner is not None and winner.gate_passed
+    version = client.get_model_version(winner.registered_model, winner.model_version)
+    assert version.tags["sweep_run_id"] == result.parent_run_id
+    assert f"Best trial {result.best_trial}" in version.description and result.study in version.description
+    params = client.get_run(winner.mlflow_run_id).data.params
+    assert float(params["training.unfrozen.learning_rate"]) == pytest.approx(
+        result.best_params["training.unfrozen.learning_rate"]
+    )
+    study = optuna.load_study(study_name=result.study, storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert len(study.trials) == 4  # the winner was trained as a run, not as a fifth trial
