@@ -2,7 +2,8 @@
 
 read data → validate (Great Expectations) → prepare → augment → select backbone → choose recipe
 → [tune the encoder on pairs, strategy contrastive] → train frozen → train unfrozen → calibrate
-→ evaluate → log model → re-evaluate the champion on this test set → evaluation gates → review files
+→ evaluate → export the served forms (ONNX, int8; parity with PyTorch as a gate) → log model
+→ re-evaluate the champion on this test set → evaluation gates → review files
 → register (challenger; champion when the gates pass)
 
 A crashed run started again on the same configuration and data continues from its last
@@ -38,6 +39,7 @@ from tasks.data import augment, prepare_data, read_data, record_datasets, valida
 from tasks.gates import apply_gates, describe_version, evaluate_champion, log_review_files
 from tasks.progress import set_run_progress, start_run_progress
 from tasks.register import ensure_registry_lock, git_commit, log_model, publish_version, register_model
+from tasks.serving import export_serving
 from tasks.tracking import log_config, log_json, use_store
 from tasks.tracking_server import naming_tracking_outages, require_tracking_server
 from tasks.train import calibrate, choose_recipe, evaluate, train_contrastive, train_frozen, train_unfrozen
@@ -174,6 +176,7 @@ def _pipeline(
         unfrozen = train_unfrozen(trained, prepared, layout, run_id, resume=resuming, progress_artifact=progress)
         calibration = calibrate(trained, prepared, layout, run_id)
         metrics = evaluate(config, prepared, layout)
+        serving = export_serving(config, prepared, layout, run_id)  # the logged model carries the form that passed
         model_uri = log_model(config, prepared, layout.model, run_id, metrics, datasets["test"])
 
         stages = {s.stage: s.as_dict() for s in (*tuned, frozen, unfrozen)}
@@ -189,6 +192,7 @@ def _pipeline(
             description = describe_version(
                 trained, prepared, identity.describe(), why, stages, metrics, verdict, files, run_id
             )
+            description += serving.markdown()  # served form, parity, latency
             tags = {
                 "task": config.task,
                 **identity.tags(),  # backbone (as asked for), backbone_sha256, backbone_path

@@ -20,6 +20,7 @@ from finetune_core.data.chunks import parquet_chunks
 from finetune_core.data.prepare import TEXT, TEXT_PAIR, PreparedData
 from finetune_core.redaction import without_credentials
 from finetune_core.serving import SHIPPED_MODULES
+from finetune_core.serving.onnx_predictor import served_graph
 from finetune_core.serving.predictor import Predictor
 from tasks.registry import CHALLENGER, CHAMPION, alias_version, versions_of
 from tasks.tracking import SplitDataset, active_run, log_metrics
@@ -37,7 +38,11 @@ _RUNTIME_PACKAGES = (
     "scipy",
     "scikit-learn",
     "pydantic",
+    "onnxruntime",
 )
+# A model whose ONNX graph passed parity serves without torch (the `serve` extra): its
+# environment is these (docs/how-to/serving.md); `runtime torch` then needs the full install.
+_ONNX_RUNTIME_PACKAGES = ("onnxruntime", "tokenizers", "pandas", "numpy", "pydantic")
 
 
 class RegisteredVersion(BaseModel):
@@ -48,9 +53,9 @@ class RegisteredVersion(BaseModel):
     champion: bool = False  # whether the champion alias moved to it
 
 
-def _pip_requirements() -> list[str]:
+def _pip_requirements(packages: tuple[str, ...] = _RUNTIME_PACKAGES) -> list[str]:
     pins = [f"mlflow=={mlflow.__version__}"]
-    for package in _RUNTIME_PACKAGES:
+    for package in packages:
         try:
             pins.append(f"{package}=={version(package).split('+')[0]}")
         except PackageNotFoundError:
@@ -73,7 +78,9 @@ def log_pyfunc(model_dir: Path, example: pd.DataFrame, run_id: str) -> str:
     shipping only the serving code; returns the logged model's URI."""
     from mlflow.models import infer_signature
 
-    signature = infer_signature(example, Predictor.load(model_dir).predict_frame(example))
+    # `runtime`: auto | onnx | torch per request (tasks/serving_model.py)
+    signature = infer_signature(example, Predictor.load(model_dir).predict_frame(example), params={"runtime": "auto"})
+    packages = _ONNX_RUNTIME_PACKAGES if served_graph(model_dir) is not None else _RUNTIME_PACKAGES
     with active_run(run_id), tempfile.TemporaryDirectory() as scratch:
         info = mlflow.pyfunc.log_model(
             name="model",
@@ -82,7 +89,7 @@ def log_pyfunc(model_dir: Path, example: pd.DataFrame, run_id: str) -> str:
             code_paths=[str(serving_code(Path(scratch)))],
             signature=signature,
             input_example=example,
-            pip_requirements=_pip_requirements(),
+            pip_requirements=_pip_requirements(packages),
         )
     return info.model_uri
 

@@ -10,6 +10,25 @@ from finetune_core.config.base import Strict
 from finetune_core.evaluation.metric_table import primary_metric
 
 
+class ParityGates(Strict):
+    """How closely an exported ONNX form must match the PyTorch model on the test split before it is
+    served (docs/how-to/serving.md); a form that fails is not served."""
+
+    min_agreement: float = Field(
+        0.995,
+        ge=0,
+        le=1,
+        description="Smallest share of test rows whose label the ONNX form and PyTorch agree on "
+        "(multilabel: per label, the lowest label counts). Not used for regression.",
+    )
+    max_metric_difference: float = Field(
+        0.005,
+        ge=0,
+        description="Largest difference in the primary test metric between the ONNX form and PyTorch, "
+        "in the metric's units (0.005: half a point of accuracy).",
+    )
+
+
 class GatesConfig(Strict):
     beat_baseline: bool = Field(
         True,
@@ -29,6 +48,10 @@ class GatesConfig(Strict):
     significance_level: float = Field(0.05, gt=0, lt=1, description="One-sided p-value threshold.")
     bootstrap_samples: int = Field(2000, ge=100, description="Bootstrap resamples of the test set.")
     seed: int = Field(0, ge=0, description="Bootstrap seed.")
+    parity: ParityGates = Field(
+        default_factory=ParityGates,
+        description="Parity of the exported ONNX forms with the PyTorch model (serving.onnx).",
+    )
 
     @field_validator("min", "max", "max_regression")
     @classmethod

@@ -192,3 +192,23 @@ class MlflowConfig(Strict):
     )
     experiment: str = Field("finetune", min_length=1, description="MLflow experiment name.")
     registered_model: str = Field("finetune-model", min_length=1, description="Registered model name.")
+
+
+class ServingConfig(Strict):
+    onnx: bool = Field(
+        True,
+        description="At registration, export the model (its pooling and head) to ONNX, check its parity with "
+        "PyTorch on the test split (gates.parity) and serve it with ONNX Runtime when it passes "
+        "(docs/how-to/serving.md).",
+    )
+    quantize: Literal["int8", "none"] = Field(
+        "int8",
+        description="int8: also quantise the ONNX graph (ONNX Runtime dynamic quantisation) and serve it when it "
+        "passes parity, else the fp32 graph; none: the fp32 graph only.",
+    )
+    latency_rows: int = Field(
+        64,
+        ge=0,
+        description="Test rows timed one at a time per runtime at registration (p50/p95 latency at batch 1; "
+        "eight times as many, at most, at batch 32); 0: not measured.",
+    )

@@ -1,6 +1,8 @@
-"""A trained model directory (weights, tokenizer, metadata) and the predictor that serves it.
+"""A trained model directory (weights, tokenizer, metadata) and the PyTorch predictor that serves it.
 
-The directory is what gets logged to MLflow; the MLflow pyfunc wrapper only delegates here.
+The directory is what gets logged to MLflow; the MLflow pyfunc wrapper only delegates here (or
+to ``finetune_core.serving.onnx_predictor``, which needs no torch). Metadata and post-processing
+live in ``finetune_core.serving.outputs``, shared by both runtimes.
 """
 
 from __future__ import annotations
@@ -9,32 +11,32 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel
 
 from finetune_core.model.batching import BatchLimit, encode, inference_batch_tokens
 from finetune_core.model.heads import head_spec
 from finetune_core.model.inference import predict_outputs
 from finetune_core.model.loading import MODEL_LOADING
+from finetune_core.serving.outputs import (
+    META_FILE,
+    ModelMeta,
+    input_texts,
+    load_meta,
+    multilabel_frame,
+    outputs_to_frame,
+    write_meta,
+)
 
-META_FILE = "finetune_meta.json"
-
-
-class ModelMeta(BaseModel):
-    task: str
-    text_column: str
-    text_pair_column: str | None = None  # sentence pairs: the second text's column
-    max_length: int
-    labels: list[str] | None = None
-    target_mean: float = 0.0
-    target_std: float = 1.0
-    temperature: float = 1.0  # fitted by calibration; 1.0 = uncalibrated
-    # Multilabel: per label, the decision threshold tuned on validation (None: 0.5 for all) and the
-    # fitted temperature (None: uncalibrated); what calibration skipped and why.
-    thresholds: list[float] | None = None
-    temperatures: list[float] | None = None
-    calibration_notes: list[str] = []
-    pooling: str = "native"  # what the head reads (finetune_core.heads)
-    backbone: str = ""
+__all__ = [
+    "META_FILE",
+    "ModelMeta",
+    "Predictor",
+    "load_meta",
+    "load_model_dir",
+    "multilabel_frame",
+    "outputs_to_frame",
+    "save_model_dir",
+    "write_meta",
+]
 
 
 def save_model_dir(model, tokenizer, meta: ModelMeta, directory: str | Path) -> Path:
@@ -44,14 +46,6 @@ def save_model_dir(model, tokenizer, meta: ModelMeta, directory: str | Path) -> 
     tokenizer.save_pretrained(directory)
     write_meta(meta, directory)
     return directory
-
-
-def write_meta(meta: ModelMeta, directory: str | Path) -> None:
-    (Path(directory) / META_FILE).write_text(meta.model_dump_json(indent=2), encoding="utf-8")
-
-
-def load_meta(directory: str | Path) -> ModelMeta:
-    return ModelMeta.model_validate_json((Path(directory) / META_FILE).read_text(encoding="utf-8"))
 
 
 def load_model_dir(directory: str | Path):
@@ -65,35 +59,9 @@ def load_model_dir(directory: str | Path):
     return model, tokenizer, load_meta(directory)
 
 
-def multilabel_frame(outputs: np.ndarray, meta: ModelMeta) -> pd.DataFrame:
-    """``labels`` (the list of labels whose probability reaches their tuned threshold) plus
-    ``probability_<label>`` columns (per-label temperature applied)."""
-    scaled = outputs.astype(np.float64) / (np.asarray(meta.temperatures) if meta.temperatures else 1.0)
-    probabilities = np.exp(-np.logaddexp(0.0, -scaled))  # sigmoid without overflow at large |logits|
-    chosen = probabilities >= (np.asarray(meta.thresholds) if meta.thresholds else 0.5)
-    columns = {"labels": [[meta.labels[j] for j in np.flatnonzero(row)] for row in chosen]}
-    columns.update({f"probability_{name}": probabilities[:, i] for i, name in enumerate(meta.labels)})
-    return pd.DataFrame(columns)
-
-
-def outputs_to_frame(outputs: np.ndarray, meta: ModelMeta) -> pd.DataFrame:
-    """Classification: ``label`` plus ``probability_<class>`` columns; multilabel: ``labels`` plus
-    ``probability_<label>``; regression: ``prediction``."""
-    if meta.task == "multilabel":
-        return multilabel_frame(outputs, meta)
-    if meta.task == "regression":
-        return pd.DataFrame({"prediction": outputs.reshape(-1).astype(np.float64) * meta.target_std + meta.target_mean})
-    scaled = outputs.astype(np.float64) / meta.temperature
-    scaled -= scaled.max(axis=1, keepdims=True)
-    probabilities = np.exp(scaled)
-    probabilities /= probabilities.sum(axis=1, keepdims=True)
-    frame = pd.DataFrame({"label": [meta.labels[i] for i in probabilities.argmax(axis=1)]})
-    for i, name in enumerate(meta.labels):
-        frame[f"probability_{name}"] = probabilities[:, i]
-    return frame
-
-
 class Predictor:
+    runtime = "torch"
+
     def __init__(self, model, tokenizer, meta: ModelMeta, batch_size: int = 64):
         self.model, self.tokenizer, self.meta, self.batch_size = model.eval(), tokenizer, meta, batch_size
 
@@ -114,17 +82,4 @@ class Predictor:
         return outputs_to_frame(self.raw_outputs(texts, pairs), self.meta)
 
     def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
-        column, pair = self.meta.text_column, self.meta.text_pair_column
-        if pair is not None:  # two texts: both columns by name, nothing to guess
-            missing = [c for c in (column, pair) if c not in frame.columns]
-            if missing:
-                raise ValueError(
-                    f"input needs column(s) {', '.join(map(repr, missing))} for sentence pairs "
-                    f"(got {', '.join(map(str, frame.columns))})"
-                )
-            return self.predict_texts(frame[column].tolist(), frame[pair].tolist())
-        if column not in frame.columns:
-            if len(frame.columns) != 1:
-                raise ValueError(f"input needs a {column!r} column (got {', '.join(map(str, frame.columns))})")
-            column = frame.columns[0]  # a single unnamed text column is unambiguous
-        return self.predict_texts(frame[column].tolist())
+        return self.predict_texts(*input_texts(frame, self.meta))
