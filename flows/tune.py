@@ -27,7 +27,7 @@ from finetune_core.evaluation.metric_table import primary_metric
 from finetune_core.redaction import redact_uri
 from finetune_core.run_layout import RunLayout, inputs_digest
 from finetune_core.search.space import distributions, resolve_space, study_name, with_overrides
-from finetune_core.search.study import counts, default_storage, fail_stale, open_study
+from finetune_core.search.study import ask, counts, default_storage, fail_stale, open_study
 from finetune_core.search.trial import pruned_stage, shares_stage1
 from flows.finetune import FinetuneResult, finetune
 from tasks.backbone import select_backbone, task_runner
@@ -35,7 +35,7 @@ from tasks.data import augment, prepare_data, read_data, validate_data
 from tasks.tracking import log_config, use_store
 from tasks.tracking_server import naming_tracking_outages, require_tracking_server
 from tasks.train import choose_recipe, train_contrastive, train_frozen
-from tasks.tune import TrialOutcome, TrialSpec, describe_sweep_version, log_sweep, run_trial
+from tasks.tune import TrialOutcome, TrialSpec, close_dead_trial_runs, describe_sweep_version, log_sweep, run_trial
 
 
 class SweepFailed(RuntimeError):
@@ -85,6 +85,7 @@ def _sweep(config: FinetuneConfig, *, name: str, storage: str, trials_only: bool
     logger = get_run_logger()
     study = open_study(config, name=name, storage_url=storage, task=config.task)
     parent = _parent_run(study, config, name)
+    close_dead_trial_runs(study)
     logger.info("study %s in %s, sweep run %s: %s", name, redact_uri(storage), parent, counts(study))
     layout = RunLayout(Path(config.output_dir).resolve() / "sweeps" / name)
     try:
@@ -168,7 +169,7 @@ def _run_trials(study, config: FinetuneConfig, base: TrialSpec, space, layout: R
         while True:
             expired = deadline is not None and time.monotonic() >= deadline
             while len(in_flight) < search.parallel and not expired and _wanted(study, search.n_trials):
-                trial = study.ask(asking)
+                trial = ask(study, asking)
                 spec = base.model_copy(
                     update={
                         "trial_id": trial._trial_id,  # the storage's id: the task opens the same trial
@@ -192,6 +193,7 @@ def _run_trials(study, config: FinetuneConfig, base: TrialSpec, space, layout: R
                 return outcomes
             time.sleep(search.heartbeat_seconds)  # another worker's trial: finished, or stale and failed
             fail_stale(study)
+            close_dead_trial_runs(study)
 
 
 def _first_error(study, outcomes: list[TrialOutcome]) -> str:

@@ -3,7 +3,9 @@ the sweep's plots and the winner's description. The search logic is in finetune_
 
 from __future__ import annotations
 
+import os
 import shutil
+import socket
 import time
 import warnings
 from pathlib import Path
@@ -58,7 +60,12 @@ def _child_run(spec: TrialSpec) -> str:
     child = client.create_run(
         experiment,
         run_name=f"trial-{spec.number}",
-        tags={"mlflow.parentRunId": spec.parent_run_id, "trial": str(spec.number), "study": spec.study},
+        tags={
+            "mlflow.parentRunId": spec.parent_run_id,
+            "trial": str(spec.number),
+            "study": spec.study,
+            "worker": f"{socket.gethostname()}:{os.getpid()}",  # which process of a shared study ran it
+        },
     )
     params = [Param(key, shorten(str(value))) for key, value in spec.params.items()]
     client.log_batch(child.info.run_id, params=params)
@@ -120,6 +127,19 @@ def run_trial(spec: TrialSpec, tracking_uri: str) -> TrialOutcome:
     logger.info("trial %d %s: validation %s %.4f, %.1f s, %s", spec.number, state, metric, value, seconds, spec.params)
     outcome = TrialOutcome(number=spec.number, state=state, value=value, seconds=seconds, mlflow_run_id=run_id)
     return _finish(spec, run_id, outcome)
+
+
+def close_dead_trial_runs(study) -> None:
+    """Trials failed because their worker died left their MLflow run RUNNING: mark it failed too."""
+    from optuna.trial import TrialState
+
+    client = MlflowClient()
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+        run_id = trial.user_attrs.get("mlflow_run_id")
+        if run_id and client.get_run(run_id).info.status == "RUNNING":
+            client.set_tag(run_id, "state", "failed")
+            client.set_tag(run_id, "error", "its worker stopped (no heartbeat); retried once as a new trial")
+            client.set_terminated(run_id, "FAILED")
 
 
 @task(name="log-sweep", cache_policy=NO_CACHE)

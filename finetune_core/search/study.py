@@ -110,15 +110,26 @@ def load_trial(config: FinetuneConfig, *, name: str, storage_url: str, trial_id:
     return study, optuna.trial.Trial(study, trial_id)
 
 
+def ask(study, distributions: dict):
+    """The next trial: a retry waiting in the study first, else a new point from the sampler."""
+    with warnings.catch_warnings():
+        # heartbeats outside Study.optimize are ours to record (``heartbeat`` below): that is the point
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+        return study.ask(distributions)
+
+
 def retried_ids(study) -> set[int]:
     """Failed trials that were given a retry (their parameters enqueued again)."""
+    import optuna
     from optuna.storages import RetryFailedTrialCallback
 
-    return {
-        original
-        for t in study.get_trials(deepcopy=False)
-        if (original := RetryFailedTrialCallback.retried_trial_number(t)) is not None
-    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return {
+            original
+            for t in study.get_trials(deepcopy=False)
+            if (original := RetryFailedTrialCallback.retried_trial_number(t)) is not None
+        }
 
 
 def counts(study) -> dict[str, int]:
