@@ -1,7 +1,7 @@
 """The fine-tuning pipeline as a Prefect flow; it reads as the DAG:
 
 read data → validate (Great Expectations) → prepare → augment → select backbone → choose recipe
-→ [tune the encoder on pairs, strategy contrastive] → train frozen → train unfrozen → calibrate
+→ [tune the encoder on pairs, strategy contrastive] → train frozen → review labels → train unfrozen → calibrate
 → evaluate → export the served forms (ONNX, int8; parity with PyTorch as a gate) → log model
 → re-evaluate the champion on this test set → evaluation gates → review files
 → register (challenger; champion when the gates pass)
@@ -24,6 +24,7 @@ from pydantic import BaseModel
 from finetune_core.config.finetune import FinetuneConfig
 from finetune_core.config.tracking import with_resolved_tracking
 from finetune_core.errors import ConfigError
+from finetune_core.evaluation.model_card import label_review_markdown
 from finetune_core.model.backbone import backbone_identity
 from finetune_core.redaction import redact_uri, store_digest
 from finetune_core.run_layout import (
@@ -39,6 +40,7 @@ from tasks.data import augment, prepare_data, read_data, record_datasets, valida
 from tasks.gates import apply_gates, describe_version, evaluate_champion, log_review_files
 from tasks.progress import set_run_progress, start_run_progress
 from tasks.register import ensure_registry_lock, git_commit, log_model, publish_version, register_model
+from tasks.review import review_labels
 from tasks.serving import export_serving
 from tasks.tracking import log_config, log_json, use_store
 from tasks.tracking_server import naming_tracking_outages, require_tracking_server
@@ -163,16 +165,19 @@ def _pipeline(
         tuned = []  # strategy contrastive: the encoder tuned on pairs first; the frozen stage loads it
         if trained.training.strategy == "contrastive":
             tuned = [train_contrastive(trained, prepared, backbone, layout, run_id, resuming, progress)]
+        encoder = str(layout.contrastive) if tuned else backbone
         frozen = train_frozen(
             trained,
             prepared,
-            str(layout.contrastive) if tuned else backbone,
+            encoder,
             layout,
             run_id,
             resume=resuming,
             known_features=None if tuned else selection.selected.features,  # selection's are the original's
             progress_artifact=progress,
         )
+        # train labels the out-of-fold predictions doubt (docs/concepts/label-review.md); `error` stops here
+        review, prepared = review_labels(config, trained, prepared, recipe, encoder, layout, run_id)
         unfrozen = train_unfrozen(trained, prepared, layout, run_id, resume=resuming, progress_artifact=progress)
         calibration = calibrate(trained, prepared, layout, run_id)
         metrics = evaluate(config, prepared, layout)
@@ -193,6 +198,7 @@ def _pipeline(
                 trained, prepared, identity.describe(), why, stages, metrics, verdict, files, run_id
             )
             description += serving.markdown()  # served form, parity, latency
+            description += label_review_markdown(review, calibration)  # suspect labels, few-shot temperature
             tags = {
                 "task": config.task,
                 **identity.tags(),  # backbone (as asked for), backbone_sha256, backbone_path

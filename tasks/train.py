@@ -8,11 +8,13 @@ from __future__ import annotations
 from pathlib import Path
 from uuid import UUID
 
+import numpy as np
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from finetune_core.config.finetune import FinetuneConfig
 from finetune_core.data.prepare import PreparedData
+from finetune_core.evaluation.suspect_labels import OUT_OF_FOLD_FILE
 from finetune_core.evaluation.test_split import evaluate_model
 from finetune_core.run_layout import RunLayout
 from finetune_core.serving.predictor import load_meta
@@ -179,8 +181,21 @@ def train_unfrozen(
 
 @task(name="calibrate", cache_policy=NO_CACHE)
 def calibrate(config: FinetuneConfig, prepared: PreparedData, layout: RunLayout, run_id: str) -> dict:
-    """Temperature scaling fitted on validation, stored with the model (classification only)."""
+    """Temperature scaling fitted on validation, stored with the model (classification only); on
+    the label review's out-of-fold logits when validation was too small to fit it on."""
     calibration = stages.calibrate(config, prepared, layout.model)
+    folds = layout.review / OUT_OF_FOLD_FILE  # written by the label review when validation is too small
+    if not calibration and prepared.task == "classification" and folds.is_file():
+        with np.load(folds) as saved:
+            calibration = stages.calibrate_out_of_fold(layout.model, saved["logits"], saved["targets"])
+        log_metrics(run_id, calibration, prefix="calibration/")
+        get_run_logger().info(
+            "temperature %.3f fitted on out-of-fold predictions (ECE %.4f -> %.4f)",
+            calibration["temperature"],
+            calibration["oof_ece_before"],
+            calibration["oof_ece_after"],
+        )
+        return calibration
     if config.task == "multilabel":  # per-label temperatures and thresholds; what was skipped and why
         log_metrics(run_id, calibration, prefix="calibration/")
         logger = get_run_logger()

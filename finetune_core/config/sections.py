@@ -163,7 +163,16 @@ class TrainingConfig(Strict):
     )
     feature_cache: bool = Field(True, description="Cache frozen-backbone features on disk for re-runs.")
     cache_dir: Path | None = Field(None, description="Feature cache directory (default: ~/.cache/finetune).")
-    calibrate: bool = Field(True, description="Fit temperature scaling on validation (classification).")
+    calibrate: bool = Field(
+        True,
+        description="Fit temperature scaling on validation (classification); on a validation split too small to "
+        "decide on, on the label review's out-of-fold predictions instead.",
+    )
+    drop_suspect_labels: bool = Field(
+        False,
+        description="Train the stages after the label review without the rows it flags (recorded in "
+        "review/dropped_rows.csv); false: flagged rows are only reported.",
+    )
     metric: str | None = Field(
         None,
         description="Validation metric that picks the best epoch, stops early and decides the champion comparison "

@@ -116,6 +116,21 @@ class ValidationConfig(Strict):
         le=1,
         description="Largest share of validation/test texts (normalised: case, whitespace) also in train.",
     )
+    # Not a Great Expectations check: it needs a model's view of the rows, so it runs after the
+    # frozen stage (docs/concepts/label-review.md).
+    suspect_labels: Severity = Field(
+        "warning",
+        description="Label review after the frozen stage (out-of-fold predictions over the cached features, "
+        "confident learning): what more than max_suspect_label_fraction of suspect train labels does. warning: "
+        "reported and the run goes on; error: the run stops before the unfrozen stage; off: no review.",
+    )
+    max_suspect_label_fraction: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="Largest share of train rows the label review may flag as probably mislabelled before "
+        "suspect_labels applies.",
+    )
     severity: dict[str, Severity] = Field(
         default_factory=dict,
         description="Per-check severity overrides (error | warning | off; for a check with two levels, what "

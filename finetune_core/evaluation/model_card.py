@@ -60,7 +60,7 @@ def _stage_lines(config, stages: dict[str, dict]) -> list[str]:
     if extra.get("strategy_reason"):
         lines.append(f"- strategy chosen: `{extra['strategy']}` ({extra['strategy_reason']})")
     if extra.get("validation", "used") != "used":
-        lines.append(f"- validation split not used ({extra['validation']}): no best-epoch restore, no calibration")
+        lines.append(f"- validation split not used ({extra['validation']}): no best-epoch restore or calibration on it")
     for stage, info in stages.items():
         lines.append(
             f"- {stage} stage: {info['epochs_run']}/{info['epochs']} epochs ({settings.get(stage, '')}), "
@@ -102,6 +102,33 @@ def version_description(
     lines += _metrics_table(config.task, metrics, verdict)
     lines += ["", "### Gates"] + [f"- {'✔' if c.passed else '✘'} {c.reason}" for c in verdict.checks]
     lines += ["", f"Run: {run_link}"]
+    return "\n".join(lines)
+
+
+def label_review_markdown(review: dict, calibration: dict) -> str:
+    """The label review's section of the version description: how many train labels look wrong,
+    the most suspect rows, and where the temperature came from when validation could not fit it."""
+    lines = ["", "### Label review"]
+    if "skipped" in review:
+        lines.append(f"- not run: {review['skipped']}")
+    else:
+        lines.append(
+            f"- {review['suspects']} of {review['total']} train labels flagged ({review['fraction']:.1%}) by "
+            f"{review['method']} on {review['folds']}-fold out-of-fold predictions; all in `{review['file']}`"
+        )
+        if "warning" in review:
+            lines.append(f"- **warning**: {review['warning']}")
+        if review.get("dropped"):
+            lines.append(
+                f"- {review['dropped']} flagged rows dropped before the later stages (review/dropped_rows.csv)"
+            )
+        if review["suspects"]:
+            lines += [f"- score: {review['score']}", "", review["table"]]
+    if "oof_ece_before" in calibration:
+        lines.append(
+            f"- temperature {calibration['temperature']:.3f} fitted on the out-of-fold predictions (too few "
+            f"validation rows): ECE {calibration['oof_ece_before']:.4f} -> {calibration['oof_ece_after']:.4f} on them"
+        )
     return "\n".join(lines)
 
 

@@ -25,7 +25,7 @@ from finetune_core.model.features import DEFAULT_CACHE, cached_features, known_w
 from finetune_core.model.heads import resolve_pooling
 from finetune_core.model.inference import head_outputs
 from finetune_core.model.partial import resolve_freeze_layers
-from finetune_core.serving.predictor import ModelMeta, write_meta
+from finetune_core.serving.predictor import ModelMeta, load_meta, write_meta
 from finetune_core.training import upper
 from finetune_core.training.calibration import expected_calibration_error, fit_temperature
 from finetune_core.training.device import eval_batches, runtime_for
@@ -56,7 +56,7 @@ from finetune_core.training.splits import outputs_for, spec_for, split_tokens
 from finetune_core.training.stage_common import save_stage, score_network, score_split, stage_class_weights, stage_loop
 from finetune_core.training.unfrozen import train_unfrozen
 
-__all__ = ["calibrate", "train_frozen", "train_unfrozen"]
+__all__ = ["calibrate", "calibrate_out_of_fold", "train_frozen", "train_unfrozen"]
 
 
 def _head_optimizer(model, config: FinetuneConfig, steps: int):
@@ -272,4 +272,17 @@ def calibrate(config: FinetuneConfig, prepared: PreparedData, model_dir: Path) -
         "temperature": meta.temperature,
         "val_ece_before": expected_calibration_error(outputs, targets),
         "val_ece_after": expected_calibration_error(outputs, targets, meta.temperature),
+    }
+
+
+def calibrate_out_of_fold(model_dir: Path, logits, targets) -> dict:
+    """The temperature fitted on the label review's out-of-fold logits of the head, for a run
+    with too few validation rows to fit it on (docs/concepts/label-review.md)."""
+    meta = load_meta(model_dir)
+    meta.temperature = fit_temperature(logits, targets)
+    write_meta(meta, model_dir)
+    return {
+        "temperature": meta.temperature,
+        "oof_ece_before": expected_calibration_error(logits, targets),
+        "oof_ece_after": expected_calibration_error(logits, targets, meta.temperature),
     }

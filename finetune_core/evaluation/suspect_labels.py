@@ -1,0 +1,161 @@
+"""The label review of a run's train split: its frozen features (the cache the frozen stage
+filled, or the contrastive encoder's), out-of-fold predictions, the flagged rows written as
+``suspect_labels.csv`` and a Markdown table, and the out-of-fold logits kept for few-shot
+calibration. Nothing here knows about Prefect or MLflow; docs/concepts/label-review.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from finetune_core.config.finetune import FinetuneConfig
+from finetune_core.data.columns import TEXT, TEXT_PAIR
+from finetune_core.data.fingerprint import files_fingerprint
+from finetune_core.data.prepare import PreparedData
+from finetune_core.durable import write_atomic
+from finetune_core.evaluation.label_review import (
+    FOLDS,
+    LabelReview,
+    out_of_fold_outputs,
+    review_outputs,
+    usable_folds,
+)
+
+SUSPECTS_FILE = "suspect_labels.csv"
+DROPPED_FILE = "dropped_rows.csv"
+OUT_OF_FOLD_FILE = "out_of_fold.npz"  # logits and targets: the few-shot temperature's data
+TABLE_ROWS = 10  # rows in the version description's table; the CSV holds them all
+
+
+@dataclass
+class ReviewRun:
+    review: LabelReview | None  # None: not possible (reason in `skipped`)
+    folds: int
+    skipped: str = ""
+
+
+def train_features(config: FinetuneConfig, prepared: PreparedData, encoder: str):
+    """(features, targets) of the train split as the frozen stage's head read them: the same
+    cache key, so a finished frozen stage's features are read back, not extracted again."""
+    from finetune_core.model.backbone import load_for_task, load_tokenizer
+    from finetune_core.model.features import DEFAULT_CACHE, cached_features
+    from finetune_core.model.heads import resolve_pooling
+    from finetune_core.training.device import eval_batches, runtime_for
+    from finetune_core.training.splits import spec_for, split_tokens
+
+    training, trust = config.training, config.backbone.trust_remote_code
+    runtime = runtime_for(training, encoder, trust)
+    infer = runtime.for_inference()
+    tokenizer = load_tokenizer(encoder, trust)
+    model = load_for_task(encoder, prepared.task, prepared.labels, trust).to(runtime.device)
+    pooling = resolve_pooling(config.backbone.pooling, encoder, pairs=prepared.text_pair_column is not None)
+    spec = spec_for(model, pooling)
+    if spec is None:
+        return None, None
+    encoded, targets = split_tokens(prepared, "train", tokenizer, training.max_length)
+    features, _ = cached_features(
+        model,
+        spec,
+        encoded,
+        encoder,
+        max_length=training.max_length,
+        batch_size=eval_batches(training, runtime),
+        device=runtime.device,
+        autocast=infer.autocast,
+        precision=infer.precision,
+        pooling=pooling,
+        cache_dir=(training.cache_dir or DEFAULT_CACHE) if training.feature_cache else None,
+        task="label review features",
+    )
+    return features.float().numpy(), targets
+
+
+def review_train_split(config: FinetuneConfig, prepared: PreparedData, encoder: str, out_dir: Path) -> ReviewRun:
+    """Review the train split's labels; the out-of-fold logits go to ``out_dir`` (classification)."""
+    features, targets = train_features(config, prepared, encoder)
+    if features is None:
+        return ReviewRun(None, 0, "this backbone family has no cached frozen features")
+    folds = usable_folds(targets, prepared.task, FOLDS)
+    if folds == 0:
+        return ReviewRun(None, 0, "too few rows in some class for two folds")
+    outputs = len(prepared.labels) if prepared.task != "regression" else 1
+    logits = out_of_fold_outputs(
+        features,
+        targets,
+        prepared.task,
+        outputs=outputs,
+        folds=folds,
+        regularization=config.training.frozen.regularization,
+        seed=config.training.seed,
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if prepared.task == "classification":
+        np.savez(out_dir / OUT_OF_FOLD_FILE, logits=logits, targets=np.asarray(targets))
+    return ReviewRun(review_outputs(logits, targets, prepared.task), folds)
+
+
+def _label_names(value, prepared: PreparedData) -> str:
+    if prepared.task == "regression":  # standardised for training: back to the data's scale
+        return f"{value * prepared.target_std + prepared.target_mean:.4g}"
+    names = prepared.labels or []
+    return "|".join(names[i] for i in value) if isinstance(value, list) else names[value]
+
+
+def suspects_frame(review: LabelReview, prepared: PreparedData) -> pd.DataFrame:
+    """One row per flagged train row, most suspect first: row (position in the prepared train
+    split), text(s), given label, suggested label, score."""
+    train = pd.read_parquet(prepared.paths["train"])
+    frame = pd.DataFrame({"row": review.rows, "text": train[TEXT].to_numpy()[review.rows]})
+    if prepared.text_pair_column is not None:
+        frame["text_pair"] = train[TEXT_PAIR].to_numpy()[review.rows]
+    frame["given_label"] = [_label_names(v, prepared) for v in review.given]
+    frame["suggested_label"] = [_label_names(v, prepared) for v in review.suggested]
+    frame["score"] = np.round(review.score, 4)
+    return frame
+
+
+def write_suspects(review: LabelReview, prepared: PreparedData, out_dir: Path) -> Path:
+    path = out_dir / SUSPECTS_FILE
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, suspects_frame(review, prepared).to_csv(index=False))
+    return path
+
+
+def suspects_table(frame: pd.DataFrame, rows: int = TABLE_ROWS) -> str:
+    """The most suspect rows as a Markdown table (texts shortened, pipes escaped)."""
+    shown = frame.head(rows)
+    columns = [c for c in ("row", "text", "text_pair", "given_label", "suggested_label", "score") if c in frame]
+    lines = ["| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
+    for _, record in shown.iterrows():
+        cells = [_cell(record[c]) for c in columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _cell(value) -> str:
+    text = str(value).replace("|", "\\|").replace("\n", " ")
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def without_rows(prepared: PreparedData, rows: np.ndarray, out_dir: Path) -> PreparedData:
+    """``prepared`` with train positions ``rows`` removed (a new file; the old one is kept) and
+    the removed rows recorded in ``out_dir``/dropped_rows.csv."""
+    train = pd.read_parquet(prepared.paths["train"])
+    keep = np.ones(len(train), dtype=bool)
+    keep[rows] = False
+    path = Path(prepared.paths["train"]).with_name("train_without_suspects.parquet")
+    train[keep].reset_index(drop=True).to_parquet(path, index=False)
+    dropped = train[~keep].assign(row=np.flatnonzero(~keep))
+    write_atomic(out_dir / DROPPED_FILE, dropped.to_csv(index=False))
+    paths = {**prepared.paths, "train": str(path)}
+    return prepared.model_copy(
+        update={
+            "paths": paths,
+            "rows": {**prepared.rows, "train": int(keep.sum())},
+            "fingerprint": files_fingerprint(paths),
+        }
+    )

@@ -1,0 +1,108 @@
+"""Label review as a Prefect task: out-of-fold predictions over the frozen features flag the train
+rows whose label is probably wrong (finetune_core.evaluation.label_review); the CSV, a table
+artifact, the metric and, at the error level, the stop. docs/concepts/label-review.md."""
+
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from finetune_core.config.finetune import FinetuneConfig
+from finetune_core.data.prepare import PreparedData
+from finetune_core.errors import DataError
+from finetune_core.evaluation import suspect_labels
+from finetune_core.run_layout import RunLayout
+from finetune_core.training.recipe import Recipe
+from tasks.tracking import log_metrics
+
+ARTIFACT_ROWS = 50  # the Prefect table's rows; the CSV holds every flagged row
+
+
+def calibrates_from_folds(config: FinetuneConfig, trained: FinetuneConfig, recipe: Recipe) -> bool:
+    """Whether the temperature comes from the out-of-fold logits: calibration asked for, a
+    validation split too small to fit it on, and the head's logits served as they are (no stage
+    trains the network after it)."""
+    head_served = trained.training.strategy == "linear-probe" or trained.training.unfrozen.epochs == 0
+    return config.training.calibrate and recipe.validation != "used" and head_served
+
+
+@task(name="review-labels", cache_policy=NO_CACHE)
+def review_labels(
+    config: FinetuneConfig,
+    trained: FinetuneConfig,
+    prepared: PreparedData,
+    recipe: Recipe,
+    encoder: str,
+    layout: RunLayout,
+    run_id: str,
+) -> tuple[dict, PreparedData]:
+    """Flag suspect train labels (``encoder``: the frozen stage's backbone); returns the summary
+    the version description shows and the data the later stages train on (flagged rows dropped
+    when ``training.drop_suspect_labels``). Stops the run at ``validation.suspect_labels: error``."""
+    from mlflow import MlflowClient
+
+    folds_calibrate = calibrates_from_folds(config, trained, recipe) and prepared.task == "classification"
+    if config.validation.suspect_labels == "off" and not folds_calibrate:
+        return {"skipped": "validation.suspect_labels: off"}, prepared
+    run = suspect_labels.review_train_split(trained, prepared, encoder, layout.review)
+    client, logger = MlflowClient(), get_run_logger()
+    if not folds_calibrate:  # only a temperature to fit on it makes the logits worth keeping
+        (layout.review / suspect_labels.OUT_OF_FOLD_FILE).unlink(missing_ok=True)
+    else:
+        client.log_param(run_id, "calibration.source", f"out-of-fold ({run.folds} folds over the train rows)")
+    if run.review is None or config.validation.suspect_labels == "off":
+        logger.info("label review skipped: %s", run.skipped or "validation.suspect_labels: off")
+        return {"skipped": run.skipped or "validation.suspect_labels: off", "calibration_folds": run.folds}, prepared
+    review = run.review
+    frame = suspect_labels.suspects_frame(review, prepared)
+    path = suspect_labels.write_suspects(review, prepared, layout.review)
+    client.log_artifact(run_id, str(path), "review")
+    log_metrics(run_id, {"suspect_fraction": review.fraction, "suspects": len(review.rows)}, prefix="labels/")
+    client.log_param(run_id, "labels.review_method", f"{review.method}, {run.folds}-fold out-of-fold")
+    create_table_artifact(
+        key="suspect-labels",
+        table=frame.head(ARTIFACT_ROWS).to_dict(orient="records"),
+        description=f"{len(review.rows)} of {review.total} train labels flagged ({review.method}); "
+        f"score: {review.score_name}",
+    )
+    summary = _summary(config, review, run.folds, frame)
+    _apply_level(config, review, summary, logger)
+    if config.training.drop_suspect_labels and len(review.rows):
+        prepared = suspect_labels.without_rows(prepared, review.rows, layout.review)
+        client.log_artifact(run_id, str(layout.review / suspect_labels.DROPPED_FILE), "review")
+        client.set_tag(run_id, "data_fingerprint", prepared.fingerprint)
+        summary["dropped"] = len(review.rows)
+        logger.warning("training.drop_suspect_labels: %d flagged rows dropped from train", len(review.rows))
+    return summary, prepared
+
+
+def _summary(config: FinetuneConfig, review, folds: int, frame) -> dict:
+    return {
+        "method": review.method,
+        "score": review.score_name,
+        "folds": folds,
+        "suspects": len(review.rows),
+        "total": review.total,
+        "fraction": review.fraction,
+        "limit": config.validation.max_suspect_label_fraction,
+        "file": f"review/{suspect_labels.SUSPECTS_FILE}",
+        "table": suspect_labels.suspects_table(frame),
+    }
+
+
+def _apply_level(config: FinetuneConfig, review, summary: dict, logger) -> None:
+    """Above the limit: a warning, or (``error``) the run stops, naming the count and the file."""
+    limit = config.validation.max_suspect_label_fraction
+    message = (
+        f"{len(review.rows)} of {review.total} train labels ({review.fraction:.1%}) look wrong to "
+        f"{review.method}: see {summary['file']}"
+    )
+    if review.fraction <= limit:
+        logger.info("label review: %s", message)
+        return
+    message += f"; above validation.max_suspect_label_fraction {limit:g}"
+    if config.validation.suspect_labels == "error":
+        raise DataError(f"{message} (validation.suspect_labels: error)")
+    summary["warning"] = message
+    logger.warning("label review: %s", message)

@@ -1,0 +1,121 @@
+"""Label review in the `finetune` flow on a tiny backbone: planted flips in easy data are flagged
+and shown (the CSV logged with the run, the metric, a Prefect table, the version description);
+the error level stops the run before the unfrozen stage with nothing registered; a few-shot run
+fits its temperature on the out-of-fold predictions."""
+
+import mlflow
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from finetune_core.config.loading import validate_config
+from finetune_core.errors import DataError
+from tests.conftest import tiny_config
+from tests.datasets import easy_sentiment
+
+PLANTED = [3, 10, 17, 24, 31, 38, 45, 52, 59, 66]  # positions in the train file: labels flipped
+
+
+def _files(tmp_path, rows: int = 240) -> dict:
+    files = {"train": tmp_path / "train.csv", "test": tmp_path / "test.csv"}
+    train = easy_sentiment(rows, 0)
+    train.loc[PLANTED, "label"] = 1 - train.loc[PLANTED, "label"]
+    train.to_csv(files["train"], index=False)
+    easy_sentiment(40, 1).to_csv(files["test"], index=False)
+    return files
+
+
+def _config(tiny_backbone, files, tracking_uri, tmp_path, **validation):
+    raw = tiny_config(tiny_backbone, files, tracking_uri, tmp_path, validation=validation)
+    raw["data"]["validation"] = str(files["test"])  # train rows stay in train file order
+    # mean pooling and a weak penalty: the tiny random BERT's features then separate easy_sentiment
+    raw["backbone"]["pooling"] = "mean"
+    raw["training"].update(strategy="linear-probe", frozen={"epochs": 2, "regularization": 100.0})
+    return validate_config(raw)
+
+
+def _prefect_artifact(key: str):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as prefect:
+        return prefect.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+
+
+def test_planted_flips_are_reported_at_the_warning_level(prefect_server, tiny_backbone, tracking_uri, tmp_path):
+    from flows.finetune import finetune
+
+    files = _files(tmp_path)
+    config = _config(tiny_backbone, files, tracking_uri, tmp_path, max_suspect_label_fraction=0.02)
+    result = finetune(config)
+    client = MlflowClient(tracking_uri)
+    run = client.get_run(result.mlflow_run_id)
+    suspects = pd.read_csv(client.download_artifacts(run.info.run_id, "review/suspect_labels.csv", str(tmp_path)))
+    assert list(suspects.columns) == ["row", "text", "given_label", "suggested_label", "score"]
+    flagged = set(suspects["row"])
+    assert len(flagged & set(PLANTED)) >= 7 and len(flagged - set(PLANTED)) <= 3  # found, few clean rows
+    train = pd.read_csv(files["train"])
+    first = suspects.iloc[0]
+    assert first["text"] == train.loc[first["row"], "sentence"]
+    assert str(first["given_label"]) == str(train.loc[first["row"], "label"]) != str(first["suggested_label"])
+    assert run.data.metrics["labels/suspect_fraction"] == pytest.approx(len(suspects) / 240)
+    description = client.get_model_version("tiny-model", result.model_version).description
+    assert "### Label review" in description and "**warning**" in description  # 0.02 exceeded: warned, registered
+    assert f"| {first['row']} | {first['text']} |" in description
+    table = _prefect_artifact("suspect-labels")
+    assert table and str(first["text"]) in table[0].data
+
+
+def test_the_error_level_stops_before_the_unfrozen_stage(prefect_server, tiny_backbone, tracking_uri, tmp_path):
+    from flows.finetune import finetune
+
+    files = _files(tmp_path)
+    config = _config(
+        tiny_backbone, files, tracking_uri, tmp_path, max_suspect_label_fraction=0.01, suspect_labels="error"
+    )
+    config.training.strategy = "lp-ft"
+    with pytest.raises(DataError, match=r"train labels .* review/suspect_labels.csv; above .* 0.01"):
+        finetune(config)
+    client = MlflowClient(tracking_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("tests").experiment_id])
+    assert run.info.status == "FAILED"
+    assert not any(m.key.startswith("unfrozen/") for m in run.data.metrics.values() if hasattr(m, "key"))
+    assert not [k for k in run.data.metrics if k.startswith("unfrozen/")]
+    assert client.search_model_versions("name='tiny-model'") == []
+    assert "review/suspect_labels.csv" in {a.path for a in client.list_artifacts(run.info.run_id, "review")}
+
+
+def test_drop_suspect_labels_records_the_rows(prefect_server, tiny_backbone, tracking_uri, tmp_path):
+    from flows.finetune import finetune
+
+    files = _files(tmp_path)
+    config = _config(tiny_backbone, files, tracking_uri, tmp_path)
+    config.training.strategy, config.training.drop_suspect_labels = "lp-ft", True
+    result = finetune(config)
+    client = MlflowClient(tracking_uri)
+    dropped = pd.read_csv(client.download_artifacts(result.mlflow_run_id, "review/dropped_rows.csv", str(tmp_path)))
+    suspects = pd.read_csv(client.download_artifacts(result.mlflow_run_id, "review/suspect_labels.csv", str(tmp_path)))
+    assert sorted(dropped["row"]) == sorted(suspects["row"]) and len(dropped) > 0
+    assert result.stages["unfrozen"]["train_examples"] == 240 - len(dropped)
+
+
+def test_a_few_shot_run_calibrates_on_out_of_fold_predictions(prefect_server, tiny_backbone, tracking_uri, tmp_path):
+    from flows.finetune import finetune
+
+    files = {"train": tmp_path / "train.csv", "test": tmp_path / "test.csv"}
+    easy_sentiment(16, 0).to_csv(files["train"], index=False)  # 8 per class: auto picks contrastive
+    easy_sentiment(40, 1).to_csv(files["test"], index=False)
+    raw = tiny_config(tiny_backbone, files, tracking_uri, tmp_path)
+    del raw["training"]["strategy"]
+    result = finetune(validate_config(raw))
+    client = MlflowClient(tracking_uri)
+    run = client.get_run(result.mlflow_run_id)
+    assert run.data.params["training.validation_use"].startswith("skipped")
+    assert run.data.params["calibration.source"] == "out-of-fold (5 folds over the train rows)"
+    assert result.calibration["oof_ece_after"] <= result.calibration["oof_ece_before"] + 1e-9
+    mlflow.set_tracking_uri(tracking_uri)
+    served = mlflow.pyfunc.load_model(f"models:/tiny-model/{result.model_version}")._model_impl.python_model
+    description = client.get_model_version("tiny-model", result.model_version).description
+    assert "fitted on the out-of-fold predictions" in description
+    assert f"temperature {result.calibration['temperature']:.3f}" in description
+    assert served is not None
