@@ -63,6 +63,7 @@ AUDIENCE: dict[str, str] = {
     "backbone.dask_address": "engine",
     "validation.chunk_rows": "engine",
     "validation.examples": "engine",
+    "serving": "engine",
 }
 
 GROUPS: dict[str, tuple[str, str]] = {
@@ -79,8 +80,9 @@ GROUPS: dict[str, tuple[str, str]] = {
     ),
     "engine": (
         "Engine internals",
-        "How the engine computes: device, precision, processes, caches, dropout kernels and batching. These "
-        "change speed and where things run, not what is learnt (up to float rounding and random draws).",
+        "How the engine computes and serves: device, precision, processes, caches, dropout kernels, batching and "
+        "the served form of the model. These change speed and where things run, not what is learnt (up to float "
+        "rounding, random draws, and a quantised form that passed its parity gate).",
     ),
 }
 
