@@ -1,7 +1,9 @@
 """`finetune predict MODEL_URI INPUT OUTPUT`: score a data file with a registered (or logged) model.
 
 The model is any MLflow pyfunc URI (`models:/NAME@champion`, `models:/NAME/3`, `runs:/RUN_ID/model`),
-found in the store `finetune run` uses (finetune_core.config.tracking). The file is read and
+found in the store `finetune run` uses (finetune_core.config.tracking); ``--runtime`` chooses ONNX
+Runtime or PyTorch (default: ONNX Runtime when the model holds a graph that passed parity,
+docs/how-to/serving.md). The file is read and
 written a batch at a time (finetune_core.data.batch_io), so its size is bounded by disk, not
 memory; OUTPUT holds the input's columns, in order, with the model's columns next to them.
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from enum import Enum
 from pathlib import Path
 
 import typer
@@ -20,6 +23,12 @@ from flows.cli_errors import print_error, print_trace
 console = Console(stderr=True)
 EXIT_ERROR, EXIT_BAD_INPUT, EXIT_TRACKING_DOWN = 1, 2, 4  # as `finetune run`
 _MODEL_HELP = "models:/NAME@champion, models:/NAME/VERSION or runs:/RUN_ID/model"
+
+
+class Runtime(str, Enum):  # finetune_core.serving.runtime.RUNTIMES, without importing pandas for --help
+    auto = "auto"
+    onnx = "onnx"
+    torch = "torch"
 
 
 def _load_model(model_uri: str):
@@ -39,6 +48,26 @@ def _load_model(model_uri: str):
         raise
     except OSError as exc:  # runs:/ paths that name no artifact
         raise ConfigError(f"model {model_uri}: {exc}") from None
+
+
+def runtime_params(model, model_uri: str, runtime: str) -> dict | None:
+    """MLflow ``params`` choosing ``runtime``; a model logged before runtimes existed runs PyTorch only."""
+    from finetune_core.errors import ConfigError
+
+    schema = model.metadata.get_params_schema()
+    if schema is not None and "runtime" in {param.name for param in schema.params}:
+        from finetune_core.serving.runtime import resolve_runtime
+
+        served = getattr(model.unwrap_python_model(), "served", None)  # tasks/serving_model.py
+        try:
+            if served is not None:  # refused before any row is read: the model holds no graph
+                resolve_runtime(runtime, served.directory)
+        except ValueError as exc:
+            raise ConfigError(f"--runtime {runtime}: model {model_uri}: {exc}") from None
+        return {"runtime": runtime}
+    if runtime == "onnx":
+        raise ConfigError(f"--runtime onnx: model {model_uri} was logged before ONNX serving; it runs on PyTorch only")
+    return None
 
 
 def input_columns(model) -> tuple[list[str], set[str]]:
@@ -66,9 +95,17 @@ def _as_frame(predictions):
 
 
 def score_file(
-    model, source: Path, output: Path, batch_size: int, scratch: Path, on_start: Callable, on_batch: Callable
+    model,
+    source: Path,
+    output: Path,
+    batch_size: int,
+    scratch: Path,
+    on_start: Callable,
+    on_batch: Callable,
+    params: dict | None = None,
 ) -> int:
-    """Score ``source`` into ``output`` batch by batch; returns the number of rows scored."""
+    """Score ``source`` into ``output`` batch by batch; returns the number of rows scored.
+    ``params``: MLflow's per-call parameters (the runtime)."""
     import pandas as pd
 
     from finetune_core.data.batch_io import BatchWriter, InputBatches, with_predictions
@@ -84,7 +121,7 @@ def score_file(
             for column in strings:  # a column of digits reads as numbers; the model reads text
                 if not pd.api.types.is_string_dtype(features[column]):
                     features[column] = [None if pd.isna(v) else str(v) for v in features[column]]
-            writer.write(with_predictions(batch, _as_frame(model.predict(features))))
+            writer.write(with_predictions(batch, _as_frame(model.predict(features, params=params))))
             done += len(batch)
             on_batch(len(batch))
     return done
@@ -140,6 +177,12 @@ def predict(
         ..., metavar="OUTPUT", help="Where the scored rows go; the format follows the extension."
     ),
     batch_size: int = typer.Option(256, "--batch-size", min=1, help="Rows per model call."),
+    runtime: Runtime = typer.Option(
+        Runtime.auto,
+        "--runtime",
+        help="auto: ONNX Runtime when the model holds a graph that passed parity at registration, else PyTorch; "
+        "onnx or torch: that one.",
+    ),
     tracking_uri: str | None = typer.Option(
         None, "--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)."
     ),
@@ -167,9 +210,10 @@ def predict(
         require_tracking_server(store)  # a server that is down: named, exit 4
         mlflow.set_tracking_uri(store)
         model = _load_model(model_uri)
+        params = runtime_params(model, model_uri, runtime.value) if runtime != Runtime.auto else None
         with tempfile.TemporaryDirectory(prefix="finetune-predict-") as scratch:
             rows = score_file(
-                model, input_path, output_path, batch_size, Path(scratch), progress.start, progress.advance
+                model, input_path, output_path, batch_size, Path(scratch), progress.start, progress.advance, params
             )
     except UserInputError as exc:
         progress.stop()

@@ -14,15 +14,10 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
-import pytest
 
-from finetune_core.config.gates import ParityGates
-from finetune_core.config.sections import ServingConfig
-from finetune_core.serving.forms import ParityRows, prepare_serving
 from finetune_core.serving.predictor import Predictor
-from tasks.register import log_pyfunc
 from tests.servers import free_port, stop, wait_for
-from tests.serving.onnx_models import TEXTS, model_dir, request, targets
+from tests.serving.onnx_models import TEXTS
 
 BLOCKED = ("torch", "transformers", "safetensors")
 
@@ -52,27 +47,6 @@ def _without_torch(root: Path) -> dict[str, str]:
         package.mkdir(parents=True, exist_ok=True)
         (package / "__init__.py").write_text(f"raise ImportError('{name} is not installed (serving without torch)')\n")
     return {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
-
-
-@pytest.fixture
-def onnx_model(tiny_backbone, tracking_uri, tmp_path) -> tuple[str, Path]:
-    """A classification model logged with its fp32 graph (parity passed), and its directory."""
-    directory = model_dir(tiny_backbone, "classification", tmp_path / "model")
-    rows = ParityRows(texts=TEXTS, targets=targets("classification"), metric="accuracy")
-    report = prepare_serving(
-        directory,
-        tmp_path / "work",
-        rows,
-        task="classification",
-        serving=ServingConfig(quantize="none", latency_rows=0),
-        gates=ParityGates(),
-    )
-    assert report.served == "onnx-fp32", report.reason
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_experiment("serving")
-    with mlflow.start_run() as run:
-        uri = log_pyfunc(directory, request("classification", 1), run.info.run_id)
-    return uri, directory
 
 
 def test_the_logged_model_predicts_without_torch(onnx_model, tracking_uri, tmp_path):
