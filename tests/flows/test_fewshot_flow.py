@@ -40,7 +40,8 @@ def test_contrastive_recipe_on_eight_rows_per_class(prefect_server, tiny_backbon
     assert float(run.data.params["training.contrastive.learning_rate_resolved"]) == 6e-5  # few rows: few steps
     assert automatic.stages["contrastive"]["extra"]["self_pairs"] is True
     assert client.get_metric_history(automatic.mlflow_run_id, "contrastive/val_centroid_accuracy")
-    assert automatic.calibration == {}  # no temperature fitted on 2 rows
+    assert "val_ece_before" not in automatic.calibration  # no temperature fitted on 2 rows: on the out-of-fold logits
+    assert "oof_ece_before" in automatic.calibration
     description = client.get_model_version("tiny-model", automatic.model_version).description
     assert "strategy chosen: `contrastive`" in description and "rows per class" in description
     assert "validation split not used (skipped: 1 rows per class" in description
@@ -64,7 +65,7 @@ def test_contrastive_recipe_on_eight_rows_per_class(prefect_server, tiny_backbon
     assert float(run.data.params["training.contrastive.learning_rate_resolved"]) == 2e-5  # SetFit's
     version = client.get_model_version("tiny-model", folded.model_version)
     assert version.tags["data_fingerprint"] == run.data.tags["data_fingerprint"]
-    assert folded.calibration == {}
+    assert "oof_ece_before" in folded.calibration
 
     easy_sentiment(16, 0).to_csv(files["train"], index=False)
     config.training.strategy = "contrastive"
