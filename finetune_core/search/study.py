@@ -29,7 +29,7 @@ def default_storage(config: FinetuneConfig) -> str:
 
 def _storage(url: str, heartbeat_seconds: int):
     import optuna
-    from optuna.storages import RDBStorage, RetryFailedTrialCallback
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
     engine_kwargs = {}
     if url.startswith(("postgresql", "postgres")):
@@ -48,7 +48,7 @@ def _storage(url: str, heartbeat_seconds: int):
             engine_kwargs=engine_kwargs,
             heartbeat_interval=heartbeat_seconds,
             grace_period=2 * heartbeat_seconds,
-            failed_trial_callback=RetryFailedTrialCallback(max_retry=1),
+            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
         )
 
 
@@ -80,7 +80,7 @@ def direction(config: FinetuneConfig, task: str) -> str:
 
 def open_study(config: FinetuneConfig, *, name: str, storage_url: str, task: str):
     """Create the study, or load it when it exists; trials of a dead worker are failed here (and
-    retried once: ``RetryFailedTrialCallback``)."""
+    retried once: ``RetryHeartbeatStaleTrialCallback``)."""
     import optuna
 
     storage = _storage(storage_url, config.search.heartbeat_seconds)
@@ -121,14 +121,14 @@ def ask(study, distributions: dict):
 def retried_ids(study) -> set[int]:
     """Failed trials that were given a retry (their parameters enqueued again)."""
     import optuna
-    from optuna.storages import RetryFailedTrialCallback
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return {
             original
             for t in study.get_trials(deepcopy=False)
-            if (original := RetryFailedTrialCallback.retried_trial_number(t)) is not None
+            if (original := RetryHeartbeatStaleTrialCallback.retried_trial_number(t)) is not None
         }
 
 

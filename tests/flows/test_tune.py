@@ -66,3 +66,21 @@ def test_sweep_prunes_nests_and_registers_the_winner(prefect_server, tiny_backbo
     )
     study = optuna.load_study(study_name=result.study, storage=f"sqlite:///{tmp_path / 'optuna.db'}")
     assert len(study.trials) == 4  # the winner was trained as a run, not as a fifth trial
+
+
+def test_a_crashing_trial_is_recorded_failed_and_the_sweep_goes_on(
+    prefect_server, tiny_backbone, sst2_small, tracking_uri, tmp_path
+):
+    """freeze_layers 5 on a 2-block backbone fails inside the trial; the other value trains."""
+    from flows.tune import tune
+
+    space = {"training.unfrozen.freeze_layers": {"choices": [5, 0]}}
+    raw = sweep_config(tiny_backbone, sst2_small, tracking_uri, tmp_path, space=space, sampler="random", n_trials=4)
+    result = tune(validate_config(raw), trials_only=True)
+
+    assert result.trials["fail"] >= 1 and result.trials["complete"] >= 1 and result.trials["done"] == 4
+    assert result.best_params == {"training.unfrozen.freeze_layers": 0} and result.winner is None
+    client = MlflowClient(tracking_uri)
+    failed = [r for r in _children(client, result.parent_run_id) if r.data.tags.get("state") == "failed"]
+    assert failed and all(r.info.status == "FAILED" for r in failed)
+    assert "outside the backbone's 2 transformer blocks" in failed[0].data.tags["error"]

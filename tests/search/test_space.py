@@ -140,7 +140,7 @@ def test_done_trials_leave_out_a_failed_one_that_was_retried(tmp_path):
     study = open_study(search_config, name="s", storage_url=f"sqlite:///{tmp_path}/o.db", task="classification")
     finished = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
     study.tell(finished, 0.5)
-    dead = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    dead = ask(study, {"x": optuna.distributions.FloatDistribution(0, 1)})
     study._storage.record_heartbeat(dead._trial_id)
     import time
 
