@@ -231,6 +231,7 @@ def show_config(
 from flows.init_cli import init  # noqa: E402  (a starter configuration for a data file)
 from flows.predict_cli import predict  # noqa: E402  (batch scoring)
 from flows.registry_cli import models, promote  # noqa: E402  (registry commands)
+from flows.review_cli import review_labels  # noqa: E402  (label review of a dataset being labelled)
 from flows.tune_cli import tune  # noqa: E402  (hyperparameter search)
 
 app.command()(promote)
@@ -238,6 +239,7 @@ app.command()(models)
 app.command()(predict)
 app.command()(init)
 app.command()(tune)
+app.command("review-labels")(review_labels)
 
 if __name__ == "__main__":
     app()

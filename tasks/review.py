@@ -94,14 +94,10 @@ def _summary(config: FinetuneConfig, review, folds: int, frame) -> dict:
 def _apply_level(config: FinetuneConfig, review, summary: dict, logger) -> None:
     """Above the limit: a warning, or (``error``) the run stops, naming the count and the file."""
     limit = config.validation.max_suspect_label_fraction
-    message = (
-        f"{len(review.rows)} of {review.total} train labels ({review.fraction:.1%}) look wrong to "
-        f"{review.method}: see {summary['file']}"
-    )
-    if review.fraction <= limit:
+    above, message = suspect_labels.level_message(review, limit, summary["file"])
+    if not above:
         logger.info("label review: %s", message)
         return
-    message += f"; above validation.max_suspect_label_fraction {limit:g}"
     if config.validation.suspect_labels == "error":
         raise DataError(f"{message} (validation.suspect_labels: error)")
     summary["warning"] = message

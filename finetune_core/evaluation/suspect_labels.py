@@ -159,3 +159,27 @@ def without_rows(prepared: PreparedData, rows: np.ndarray, out_dir: Path) -> Pre
             "fingerprint": files_fingerprint(paths),
         }
     )
+
+
+def level_message(review: LabelReview, limit: float, file: str) -> tuple[bool, str]:
+    """(above ``limit``, the one line that says how many train labels look wrong and where)."""
+    message = f"{len(review.rows)} of {review.total} train labels ({review.fraction:.1%}) look wrong to {review.method}"
+    above = review.fraction > limit
+    message += f": see {file}" + (f"; above validation.max_suspect_label_fraction {limit:g}" if above else "")
+    return above, message
+
+
+def review_data(config: FinetuneConfig, out_dir: Path) -> tuple[PreparedData, ReviewRun, str]:
+    """For a dataset still being labelled (`finetune review-labels`): prepare the splits, review the
+    train split on the first backbone candidate's frozen features, write the CSV. Returns the
+    prepared data, the review and the backbone it used."""
+    from finetune_core.data.prepare import prepare_splits
+    from finetune_core.model.backbone import resolve_backbone
+
+    prepared = prepare_splits(config, out_dir / "data")
+    backbone = config.backbone.candidates[0]
+    run = review_train_split(config, prepared, resolve_backbone(backbone), out_dir / "review")
+    (out_dir / "review" / OUT_OF_FOLD_FILE).unlink(missing_ok=True)  # no model to calibrate here
+    if run.review is not None:
+        write_suspects(run.review, prepared, out_dir / "review")
+    return prepared, run, backbone
