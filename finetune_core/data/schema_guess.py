@@ -12,6 +12,7 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from finetune_core.config.init_proposal import TASKS, InitProposal
@@ -85,7 +86,7 @@ class ColumnFacts:
 
     @property
     def label_like(self) -> bool:
-        if self.id_like:
+        if self.id_like or self.rows == 0:
             return False
         return (
             self.kind in ("list", "number") or self.separator is not None or (self.kind == "string" and self.few_values)
@@ -106,7 +107,7 @@ class ColumnFacts:
 def column_facts(values: pd.Series) -> ColumnFacts:
     name, present = str(values.name), values.dropna()
     rows = len(present)
-    if rows and all(isinstance(v, (list, tuple)) or hasattr(v, "tolist") and not isinstance(v, str) for v in present):
+    if rows and all(isinstance(v, (list, tuple, np.ndarray)) for v in present):
         return ColumnFacts(name, rows, present.map(lambda v: tuple(v)).nunique(), "list")
     strings = present.map(lambda v: v if isinstance(v, str) else None).dropna()
     if rows and len(strings) == rows and all(s.lstrip().startswith("[") for s in strings):
