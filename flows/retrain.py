@@ -1,6 +1,7 @@
 """Scheduled retraining: the newest data snapshot → (skip if already trained) → drift against
 the champion's training data → the `finetune` flow on the snapshot, with the champion's
-recorded configuration → gates on the snapshot's test split → promote or not.
+recorded configuration → gates on the snapshot's test split → promote or not → the suspect
+labels among the rows the snapshot added since the champion (docs/concepts/label-review.md).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from finetune_core.errors import DataError
 from flows.finetune import finetune
 from tasks.registry import versions_of
 from tasks.retrain import champion_records, measure_drift
+from tasks.review import report_new_suspects
 
 
 class RetrainResult(BaseModel):
@@ -29,6 +31,7 @@ class RetrainResult(BaseModel):
     model_version: str | None = None
     champion: bool = False
     drift: str | None = None
+    new_suspect_labels: int | None = None  # flagged among the rows added since the champion
 
 
 def _already_trained(client: MlflowClient, name: str, snapshot: Snapshot):
@@ -87,6 +90,12 @@ def retrain(
                 )
             logger.warning("drift against champion v%s's data: %s", champion, report.summary())
     result = finetune(credentials_to_environment(effective), extra_tags=tags)  # never a subflow parameter
+    suspects = report_new_suspects(result.run_dir, result.mlflow_run_id, recorded)
     return RetrainResult(
-        snapshot=snapshot.name, skipped=False, model_version=result.model_version, champion=result.champion, drift=drift
+        snapshot=snapshot.name,
+        skipped=False,
+        model_version=result.model_version,
+        champion=result.champion,
+        drift=drift,
+        new_suspect_labels=suspects,
     )

@@ -102,3 +102,52 @@ def _apply_level(config: FinetuneConfig, review, summary: dict, logger) -> None:
         raise DataError(f"{message} (validation.suspect_labels: error)")
     summary["warning"] = message
     logger.warning("label review: %s", message)
+
+
+def _champion_rows(recorded: dict | None):
+    """The champion's train rows as columns text (and text_pair), from the file its recorded
+    configuration names; None without a champion or when that file is gone."""
+    import tempfile
+    from pathlib import Path
+
+    import pandas as pd
+
+    from finetune_core.data.readers import read_to_parquet
+
+    data = (recorded or {}).get("data") or {}
+    if not data.get("train") or not Path(data["train"]).is_file():
+        return None
+    columns = {data.get("text_column", "text"): "text"}
+    if data.get("text_pair_column"):
+        columns[data["text_pair_column"]] = "text_pair"
+    with tempfile.TemporaryDirectory() as scratch:
+        read_to_parquet(Path(data["train"]), Path(scratch) / "train.parquet")
+        return pd.read_parquet(Path(scratch) / "train.parquet", columns=list(columns)).rename(columns=columns)
+
+
+@task(name="review-new-labels", cache_policy=NO_CACHE)
+def report_new_suspects(run_dir: str, run_id: str, recorded: dict | None) -> int | None:
+    """Retraining: the run's suspect labels among the rows the snapshot added since the champion
+    (``recorded``: its configuration), as review/suspect_labels_new.csv and a Prefect table.
+    Returns their count (None: the run had no label review)."""
+    from pathlib import Path
+
+    import pandas as pd
+    from mlflow import MlflowClient
+
+    path = Path(run_dir) / "review" / suspect_labels.SUSPECTS_FILE
+    if not path.is_file():
+        return None
+    previous = _champion_rows(recorded)
+    fresh = suspect_labels.new_rows_only(pd.read_csv(path, keep_default_na=False), previous)
+    out = path.with_name("suspect_labels_new.csv")
+    fresh.to_csv(out, index=False)
+    MlflowClient().log_artifact(run_id, str(out), "review")
+    since = "since the champion" if previous is not None else "(no champion train file to compare: every row)"
+    create_table_artifact(
+        key="new-suspect-labels",
+        table=fresh.head(ARTIFACT_ROWS).to_dict(orient="records"),
+        description=f"{len(fresh)} suspect labels among the rows added {since}",
+    )
+    get_run_logger().info("label review: %d suspect labels among the rows added %s", len(fresh), since)
+    return len(fresh)

@@ -183,3 +183,15 @@ def review_data(config: FinetuneConfig, out_dir: Path) -> tuple[PreparedData, Re
     if run.review is not None:
         write_suspects(run.review, prepared, out_dir / "review")
     return prepared, run, backbone
+
+
+def new_rows_only(suspects: pd.DataFrame, previous: pd.DataFrame | None) -> pd.DataFrame:
+    """The suspects whose text (and pair) is not in ``previous`` (the champion's train rows, as
+    columns ``text`` and optionally ``text_pair``): what a retrain's snapshot added. ``previous``
+    None: every suspect is new."""
+    if previous is None:
+        return suspects
+    keys = [c for c in ("text", "text_pair") if c in suspects and c in previous]
+    seen = set(map(tuple, previous[keys].astype(str).to_numpy()))
+    fresh = [tuple(row) not in seen for row in suspects[keys].astype(str).to_numpy()]
+    return suspects[np.asarray(fresh, dtype=bool)]

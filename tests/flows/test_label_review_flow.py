@@ -27,7 +27,7 @@ def _files(tmp_path, rows: int = 240) -> dict:
 
 def _config(tiny_backbone, files, tracking_uri, tmp_path, **validation):
     raw = tiny_config(tiny_backbone, files, tracking_uri, tmp_path, validation=validation)
-    raw["data"]["validation"] = str(files["test"])  # train rows stay in train file order
+    raw["data"]["validation"] = str(files.get("validation", files["test"]))  # train rows stay in file order
     # mean pooling and a weak penalty: the tiny random BERT's features then separate easy_sentiment
     raw["backbone"]["pooling"] = "mean"
     raw["training"].update(strategy="linear-probe", frozen={"epochs": 2, "regularization": 100.0})
@@ -40,30 +40,6 @@ def _prefect_artifact(key: str):
 
     with get_client(sync_client=True) as prefect:
         return prefect.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
-
-
-def test_planted_flips_are_reported_at_the_warning_level(prefect_server, tiny_backbone, tracking_uri, tmp_path):
-    from flows.finetune import finetune
-
-    files = _files(tmp_path)
-    config = _config(tiny_backbone, files, tracking_uri, tmp_path, max_suspect_label_fraction=0.02)
-    result = finetune(config)
-    client = MlflowClient(tracking_uri)
-    run = client.get_run(result.mlflow_run_id)
-    suspects = pd.read_csv(client.download_artifacts(run.info.run_id, "review/suspect_labels.csv", str(tmp_path)))
-    assert list(suspects.columns) == ["row", "text", "given_label", "suggested_label", "score"]
-    flagged = set(suspects["row"])
-    assert len(flagged & set(PLANTED)) >= 7 and len(flagged - set(PLANTED)) <= 3  # found, few clean rows
-    train = pd.read_csv(files["train"])
-    first = suspects.iloc[0]
-    assert first["text"] == train.loc[first["row"], "sentence"]
-    assert str(first["given_label"]) == str(train.loc[first["row"], "label"]) != str(first["suggested_label"])
-    assert run.data.metrics["labels/suspect_fraction"] == pytest.approx(len(suspects) / 240)
-    description = client.get_model_version("tiny-model", result.model_version).description
-    assert "### Label review" in description and "**warning**" in description  # 0.02 exceeded: warned, registered
-    assert f"| {first['row']} | {first['text']} |" in description
-    table = _prefect_artifact("suspect-labels")
-    assert table and str(first["text"]) in table[0].data
 
 
 def test_the_error_level_stops_before_the_unfrozen_stage(prefect_server, tiny_backbone, tracking_uri, tmp_path):
@@ -83,20 +59,6 @@ def test_the_error_level_stops_before_the_unfrozen_stage(prefect_server, tiny_ba
     assert not [k for k in run.data.metrics if k.startswith("unfrozen/")]
     assert client.search_model_versions("name='tiny-model'") == []
     assert "review/suspect_labels.csv" in {a.path for a in client.list_artifacts(run.info.run_id, "review")}
-
-
-def test_drop_suspect_labels_records_the_rows(prefect_server, tiny_backbone, tracking_uri, tmp_path):
-    from flows.finetune import finetune
-
-    files = _files(tmp_path)
-    config = _config(tiny_backbone, files, tracking_uri, tmp_path)
-    config.training.strategy, config.training.drop_suspect_labels = "lp-ft", True
-    result = finetune(config)
-    client = MlflowClient(tracking_uri)
-    dropped = pd.read_csv(client.download_artifacts(result.mlflow_run_id, "review/dropped_rows.csv", str(tmp_path)))
-    suspects = pd.read_csv(client.download_artifacts(result.mlflow_run_id, "review/suspect_labels.csv", str(tmp_path)))
-    assert sorted(dropped["row"]) == sorted(suspects["row"]) and len(dropped) > 0
-    assert result.stages["unfrozen"]["train_examples"] == 240 - len(dropped)
 
 
 def test_a_few_shot_run_calibrates_on_out_of_fold_predictions(prefect_server, tiny_backbone, tracking_uri, tmp_path):
@@ -119,3 +81,60 @@ def test_a_few_shot_run_calibrates_on_out_of_fold_predictions(prefect_server, ti
     assert "fitted on the out-of-fold predictions" in description
     assert f"temperature {result.calibration['temperature']:.3f}" in description
     assert served is not None
+
+
+def test_suspects_are_reported_dropped_and_on_retrain_only_the_new_rows(
+    prefect_server, tiny_backbone, tracking_uri, tmp_path
+):
+    from flows.finetune import finetune
+    from flows.retrain import retrain
+
+    incoming = tmp_path / "incoming"
+    first, second = incoming / "2026-12-01", incoming / "2026-12-02"
+    first.mkdir(parents=True), second.mkdir()
+    old = easy_sentiment(240, 0)
+    old.loc[PLANTED, "label"] = 1 - old.loc[PLANTED, "label"]
+    old.to_csv(first / "train.csv", index=False)
+    new = easy_sentiment(120, 9)
+    new_flips = [5, 20, 35, 50, 65, 80]
+    new.loc[new_flips, "label"] = 1 - new.loc[new_flips, "label"]
+    new = new[~new["sentence"].isin(old["sentence"])]
+    pd.concat([old, new]).to_csv(second / "train.csv", index=False)
+    for folder in (first, second):
+        easy_sentiment(40, 1).to_csv(folder / "test.csv", index=False)
+        easy_sentiment(40, 1).to_csv(folder / "validation.csv", index=False)
+    files = {"train": first / "train.csv", "test": first / "test.csv", "validation": first / "validation.csv"}
+    config = _config(tiny_backbone, files, tracking_uri, tmp_path, max_suspect_label_fraction=0.02)
+    config.training.strategy, config.training.drop_suspect_labels = "lp-ft", True
+    result = finetune(config)  # trained on the first snapshot: the champion
+    assert result.champion
+    client = MlflowClient(tracking_uri)
+    run = client.get_run(result.mlflow_run_id)
+    suspects = pd.read_csv(client.download_artifacts(run.info.run_id, "review/suspect_labels.csv", str(tmp_path)))
+    assert list(suspects.columns) == ["row", "text", "given_label", "suggested_label", "score"]
+    flagged = set(suspects["row"])
+    assert len(flagged & set(PLANTED)) >= 7 and len(flagged - set(PLANTED)) <= 3  # found, few clean rows
+    first_row = suspects.iloc[0]
+    assert first_row["text"] == old.loc[first_row["row"], "sentence"]
+    assert str(first_row["given_label"]) == str(old.loc[first_row["row"], "label"]) != str(first_row["suggested_label"])
+    assert run.data.metrics["labels/suspect_fraction"] == pytest.approx(len(suspects) / 240)
+    description = client.get_model_version("tiny-model", result.model_version).description
+    assert "### Label review" in description and "**warning**" in description  # 0.02 exceeded: warned, registered
+    assert f"| {first_row['row']} | {first_row['text']} |" in description
+    table = _prefect_artifact("suspect-labels")
+    assert table and str(first_row["text"]) in table[0].data
+    # training.drop_suspect_labels: the unfrozen stage trains without the flagged rows, which are recorded
+    dropped = pd.read_csv(client.download_artifacts(run.info.run_id, "review/dropped_rows.csv", str(tmp_path)))
+    assert sorted(dropped["row"]) == sorted(flagged)
+    assert result.stages["unfrozen"]["train_examples"] == 240 - len(dropped)
+
+    retrained = retrain(str(incoming), config)
+    run_id = client.get_model_version("tiny-model", retrained.model_version).run_id
+    everything = pd.read_csv(client.download_artifacts(run_id, "review/suspect_labels.csv", str(tmp_path / "a")))
+    fresh = pd.read_csv(client.download_artifacts(run_id, "review/suspect_labels_new.csv", str(tmp_path / "b")))
+    assert retrained.new_suspect_labels == len(fresh) > 0
+    assert set(fresh["text"]) <= set(new["sentence"])  # only rows the snapshot added
+    assert set(everything["text"]) & set(old["sentence"])  # the run's own review also flags old rows
+    flipped = set(new.loc[[i for i in new_flips if i in new.index], "sentence"])
+    assert len(set(fresh["text"]) & flipped) >= len(flipped) - 2
+    assert _prefect_artifact("new-suspect-labels")
