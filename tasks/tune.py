@@ -11,7 +11,7 @@ import warnings
 from pathlib import Path
 
 from mlflow import MlflowClient
-from mlflow.entities import Param
+from mlflow.entities import Param, RunTag
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict
@@ -157,8 +157,9 @@ def log_sweep(parent_run_id: str, study, summary: dict) -> None:
     log_metrics(parent_run_id, {f"trials_{k}": v for k, v in summary["trials"].items()})
     if summary.get("best_value") is not None:
         log_metrics(parent_run_id, {"best_objective": summary["best_value"]})
-        params = [Param(f"best.{k}", shorten(str(v))) for k, v in summary["best_params"].items()]
-        client.log_batch(parent_run_id, params=params)  # the same values again on resume: allowed
+        # tags, not params: a resumed sweep or another worker may find a better trial later
+        tags = [RunTag(f"best.{k}", shorten(str(v))) for k, v in summary["best_params"].items()]
+        client.log_batch(parent_run_id, tags=[*tags, RunTag("best_trial", str(summary["best_trial"]))])
     logger = get_run_logger()
     for name, draw in (("history", plots.plot_optimization_history), ("importance", plots.plot_param_importances)):
         try:

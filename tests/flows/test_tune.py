@@ -27,7 +27,7 @@ def sweep_config(tiny_backbone, sst2_small, tracking_uri, tmp_path, **search) ->
         sst2_small,
         tracking_uri,
         tmp_path,
-        training={"metric": "loss", "unfrozen": {"epochs": 3, "learning_rate": 1e-3}},
+        training={"metric": "loss", "unfrozen": {"epochs": 2, "learning_rate": 1e-3}},
         search={**SEARCH, **search},
     )
 

@@ -7,9 +7,11 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import optuna
+import sqlalchemy
 import yaml
 from mlflow import MlflowClient
 from optuna.trial import TrialState
@@ -38,28 +40,36 @@ def _trial_runs(tracking_uri: str, study: optuna.Study) -> list:
     )
 
 
-def test_a_bad_space_is_exit_2_naming_the_key(finetune_cli, tiny_backbone, sst2_small, tracking_uri, tmp_path):
+def _invoke(config: Path):
+    """The `finetune` command in this process (under the session's Prefect server): no start-up."""
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    return CliRunner().invoke(app, ["tune", str(config)])
+
+
+def test_a_bad_space_is_exit_2_naming_the_key(prefect_server, tiny_backbone, sst2_small, tracking_uri, tmp_path):
     unknown = {"training.unfrozen.learnig_rate": {"low": 1e-5, "high": 1e-4}}
-    config = _write(sweep_config(tiny_backbone, sst2_small, tracking_uri, tmp_path, space=unknown), tmp_path)
-    done = finetune_cli("tune", str(config))
-    assert done.returncode == 2, done.stderr
-    assert "search.space.training.unfrozen.learnig_rate" in done.stderr and "unknown" in done.stderr
+    done = _invoke(_write(sweep_config(tiny_backbone, sst2_small, tracking_uri, tmp_path, space=unknown), tmp_path))
+    assert done.exit_code == 2, done.output
+    assert "search.space.training.unfrozen.learnig_rate" in done.output and "unknown" in done.output
     empty = {"training.unfrozen.epochs": {"low": 4, "high": 2}}
-    config = _write(sweep_config(tiny_backbone, sst2_small, tracking_uri, tmp_path, space=empty), tmp_path)
-    done = finetune_cli("tune", str(config))
-    assert done.returncode == 2 and "search.space.training.unfrozen.epochs" in done.stderr, done.stderr
-    assert "empty range" in done.stderr
+    done = _invoke(_write(sweep_config(tiny_backbone, sst2_small, tracking_uri, tmp_path, space=empty), tmp_path))
+    assert done.exit_code == 2 and "search.space.training.unfrozen.epochs" in done.output, done.output
+    assert "empty range" in done.output
 
 
 def test_every_trial_failing_is_exit_1_with_the_first_error(
-    finetune_cli, tiny_backbone, sst2_small, tracking_uri, tmp_path
+    prefect_server, tiny_backbone, sst2_small, tracking_uri, tmp_path
 ):
     space = {"training.unfrozen.freeze_layers": {"choices": [5, 6]}}
     raw = sweep_config(tiny_backbone, sst2_small, tracking_uri, tmp_path, space=space, n_trials=2)
-    done = finetune_cli("tune", str(_write(raw, tmp_path)))
-    assert done.returncode == 1, done.stderr[-3000:]
-    assert "no trial of study" in done.stderr and "the first error: trial 0" in done.stderr
-    assert "outside the backbone's 2 transformer blocks" in done.stderr
+    done = _invoke(_write(raw, tmp_path))
+    assert done.exit_code == 1, done.output[-3000:]
+    output = " ".join(done.output.split())  # the console wraps long lines
+    assert "no trial of study" in output and "the first error: trial 0" in output
+    assert "outside the backbone's 2 transformer blocks" in output
 
 
 def _tune(prefect_server: str, config: Path, *args: str, **env: str) -> subprocess.Popen:
@@ -108,17 +118,30 @@ def test_a_killed_sweep_resumes_without_repeating_finished_trials(
 
 
 def test_two_processes_share_one_study(prefect_server, tiny_backbone, sst2_small, tracking_uri, tmp_path):
-    config = _write(sweep_config(tiny_backbone, sst2_small, tracking_uri, tmp_path, n_trials=6), tmp_path)
-    # the stores exist when the workers join (two processes creating one SQLite schema at once race)
-    MlflowClient(tracking_uri).create_experiment("tests")
-    optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'optuna.db'}")
-    workers = [_tune(prefect_server, config, "--trials-only") for _ in range(2)]
-    for worker in workers:
+    """A second worker joins while the first runs (its first trial finished): the first stops at its
+    4 trials, the second takes the study to 8; trial numbers are the study's, none trained twice."""
+    config = _write(sweep_config(tiny_backbone, sst2_small, tracking_uri, tmp_path, n_trials=4), tmp_path)
+    first = _tune(prefect_server, config, "--trials-only")
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    deadline = time.monotonic() + 300
+    while not _a_trial_finished(storage) and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    second = _tune(prefect_server, config, "--trials-only", "--trials", "8")
+    for worker in (first, second):
         code, stderr = _finish(worker)
         assert code == 0, stderr
     study = _study(tmp_path)
     finished = [t for t in study.trials if t.state.is_finished()]
-    assert 6 <= len(finished) <= 7  # two workers may each ask the last trial at the same moment
+    assert 8 <= len(finished) <= 9  # two workers may each ask the last trial at the same moment
     runs = _trial_runs(tracking_uri, study)
     assert sorted(int(r.data.tags["trial"]) for r in runs) == [t.number for t in study.trials]
     assert len({r.data.tags["worker"] for r in runs}) == 2  # both processes ran trials of the one study
+
+
+def _a_trial_finished(storage: str) -> bool:
+    try:
+        summaries = optuna.get_all_study_summaries(storage=storage)
+        study = optuna.load_study(study_name=summaries[0].study_name, storage=storage)
+    except (IndexError, KeyError, ValueError, RuntimeError, sqlalchemy.exc.SQLAlchemyError):
+        return False  # not created yet
+    return any(t.state.is_finished() for t in study.trials)
