@@ -69,7 +69,8 @@ def tune(
     require_tracking_server(config.mlflow.tracking_uri)
     if n_trials is not None or max_minutes is not None:
         given = {"n_trials": n_trials, "max_minutes": max_minutes}
-        config.search = config.search.model_copy(update={k: v for k, v in given.items() if v is not None})
+        search = config.search.model_copy(update={k: v for k, v in given.items() if v is not None})
+        config = config.model_copy(update={"search": search})
     if config.training.num_processes > 1 or config.training.launcher != "local":
         raise ConfigError("search: trials train in one process (training.num_processes 1, launcher local)")
     space = resolve_space(config)  # an unknown key or an empty range: named before anything starts
@@ -94,7 +95,10 @@ def _sweep(config: FinetuneConfig, *, name: str, storage: str, trials_only: bool
         prepared = augment(config, prepare_data(config, raw, layout, parent), parent)
         trained, recipe, prepared = choose_recipe(config, prepared, parent)
         if recipe.validation != "used":
-            raise ConfigError(f"search: the objective is a validation metric, but {recipe.validation}")
+            raise ConfigError(
+                f"search: trials are scored on the validation split, which this recipe does not use "
+                f"({recipe.validation}); give data.validation or more rows per class"
+            )
         selection = select_backbone.with_options(task_runner=task_runner(config))(config, prepared, layout, parent)
         space = resolve_space(trained)  # strategy resolved: contrastive adds its learning rate
         stage1 = _shared_stage1(trained, prepared, selection, layout, parent, space)
