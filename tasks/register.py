@@ -41,7 +41,7 @@ _RUNTIME_PACKAGES = (
     "onnxruntime",
 )
 # A model whose ONNX graph passed parity serves without torch (the `serve` extra): its
-# environment is these (docs/how-to/serving.md); `runtime torch` then needs the full install.
+# environment is mlflow-skinny and these (docs/how-to/serving.md); `runtime torch` then needs the full install.
 _ONNX_RUNTIME_PACKAGES = ("onnxruntime", "tokenizers", "pandas", "numpy", "pydantic")
 
 
@@ -53,8 +53,8 @@ class RegisteredVersion(BaseModel):
     champion: bool = False  # whether the champion alias moved to it
 
 
-def _pip_requirements(packages: tuple[str, ...] = _RUNTIME_PACKAGES) -> list[str]:
-    pins = [f"mlflow=={mlflow.__version__}"]
+def _pip_requirements(packages: tuple[str, ...] = _RUNTIME_PACKAGES, mlflow_package: str = "mlflow") -> list[str]:
+    pins = [f"{mlflow_package}=={mlflow.__version__}"]
     for package in packages:
         try:
             pins.append(f"{package}=={version(package).split('+')[0]}")
@@ -80,7 +80,8 @@ def log_pyfunc(model_dir: Path, example: pd.DataFrame, run_id: str) -> str:
 
     # `runtime`: auto | onnx | torch per request (tasks/serving_model.py)
     signature = infer_signature(example, Predictor.load(model_dir).predict_frame(example), params={"runtime": "auto"})
-    packages = _ONNX_RUNTIME_PACKAGES if served_graph(model_dir) is not None else _RUNTIME_PACKAGES
+    onnx = served_graph(model_dir) is not None
+    requirements = _pip_requirements(_ONNX_RUNTIME_PACKAGES, "mlflow-skinny") if onnx else _pip_requirements()
     with active_run(run_id), tempfile.TemporaryDirectory() as scratch:
         info = mlflow.pyfunc.log_model(
             name="model",
@@ -89,7 +90,7 @@ def log_pyfunc(model_dir: Path, example: pd.DataFrame, run_id: str) -> str:
             code_paths=[str(serving_code(Path(scratch)))],
             signature=signature,
             input_example=example,
-            pip_requirements=_pip_requirements(packages),
+            pip_requirements=requirements,
         )
     return info.model_uri
 

@@ -52,7 +52,8 @@ def _without_torch(root: Path) -> dict[str, str]:
 def test_the_logged_model_predicts_without_torch(onnx_model, tracking_uri, tmp_path):
     uri, directory = onnx_model
     listed = Path(mlflow.pyfunc.get_model_dependencies(uri)).read_text()
-    assert "onnxruntime==" in listed and "tokenizers==" in listed and "torch" not in listed
+    assert "onnxruntime==" in listed and "tokenizers==" in listed and "mlflow-skinny==" in listed
+    assert "torch" not in listed and "transformers" not in listed
 
     done = subprocess.run(
         [sys.executable, "-c", LOAD_AND_PREDICT, tracking_uri, uri, json.dumps(TEXTS)],
