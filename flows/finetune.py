@@ -46,6 +46,8 @@ from tasks.tracking import log_config, log_json, use_store
 from tasks.tracking_server import naming_tracking_outages, require_tracking_server
 from tasks.train import calibrate, choose_recipe, evaluate, train_contrastive, train_frozen, train_unfrozen
 
+REGISTRY_LEASE_SECONDS = 60  # how long a killed run can hold the registry lock (docs/concepts/resume.md)
+
 
 class FinetuneResult(BaseModel):
     metrics: dict[str, float]
@@ -189,7 +191,9 @@ def _pipeline(
             info["extra"].update(strategy=recipe.strategy, strategy_reason=recipe.reason, validation=recipe.validation)
         files = log_review_files(config, prepared, layout, stages, run_id)
         # From measuring the champion to moving its alias, one run per registered model at a time.
-        with concurrency(ensure_registry_lock(config.mlflow.registered_model), occupy=1, strict=True):
+        # a live run renews its lease; one killed holding it frees it after Prefect's shortest lease
+        lock = ensure_registry_lock(config.mlflow.registered_model)
+        with concurrency(lock, occupy=1, strict=True, lease_duration=REGISTRY_LEASE_SECONDS):
             champion = evaluate_champion(config, prepared, layout, run_id)
             verdict = apply_gates(config, prepared, layout, metrics, champion, run_id)
             identity = backbone_identity(selection.selected.candidate, backbone)  # as asked for + weights hash

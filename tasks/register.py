@@ -18,6 +18,7 @@ import finetune_core
 from finetune_core.config.finetune import FinetuneConfig
 from finetune_core.data.chunks import parquet_chunks
 from finetune_core.data.prepare import TEXT, TEXT_PAIR, PreparedData
+from finetune_core.faults import maybe_kill
 from finetune_core.redaction import without_credentials
 from finetune_core.serving import SHIPPED_MODULES
 from finetune_core.serving.onnx_predictor import served_graph
@@ -122,6 +123,7 @@ def log_model(
     if test_metrics:
         log_metrics(run_id, test_metrics, prefix="test/", model_id=model_id_of(model_uri), dataset=test_dataset)
     get_run_logger().info("logged model %s", model_uri)
+    maybe_kill("logged-model")
     return model_uri
 
 
@@ -140,6 +142,7 @@ def register_model(
     existing = [v for v in versions_of(client, name) if v.run_id == run_id]
     model_version = existing[0] if existing else mlflow.register_model(model_uri, name, tags=tags)
     version = str(model_version.version)
+    maybe_kill("registered")
     for key, value in tags.items():  # also on a retry that found the version already there
         client.set_model_version_tag(name, version, key, value)
     if description:
