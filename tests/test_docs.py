@@ -46,6 +46,19 @@ def test_the_cli_page_is_what_the_generator_writes_now():
     assert cli_reference.PAGE.read_text() == cli_reference.render(), f"{cli_reference.PAGE} is stale: {REGENERATE}"
 
 
+def _cells(row: str) -> int:
+    """Cells of a Markdown table row: pipes outside code spans that are not escaped."""
+    outside = row.split("`")[::2]
+    return sum(part.replace("\\|", "").count("|") for part in outside) - 1
+
+
+def test_every_generated_table_row_has_its_columns():
+    for page in (config_reference.PAGE, cli_reference.PAGE):
+        rows = [line for line in page.read_text().splitlines() if line.startswith("|")]
+        widths = {_cells(row) for row in rows if not row.startswith("|---")}
+        assert len(widths) == 1, f"{page}: rows with {sorted(widths)} cells (an unescaped | in a cell?)"
+
+
 def _modules(package: str) -> list[Path]:
     return sorted(p for p in (REPO / package).rglob("*.py") if p.name != "__init__.py" and "__pycache__" not in p.parts)
 

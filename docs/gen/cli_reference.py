@@ -7,6 +7,7 @@ tests/test_docs.py fails when the page is not what this writes now.
 
 from __future__ import annotations
 
+import enum
 from pathlib import Path
 
 import typer.main
@@ -57,14 +58,15 @@ def _default(param) -> str:
         return ""
     if getattr(param, "is_flag", False):
         return "on" if param.default else "off"
-    return f"`{param.default}`"
+    default = param.default.value if isinstance(param.default, enum.Enum) else param.default
+    return f"`{default}`"
 
 
 def _names(param, context) -> str:
     if _is_argument(param):
         return f"`{_placeholder(param, context)}`"
     names = ", ".join(f"`{name}`" for name in (*param.opts, *param.secondary_opts))
-    return names if getattr(param, "is_flag", False) else f"{names} {_placeholder(param, context)}"
+    return names if getattr(param, "is_flag", False) else f"{names} `{_placeholder(param, context)}`"
 
 
 def _usage(name: str, command, context) -> str:
@@ -84,8 +86,8 @@ def _command_section(name: str, command, parent) -> str:
     if visible:
         lines.append("\n| argument or option | meaning | default |\n|---|---|---|\n")
     for param in visible:
-        repeat = " (repeatable)" if getattr(param, "multiple", False) else ""
-        lines.append(f"| {_names(param, context)} | {_cell(param.help)}{repeat} | {_default(param)} |\n")
+        meaning = " ".join(filter(None, [_cell(param.help), "(repeatable)" if param.multiple else ""]))
+        lines.append(f"| {_names(param, context)} | {meaning} | {_default(param)} |\n")
     return "".join(lines)
 
 
