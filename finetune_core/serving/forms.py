@@ -91,6 +91,12 @@ def _record(model_dir: Path, report: ServingReport, graph: Path | None) -> None:
     (target / RECORD_FILE).write_text(report.model_dump_json(indent=2), encoding="utf-8")
 
 
+def _served_by_torch(model_dir: Path, reason: str, torch_size: float) -> ServingReport:
+    report = ServingReport(served="torch", reason=reason, sizes_mb={"torch": torch_size})
+    _record(model_dir, report, None)
+    return report
+
+
 def prepare_serving(
     model_dir: str | Path,
     work_dir: str | Path,
@@ -106,14 +112,17 @@ def prepare_serving(
     model_dir, work_dir = Path(model_dir), Path(work_dir)
     torch_size = _megabytes(*model_dir.glob("*.safetensors"), *model_dir.glob("*.bin"))
     if not serving.onnx:
-        report = ServingReport(served="torch", reason="serving.onnx is false", sizes_mb={"torch": torch_size})
-        _record(model_dir, report, None)
-        return report
+        return _served_by_torch(model_dir, "serving.onnx is false", torch_size)
     work_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        forms = _candidates(model_dir, work_dir, serving)
+    except Exception as exc:  # an architecture the exporter cannot take is served by PyTorch, not lost
+        first_line = str(exc).splitlines()[0] if str(exc) else ""
+        return _served_by_torch(model_dir, f"ONNX export failed ({type(exc).__name__}: {first_line})", torch_size)
     torch_predictor = Predictor.load(model_dir)
     torch_frame = torch_predictor.predict_texts(rows.texts, rows.pairs)
     targets = np.asarray(rows.targets, dtype=object if task == "multilabel" else None)
-    forms, parities, chosen = _candidates(model_dir, work_dir, serving), [], None
+    parities, chosen = [], None
     for form, graph in forms.items():
         served = OnnxPredictor.load(model_dir, graph=graph).predict_texts(rows.texts, rows.pairs)
         checked = parity(form, torch_frame, served, task=task, targets=targets, metric=rows.metric, gates=gates)

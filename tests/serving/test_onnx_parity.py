@@ -151,3 +151,24 @@ def test_no_form_passing_leaves_torch_served_and_runtime_onnx_refused(tiny_backb
         resolve_runtime("tensorrt", directory)
     served = ServedModel(directory).predict_frame(pd.DataFrame({"sentence": TEXTS}))
     assert list(served.columns) == ["prediction"]
+
+
+def test_a_model_the_exporter_cannot_take_is_served_by_pytorch(tiny_backbone, tmp_path, monkeypatch):
+    from finetune_core.serving import onnx_export
+
+    def unsupported(*_args, **_kwargs):
+        raise RuntimeError("unsupported operator aten::made_up\nmore detail")
+
+    monkeypatch.setattr(onnx_export, "export_onnx", unsupported)
+    directory = model_dir(tiny_backbone, "classification", tmp_path / "model")
+    report = prepare_serving(
+        directory,
+        tmp_path / "work",
+        _rows("classification"),
+        task="classification",
+        serving=ServingConfig(),
+        gates=ParityGates(),
+    )
+    assert report.served == "torch" and served_graph(directory) is None
+    assert report.reason == "ONNX export failed (RuntimeError: unsupported operator aten::made_up)"
+    assert "Served by default: **torch** (ONNX export failed" in report.markdown()
