@@ -2,7 +2,7 @@
 out-of-fold temperatures calibrate few-shot heads?
 
     python -m bench.label_review [--datasets sst2 mrpc] [--rows 2000] [--seeds 0 1 2]
-                                 [--per-class 8 16 64] [--fewshot-seeds 0 1 2 3 4]
+                                 [--per-class 8 16 64] [--fewshot-seeds 0 1 2 3 4] [--regularization C]
 
 Per data set: ``--rows`` seeded train rows (SST-2 sentences, MRPC pairs) and the test split; their
 frozen features from the bundled all-MiniLM-L6-v2 as the pipeline extracts them (pooling resolved
@@ -15,7 +15,8 @@ linear head, confident learning) against cleanlab's ``find_label_issues`` (defau
 LogisticRegression over the same features: precision and recall of the flagged rows at the
 flagged count; then test accuracy of the head trained on the labels as given, with the flagged
 rows dropped, and on the clean labels (the share of the lost accuracy dropping recovers).
-Few-shot calibration: ``--per-class`` rows per class, the head fitted on them, test ECE with no
+``--regularization``: our head's C (the pipeline's default, 1). Few-shot calibration:
+``--per-class`` rows per class, the head fitted on them, test ECE with no
 temperature and with the one fitted on their out-of-fold logits. Writes
 bench/results/label-review/label-review.json.
 """
@@ -79,9 +80,9 @@ def features(name: str, rows: int, work: Path) -> tuple[np.ndarray, np.ndarray, 
     config = validate_config({"data": data, "validation": {"max_leakage_fraction": 1.0}})
     prepared = prepare_splits(config, work / name)
     backbone = resolve_backbone(BACKBONE)
-    x_train, y_train = train_features(config, prepared, backbone)
+    x_train, y_train, _ = train_features(config, prepared, backbone)
     as_test = prepared.model_copy(update={"paths": {**prepared.paths, "train": prepared.paths["test"]}})
-    x_test, y_test = train_features(config, as_test, backbone)
+    x_test, y_test, _ = train_features(config, as_test, backbone)
     return x_train, np.asarray(y_train), x_test, np.asarray(y_test)
 
 
@@ -113,10 +114,10 @@ def cleanlab_flags(x: np.ndarray, labels: np.ndarray, seed: int) -> np.ndarray:
     return np.flatnonzero(find_label_issues(labels, probabilities))
 
 
-def head_accuracy(x: np.ndarray, labels: np.ndarray, x_test: np.ndarray, y_test: np.ndarray) -> float:
+def head_accuracy(x: np.ndarray, labels: np.ndarray, x_test: np.ndarray, y_test: np.ndarray, c: float) -> float:
     import torch
 
-    head = fit_linear_head(torch.as_tensor(x), targets_tensor(labels, "classification"), "classification", 2, 1.0)
+    head = fit_linear_head(torch.as_tensor(x), targets_tensor(labels, "classification"), "classification", 2, c)
     with torch.no_grad():
         predicted = head(torch.as_tensor(x_test, dtype=torch.float64)).argmax(dim=1).numpy()
     return float((predicted == y_test).mean())
@@ -131,20 +132,20 @@ def precision_recall(flagged: np.ndarray, flipped: np.ndarray) -> dict:
     }
 
 
-def noise_condition(data, kind: str, share: float, seed: int, clean_probabilities) -> dict:
+def noise_condition(data, kind: str, share: float, seed: int, clean_probabilities, c: float) -> dict:
     x, y, x_test, y_test = data
     noisy = flip(y, kind, share, clean_probabilities, seed)
     flipped = np.flatnonzero(noisy != y)
     started = time.perf_counter()
-    outputs = out_of_fold_outputs(x, noisy, "classification", outputs=2, seed=seed)
+    outputs = out_of_fold_outputs(x, noisy, "classification", outputs=2, regularization=c, seed=seed)
     ours = review_outputs(outputs, noisy, "classification").rows
     seconds = time.perf_counter() - started
     theirs = cleanlab_flags(x, noisy, seed)
     keep = np.setdiff1d(np.arange(len(y)), ours)
     accuracy = {
-        "clean": head_accuracy(x, y, x_test, y_test),
-        "as_given": head_accuracy(x, noisy, x_test, y_test),
-        "flagged_dropped": head_accuracy(x[keep], noisy[keep], x_test, y_test),
+        "clean": head_accuracy(x, y, x_test, y_test, c),
+        "as_given": head_accuracy(x, noisy, x_test, y_test, c),
+        "flagged_dropped": head_accuracy(x[keep], noisy[keep], x_test, y_test, c),
     }
     lost = accuracy["clean"] - accuracy["as_given"]
     return {
@@ -202,18 +203,21 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     parser.add_argument("--rows", type=int, default=2000)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--per-class", type=int, nargs="+", default=[8, 16, 64])
+    parser.add_argument("--per-class", type=int, nargs="*", default=[8, 16, 64], help="none: no few-shot ECE")
     parser.add_argument("--fewshot-seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--regularization", type=float, default=1.0, help="C of our head (the pipeline's default 1)")
     parser.add_argument("--out", default="label-review.json")
     args = parser.parse_args()
     result = {"command": invocation("bench.label_review"), "machine": machine(), "rows": args.rows, "datasets": {}}
+    result["regularization"] = args.regularization
     with tempfile.TemporaryDirectory() as scratch:
         for name in args.datasets:
             started = time.perf_counter()
             data = features(name, args.rows, Path(scratch))
             feature_seconds = time.perf_counter() - started
             clean = softmax(out_of_fold_outputs(data[0], data[1], "classification", outputs=2))
-            noise = [noise_condition(data, k, s, seed, clean) for k, s in NOISE for seed in args.seeds]
+            c = args.regularization
+            noise = [noise_condition(data, k, s, seed, clean, c) for k, s in NOISE for seed in args.seeds]
             calibration = [fewshot_calibration(data, k, seed) for k in args.per_class for seed in args.fewshot_seeds]
             result["datasets"][name] = {
                 "train_rows": len(data[1]),
@@ -225,9 +229,26 @@ def main() -> None:
             }
             print(json.dumps({name: result["datasets"][name]["noise"]}, indent=1), flush=True)
             print(json.dumps({name: result["datasets"][name]["fewshot_calibration"]}, indent=1), flush=True)
-    path = results_file("label-review", args.out)
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {path}")
+    write_results(result, args.out)
+
+
+def write_results(result: dict, name: str) -> None:
+    """Two files with a ``table`` each (the page's tables): flips found and accuracy, and few-shot
+    ECE; every run's numbers stay in the first."""
+    noise = [{"dataset": d, **row} for d, data in result["datasets"].items() for row in data["noise"]]
+    calibration = [
+        {"dataset": d, **row} for d, data in result["datasets"].items() for row in data["fewshot_calibration"]
+    ]
+    common = {key: result[key] for key in ("command", "machine", "rows", "regularization") if key in result}
+    for file, table, extra in (
+        (name, noise, {"datasets": result["datasets"]}),
+        (name.replace(".json", "-fewshot-ece.json"), calibration, {}),
+    ):
+        if not table:
+            continue
+        path = results_file("label-review", file)
+        path.write_text(json.dumps({**common, "table": table, **extra}, indent=2) + "\n")
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":

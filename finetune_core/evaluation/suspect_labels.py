@@ -39,12 +39,15 @@ class ReviewRun:
 
 
 def train_features(config: FinetuneConfig, prepared: PreparedData, encoder: str):
-    """(features, targets) of the train split as the frozen stage's head read them: the same
-    cache key, so a finished frozen stage's features are read back, not extracted again."""
+    """(features, targets, sample) of the train rows the frozen stage's head read (``sample``: their
+    positions when it fitted on a sample under a time budget, else None): the same cache key, so
+    a finished frozen stage's features are read back, not extracted again."""
     from finetune_core.model.backbone import load_for_task, load_tokenizer
+    from finetune_core.model.batching import take_encoded
     from finetune_core.model.features import DEFAULT_CACHE, cached_features
     from finetune_core.model.heads import resolve_pooling
     from finetune_core.training.device import eval_batches, runtime_for
+    from finetune_core.training.recipe import head_rows
     from finetune_core.training.splits import spec_for, split_tokens
 
     training, trust = config.training, config.backbone.trust_remote_code
@@ -55,8 +58,10 @@ def train_features(config: FinetuneConfig, prepared: PreparedData, encoder: str)
     pooling = resolve_pooling(config.backbone.pooling, encoder, pairs=prepared.text_pair_column is not None)
     spec = spec_for(model, pooling)
     if spec is None:
-        return None, None
+        return None, None, None
     encoded, targets = split_tokens(prepared, "train", tokenizer, training.max_length)
+    if (sample := head_rows(training, prepared, targets, _stage2_follows(training))) is not None:
+        encoded, targets = take_encoded(encoded, sample), targets[sample]  # the rows the head's features cover
     features, _ = cached_features(
         model,
         spec,
@@ -71,12 +76,17 @@ def train_features(config: FinetuneConfig, prepared: PreparedData, encoder: str)
         cache_dir=(training.cache_dir or DEFAULT_CACHE) if training.feature_cache else None,
         task="label review features",
     )
-    return features.float().numpy(), targets
+    return features.float().numpy(), targets, sample
+
+
+def _stage2_follows(training) -> int | None:
+    """``head_rows``' argument: 0 when an unfrozen stage follows the head, None when none does."""
+    return None if training.strategy == "linear-probe" or training.unfrozen.epochs == 0 else 0
 
 
 def review_train_split(config: FinetuneConfig, prepared: PreparedData, encoder: str, out_dir: Path) -> ReviewRun:
     """Review the train split's labels; the out-of-fold logits go to ``out_dir`` (classification)."""
-    features, targets = train_features(config, prepared, encoder)
+    features, targets, sample = train_features(config, prepared, encoder)
     if features is None:
         return ReviewRun(None, 0, "this backbone family has no cached frozen features")
     folds = usable_folds(targets, prepared.task, FOLDS)
@@ -95,7 +105,10 @@ def review_train_split(config: FinetuneConfig, prepared: PreparedData, encoder: 
     out_dir.mkdir(parents=True, exist_ok=True)
     if prepared.task == "classification":
         np.savez(out_dir / OUT_OF_FOLD_FILE, logits=logits, targets=np.asarray(targets))
-    return ReviewRun(review_outputs(logits, targets, prepared.task), folds)
+    review = review_outputs(logits, targets, prepared.task)
+    if sample is not None:  # positions in the sample back to positions in the train split
+        review.rows, review.total = sample[review.rows], len(sample)
+    return ReviewRun(review, folds)
 
 
 def _label_names(value, prepared: PreparedData) -> str:
