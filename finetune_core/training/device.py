@@ -41,7 +41,7 @@ def _cpu_instructions() -> CpuBf16:
     """On x86, the AVX-512 BF16 and AMX instructions themselves. oneDNN's own check
     (``_is_mkldnn_bf16_supported``) also says yes on AVX-512 CPUs without them (Skylake to Ice
     Lake Xeons), where it emulates bf16 through fp32: matrix products measured 5x slower than fp32
-    there (``bench/precision.py``), so ``auto`` must not pick it. Elsewhere (aarch64) oneDNN's
+    there (docs/benchmarks/precision.md), so ``auto`` must not pick it. Elsewhere (aarch64) oneDNN's
     check looks for the bf16 instructions, which count as vector bf16 (measured, like AVX-512 BF16)."""
     try:
         if platform.machine().lower() in _X86:
