@@ -1,0 +1,237 @@
+"""Hyperparameter search, ours against Hugging Face Trainer's, at an equal search budget (issue 44).
+
+    python -m bench.tune [--dataset sst2|mrpc] [--rows 2000] [--seeds 0 1 2] [--minutes 20] [--skip-unpruned]
+
+Per seed, on the same rows, backbone (the bundled all-MiniLM-L6-v2) and precision (fp32):
+
+- ours: `flows.tune.tune` with ``search.max_minutes`` = the budget (the default space, TPE seeded, the
+  median pruner), its winner trained once more as a run and scored on test; wall clock of the whole;
+- HF: ``Trainer.hyperparameter_search(backend="optuna")`` with ``timeout`` = the budget on the same
+  train/validation split, over the keys Trainer has (learning rate log 2e-5..3e-4, epochs 2..5, warmup
+  0..0.2: layer decay, freeze_layers and dropout have no Trainer argument), TPE seeded; its best run
+  trained once more and scored on test;
+- the default recipe: one `finetune` run with no search;
+- unpruned (unless ``--skip-unpruned``): our sweep with ``pruner: none`` and the trial count the pruned
+  sweep reached, to compare trial seconds at the result each reaches.
+
+Data: ../shared/data/{sst2,mrpc} (SST2_DIR, MRPC_DIR). Writes bench/results/hyperparameter-search/
+tune-<dataset>.json (``--out`` elsewhere); asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bench.hf_baseline import run_glue_arguments
+from bench.machine import machine
+from bench.paths import SHARED_DATA, invocation, results_file
+
+EXPERIMENT = "hyperparameter-search"
+BACKBONE = "bundled:all-MiniLM-L6-v2"
+DATASETS = {
+    "sst2": {
+        "dir": Path(os.environ.get("SST2_DIR", SHARED_DATA / "sst2")),
+        "files": ("train.tsv", "test.tsv"),
+        "columns": {"text_column": "sentence"},
+    },
+    "mrpc": {
+        "dir": Path(os.environ.get("MRPC_DIR", SHARED_DATA / "mrpc")),
+        "files": ("train.jsonl", "test.jsonl"),
+        "columns": {"text_column": "sentence1", "text_pair_column": "sentence2"},
+    },
+}
+
+
+def _read(path: Path) -> pd.DataFrame:
+    if path.suffix == ".jsonl":
+        return pd.read_json(path, lines=True)
+    return pd.read_csv(path, sep="\t", quoting=3, keep_default_na=False)
+
+
+def data_files(dataset: str, rows: int | None, workdir: Path) -> dict[str, Path]:
+    spec = DATASETS[dataset]
+    train, test = (_read(spec["dir"] / name) for name in spec["files"])
+    if rows and rows < len(train):
+        train = train.sample(n=rows, random_state=0)
+    files = {"train": workdir / "train.jsonl", "test": workdir / "test.jsonl"}
+    train.to_json(files["train"], orient="records", lines=True)
+    test.to_json(files["test"], orient="records", lines=True)
+    return files
+
+
+def raw_config(dataset: str, files: dict[str, Path], workdir: Path, seed: int, search: dict) -> dict:
+    return {
+        "data": {"train": str(files["train"]), "test": str(files["test"]), **DATASETS[dataset]["columns"]},
+        "backbone": {"candidates": [BACKBONE]},
+        "training": {"seed": seed, "precision": "fp32"},
+        "mlflow": {"tracking_uri": f"sqlite:///{workdir / 'mlflow.db'}", "experiment": "bench-tune"},
+        "output_dir": str(workdir / "runs"),
+        "gates": {"beat_baseline": False},
+        "search": {"seed": seed, **search},
+    }
+
+
+def ours(raw: dict) -> dict:
+    from finetune_core.config.loading import validate_config
+    from flows.tune import tune
+
+    started = time.perf_counter()
+    result = tune(validate_config(raw))
+    return {
+        "wall_seconds": time.perf_counter() - started,
+        "test_accuracy": result.winner.metrics["accuracy"],
+        "best_validation": result.best_value,
+        "best_params": result.best_params,
+        "trials": result.trials,
+        "trial_seconds": _trial_seconds(raw, result.study),
+    }
+
+
+def _trial_seconds(raw: dict, study_name: str) -> float:
+    import optuna
+
+    storage = raw["mlflow"]["tracking_uri"].replace("mlflow.db", "optuna.db")
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    return sum((t.duration.total_seconds() if t.duration else 0.0) for t in study.trials)
+
+
+def default_recipe(raw: dict) -> dict:
+    from finetune_core.config.loading import validate_config
+    from flows.finetune import finetune
+
+    started = time.perf_counter()
+    result = finetune(validate_config({**raw, "search": {}}))
+    return {"wall_seconds": time.perf_counter() - started, "test_accuracy": result.metrics["accuracy"]}
+
+
+def hf_search(raw: dict, workdir: Path, minutes: float, seed: int) -> dict:
+    """Trainer's own search on our train/validation split (prepared by the pipeline's own code)."""
+    import optuna
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer
+
+    from finetune_core.config.loading import validate_config
+    from finetune_core.data.prepare import prepare_splits
+    from finetune_core.model.backbone import resolve_backbone
+
+    config = validate_config(raw)
+    prepared = prepare_splits(config, workdir / "hf-data")
+    backbone = resolve_backbone(BACKBONE)
+    tokenizer = AutoTokenizer.from_pretrained(backbone)
+    splits = {
+        s: _hf_dataset(prepared, s, tokenizer, config.training.max_length) for s in ("train", "validation", "test")
+    }
+    model_init = lambda trial=None: AutoModelForSequenceClassification.from_pretrained(backbone, num_labels=2)  # noqa: E731
+
+    def space(trial):
+        return {
+            "learning_rate": trial.suggest_float("learning_rate", 2e-5, 3e-4, log=True),
+            "num_train_epochs": trial.suggest_int("num_train_epochs", 2, 5),
+            "warmup_steps": trial.suggest_float("warmup_steps", 0.0, 0.2),  # below 1: a share of the steps
+        }
+
+    glue = run_glue_arguments(str(workdir / "hf-out"), 3, config.training.batch_size, False, seed, True)
+    common = dict(data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=_accuracy)
+    trainer = Trainer(
+        model_init=model_init,
+        args=dataclasses.replace(glue, eval_strategy="epoch"),
+        train_dataset=splits["train"],
+        eval_dataset=splits["validation"],
+        **common,
+    )
+    started = time.perf_counter()
+    best = trainer.hyperparameter_search(
+        hp_space=space,
+        backend="optuna",
+        direction="maximize",
+        n_trials=1000,
+        timeout=minutes * 60,
+        compute_objective=lambda metrics: metrics["eval_accuracy"],
+        sampler=optuna.samplers.TPESampler(seed=seed),
+    )
+    searched = time.perf_counter() - started
+    final = Trainer(
+        model=model_init(),
+        args=dataclasses.replace(glue, **best.hyperparameters),
+        train_dataset=splits["train"],
+        **common,
+    )
+    final.train()
+    predictions = final.predict(splits["test"])
+    accuracy = float((np.argmax(predictions.predictions, axis=-1) == predictions.label_ids).mean())
+    return {
+        "wall_seconds": time.perf_counter() - started,
+        "search_seconds": searched,
+        "test_accuracy": accuracy,
+        "best_validation": best.objective,
+        "best_params": best.hyperparameters,
+    }
+
+
+def _hf_dataset(prepared, split: str, tokenizer, max_length: int):
+    import datasets
+
+    from finetune_core.data.columns import LABEL, TEXT, TEXT_PAIR
+
+    frame = prepared.frame(split)
+    pair = frame[TEXT_PAIR].tolist() if TEXT_PAIR in frame else None
+    encoded = tokenizer(frame[TEXT].tolist(), pair, truncation=True, max_length=max_length)
+    labels = frame[LABEL].tolist()
+    if prepared.labels and not isinstance(labels[0], (int, np.integer)):
+        labels = [prepared.labels.index(str(v)) for v in labels]
+    return datasets.Dataset.from_dict({**encoded, "labels": labels})
+
+
+def _accuracy(prediction) -> dict:
+    return {"accuracy": float((np.argmax(prediction.predictions, axis=-1) == prediction.label_ids).mean())}
+
+
+def one_seed(dataset: str, rows: int | None, minutes: float, seed: int, unpruned: bool) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        files = data_files(dataset, rows, workdir)
+        budget = {"n_trials": 1000, "max_minutes": minutes, "pruner": "median"}
+        row = {"seed": seed, "ours": ours(raw_config(dataset, files, workdir / "ours", seed, budget))}
+        row["hf"] = hf_search(raw_config(dataset, files, workdir / "hf", seed, {}), workdir, minutes, seed)
+        row["default"] = default_recipe(raw_config(dataset, files, workdir / "default", seed, {}))
+        if unpruned:
+            same = {"n_trials": row["ours"]["trials"]["done"], "pruner": "none"}
+            row["unpruned"] = ours(raw_config(dataset, files, workdir / "unpruned", seed, same))
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", choices=sorted(DATASETS), default="sst2")
+    parser.add_argument("--rows", type=int, default=2000, help="train rows (seeded sample); 0: all")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--minutes", type=float, default=20.0, help="search budget of each side")
+    parser.add_argument("--skip-unpruned", action="store_true", help="no unpruned sweep (saves its time)")
+    parser.add_argument("--out", type=Path, default=None, help="results file (default: bench/results/...)")
+    args = parser.parse_args()
+    from finetune_core.environment import apply_defaults
+
+    apply_defaults(offline=True)
+    # the flows need a Prefect API: the temporary server `finetune run` starts, with a patient timeout
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "300")
+    from flows.prefect_api import start_temporary_api, wait_for_api
+
+    wait_for_api(start_temporary_api())
+    runs = [one_seed(args.dataset, args.rows or None, args.minutes, s, not args.skip_unpruned) for s in args.seeds]
+    result = {"dataset": args.dataset, "rows": args.rows, "minutes": args.minutes, "runs": runs}
+    result.update(machine=machine(), command=invocation("bench.tune"))
+    out = args.out or results_file(EXPERIMENT, f"tune-{args.dataset}.json")
+    out.write_text(json.dumps(result, indent=2, default=str))
+    print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
