@@ -192,6 +192,8 @@ def fewshot_calibration(data, per_class: int, seed: int) -> dict:
 
 def summarise(runs: list[dict], keys: list[str]) -> list[dict]:
     """Means over seeds, one record per condition."""
+    if not runs:
+        return []
     frame = pd.json_normalize(runs)
     numeric = frame.drop(columns=[c for c in ("seed",) if c in frame]).select_dtypes("number")
     grouped = pd.concat([frame[keys], numeric.drop(columns=[k for k in keys if k in numeric])], axis=1)
