@@ -3,7 +3,7 @@
 Every such file goes through here. A record is written to a unique temporary name in its own
 directory, flushed to disk and renamed over its path (then the directory is flushed), so a kill at
 any point leaves either the old file or the new one, never half of one. A reader treats a missing
-or unreadable record as "not done" (the work is redone), never as a crash. See docs/resume.md.
+or unreadable record as "not done" (the work is redone), never as a crash. See docs/concepts/resume.md.
 
 Cache files shared between runs (frozen features, lower-layer states) add an index beside each
 file, ``<file>.index.json``, with its size and a checksum: a file whose index is missing or does

@@ -1,6 +1,6 @@
 """Fault injection for the resume tests: ``FINETUNE_FAULT_KILL_AT=PHASE`` makes the process kill
 itself with SIGKILL (no cleanup, no atexit, as the OOM killer or a lost node would) when it reaches
-that phase. Unset, ``maybe_kill`` is one dictionary lookup. See docs/resume.md.
+that phase. Unset, ``maybe_kill`` is one dictionary lookup. See docs/concepts/resume.md.
 
 Phases, in the order a run reaches them:
 
