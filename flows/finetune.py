@@ -16,7 +16,6 @@ from pathlib import Path
 
 import mlflow
 from prefect import flow, get_run_logger
-from prefect.concurrency.sync import concurrency
 from prefect.runtime import flow_run
 from prefect.states import Completed, State
 from pydantic import BaseModel
@@ -39,14 +38,12 @@ from tasks.backbone import select_backbone, selection_reason, task_runner
 from tasks.data import augment, prepare_data, read_data, record_datasets, validate_data
 from tasks.gates import apply_gates, describe_version, evaluate_champion, log_review_files
 from tasks.progress import set_run_progress, start_run_progress
-from tasks.register import ensure_registry_lock, git_commit, log_model, publish_version, register_model
+from tasks.register import git_commit, holding_registry_lock, log_model, publish_version, register_model
 from tasks.review import review_labels
 from tasks.serving import export_serving
 from tasks.tracking import log_config, log_json, use_store
 from tasks.tracking_server import naming_tracking_outages, require_tracking_server
 from tasks.train import calibrate, choose_recipe, evaluate, train_contrastive, train_frozen, train_unfrozen
-
-REGISTRY_LEASE_SECONDS = 60  # how long a killed run can hold the registry lock (docs/concepts/resume.md)
 
 
 class FinetuneResult(BaseModel):
@@ -190,10 +187,7 @@ def _pipeline(
         for info in stages.values():  # why this recipe, and whether validation chose epochs and temperature
             info["extra"].update(strategy=recipe.strategy, strategy_reason=recipe.reason, validation=recipe.validation)
         files = log_review_files(config, prepared, layout, stages, run_id)
-        # From measuring the champion to moving its alias, one run per registered model at a time.
-        # a live run renews its lease; one killed holding it frees it after Prefect's shortest lease
-        lock = ensure_registry_lock(config.mlflow.registered_model)
-        with concurrency(lock, occupy=1, strict=True, lease_duration=REGISTRY_LEASE_SECONDS):
+        with holding_registry_lock(config.mlflow.registered_model):  # one run per registered model at a time
             champion = evaluate_champion(config, prepared, layout, run_id)
             verdict = apply_gates(config, prepared, layout, metrics, champion, run_id)
             identity = backbone_identity(selection.selected.candidate, backbone)  # as asked for + weights hash

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -205,6 +207,40 @@ def ensure_registry_lock(registered_model: str) -> str:
             except ObjectAlreadyExists:  # another run created it first
                 pass
     return name
+
+
+# A live run renews its lease; one killed holding the lock frees it when the Prefect server revokes
+# the lease. A store that never revokes it (a temporary API killed with the run) would make the next
+# run wait for ever: the wait is bounded and names the command that frees it (docs/concepts/resume.md).
+REGISTRY_LEASE_SECONDS = 60
+REGISTRY_WAIT_SECONDS = 1800
+
+
+class RegistryLockTimeout(RuntimeError):
+    """The registry lock stayed taken past ``REGISTRY_WAIT_SECONDS``."""
+
+
+@contextmanager
+def holding_registry_lock(registered_model: str, wait_seconds: float = REGISTRY_WAIT_SECONDS) -> Iterator[None]:
+    """From measuring the champion to moving its alias, one run per registered model at a time."""
+    from prefect.concurrency.sync import concurrency
+
+    name = ensure_registry_lock(registered_model)
+    acquired = False
+    try:
+        with concurrency(
+            name, occupy=1, strict=True, lease_duration=REGISTRY_LEASE_SECONDS, timeout_seconds=wait_seconds
+        ):
+            acquired = True
+            yield
+    except TimeoutError as exc:
+        if acquired:  # raised by the work inside the lock, not by the wait for it
+            raise
+        raise RegistryLockTimeout(
+            f"the registry lock {name} stayed taken for {wait_seconds:.0f} s: another run is registering "
+            f"{registered_model}, or a run killed while registering left it taken. If no run is registering, "
+            f"free it with `prefect gcl update {name} --active-slots 0` and run the same command again."
+        ) from exc
 
 
 def publish_version(version: RegisteredVersion, verdict_summary: str, tracking_uri: str) -> None:

@@ -9,7 +9,7 @@ Phases are chained (each kill is a real one of its own process, asserted by its 
 file stays affordable on 2 cores: a run from scratch up to training, then one that has trained.
 
 The kill at ``registered`` dies holding the registry lock (a Prefect global concurrency slot). A real
-Prefect server revokes its lease after flows/finetune.py REGISTRY_LEASE_SECONDS; the tests' ephemeral
+Prefect server revokes its lease after tasks/register.py REGISTRY_LEASE_SECONDS; the tests' ephemeral
 server runs no such service, so the test frees the slot as an operator would
 (`prefect gcl update NAME --active-slots 0`)."""
 
