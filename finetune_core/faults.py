@@ -13,6 +13,7 @@ Phases, in the order a run reaches them:
 - ``logged-model``: the model is logged to MLflow, not yet registered.
 - ``review-files``: the first review file is written, the others not yet.
 - ``registered``: the model version exists, no alias has moved yet.
+- ``trial:N:epoch:E`` (``finetune tune``): sweep trial N has reported its epoch E.
 """
 
 from __future__ import annotations
