@@ -84,7 +84,7 @@ def test_real_minilm_against_its_truncated_and_random_derivatives(tmp_path):
     """On the shipped SST-2 sample (fine-tuned test accuracy, bench/selection.py: full 0.800 >
     lowest 3 layers 0.786 > lowest layer only 0.764 > random 0.615) the default LogME on the
     layer-averaged features ranks the four in that order. On the last layer alone it ranks the
-    truncations above the full sentence-embedding model (README, Backbone selection)."""
+    truncations above the full sentence-embedding model (docs/concepts/backbone-selection.md)."""
     from finetune_core.model.backbone import resolve_backbone
     from tests.conftest import SST2
 
