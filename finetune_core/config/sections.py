@@ -205,10 +205,11 @@ class MlflowConfig(Strict):
 
 class ServingConfig(Strict):
     onnx: bool = Field(
-        True,
+        False,
         description="At registration, export the model (its pooling and head) to ONNX, check its parity with "
         "PyTorch on the test split (gates.parity) and serve it with ONNX Runtime when it passes "
-        "(docs/how-to/serving.md).",
+        "(docs/how-to/serving.md). Off by default: on the 2-core CPU measured, PyTorch was faster at batch 32 "
+        "(docs/benchmarks/serving.md).",
     )
     quantize: Literal["int8", "none"] = Field(
         "int8",
