@@ -24,7 +24,7 @@ def onnx_model(tiny_backbone, tracking_uri, tmp_path) -> tuple[str, Path]:
         tmp_path / "work",
         rows,
         task="classification",
-        serving=ServingConfig(quantize="none", latency_rows=0),
+        serving=ServingConfig(onnx=True, quantize="none", latency_rows=0),
         gates=ParityGates(),
     )
     assert report.served == "onnx-fp32", report.reason

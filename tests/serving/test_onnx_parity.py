@@ -34,7 +34,7 @@ def test_the_fp32_graph_serves_what_pytorch_serves(kind, tiny_backbone, tmp_path
         tmp_path / "work",
         _rows(kind),
         task=task_of(kind),
-        serving=ServingConfig(quantize="none"),
+        serving=ServingConfig(onnx=True, quantize="none"),
         gates=ParityGates(),
     )
     assert report.served == "onnx-fp32", report.reason
@@ -60,7 +60,7 @@ def test_raw_outputs_match_pytorch_in_any_batch_order(tiny_backbone, tmp_path):
         tmp_path / "work",
         _rows("classification"),
         task="classification",
-        serving=ServingConfig(quantize="none", latency_rows=0),
+        serving=ServingConfig(onnx=True, quantize="none", latency_rows=0),
         gates=ParityGates(),
     )
     onnx = OnnxPredictor.load(directory, batch_size=64)
@@ -78,7 +78,7 @@ def test_int8_is_served_when_it_passes_and_timings_are_recorded(tiny_backbone, t
         tmp_path / "work",
         _rows("classification"),
         task="classification",
-        serving=ServingConfig(latency_rows=3),
+        serving=ServingConfig(onnx=True, latency_rows=3),
         gates=lenient,
     )
     assert report.served == "onnx-int8" and [p.form for p in report.parities] == ["onnx-int8"]
@@ -115,7 +115,7 @@ def test_a_form_that_fails_parity_is_not_served(tiny_backbone, tmp_path, monkeyp
         tmp_path / "work",
         _rows("classification"),
         task="classification",
-        serving=ServingConfig(latency_rows=0),
+        serving=ServingConfig(onnx=True, latency_rows=0),
         gates=ParityGates(),
     )
     assert [(p.form, p.passed) for p in report.parities] == [("onnx-int8", False), ("onnx-fp32", True)]
@@ -131,7 +131,7 @@ def test_no_form_passing_leaves_torch_served_and_runtime_onnx_refused(tiny_backb
         tmp_path / "work",
         _rows("regression"),
         task="regression",
-        serving=ServingConfig(quantize="none"),
+        serving=ServingConfig(onnx=True, quantize="none"),
         gates=ParityGates(),
     )
     assert served_graph(directory) is not None  # a graph from the first attempt…
@@ -166,7 +166,7 @@ def test_a_model_the_exporter_cannot_take_is_served_by_pytorch(tiny_backbone, tm
         tmp_path / "work",
         _rows("classification"),
         task="classification",
-        serving=ServingConfig(),
+        serving=ServingConfig(onnx=True),
         gates=ParityGates(),
     )
     assert report.served == "torch" and served_graph(directory) is None
