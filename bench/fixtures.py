@@ -1,5 +1,6 @@
-"""Models and data the benchmarks build for themselves (copies of the test suite's helpers, so
-``bench`` never imports ``tests``): backbones derived from a pretrained one for backbone selection
+"""Models and data the benchmarks build for themselves, defined once here and used by the test suite
+too (``bench`` never imports ``tests``; tests/tiny_models.py, datasets.py and derived_backbones.py
+re-export these): backbones derived from a pretrained one for backbone selection
 (its lowest layers only, or randomly initialised), a tiny random BERT and an easy synthetic
 sentiment set for the data-parallel bench."""
 

@@ -1,20 +1,6 @@
-"""Small synthetic datasets for tests: an easy sentiment task a tiny model learns in a few epochs."""
+"""Small synthetic datasets for tests: an easy sentiment task a tiny model learns in a few epochs.
+One definition, in bench/fixtures.py (bench never imports tests; tests may use bench's helpers)."""
 
-from __future__ import annotations
+from bench.fixtures import easy_sentiment
 
-import numpy as np
-import pandas as pd
-
-POSITIVE, NEGATIVE = ["great", "good", "wonderful", "best"], ["bad", "awful", "boring", "worst"]
-FILLER = ["the", "movie", "film", "story", "was", "a", "and", "of", "it", "is"]
-
-
-def easy_sentiment(n: int, seed: int) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    rows = []
-    for i in range(n):
-        label = i % 2
-        words = list(rng.choice(FILLER, size=5)) + [rng.choice(POSITIVE if label else NEGATIVE)]
-        rng.shuffle(words)
-        rows.append({"sentence": " ".join(words), "label": label})
-    return pd.DataFrame(rows)
+__all__ = ["easy_sentiment"]

@@ -3,36 +3,11 @@ randomly initialised model, saved to a directory that ``from_pretrained`` loads.
 
 from __future__ import annotations
 
-import re
-from collections import Counter
 from pathlib import Path
 
-SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+from bench.fixtures import SPECIAL, build_tiny_bert  # one definition; bench never imports tests
 
-
-def build_tiny_bert(
-    directory: Path, corpus: list[str], hidden: int = 32, layers: int = 2, vocab_size: int = 2000
-) -> Path:
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    directory.mkdir(parents=True, exist_ok=True)
-    words = Counter(w for text in corpus for w in re.findall(r"\w+|[^\w\s]", text.lower()))
-    vocab = SPECIAL + [w for w, _ in words.most_common(vocab_size - len(SPECIAL))]
-    tokenizer = BertTokenizerFast(vocab={token: i for i, token in enumerate(vocab)}, do_lower_case=True)
-    tokenizer.save_pretrained(directory)
-    config = BertConfig(
-        vocab_size=len(vocab),
-        hidden_size=hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=2,
-        intermediate_size=hidden * 2,
-        max_position_embeddings=128,
-    )
-    import torch
-
-    torch.manual_seed(0)
-    BertModel(config).save_pretrained(directory)
-    return directory
+__all__ = ["SPECIAL", "build_tiny_bert", "build_tiny_masked_lm"]
 
 
 def build_tiny_masked_lm(directory: Path, corpus: list[str], hidden: int = 32) -> Path:

@@ -266,23 +266,21 @@ def calibrate(config: FinetuneConfig, prepared: PreparedData, model_dir: Path) -
     if prepared.task != "classification" or not config.training.calibrate:
         return {}
     outputs, targets, meta = outputs_for(config, prepared, model_dir, "validation")
-    meta.temperature = fit_temperature(outputs, targets)
-    write_meta(meta, model_dir)
-    return {
-        "temperature": meta.temperature,
-        "val_ece_before": expected_calibration_error(outputs, targets),
-        "val_ece_after": expected_calibration_error(outputs, targets, meta.temperature),
-    }
+    return _fit_and_save_temperature(meta, model_dir, outputs, targets, "val")
 
 
 def calibrate_out_of_fold(model_dir: Path, logits, targets) -> dict:
     """The temperature fitted on the label review's out-of-fold logits of the head, for a run
     with too few validation rows to fit it on (docs/concepts/label-review.md)."""
-    meta = load_meta(model_dir)
-    meta.temperature = fit_temperature(logits, targets)
+    return _fit_and_save_temperature(load_meta(model_dir), model_dir, logits, targets, "oof")
+
+
+def _fit_and_save_temperature(meta, model_dir: Path, outputs, targets, prefix: str) -> dict:
+    """The temperature fitted on ``outputs``, saved with the model, and the error before and after."""
+    meta.temperature = fit_temperature(outputs, targets)
     write_meta(meta, model_dir)
     return {
         "temperature": meta.temperature,
-        "oof_ece_before": expected_calibration_error(logits, targets),
-        "oof_ece_after": expected_calibration_error(logits, targets, meta.temperature),
+        f"{prefix}_ece_before": expected_calibration_error(outputs, targets),
+        f"{prefix}_ece_after": expected_calibration_error(outputs, targets, meta.temperature),
     }

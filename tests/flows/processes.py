@@ -23,6 +23,17 @@ def finetune(prefect_server: str, cwd: Path, *args: str, kill_at: str | None = N
     return subprocess.run([*command, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
 
 
+def committed_epoch(runs: Path) -> int:
+    """The last unfrozen epoch a run under ``runs`` has committed (0: none yet)."""
+    import torch
+
+    state = next(runs.glob("*/checkpoints/unfrozen/state.pt"), None)
+    try:
+        return torch.load(state, weights_only=False)["progress"]["epoch"] if state else 0
+    except Exception:  # being replaced right now
+        return 0
+
+
 def run_config(prefect_server: str, out: Path, raw: dict, **options) -> tuple[subprocess.CompletedProcess, Path]:
     """`finetune run CONFIG --summary-json SUMMARY` in ``out``."""
     config, summary = out / "config.yaml", out / "summary.json"

@@ -16,19 +16,12 @@ from safetensors.torch import load_file
 
 from tests.conftest import tiny_config
 from tests.datasets import easy_sentiment
+from tests.flows.processes import committed_epoch
 
 
 def _finetune_command() -> list[str]:
     script = Path(sys.executable).with_name("finetune")
     return [str(script)] if script.exists() else [sys.executable, "-m", "flows.cli"]
-
-
-def _committed_epoch(runs: Path) -> int:
-    state = next(runs.glob("*/checkpoints/unfrozen/state.pt"), None)
-    try:
-        return torch.load(state, weights_only=False)["progress"]["epoch"] if state else 0
-    except Exception:  # being replaced right now
-        return 0
 
 
 def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(
@@ -52,9 +45,9 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(
         stderr=subprocess.DEVNULL,
     )
     deadline = time.time() + 600
-    while _committed_epoch(runs) < 1 and process.poll() is None and time.time() < deadline:
+    while committed_epoch(runs) < 1 and process.poll() is None and time.time() < deadline:
         time.sleep(0.05)
-    killed_after = _committed_epoch(runs)
+    killed_after = committed_epoch(runs)
     os.kill(process.pid, signal.SIGKILL)
     process.wait(timeout=60)
     assert 1 <= killed_after < 3, "killed before the first or after the last unfrozen epoch"

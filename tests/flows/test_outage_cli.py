@@ -10,22 +10,14 @@ import sys
 import time
 from pathlib import Path
 
-import torch
 import yaml
 
 from finetune_core.faults import VARIABLE
 from tests.conftest import tiny_config
 from tests.datasets import easy_sentiment
+from tests.flows.processes import committed_epoch
 from tests.flows.test_outage import kill_server
 from tests.servers import start_mlflow_server
-
-
-def _committed_epoch(runs: Path) -> int:
-    state = next(runs.glob("*/checkpoints/unfrozen/state.pt"), None)
-    try:
-        return torch.load(state, weights_only=False)["progress"]["epoch"] if state else 0
-    except Exception:  # being replaced right now
-        return 0
 
 
 def test_the_server_killed_mid_run_exits_4_naming_it(prefect_server, tiny_backbone, tmp_path):
@@ -51,7 +43,7 @@ def test_the_server_killed_mid_run_exits_4_naming_it(prefect_server, tiny_backbo
     )
     try:
         deadline = time.time() + 600
-        while _committed_epoch(tmp_path / "runs") < 1 and process.poll() is None and time.time() < deadline:
+        while committed_epoch(tmp_path / "runs") < 1 and process.poll() is None and time.time() < deadline:
             time.sleep(0.05)
         kill_server(server)
         assert process.poll() is None, "the run ended before the server was killed"
