@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.text import Text
 
-from finetune_core.training.progress import describe
+from finetune_core.progress import describe
 
 
 class LiveBar:

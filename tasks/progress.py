@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from uuid import UUID
 
-from finetune_core.training.progress import Fanout, ProgressReporter, describe, epoch_line
+from finetune_core.progress import Fanout, ProgressReporter, describe, epoch_line
 
 ARTIFACT_KEY = "finetune-progress"
 # The share of the run's progress artifact (percent) each stage's epochs move it through; the

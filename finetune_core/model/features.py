@@ -22,7 +22,7 @@ from finetune_core.durable import CacheWrite, verified_cache
 from finetune_core.faults import maybe_kill
 from finetune_core.model.batching import ArrowTokens, BatchLimit, Encoded, collate, sorted_batches
 from finetune_core.model.heads import HeadSpec
-from finetune_core.training.progress import SILENT, ProgressReporter
+from finetune_core.progress import SILENT, ProgressReporter
 
 DEFAULT_CACHE = Path(os.environ.get("FINETUNE_CACHE", Path.home() / ".cache" / "finetune")) / "features"
 

@@ -44,9 +44,9 @@ import torch.distributed as dist
 from torch.distributed.elastic.multiprocessing.errors import record
 
 from finetune_core.model.heads import forward_logits
+from finetune_core.progress import SILENT, ProgressReporter, relayed
 from finetune_core.training.checkpoint import Checkpointer
 from finetune_core.training.device import resolve_device
-from finetune_core.training.progress import SILENT, ProgressReporter, relayed
 
 STAGE_FILE_SUFFIX = ".torchrun.pkl"
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])

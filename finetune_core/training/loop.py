@@ -21,9 +21,9 @@ from finetune_core.durable import read_json_or_none, write_json_atomic
 from finetune_core.faults import maybe_kill
 from finetune_core.model.batching import MEGABATCH_FACTOR, Encoded, collate, length_grouped_batches
 from finetune_core.model.heads import forward_logits
+from finetune_core.progress import SILENT, ProgressReporter
 from finetune_core.training.checkpoint import Checkpointer, Progress
 from finetune_core.training.losses import compute_loss
-from finetune_core.training.progress import SILENT, ProgressReporter
 
 EpochCallback = Callable[[str, int, dict], None]
 

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from finetune_core.errors import ConfigError
-from finetune_core.training.progress import SILENT, ProgressReporter
+from finetune_core.progress import SILENT, ProgressReporter
 
 if TYPE_CHECKING:
     from finetune_core.training.distributed import DistContext
