@@ -25,6 +25,9 @@ import torch
 
 _DRAWS = 65536  # a 16-bit draw per element
 ATTENTION = "sdpa-numpy-dropout"
+# Each stage's masks on CPUs, fixed behaviour (docs/decisions/dropout-masks.md; the retired keys
+# training.unfrozen/contrastive.dropout_masks): benchmarks and tests set an entry to compare the two.
+STAGE_MASKS = {"unfrozen": "numpy", "contrastive": "torch"}
 
 
 def drop(x: torch.Tensor, p: float) -> torch.Tensor:
@@ -96,7 +99,7 @@ def use_numpy_masks(model: torch.nn.Module) -> int:
 
 
 def choose_masks(model: torch.nn.Module, setting: str, device: torch.device) -> str:
-    """A stage's ``dropout_masks`` setting applied to ``model`` on ``device``: "numpy" where they
+    """A stage's masks (its ``STAGE_MASKS`` entry) applied to ``model`` on ``device``: "numpy" where they
     took (CPU, a model with dropout layers), else "torch" (GPUs always use torch's)."""
     if setting == "numpy" and device.type == "cpu" and use_numpy_masks(model):
         return "numpy"

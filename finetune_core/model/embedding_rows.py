@@ -22,6 +22,10 @@ import torch.nn.functional as F
 
 from finetune_core.model.batching import ArrowTokens
 
+# The encoder stages train only the seen rows, fixed behaviour (docs/decisions/seen-token-rows.md; the
+# retired key training.token_rows): benchmarks and tests set False to train the whole matrix instead.
+SEEN_ROWS_ONLY = True
+
 
 class SeenRowsEmbedding(torch.nn.Module):
     """Stands in for ``original`` (an ``nn.Embedding``) while a stage trains."""
