@@ -80,7 +80,7 @@ def _created(version) -> str:
 
 def _headline_metrics(client, version) -> dict[str, float]:
     """The task's headline test metrics (accuracy, macro-F1, ...) of the version's run."""
-    from finetune_core.evaluation.metric_table import headline
+    from finetune_core.metric_table import headline
 
     run_metrics = client.get_run(version.run_id).data.metrics if version.run_id else {}
     return {m: run_metrics["test/" + m] for m in headline(version.tags.get("task")) if "test/" + m in run_metrics}

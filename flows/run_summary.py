@@ -9,7 +9,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from finetune_core.evaluation.metric_table import PER_LABEL_PREFIXES
+from finetune_core.metric_table import PER_LABEL_PREFIXES
 
 # Up to this many classes or labels, the run summary lists each one's precision/recall/F1.
 SUMMARY_MAX_LABELS = 10

@@ -23,7 +23,7 @@ from pydantic import BaseModel
 from finetune_core.config.finetune import FinetuneConfig
 from finetune_core.config.tracking import with_resolved_tracking
 from finetune_core.errors import ConfigError
-from finetune_core.evaluation.metric_table import primary_metric
+from finetune_core.metric_table import primary_metric
 from finetune_core.redaction import redact_uri
 from finetune_core.run_layout import RunLayout, inputs_digest
 from finetune_core.search.space import distributions, resolve_space, study_name, with_overrides

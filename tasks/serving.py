@@ -7,8 +7,8 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from finetune_core.config.finetune import FinetuneConfig
-from finetune_core.data.prepare import LABEL, TEXT, TEXT_PAIR, PreparedData
-from finetune_core.evaluation.metric_table import primary_metric
+from finetune_core.data.prepare import LABEL, PreparedData
+from finetune_core.metric_table import primary_metric
 from finetune_core.run_layout import RunLayout
 from finetune_core.serving.forms import ParityRows, ServingReport, prepare_serving
 from tasks.tracking import log_json, log_metrics
@@ -20,8 +20,7 @@ def export_serving(config: FinetuneConfig, prepared: PreparedData, layout: RunLa
     graph that passed); parity and timings logged as ``parity/…`` and ``serving/…`` metrics."""
     test = prepared.frame("test")
     rows = ParityRows(
-        texts=test[TEXT].astype(str).tolist(),
-        pairs=test[TEXT_PAIR].astype(str).tolist() if prepared.text_pair_column else None,
+        texts=[test[column].astype(str).tolist() for column in prepared.text_columns],
         targets=test[LABEL].tolist(),
         metric=primary_metric(config.task, config.training.metric)[0],
     )

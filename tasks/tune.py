@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict
 
 from finetune_core.config.finetune import FinetuneConfig
 from finetune_core.data.prepare import PreparedData
-from finetune_core.evaluation.metric_table import primary_metric
+from finetune_core.metric_table import primary_metric
 from finetune_core.run_layout import RunLayout
 from finetune_core.search.pruning import PruningCallback, chain
 from finetune_core.search.space import with_overrides

@@ -21,7 +21,7 @@ from finetune_core.config.gates import GatesConfig
 from finetune_core.config.search import SearchConfig
 from finetune_core.config.sections import BackboneConfig, DataConfig, MlflowConfig, ServingConfig, TrainingConfig
 from finetune_core.config.validation import ValidationConfig
-from finetune_core.evaluation.metric_table import TASK_METRICS, unknown_metrics
+from finetune_core.metric_table import TASK_METRICS, unknown_metrics
 from finetune_core.redaction import redact_values
 
 

@@ -7,7 +7,7 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from finetune_core.config.base import Strict
-from finetune_core.evaluation.metric_table import primary_metric
+from finetune_core.metric_table import primary_metric
 
 
 class ParityGates(Strict):

@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 
 from finetune_core.data.multilabel import label_matrix
 from finetune_core.evaluation.baseline import Baseline
-from finetune_core.evaluation.metric_table import BASELINE_METRIC, larger_is_better, primary_metric
+from finetune_core.metric_table import BASELINE_METRIC, larger_is_better, primary_metric
 
 
 class GateCheck(BaseModel):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from finetune_core.evaluation.gates import GateVerdict
-from finetune_core.evaluation.metric_table import headline
+from finetune_core.metric_table import headline
 
 
 def _metrics_table(task: str, metrics: dict[str, float], verdict: GateVerdict) -> list[str]:

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from finetune_core.config.finetune import FinetuneConfig
-from finetune_core.evaluation.metric_table import primary_metric
+from finetune_core.metric_table import primary_metric
 
 OPTUNA_SCHEMA = "optuna"  # in a shared PostgreSQL: apart from MLflow's tables (both use alembic_version)
 

@@ -171,7 +171,7 @@ def test_a_label_train_never_showed_keeps_the_default_threshold():
 def test_gates_read_multilabel_metrics():
     from finetune_core.config.gates import GatesConfig
     from finetune_core.evaluation.gates import evaluate_gates
-    from finetune_core.evaluation.metric_table import unknown_metrics
+    from finetune_core.metric_table import unknown_metrics
 
     gates = GatesConfig(min={"f1_macro": 0.5, "f1_b": 0.2}, beat_baseline=True)
     assert unknown_metrics("multilabel", ["f1_macro", "f1_b", "recall_a", "accuracy"], LABELS) == ["accuracy"]
