@@ -41,7 +41,7 @@ import torch.distributed as dist
 from bench.machine import cpu_facts
 from bench.paths import results_file
 from finetune_core.model.heads import forward_logits
-from finetune_core.training import distributed, stages
+from finetune_core.training import distributed, frozen_stage, unfrozen_stage
 from finetune_core.training.loop import finished_stage
 
 VARIANTS = {  # name: (processes, launcher, gradient exchange)
@@ -85,7 +85,7 @@ class FlatAllReduce:
 def train_unfrozen_flat(ddp: distributed.DistContext, **kwargs):
     """The stage on one rank with ``FlatAllReduce`` in place of DDP (runs in a spawned worker)."""
     ddp.parallel = lambda network, spec: FlatAllReduce(ddp, network, spec)
-    return stages.train_unfrozen(**kwargs, ddp=ddp)
+    return unfrozen_stage.train_unfrozen(**kwargs, ddp=ddp)
 
 
 def run_variant(name: str, raw: dict, prepared, frozen: Path, out_dir: Path):
@@ -100,7 +100,7 @@ def run_variant(name: str, raw: dict, prepared, frozen: Path, out_dir: Path):
         with distributed.package_first():
             distributed.launch_local(processes, 0, flat, args)
         return finished_stage(out_dir, resume=True)
-    return stages.train_unfrozen(config, prepared, frozen, out_dir)
+    return unfrozen_stage.train_unfrozen(config, prepared, frozen, out_dir)
 
 
 def main() -> None:
@@ -142,7 +142,7 @@ def main() -> None:
         }
         config = validate_config(raw)
         prepared = prepare_splits(config, work / "data")  # the same data and stage-1 model for every run
-        stages.train_frozen(config, prepared, str(backbone), work / "frozen")
+        frozen_stage.train_frozen(config, prepared, str(backbone), work / "frozen")
         model = load_model_dir(work / "frozen")[0]
         results["gradient_megabytes"] = round(sum(p.numel() for p in model.parameters()) * 4 / 2**20, 1)  # fp32
         order = [v for i in range(args.repeats) for v in (args.variants if i % 2 == 0 else args.variants[::-1])]

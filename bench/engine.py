@@ -37,7 +37,7 @@ from finetune_core.config.loading import validate_config
 from finetune_core.data.prepare import prepare_splits
 from finetune_core.evaluation.test_split import evaluate_model
 from finetune_core.model.backbone import resolve_backbone
-from finetune_core.training import stages
+from finetune_core.training import frozen_stage, unfrozen_stage
 
 SST2 = Path(os.environ.get("SST2_DIR", REPO.parent / "shared" / "data" / "sst2"))
 EXPERIMENT = {
@@ -77,8 +77,8 @@ def run_ours(config, workdir: Path, tag: str) -> dict:
     prepared = prepare_splits(config, workdir / f"{tag}-data")
     backbone = resolve_backbone(BACKBONE)
     started = time.perf_counter()
-    frozen = stages.train_frozen(config, prepared, backbone, workdir / f"{tag}-frozen")
-    unfrozen = stages.train_unfrozen(config, prepared, workdir / f"{tag}-frozen", workdir / f"{tag}-model")
+    frozen = frozen_stage.train_frozen(config, prepared, backbone, workdir / f"{tag}-frozen")
+    unfrozen = unfrozen_stage.train_unfrozen(config, prepared, workdir / f"{tag}-frozen", workdir / f"{tag}-model")
     seconds = time.perf_counter() - started
     metrics = evaluate_model(config, prepared, workdir / f"{tag}-model")
     return {
@@ -172,7 +172,7 @@ def frozen_cost(workdir: Path) -> dict:
     files = sst2_files(workdir, 2000)
     config = our_config(files, unfrozen={"epochs": 0}, frozen={"epochs": 20, "learning_rate": 1e-2})
     prepared = prepare_splits(config, workdir / "frozen-data")
-    cached = stages.train_frozen(config, prepared, resolve_backbone(BACKBONE), workdir / "frozen-cached")
+    cached = frozen_stage.train_frozen(config, prepared, resolve_backbone(BACKBONE), workdir / "frozen-cached")
     per_epoch_cached = cached.train_seconds / cached.epochs_run
     backbone = resolve_backbone(BACKBONE)
     model = load_for_task(backbone, "classification", prepared.labels)

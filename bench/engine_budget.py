@@ -13,7 +13,7 @@ from bench.hf_baseline import hf_train
 from finetune_core.data.prepare import prepare_splits
 from finetune_core.evaluation.test_split import evaluate_model
 from finetune_core.model.backbone import resolve_backbone
-from finetune_core.training import stages
+from finetune_core.training import frozen_stage, unfrozen_stage
 
 
 def budget(workdir: Path, engine, minutes: float, hf_from: Path | None = None, overrides: dict | None = None) -> dict:
@@ -50,10 +50,10 @@ def budget(workdir: Path, engine, minutes: float, hf_from: Path | None = None, o
     # The frozen stage (feature extraction included) counts against the same budget.
     prepared = prepare_splits(config, workdir / "budget-data")
     started = time.perf_counter()
-    frozen = stages.train_frozen(config, prepared, resolve_backbone(engine.BACKBONE), workdir / "budget-frozen")
+    frozen = frozen_stage.train_frozen(config, prepared, resolve_backbone(engine.BACKBONE), workdir / "budget-frozen")
     frozen_seconds = time.perf_counter() - started
     config.training.unfrozen.max_minutes = max(minutes - frozen_seconds / 60, 0.1)
-    unfrozen = stages.train_unfrozen(config, prepared, workdir / "budget-frozen", workdir / "budget-model")
+    unfrozen = unfrozen_stage.train_unfrozen(config, prepared, workdir / "budget-frozen", workdir / "budget-model")
     ours = evaluate_model(config, prepared, workdir / "budget-model")["accuracy"]
     result = {
         "minutes": minutes,

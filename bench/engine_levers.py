@@ -31,13 +31,13 @@ import torch
 
 from bench.machine import machine
 from bench.paths import REPO, RESULTS
-from finetune_core.model.adjust import freeze_word_embeddings
 from finetune_core.model.backbone import resolve_backbone
 from finetune_core.model.batching import collate, encode, length_grouped_batches
+from finetune_core.model.embedding_and_dropout import freeze_word_embeddings
 from finetune_core.model.embedding_rows import attach, use_seen_rows
+from finetune_core.model.encoder_split import lower_hidden_states, upper_spec
 from finetune_core.model.heads import forward_logits, head_spec
 from finetune_core.model.inference import predict_outputs
-from finetune_core.model.partial import lower_hidden_states, upper_spec
 from finetune_core.training.optim import make_optimizer
 
 SST2 = Path(os.environ.get("SST2_DIR", REPO.parent / "shared" / "data" / "sst2"))

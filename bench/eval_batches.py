@@ -30,9 +30,9 @@ from bench.machine import machine
 from bench.paths import REPO, RESULTS
 from finetune_core.model.backbone import resolve_backbone
 from finetune_core.model.batching import BatchLimit, collate, encode, sorted_batches
+from finetune_core.model.encoder_split import lower_hidden_states
 from finetune_core.model.heads import head_spec
 from finetune_core.model.inference import predict_outputs
-from finetune_core.model.partial import lower_hidden_states
 
 SST2 = Path(os.environ.get("SST2_DIR", REPO.parent / "shared" / "data" / "sst2"))
 BASELINE = "128 rows"

@@ -54,7 +54,7 @@ from finetune_core.config.loading import validate_config
 from finetune_core.data.prepare import prepare_splits
 from finetune_core.evaluation.test_split import evaluate_model
 from finetune_core.model.backbone import resolve_backbone
-from finetune_core.training import recipe, stages
+from finetune_core.training import calibration_step, frozen_stage, recipe, unfrozen_stage
 from finetune_core.training.contrastive import train_contrastive
 
 SHARED = REPO.parent / "shared" / "data"
@@ -116,12 +116,12 @@ def run_ours(work: Path, train: Path, test: Path, seed: int, strategy: str, prec
         train_contrastive(config, prepared, backbone, tag / "tuned")
         backbone = str(tag / "tuned")
         diagnostic = [{"contender": "contrastive+sklearn-lr", **sklearn_head(config, prepared, backbone)}]
-    stages.train_frozen(config, prepared, backbone, tag / "frozen")
+    frozen_stage.train_frozen(config, prepared, backbone, tag / "frozen")
     head_seconds = time.perf_counter() - started - sum(d["seconds"] for d in diagnostic)
     head = "linear-probe" if strategy == "lp-ft" else "contrastive-head"
     diagnostic.append(adamw_head(config, prepared, backbone, tag, f"{head}-adamw"))
-    stages.train_unfrozen(config, prepared, tag / "frozen", tag / "model")
-    stages.calibrate(config, prepared, tag / "model")
+    unfrozen_stage.train_unfrozen(config, prepared, tag / "frozen", tag / "model")
+    calibration_step.calibrate(config, prepared, tag / "model")
     seconds = time.perf_counter() - started
     common = {"train_rows": prepared.rows["train"], "validation": chosen.validation, "precision": precision}
     seconds -= sum(d["seconds"] for d in diagnostic)
@@ -137,9 +137,9 @@ def run_auto(config, prepared, backbone: str, tag: Path, started: float, chosen)
     if config.training.strategy == "contrastive":
         train_contrastive(config, prepared, backbone, tag / "tuned")
         backbone = str(tag / "tuned")
-    stages.train_frozen(config, prepared, backbone, tag / "frozen")
-    stages.train_unfrozen(config, prepared, tag / "frozen", tag / "model")
-    stages.calibrate(config, prepared, tag / "model")
+    frozen_stage.train_frozen(config, prepared, backbone, tag / "frozen")
+    unfrozen_stage.train_unfrozen(config, prepared, tag / "frozen", tag / "model")
+    calibration_step.calibrate(config, prepared, tag / "model")
     seconds = time.perf_counter() - started
     auto = {"strategy": chosen.strategy, "reason": chosen.reason, "run": True}
     return {
@@ -159,7 +159,7 @@ def adamw_head(config, prepared, encoder: str, tag: Path, name: str) -> dict:
     started = time.perf_counter()
     frozen = config.training.frozen.model_copy(update={"solver": "adamw"})
     config = config.model_copy(update={"training": config.training.model_copy(update={"frozen": frozen})})
-    stages.train_frozen(config, prepared, encoder, tag / "frozen-adamw")
+    frozen_stage.train_frozen(config, prepared, encoder, tag / "frozen-adamw")
     seconds = time.perf_counter() - started
     return {"contender": name, "seconds": seconds, **_accuracy(config, prepared, tag / "frozen-adamw")}
 
@@ -173,7 +173,7 @@ def sklearn_head(config, prepared, encoder: str) -> dict:
     from finetune_core.model.backbone import load_tokenizer
     from finetune_core.training.contrastive import _load_encoder, embed_all
     from finetune_core.training.device import runtime_for
-    from finetune_core.training.splits import split_tokens
+    from finetune_core.training.encoded_splits import split_tokens
 
     started = time.perf_counter()
     runtime, tokenizer = runtime_for(config.training), load_tokenizer(encoder, False)

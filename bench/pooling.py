@@ -25,7 +25,7 @@ from finetune_core.config.loading import validate_config
 from finetune_core.data.prepare import prepare_splits
 from finetune_core.evaluation.test_split import evaluate_model
 from finetune_core.model.backbone import resolve_backbone
-from finetune_core.training import recipe, stages
+from finetune_core.training import frozen_stage, recipe, unfrozen_stage
 
 POOLINGS = ["mean", "normalized-mean"]
 
@@ -38,10 +38,10 @@ def accuracy(work: Path, per_class: int, seed: int, strategy: str, pooling: str)
     config = validate_config({"data": data, "backbone": {"pooling": pooling}, "training": training})
     prepared = prepare_splits(config, tag / "data")
     config, _, prepared = recipe.resolve(config, prepared)
-    stages.train_frozen(config, prepared, resolve_backbone(fewshot.BACKBONE), tag / "frozen")
+    frozen_stage.train_frozen(config, prepared, resolve_backbone(fewshot.BACKBONE), tag / "frozen")
     final = tag / "frozen"
     if strategy == "lp-ft":
-        stages.train_unfrozen(config, prepared, tag / "frozen", tag / "model")
+        unfrozen_stage.train_unfrozen(config, prepared, tag / "frozen", tag / "model")
         final = tag / "model"
     return float(evaluate_model(config, prepared, final)["accuracy"])
 

@@ -40,10 +40,10 @@ from finetune_core.model import embedding_rows
 from finetune_core.model.backbone import resolve_backbone
 from finetune_core.model.batching import encode
 from finetune_core.model.dropout_masks import choose_masks
+from finetune_core.model.encoder_split import freeze_lower, upper_spec
 from finetune_core.model.heads import head_spec
 from finetune_core.model.layer_cache import cached_layer_states
-from finetune_core.model.partial import freeze_lower, upper_spec
-from finetune_core.training import upper
+from finetune_core.training import cached_lower_blocks
 from finetune_core.training.device import Runtime, eval_batches
 from finetune_core.training.loop import network_batches, network_epoch
 from finetune_core.training.optim import layerwise_groups, make_optimizer, make_scheduler
@@ -131,7 +131,7 @@ def profile_stage(frozen: int, backbone, data, training, runtime, report) -> dic
     names = freeze_lower(model, frozen)
     choose_masks(model, stage.dropout_masks, runtime.device)
     groups = layerwise_groups(model, spec, stage.learning_rate, stage.layer_lr_decay, training.weight_decay)
-    optimizer = make_optimizer(upper.without_parameters(groups, names), stage.learning_rate)
+    optimizer = make_optimizer(cached_lower_blocks.without_parameters(groups, names), stage.learning_rate)
     scheduler = make_scheduler(optimizer, stage.scheduler, 10, 10_000)
     source, run_spec, inputs_of = train, spec, None
     with tempfile.TemporaryDirectory() as scratch:
@@ -148,7 +148,11 @@ def profile_stage(frozen: int, backbone, data, training, runtime, report) -> dic
             report(f"cache pass, {frozen} blocks", len(train) + len(validation), *timed(fill))
             path = Path(scratch) / "train-0.npy"  # the warm-up's file
             cache, _ = cached_layer_states(model, frozen, train, path, inference, runtime.device, runtime.autocast)
-            source, run_spec, inputs_of = cache, upper_spec(spec, "mean", frozen), upper.cached_inputs(cache)
+            source, run_spec, inputs_of = (
+                cache,
+                upper_spec(spec, "mean", frozen),
+                cached_lower_blocks.cached_inputs(cache),
+            )
         else:  # the default: only the token rows train uses are in the optimizer
             embedding_rows.attach(embedding_rows.use_seen_rows(model, train.input_ids), optimizer)
         model.train()

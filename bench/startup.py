@@ -42,7 +42,7 @@ TRAIN_ROWS = 32
 MARK = "BENCH-MARK"
 
 # Runs in the measured process before the CLI: wraps the stage functions once
-# finetune_core.training.stages is imported (importing it here would move torch's import time).
+# finetune_core.training.frozen_stage is imported (importing it here would move torch's import time).
 CHILD = r"""
 import importlib.abc, importlib.util, sys, time
 
@@ -61,7 +61,7 @@ def first_call(module, name, label):
 
 class Wrap(importlib.abc.MetaPathFinder):
     def find_spec(self, fullname, path, target=None):
-        if fullname != "finetune_core.training.stages":
+        if fullname != "finetune_core.training.frozen_stage":
             return None
         sys.meta_path.remove(self)
         spec = importlib.util.find_spec(fullname)

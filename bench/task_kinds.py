@@ -34,13 +34,13 @@ from bench.task_peers import frozen_features, hf_train, one_vs_rest_probe
 from finetune_core.config.loading import validate_config
 from finetune_core.data.multilabel import label_matrix
 from finetune_core.data.prepare import LABEL, prepare_splits
-from finetune_core.evaluation.metrics import classification_metrics, metric_safe
-from finetune_core.evaluation.multilabel import multilabel_metrics, sigmoid, tune_thresholds
 from finetune_core.evaluation.test_split import evaluate_model
+from finetune_core.metrics.multilabel import multilabel_metrics, sigmoid, tune_thresholds
+from finetune_core.metrics.scores import classification_metrics, metric_safe
 from finetune_core.model.backbone import resolve_backbone
-from finetune_core.training import recipe, stages
+from finetune_core.training import calibration_step, frozen_stage, recipe, unfrozen_stage
 from finetune_core.training.device import runtime_for
-from finetune_core.training.splits import outputs_for
+from finetune_core.training.encoded_splits import outputs_for
 
 DATA = REPO.parent / "shared" / "data"
 MRPC = Path(os.environ.get("MRPC_DIR", DATA / "mrpc"))
@@ -79,9 +79,9 @@ def run_ours(config, workdir: Path, tag: str = "ours") -> tuple[dict, object]:
     prepared = prepare_splits(config, workdir / f"{tag}-data")
     resolved, chosen, prepared = recipe.resolve(config, prepared)
     backbone = resolve_backbone(BACKBONE)
-    frozen = stages.train_frozen(resolved, prepared, backbone, workdir / f"{tag}-frozen")
-    unfrozen = stages.train_unfrozen(resolved, prepared, workdir / f"{tag}-frozen", workdir / f"{tag}-model")
-    calibration = stages.calibrate(resolved, prepared, workdir / f"{tag}-model")
+    frozen = frozen_stage.train_frozen(resolved, prepared, backbone, workdir / f"{tag}-frozen")
+    unfrozen = unfrozen_stage.train_unfrozen(resolved, prepared, workdir / f"{tag}-frozen", workdir / f"{tag}-model")
+    calibration = calibration_step.calibrate(resolved, prepared, workdir / f"{tag}-model")
     seconds = time.perf_counter() - started
     metrics = evaluate_model(resolved, prepared, workdir / f"{tag}-model")
     train_seconds = frozen.train_seconds + frozen.extra.get("feature_seconds", 0.0) + unfrozen.train_seconds
@@ -194,7 +194,7 @@ def variant_config(config, override: dict):
 def own_cuts_only(raw: dict, truth: dict, names: list[str]) -> dict:
     """Ours' test metrics under the rule before pooled thresholds: every trained label with a
     positive validation row gets its own F1-maximising cut, however few rows it has; others 0.5."""
-    from finetune_core.evaluation.multilabel import best_threshold
+    from finetune_core.metrics.multilabel import best_threshold
 
     val, test = (sigmoid(raw[f"ours_logits_{s}"] / raw["ours_temperatures"]) for s in ("validation", "test"))
     cuts = np.full(len(names), 0.5)

@@ -18,7 +18,7 @@ from finetune_core.evaluation.suspect_labels import OUT_OF_FOLD_FILE
 from finetune_core.evaluation.test_split import evaluate_model
 from finetune_core.run_layout import RunLayout
 from finetune_core.serving.predictor import load_meta
-from finetune_core.training import recipe, stages
+from finetune_core.training import calibration_step, frozen_stage, recipe, unfrozen_stage
 from finetune_core.training.contrastive import train_contrastive as tune_on_pairs
 from finetune_core.training.loop import StageResult
 from tasks.progress import stage_progress
@@ -142,7 +142,7 @@ def train_frozen(
 ) -> StageResult:
     """Stage 1: the task head on cached frozen-backbone features (train rows backbone selection
     extracted are reused); model in layout.frozen."""
-    result = stages.train_frozen(
+    result = frozen_stage.train_frozen(
         config,
         prepared,
         backbone,
@@ -166,7 +166,7 @@ def train_unfrozen(
     progress_artifact: UUID | None = None,
 ) -> StageResult:
     """Stage 2: unfreeze and fine-tune from the stage-1 model; model in layout.model."""
-    result = stages.train_unfrozen(
+    result = unfrozen_stage.train_unfrozen(
         config,
         prepared,
         layout.frozen,
@@ -183,11 +183,11 @@ def train_unfrozen(
 def calibrate(config: FinetuneConfig, prepared: PreparedData, layout: RunLayout, run_id: str) -> dict:
     """Temperature scaling fitted on validation, stored with the model (classification only); on
     the label review's out-of-fold logits when validation was too small to fit it on."""
-    calibration = stages.calibrate(config, prepared, layout.model)
+    calibration = calibration_step.calibrate(config, prepared, layout.model)
     folds = layout.review / OUT_OF_FOLD_FILE  # written by the label review when validation is too small
     if not calibration and prepared.task == "classification" and folds.is_file():
         with np.load(folds) as saved:
-            calibration = stages.calibrate_out_of_fold(layout.model, saved["logits"], saved["targets"])
+            calibration = calibration_step.calibrate_out_of_fold(layout.model, saved["logits"], saved["targets"])
         log_metrics(run_id, calibration, prefix="calibration/")
         get_run_logger().info(
             "temperature %.3f fitted on out-of-fold predictions (ECE %.4f -> %.4f)",

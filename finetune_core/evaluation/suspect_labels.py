@@ -47,8 +47,8 @@ def train_features(config: FinetuneConfig, prepared: PreparedData, encoder: str)
     from finetune_core.model.features import DEFAULT_CACHE, cached_features
     from finetune_core.model.heads import resolve_pooling
     from finetune_core.training.device import eval_batches, runtime_for
+    from finetune_core.training.encoded_splits import spec_for, split_tokens
     from finetune_core.training.recipe import head_rows
-    from finetune_core.training.splits import spec_for, split_tokens
 
     training, trust = config.training, config.backbone.trust_remote_code
     runtime = runtime_for(training, encoder, trust)

@@ -7,11 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from finetune_core.config.finetune import FinetuneConfig
-from finetune_core.data.prepare import LABEL, TEXT, TEXT_PAIR, PreparedData
-from finetune_core.evaluation.comparison import served_metrics
+from finetune_core.data.prepare import LABEL, PreparedData
+from finetune_core.metrics.calibration import expected_calibration_error
+from finetune_core.metrics.served import served_metrics
 from finetune_core.serving.predictor import outputs_to_frame
-from finetune_core.training.calibration import expected_calibration_error
-from finetune_core.training.splits import outputs_for
+from finetune_core.training.encoded_splits import outputs_for
 
 
 def evaluate_model(
@@ -27,7 +27,7 @@ def evaluate_model(
     if prepared.task == "classification":
         metrics["ece_uncalibrated"] = expected_calibration_error(outputs, targets)
     if predictions is not None:
-        texts = {c: test[c].to_numpy() for c in (TEXT, TEXT_PAIR) if c in test.columns}  # a pair: both texts
+        texts = {c: test[c].to_numpy() for c in prepared.text_columns}  # a pair: both texts
         target = test[LABEL].map(list) if prepared.task == "multilabel" else test[LABEL]  # label ids per row
         served.assign(**texts, target=target.to_numpy()).to_parquet(predictions, index=False)
     return metrics

@@ -27,9 +27,9 @@ import torch
 from finetune_core.durable import CacheWrite, verified_cache
 from finetune_core.faults import maybe_kill
 from finetune_core.model.batching import BatchLimit, Encoded, collate, sorted_batches
+from finetune_core.model.encoder_split import lower_hidden_states
 from finetune_core.model.features import backbone_identity, texts_digest
-from finetune_core.model.partial import lower_hidden_states
-from finetune_core.training.progress import SILENT, ProgressReporter
+from finetune_core.progress import SILENT, ProgressReporter
 
 STORAGE = np.float16
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from finetune_core.config.finetune import FinetuneConfig
 from finetune_core.data.prepare import PreparedData
 from finetune_core.run_layout import RunLayout
-from finetune_core.training import stages
+from finetune_core.training import frozen_stage, unfrozen_stage
 from finetune_core.training.contrastive import train_contrastive
 from finetune_core.training.loop import EpochCallback, StageResult
 
@@ -42,7 +42,9 @@ def train_stage1(
         backbone, known_features = str(layout.contrastive), None  # the tuned encoder's features are new
     known = Path(known_features) if known_features else None
     results.append(
-        stages.train_frozen(config, prepared, backbone, layout.frozen, on_epoch_end, layout.checkpoints, False, known)
+        frozen_stage.train_frozen(
+            config, prepared, backbone, layout.frozen, on_epoch_end, layout.checkpoints, False, known
+        )
     )
     return results
 
@@ -66,4 +68,4 @@ def train_trial(
     if pruned_stage(config) == "frozen":
         return results[-1]
     start = stage1 if stage1 is not None else layout.frozen
-    return stages.train_unfrozen(config, prepared, start, layout.model, on_epoch_end, layout.checkpoints, False)
+    return unfrozen_stage.train_unfrozen(config, prepared, start, layout.model, on_epoch_end, layout.checkpoints, False)

@@ -22,11 +22,13 @@ from finetune_core.data.prepare import PreparedData
 from finetune_core.model import embedding_rows
 from finetune_core.model.backbone import load_tokenizer
 from finetune_core.model.batching import BatchLimit, Encoded, collate, sorted_batches
-from finetune_core.model.dropout_masks import choose_masks
+from finetune_core.model.dropout_masks import STAGE_MASKS, choose_masks
 from finetune_core.model.heads import POOLING_FILE, POOLINGS, resolve_pooling
 from finetune_core.model.loading import MODEL_LOADING
+from finetune_core.progress import SILENT, ProgressReporter
 from finetune_core.training.checkpoint import Checkpointer
 from finetune_core.training.device import eval_batches, runtime_for
+from finetune_core.training.encoded_splits import split_tokens
 from finetune_core.training.loop import (
     EpochCallback,
     EpochLoop,
@@ -37,8 +39,6 @@ from finetune_core.training.loop import (
     seed_everything,
 )
 from finetune_core.training.optim import make_optimizer, make_scheduler
-from finetune_core.training.progress import SILENT, ProgressReporter
-from finetune_core.training.splits import split_tokens
 
 STAGE = "contrastive"
 # `encode_sides: auto` encodes each side of a pair separately (SetFit's way, with its self pairs) up
@@ -199,7 +199,7 @@ def train_contrastive(
     pooling = "cls" if resolve_pooling(config.backbone.pooling, backbone).endswith("cls") else "mean"
     tokenizer = load_tokenizer(backbone, config.backbone.trust_remote_code)
     model = _load_encoder(backbone, config.backbone.trust_remote_code).to(runtime.device)
-    dropout_masks = choose_masks(model, stage.dropout_masks, runtime.device)
+    dropout_masks = choose_masks(model, STAGE_MASKS["contrastive"], runtime.device)
     (train, train_y), (validation, val_y) = (
         split_tokens(prepared, s, tokenizer, training.max_length) for s in ("train", "validation")
     )
@@ -209,7 +209,7 @@ def train_contrastive(
     embed_pairs = _embed_sides if sides == "separately" else _embed_pairs
     batches = -(-pairs_per_epoch // stage.batch_size)
     # with 16 rows a pair batch touches a few dozen token rows of 30k: only the seen ones train
-    seen_rows = embedding_rows.use_seen_rows(model, train.input_ids) if training.token_rows == "seen" else None
+    seen_rows = embedding_rows.use_seen_rows(model, train.input_ids) if embedding_rows.SEEN_ROWS_ONLY else None
     optimizer = make_optimizer(
         [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": training.weight_decay}],
         learning_rate,

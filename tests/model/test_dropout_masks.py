@@ -1,15 +1,15 @@
-"""Stage 2's dropout masks from NumPy (``training.unfrozen.dropout_masks: numpy``, the default on
-CPU): the same Bernoulli dropout in distribution, gradients through the kept elements only,
-reproducible from torch's seed, and swapped into a model without changing what it computes in
-eval mode or what it saves."""
+"""Stage 2's dropout masks from NumPy (``dropout_masks.STAGE_MASKS``, fixed on CPU): the same
+Bernoulli dropout in distribution, gradients through the kept elements only, reproducible from
+torch's seed, and swapped into a model without changing what it computes in eval mode or what it
+saves."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from finetune_core.model.adjust import set_dropout
 from finetune_core.model.dropout_masks import NumpyMaskDropout, use_numpy_masks
+from finetune_core.model.embedding_and_dropout import set_dropout
 from tests.tiny_models import build_tiny_bert
 
 ROWS = 200_000

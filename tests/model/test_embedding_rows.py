@@ -1,5 +1,5 @@
 """Stage 2 trains only the token-embedding rows the training split uses
-(``training.token_rows: seen``, the default) and ends with the weights that training the
+(``embedding_rows.SEEN_ROWS_ONLY``, fixed behaviour) and ends with the weights that training the
 whole matrix gives: the seen rows learn the same, the unseen ones take the same weight decay, with
 gradual unfreezing too; the saved model is a plain model; a frozen or tied matrix is left alone."""
 
@@ -8,10 +8,11 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
+from finetune_core.model import embedding_rows
 from finetune_core.model.batching import ArrowTokens
 from finetune_core.model.embedding_rows import SeenRowsEmbedding, fold_back, seen_token_ids, use_seen_rows
 from finetune_core.model.loading import MODEL_LOADING
-from finetune_core.training.splits import split_tokens
+from finetune_core.training.encoded_splits import split_tokens
 from tests.training.stage_helpers import weights, write_easy_task
 from tests.training.test_freeze_layers import _config, _run
 
@@ -64,14 +65,15 @@ def test_a_frozen_or_tied_matrix_is_left_alone(tiny_backbone):
 
 
 @pytest.mark.parametrize("gradual", [False, True])
-def test_seen_rows_give_the_weights_of_training_the_whole_matrix(tmp_path, tiny_backbone, gradual):
+def test_seen_rows_give_the_weights_of_training_the_whole_matrix(tmp_path, tiny_backbone, gradual, monkeypatch):
     """Default precision, batch size and decay; ``all`` is what HF Trainer does. Gradual
     unfreezing reaches the embeddings only in the last epoch: their decay starts there too."""
     files = write_easy_task(tmp_path, 160, 60)
     unfrozen = {"freeze_layers": 0, "gradual": gradual, "epochs": 2}
     best = {"keep_best": False} if gradual else {}  # the epoch that trains the embeddings is kept
     prepared, _, seen = _run(_config(files, tiny_backbone, unfrozen=unfrozen, **best), files, "seen")
-    _, _, every = _run(_config(files, tiny_backbone, unfrozen=unfrozen, token_rows="all", **best), files, "all")
+    monkeypatch.setattr(embedding_rows, "SEEN_ROWS_ONLY", False)  # the whole matrix, as HF Trainer trains it
+    _, _, every = _run(_config(files, tiny_backbone, unfrozen=unfrozen, **best), files, "all")
     frozen, a, b = weights(files / "frozen-seen"), weights(files / "model-seen"), weights(files / "model-all")
     assert set(a) == set(b) and 0 < seen.extra["trained_token_rows"] < a[MATRIX].shape[0]
     assert "trained_token_rows" not in every.extra
@@ -87,7 +89,7 @@ def test_seen_rows_give_the_weights_of_training_the_whole_matrix(tmp_path, tiny_
     assert torch.allclose(a[MATRIX][unseen], b[MATRIX][unseen], atol=1e-7, rtol=1e-6)
 
 
-def test_the_contrastive_stage_trains_seen_rows_to_the_same_encoder(tmp_path, tiny_backbone):
+def test_the_contrastive_stage_trains_seen_rows_to_the_same_encoder(tmp_path, tiny_backbone, monkeypatch):
     from transformers import AutoModel
 
     from finetune_core.data.prepare import prepare_splits
@@ -97,7 +99,8 @@ def test_the_contrastive_stage_trains_seen_rows_to_the_same_encoder(tmp_path, ti
     files = write_easy_task(tmp_path, 36, 40)
     tuned = {}
     for rows in ("seen", "all"):
-        config = make_config(files, tiny_backbone, token_rows=rows)  # SetFit's pairs at 18 rows per class
+        monkeypatch.setattr(embedding_rows, "SEEN_ROWS_ONLY", rows == "seen")
+        config = make_config(files, tiny_backbone)  # SetFit's pairs at 18 rows per class
         result = train_contrastive(
             config, prepare_splits(config, files / rows), str(tiny_backbone), files / f"t-{rows}"
         )

@@ -15,7 +15,7 @@ from finetune_core.model.backbone import load_for_task, load_tokenizer
 from finetune_core.model.batching import ArrowTokens, collate, encode
 from finetune_core.model.features import cached_features, extract_features, texts_digest
 from finetune_core.model.heads import head_spec
-from finetune_core.training.splits import split_tokens
+from finetune_core.training.encoded_splits import split_tokens
 from tests.conftest import read_sst2
 from tests.datasets import easy_sentiment
 

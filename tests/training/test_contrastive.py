@@ -9,10 +9,11 @@ from finetune_core.config.loading import validate_config
 from finetune_core.data.prepare import prepare_splits
 from finetune_core.model.backbone import load_tokenizer
 from finetune_core.model.batching import Encoded
+from finetune_core.model.dropout_masks import STAGE_MASKS
 from finetune_core.model.features import cache_key
 from finetune_core.model.heads import head_spec, resolve_pooling
 from finetune_core.serving.predictor import load_model_dir
-from finetune_core.training import stages
+from finetune_core.training import frozen_stage
 from finetune_core.training.contrastive import (
     _embed,
     _embed_pairs,
@@ -22,7 +23,7 @@ from finetune_core.training.contrastive import (
     sample_pairs,
     train_contrastive,
 )
-from finetune_core.training.splits import split_tokens
+from finetune_core.training.encoded_splits import split_tokens
 from tests.training.stage_helpers import Killed, easy_task_config, kill_after, write_easy_task
 
 
@@ -156,7 +157,7 @@ def test_contrastive_stage_tunes_an_encoder_the_frozen_stage_loads(few_shot, tin
     )
     assert result.epochs_run == 2 and [epoch for _, epoch, _ in seen] == [1, 2]
     assert result.extra["peak_learning_rate"] == 1e-3  # as configured
-    assert result.extra["dropout_masks"] == "torch"  # the default (training.contrastive.dropout_masks)
+    assert result.extra["dropout_masks"] == "torch"  # fixed (dropout_masks.STAGE_MASKS)
     assert all("val_centroid_accuracy" in metrics and "train_loss" in metrics for _, _, metrics in seen)
     # the embedding it tuned, at unit length (the cosine loss tuned directions only)
     assert resolve_pooling("auto", str(few_shot / "tuned")) == "normalized-mean"
@@ -164,7 +165,7 @@ def test_contrastive_stage_tunes_an_encoder_the_frozen_stage_loads(few_shot, tin
     assert cache_key(str(few_shot / "tuned"), empty, 16, "fp32", "mean") != cache_key(
         str(tiny_backbone), empty, 16, "fp32", "mean"
     )  # tuned features never come from the original's cache
-    frozen = stages.train_frozen(config, prepared, str(few_shot / "tuned"), few_shot / "frozen")
+    frozen = frozen_stage.train_frozen(config, prepared, str(few_shot / "tuned"), few_shot / "frozen")
     _, _, meta = load_model_dir(few_shot / "frozen")
     assert frozen.epochs_run == 2 and meta.pooling == "normalized-mean" and meta.backbone == str(few_shot / "tuned")
     model, tokenizer, _ = load_model_dir(few_shot / "frozen")
@@ -175,8 +176,9 @@ def test_contrastive_stage_tunes_an_encoder_the_frozen_stage_loads(few_shot, tin
         validate_config({**config.model_dump(mode="json"), "task": "regression"})
 
 
-def test_resume_reaches_the_same_encoder_as_an_uninterrupted_run(few_shot, tiny_backbone):
-    contrastive = {"epochs": 3, "pairs_per_example": 2, "dropout_masks": "numpy"}  # drawn from the checkpointed RNG
+def test_resume_reaches_the_same_encoder_as_an_uninterrupted_run(few_shot, tiny_backbone, monkeypatch):
+    monkeypatch.setitem(STAGE_MASKS, "contrastive", "numpy")  # NumPy's masks: drawn from the checkpointed RNG
+    contrastive = {"epochs": 3, "pairs_per_example": 2}
     config = make_config(few_shot, tiny_backbone, contrastive=contrastive)
     prepared = prepare_splits(config, few_shot / "data")
     straight = few_shot / "straight"
@@ -214,7 +216,7 @@ def test_sentence_pairs_are_embedded_as_pairs(tmp_path, tiny_backbone):
     assert split_tokens(prepared, "train", tokenizer, 16)[0].token_type_ids is not None  # what the stage reads
     result = train_contrastive(config, prepared, str(tiny_backbone), tmp_path / "tuned")
     assert result.epochs_run == 2 and all(np.isfinite(h["train_loss"]) for h in result.history)
-    frozen = stages.train_frozen(config, prepared, str(tmp_path / "tuned"), tmp_path / "frozen")
+    frozen = frozen_stage.train_frozen(config, prepared, str(tmp_path / "tuned"), tmp_path / "frozen")
     _, _, meta = load_model_dir(tmp_path / "frozen")
     assert frozen.epochs_run == 2 and meta.text_pair_column == "sentence2"
     assert meta.pooling == "normalized-mean"  # tuned on pairs: the head reads what was tuned, not [CLS]

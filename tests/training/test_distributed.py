@@ -13,7 +13,7 @@ from finetune_core.data.prepare import prepare_splits
 from finetune_core.errors import ConfigError
 from finetune_core.evaluation.test_split import evaluate_model
 from finetune_core.serving.predictor import load_model_dir
-from finetune_core.training import distributed, stages
+from finetune_core.training import distributed, frozen_stage, unfrozen_stage
 from tests.datasets import easy_sentiment
 
 
@@ -68,8 +68,8 @@ def test_two_processes_match_one_with_the_same_global_batch(easy_files, tiny_bac
     for processes in (1, 2):
         config = validate_config(_config(easy_files, backbone, processes))
         prepared = prepare_splits(config, easy_files / f"data-{processes}")
-        stages.train_frozen(config, prepared, str(backbone), easy_files / f"frozen-{processes}")
-        result = stages.train_unfrozen(
+        frozen_stage.train_frozen(config, prepared, str(backbone), easy_files / f"frozen-{processes}")
+        result = unfrozen_stage.train_unfrozen(
             config,
             prepared,
             easy_files / f"frozen-{processes}",
@@ -139,8 +139,8 @@ def test_multilabel_two_processes_match_one(tmp_path, tiny_backbone):
         raw["training"]["unfrozen"]["epochs"] = 2
         config = validate_config(raw)
         prepared = prepare_splits(config, tmp_path / f"data-{processes}")
-        stages.train_frozen(config, prepared, str(backbone), tmp_path / f"frozen-{processes}")
-        results[processes] = stages.train_unfrozen(
+        frozen_stage.train_frozen(config, prepared, str(backbone), tmp_path / f"frozen-{processes}")
+        results[processes] = unfrozen_stage.train_unfrozen(
             config, prepared, tmp_path / f"frozen-{processes}", tmp_path / f"model-{processes}"
         )
     single, double = results[1], results[2]

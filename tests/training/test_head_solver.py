@@ -7,7 +7,7 @@ import torch
 from sklearn.linear_model import LogisticRegression
 
 from finetune_core.data.prepare import prepare_splits
-from finetune_core.training import stages
+from finetune_core.training import frozen_stage
 from finetune_core.training.head_solver import (
     LBFGS_BELOW_STEPS,
     choose_solver,
@@ -65,14 +65,14 @@ def test_few_rows_fit_the_head_with_lbfgs_by_default_and_resume_to_the_same_head
     config = easy_task_config(files, tiny_backbone, training)
     assert config.training.frozen.solver == "auto"
     prepared = prepare_splits(config, tmp_path / "data")
-    straight = stages.train_frozen(config, prepared, str(tiny_backbone), tmp_path / "straight")
+    straight = frozen_stage.train_frozen(config, prepared, str(tiny_backbone), tmp_path / "straight")
     assert straight.extra["head_solver"] == "lbfgs" and straight.epochs_run == 3
     checkpoints = tmp_path / "checkpoints"
     with pytest.raises(Killed):
-        stages.train_frozen(
+        frozen_stage.train_frozen(
             config, prepared, str(tiny_backbone), tmp_path / "killed", kill_after("frozen", 1), checkpoints
         )
-    resumed = stages.train_frozen(
+    resumed = frozen_stage.train_frozen(
         config, prepared, str(tiny_backbone), tmp_path / "killed", checkpoints=checkpoints, resume=True
     )
     assert resumed.resumed_after_epoch == 1

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from finetune_core.config.loading import validate_config
 from finetune_core.data.prepare import prepare_splits
 from finetune_core.errors import ConfigError
-from finetune_core.evaluation.metric_table import primary_metric
-from finetune_core.training import stage_common, stages
+from finetune_core.metric_table import primary_metric
+from finetune_core.training import frozen_stage, stage_setup, unfrozen_stage
 from finetune_core.training.losses import class_weight_vector, compute_loss
 from tests.datasets import easy_sentiment
 
@@ -41,7 +41,7 @@ def _best_epoch(config) -> int:
     # epoch 1 has the better accuracy, epoch 2 the better macro-F1
     history = iter([{"accuracy": 0.8, "f1_macro": 0.5, "loss": 0.4}, {"accuracy": 0.7, "f1_macro": 0.6, "loss": 0.5}])
     prepared = SimpleNamespace(task=config.task, rows={"train": 10})
-    loop = stage_common.stage_loop(config, prepared, "unfrozen", 2, None, None)
+    loop = stage_setup.stage_loop(config, prepared, "unfrozen", 2, None, None)
     weights = _Weights()
 
     def train_epoch(epoch):
@@ -112,6 +112,6 @@ def test_balanced_class_weights_train(tmp_path, tiny_backbone):
         }
     )
     prepared = prepare_splits(config, tmp_path / "data")
-    frozen = stages.train_frozen(config, prepared, str(tiny_backbone), tmp_path / "frozen")
-    unfrozen = stages.train_unfrozen(config, prepared, tmp_path / "frozen", tmp_path / "unfrozen")
+    frozen = frozen_stage.train_frozen(config, prepared, str(tiny_backbone), tmp_path / "frozen")
+    unfrozen = unfrozen_stage.train_unfrozen(config, prepared, tmp_path / "frozen", tmp_path / "unfrozen")
     assert np.isfinite(frozen.history[0]["train_loss"]) and np.isfinite(unfrozen.history[0]["train_loss"])

@@ -11,7 +11,7 @@ from finetune_core.data.prepare import prepare_splits
 from finetune_core.model.backbone import load_for_task, load_tokenizer
 from finetune_core.model.batching import encode
 from finetune_core.model.heads import head_spec
-from finetune_core.training import stages
+from finetune_core.training import frozen_stage, unfrozen_stage
 from finetune_core.training.device import Runtime
 from finetune_core.training.loop import network_epoch
 from finetune_core.training.losses import targets_tensor
@@ -51,8 +51,8 @@ def test_a_time_budget_stops_stage_2_mid_epoch_and_its_speed_counts_rows_trained
         },
     )
     prepared = prepare_splits(config, files / "data")
-    stages.train_frozen(config, prepared, str(tiny_backbone), files / "frozen")
-    result = stages.train_unfrozen(config, prepared, files / "frozen", files / "model")
+    frozen_stage.train_frozen(config, prepared, str(tiny_backbone), files / "frozen")
+    result = unfrozen_stage.train_unfrozen(config, prepared, files / "frozen", files / "model")
 
     assert result.extra["time_budget_reached"] and result.epochs_run == 1
     trained = result.samples_per_second * result.train_seconds

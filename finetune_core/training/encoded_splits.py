@@ -1,5 +1,5 @@
 """A prepared split as the model reads it (token ids memory-mapped from a cache beside the
-prepared file, and targets), and a saved model's raw outputs on one split."""
+prepared file, and targets), a model's raw outputs on it, and their scores in the task's metrics."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from finetune_core.data.labels import read_labels
 from finetune_core.data.multilabel import label_matrix
 from finetune_core.data.prepare import PreparedData
 from finetune_core.errors import ConfigError
-from finetune_core.model.batching import Encoded
+from finetune_core.metrics.scores import score_outputs
+from finetune_core.model.batching import BatchLimit, Encoded
 from finetune_core.model.heads import head_spec
 from finetune_core.model.inference import predict_outputs
 from finetune_core.model.tokenized import encode_file
@@ -50,3 +51,16 @@ def outputs_for(config: FinetuneConfig, prepared: PreparedData, checkpoint: Path
         model, encoded, eval_batches(config.training, runtime), runtime.device, runtime.autocast, spec
     )
     return outputs, targets, meta
+
+
+def score_split(prepared: PreparedData, outputs: np.ndarray, targets: np.ndarray) -> dict:
+    if prepared.task == "regression":
+        targets = targets * prepared.target_std + prepared.target_mean
+    return score_outputs(prepared.task, outputs, targets, prepared.labels, prepared.target_mean, prepared.target_std)
+
+
+def score_network(prepared: PreparedData, network, validation, batches: BatchLimit, runtime, spec) -> dict:
+    """``validation`` (encoded rows, targets) scored by full forward passes of ``network``."""
+    runtime = runtime.for_inference()
+    outputs = predict_outputs(network, validation[0], batches, runtime.device, runtime.autocast, spec)
+    return score_split(prepared, outputs, validation[1])

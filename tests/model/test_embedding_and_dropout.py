@@ -4,7 +4,7 @@ the checkpoint's own dropout config."""
 
 import torch
 
-from finetune_core.model.adjust import freeze_word_embeddings, set_dropout
+from finetune_core.model.embedding_and_dropout import freeze_word_embeddings, set_dropout
 from finetune_core.serving.predictor import load_model_dir
 from tests.training.stage_helpers import weights, write_easy_task
 from tests.training.test_freeze_layers import _config, _run

@@ -8,14 +8,14 @@ import torch
 
 from finetune_core.errors import ConfigError
 from finetune_core.model.batching import encode
-from finetune_core.model.heads import forward_logits, head_spec
-from finetune_core.model.layer_cache import cached_layer_states
-from finetune_core.model.partial import (
+from finetune_core.model.encoder_split import (
     frozen_parameter_names,
     lower_hidden_states,
     resolve_freeze_layers,
     upper_spec,
 )
+from finetune_core.model.heads import forward_logits, head_spec
+from finetune_core.model.layer_cache import cached_layer_states
 
 TEXTS = ["a gorgeous, witty film", "dull", "the plot is a mess and the acting is no better", "fine"]
 
@@ -130,8 +130,8 @@ def test_a_features_pass_fills_the_cache_and_the_lower_pass_the_rest(tiny_backbo
     """The frozen stage taps its features pass; rows it did not compute (selection's, a feature-cache
     hit) come from a pass that stops after the frozen blocks: together, the same cache."""
     from finetune_core.model.batching import collate
+    from finetune_core.model.encoder_split import block_output
     from finetune_core.model.layer_cache import LayerWriter
-    from finetune_core.model.partial import block_output
 
     model, tokenizer = _bert(tiny_backbone)
     encoded = encode(tokenizer, TEXTS, 32)

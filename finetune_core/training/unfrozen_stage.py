@@ -10,14 +10,16 @@ from finetune_core.config.finetune import FinetuneConfig
 from finetune_core.data.prepare import PreparedData
 from finetune_core.errors import ConfigError
 from finetune_core.model import embedding_rows
-from finetune_core.model.adjust import freeze_word_embeddings, set_dropout
-from finetune_core.model.dropout_masks import choose_masks
+from finetune_core.model.dropout_masks import STAGE_MASKS, choose_masks
+from finetune_core.model.embedding_and_dropout import freeze_word_embeddings, set_dropout
+from finetune_core.model.encoder_split import freeze_lower, resolve_freeze_layers
 from finetune_core.model.heads import num_layers
-from finetune_core.model.partial import freeze_lower, resolve_freeze_layers
+from finetune_core.progress import SILENT, ProgressReporter
 from finetune_core.serving.predictor import load_model_dir
-from finetune_core.training import distributed, ray_launcher, upper
+from finetune_core.training import cached_lower_blocks, distributed, ray_launcher
 from finetune_core.training.device import eval_batches, runtime_for
 from finetune_core.training.distributed import DistContext
+from finetune_core.training.encoded_splits import score_network, score_split, spec_for, split_tokens
 from finetune_core.training.loop import (
     EpochCallback,
     StageResult,
@@ -38,9 +40,7 @@ from finetune_core.training.optim import (
     make_scheduler,
     unfrozen_depths,
 )
-from finetune_core.training.progress import SILENT, ProgressReporter
-from finetune_core.training.splits import spec_for, split_tokens
-from finetune_core.training.stage_common import save_stage, score_network, score_split, stage_class_weights, stage_loop
+from finetune_core.training.stage_setup import save_stage, stage_class_weights, stage_loop
 
 
 def wrap_lora(model, config: FinetuneConfig, freeze: int = 0):
@@ -117,16 +117,16 @@ def train_unfrozen(
         frozen_names |= freeze_word_embeddings(model)
     if stage.dropout is not None:
         set_dropout(model, stage.dropout)
-    dropout_masks = choose_masks(model, stage.dropout_masks, runtime.device)  # on CPU NumPy's are ~5x cheaper
+    dropout_masks = choose_masks(model, STAGE_MASKS["unfrozen"], runtime.device)  # on CPU NumPy's are ~5x cheaper
     seen_rows = None  # a trained token matrix: only the rows train uses are in the optimizer
-    if epochs > 0 and training.strategy != "lora" and training.token_rows == "seen":
+    if epochs > 0 and training.strategy != "lora" and embedding_rows.SEEN_ROWS_ONLY:
         seen_rows = embedding_rows.use_seen_rows(model, train[0].input_ids)
     if training.strategy == "lora" and epochs > 0:
         model = wrap_lora(model, config, frozen_from_start)
         groups = [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": training.weight_decay}]
     else:
         groups = layerwise_groups(model, spec, stage.learning_rate, stage.layer_lr_decay, training.weight_decay)
-        groups = upper.without_parameters(groups, frozen_names)
+        groups = cached_lower_blocks.without_parameters(groups, frozen_names)
     model.to(runtime.device)
     optimizer = make_optimizer(groups, stage.learning_rate)
     embedding_rows.attach(seen_rows, optimizer)
@@ -163,7 +163,7 @@ def train_unfrozen(
         nonlocal part, parallel
         freeze_lower(network, freeze)  # no gradient: the optimizer skips them from the next step
         args = (network, spec, meta, freeze, splits, checkpoint, runtime, training, ddp, progress)
-        part = upper.stage_part(*args, trained=trained)
+        part = cached_lower_blocks.stage_part(*args, trained=trained)
         parallel = ddp.parallel(network, part.spec) if ddp is not None else None
 
     parallel = None
@@ -179,7 +179,7 @@ def train_unfrozen(
             switch_to_upper(trained=True)
         if stage.gradual:
             if freeze:
-                trainable = upper.gradual_depths(epoch, epochs, top, freeze)
+                trainable = cached_lower_blocks.gradual_depths(epoch, epochs, top, freeze)
             else:
                 trainable = unfrozen_depths(epoch, epochs, top)
             apply_trainable_depths(model, depths, trainable, frozen_names)
@@ -202,18 +202,18 @@ def train_unfrozen(
             dist=parallel,
             progress=progress,
             class_weights=weights,
-            inputs_of=upper.cached_inputs(part.train) if part is not None else None,
+            inputs_of=cached_lower_blocks.cached_inputs(part.train) if part is not None else None,
         )
 
     def validate():
         if part is not None:
-            outputs = upper.upper_outputs(network, part.spec, part.validation, inference, runtime)
+            outputs = cached_lower_blocks.upper_outputs(network, part.spec, part.validation, inference, runtime)
             return score_split(prepared, outputs, validation[1])
         return score_network(prepared, network, validation, inference, runtime, spec)
 
     result = loop.run(model, train_epoch, validate, optimizer, scheduler, resume=resume)
     if part is not None and delay:  # keyed by weights only this run had: no later run can hit it
-        upper.discard(part, ddp)
+        cached_lower_blocks.discard(part, ddp)
     result.extra.update(embedding_rows.fold_back(model, seen_rows))
     result.extra.update(**runtime.record(), device=str(runtime.device), strategy=training.strategy)
     result.extra["dropout_masks"] = dropout_masks

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from finetune_core.model.batching import BatchLimit, Encoded, sorted_batches
+from finetune_core.model.encoder_split import block_output, lower_weights_digest, upper_spec
 from finetune_core.model.features import DEFAULT_CACHE
 from finetune_core.model.heads import HeadSpec, forward_logits
 from finetune_core.model.layer_cache import (
@@ -28,9 +29,8 @@ from finetune_core.model.layer_cache import (
     is_cached,
     layer_cache_path,
 )
-from finetune_core.model.partial import block_output, lower_weights_digest, upper_spec
+from finetune_core.progress import SILENT
 from finetune_core.training.device import eval_batches
-from finetune_core.training.progress import SILENT
 
 # Batches pad to their longest row: padding to a multiple of 8 was slower on CPU
 # (docs/benchmarks/engine-levers.md).

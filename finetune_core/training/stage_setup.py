@@ -1,5 +1,5 @@
-"""What the training stages share: scoring a split in the task's metrics, the epoch loop set up
-from the config, class (or positive-label) weights, and saving a finished stage's model."""
+"""What every training stage sets up from the config the same way: the epoch loop, class (or
+positive-label) weights, and saving a finished stage's model."""
 
 from __future__ import annotations
 
@@ -11,28 +11,12 @@ import torch
 from finetune_core.config.finetune import FinetuneConfig
 from finetune_core.data.multilabel import pos_weight_vector
 from finetune_core.data.prepare import PreparedData
-from finetune_core.evaluation.metric_table import primary_metric
-from finetune_core.evaluation.metrics import score_outputs
-from finetune_core.model.batching import BatchLimit
-from finetune_core.model.inference import predict_outputs
+from finetune_core.metric_table import primary_metric
+from finetune_core.progress import SILENT
 from finetune_core.serving.predictor import save_model_dir
 from finetune_core.training.checkpoint import Checkpointer
 from finetune_core.training.loop import EpochLoop, StageResult, mark_finished
 from finetune_core.training.losses import class_weight_vector
-from finetune_core.training.progress import SILENT
-
-
-def score_split(prepared: PreparedData, outputs: np.ndarray, targets: np.ndarray) -> dict:
-    if prepared.task == "regression":
-        targets = targets * prepared.target_std + prepared.target_mean
-    return score_outputs(prepared.task, outputs, targets, prepared.labels, prepared.target_mean, prepared.target_std)
-
-
-def score_network(prepared: PreparedData, network, validation, batches: BatchLimit, runtime, spec) -> dict:
-    """``validation`` (encoded rows, targets) scored by full forward passes of ``network``."""
-    runtime = runtime.for_inference()
-    outputs = predict_outputs(network, validation[0], batches, runtime.device, runtime.autocast, spec)
-    return score_split(prepared, outputs, validation[1])
 
 
 def stage_loop(

@@ -1,10 +1,10 @@
-"""Pipeline steps as plain functions over paths: each reads its inputs from disk and writes
-its output directory, so the Prefect tasks wrapping them hand each other references only.
+"""Stage 1, frozen: a fresh head trained on the frozen backbone's features (computed once, and
+cached), as a plain function over paths: it reads its inputs from disk and writes its output
+directory, so the Prefect task wrapping it hands the next step a reference only.
 
 Strategies: lp-ft (head on the frozen backbone, then everything), full (no frozen stage),
-linear-probe (frozen stage only), lora (frozen stage, then adapters and head).
-Here: stage 1 (frozen) and calibration; stage 2 lives in training.unfrozen, re-exported so the
-steps read from one place.
+linear-probe (frozen stage only), lora (frozen stage, then adapters and head). Stage 2 is
+training.unfrozen_stage; calibration, training.calibration_step.
 """
 
 from __future__ import annotations
@@ -15,20 +15,18 @@ from pathlib import Path
 import torch
 
 from finetune_core.config.finetune import FinetuneConfig
-from finetune_core.data.labels import read_labels
-from finetune_core.data.multilabel import label_matrix
 from finetune_core.data.prepare import PreparedData
-from finetune_core.evaluation.multilabel import fit_decision_rule
 from finetune_core.model.backbone import load_for_task, load_tokenizer
 from finetune_core.model.batching import take_encoded
+from finetune_core.model.encoder_split import resolve_freeze_layers
 from finetune_core.model.features import DEFAULT_CACHE, cached_features, known_within, load_known_features
 from finetune_core.model.heads import resolve_pooling
 from finetune_core.model.inference import head_outputs
-from finetune_core.model.partial import resolve_freeze_layers
-from finetune_core.serving.predictor import ModelMeta, load_meta, write_meta
-from finetune_core.training import upper
-from finetune_core.training.calibration import expected_calibration_error, fit_temperature
+from finetune_core.progress import SILENT, ProgressReporter
+from finetune_core.serving.predictor import ModelMeta
+from finetune_core.training import cached_lower_blocks
 from finetune_core.training.device import eval_batches, runtime_for
+from finetune_core.training.encoded_splits import score_network, score_split, spec_for, split_tokens
 from finetune_core.training.head_solver import (
     LBFGS_MAX_ITERATIONS,
     choose_solver,
@@ -50,13 +48,10 @@ from finetune_core.training.loop import (
 )
 from finetune_core.training.losses import targets_tensor
 from finetune_core.training.optim import NO_DECAY, make_optimizer, make_scheduler
-from finetune_core.training.progress import SILENT, ProgressReporter
 from finetune_core.training.recipe import head_rows
-from finetune_core.training.splits import outputs_for, spec_for, split_tokens
-from finetune_core.training.stage_common import save_stage, score_network, score_split, stage_class_weights, stage_loop
-from finetune_core.training.unfrozen import train_unfrozen
+from finetune_core.training.stage_setup import save_stage, stage_class_weights, stage_loop
 
-__all__ = ["calibrate", "calibrate_out_of_fold", "train_frozen", "train_unfrozen"]
+__all__ = ["train_frozen"]
 
 
 def _head_optimizer(model, config: FinetuneConfig, steps: int):
@@ -143,9 +138,11 @@ def train_frozen(
     weights = stage_class_weights(config, prepared, train[1])
     if freeze and spec is not None and epochs > 0:  # stage 2's layer cache, filled by the features pass
         splits = {"train": every_train_row, "validation": validation[0]}
-        directory = upper.layer_cache_dir(training, out_dir)
-        paths = upper.cache_paths(directory, backbone, splits, training.max_length, infer.precision, freeze)
-        writers = upper.writers_for(model, splits, paths)
+        directory = cached_lower_blocks.layer_cache_dir(training, out_dir)
+        paths = cached_lower_blocks.cache_paths(
+            directory, backbone, splits, training.max_length, infer.precision, freeze
+        )
+        writers = cached_lower_blocks.writers_for(model, splits, paths)
 
     if spec is not None and epochs > 0:  # train the head on backbone outputs computed once
         started = time.perf_counter()
@@ -161,7 +158,7 @@ def train_frozen(
         )
         known = load_known_features(known_features, pooling, infer.precision, training.max_length)
         known = known if sample is None else known_within(known, sample)
-        with upper.filling(model, freeze, writers.get("train"), sample) as tap:
+        with cached_lower_blocks.filling(model, freeze, writers.get("train"), sample) as tap:
             train_x, train_hit = cached_features(
                 model,
                 spec,
@@ -173,11 +170,11 @@ def train_frozen(
                 tap=tap,
                 **common,
             )
-        with upper.filling(model, freeze, writers.get("validation")) as tap:
+        with cached_lower_blocks.filling(model, freeze, writers.get("validation")) as tap:
             val_x, val_hit = cached_features(
                 model, spec, validation[0], backbone, progress=progress, task="validation features", tap=tap, **common
             )
-        upper.finish_writers(writers, model, freeze, runtime, inference, progress)
+        cached_lower_blocks.finish_writers(writers, model, freeze, runtime, inference, progress)
         train_x, val_x = train_x.to(runtime.device), val_x.to(runtime.device)
         extra.update(feature_seconds=time.perf_counter() - started, feature_cache_hits=int(train_hit) + int(val_hit))
         if writers:
@@ -249,38 +246,3 @@ def train_frozen(
     for parameter in model.parameters():
         parameter.requires_grad_(True)
     return save_stage(model.cpu(), tokenizer, meta, out_dir, result)
-
-
-def calibrate(config: FinetuneConfig, prepared: PreparedData, model_dir: Path) -> dict:
-    """Fit temperature scaling on validation and store it with the model (classification); for
-    multilabel, per-label temperatures and decision thresholds (tuned even when not calibrating)."""
-    if prepared.task == "multilabel":
-        outputs, targets, meta = outputs_for(config, prepared, model_dir, "validation")
-        trained = label_matrix(read_labels(prepared.paths["train"]), len(prepared.labels)).sum(axis=0) > 0
-        rule = fit_decision_rule(outputs, targets, prepared.labels, config.training.calibrate, trained)
-        meta.thresholds = [float(t) for t in rule["thresholds"]]
-        meta.temperatures = None if rule["temperatures"] is None else [float(t) for t in rule["temperatures"]]
-        meta.calibration_notes = rule["notes"]
-        write_meta(meta, model_dir)
-        return rule["summary"]
-    if prepared.task != "classification" or not config.training.calibrate:
-        return {}
-    outputs, targets, meta = outputs_for(config, prepared, model_dir, "validation")
-    return _fit_and_save_temperature(meta, model_dir, outputs, targets, "val")
-
-
-def calibrate_out_of_fold(model_dir: Path, logits, targets) -> dict:
-    """The temperature fitted on the label review's out-of-fold logits of the head, for a run
-    with too few validation rows to fit it on (docs/concepts/label-review.md)."""
-    return _fit_and_save_temperature(load_meta(model_dir), model_dir, logits, targets, "oof")
-
-
-def _fit_and_save_temperature(meta, model_dir: Path, outputs, targets, prefix: str) -> dict:
-    """The temperature fitted on ``outputs``, saved with the model, and the error before and after."""
-    meta.temperature = fit_temperature(outputs, targets)
-    write_meta(meta, model_dir)
-    return {
-        "temperature": meta.temperature,
-        f"{prefix}_ece_before": expected_calibration_error(outputs, targets),
-        f"{prefix}_ece_after": expected_calibration_error(outputs, targets, meta.temperature),
-    }

@@ -1,5 +1,5 @@
 """What stage 2 may change on a loaded model before it trains, beyond freezing whole blocks
-(finetune_core.model.partial): the token-embedding matrix kept frozen, and the dropout rate.
+(finetune_core.model.encoder_split): the token-embedding matrix kept frozen, and the dropout rate.
 Both act on training only; the saved model's weights and config load as any checkpoint does.
 """
 

@@ -1,0 +1,53 @@
+"""The calibration step, after stage 2: temperature scaling fitted on validation (or on the label
+review's out-of-fold logits) and stored with the model; for multilabel, per-label temperatures and
+decision thresholds. The math is training.calibration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from finetune_core.config.finetune import FinetuneConfig
+from finetune_core.data.labels import read_labels
+from finetune_core.data.multilabel import label_matrix
+from finetune_core.data.prepare import PreparedData
+from finetune_core.metrics.calibration import expected_calibration_error, fit_temperature
+from finetune_core.metrics.multilabel import fit_decision_rule
+from finetune_core.serving.predictor import load_meta, write_meta
+from finetune_core.training.encoded_splits import outputs_for
+
+__all__ = ["calibrate", "calibrate_out_of_fold"]
+
+
+def calibrate(config: FinetuneConfig, prepared: PreparedData, model_dir: Path) -> dict:
+    """Fit temperature scaling on validation and store it with the model (classification); for
+    multilabel, per-label temperatures and decision thresholds (tuned even when not calibrating)."""
+    if prepared.task == "multilabel":
+        outputs, targets, meta = outputs_for(config, prepared, model_dir, "validation")
+        trained = label_matrix(read_labels(prepared.paths["train"]), len(prepared.labels)).sum(axis=0) > 0
+        rule = fit_decision_rule(outputs, targets, prepared.labels, config.training.calibrate, trained)
+        meta.thresholds = [float(t) for t in rule["thresholds"]]
+        meta.temperatures = None if rule["temperatures"] is None else [float(t) for t in rule["temperatures"]]
+        meta.calibration_notes = rule["notes"]
+        write_meta(meta, model_dir)
+        return rule["summary"]
+    if prepared.task != "classification" or not config.training.calibrate:
+        return {}
+    outputs, targets, meta = outputs_for(config, prepared, model_dir, "validation")
+    return _fit_and_save_temperature(meta, model_dir, outputs, targets, "val")
+
+
+def calibrate_out_of_fold(model_dir: Path, logits, targets) -> dict:
+    """The temperature fitted on the label review's out-of-fold logits of the head, for a run
+    with too few validation rows to fit it on (docs/concepts/label-review.md)."""
+    return _fit_and_save_temperature(load_meta(model_dir), model_dir, logits, targets, "oof")
+
+
+def _fit_and_save_temperature(meta, model_dir: Path, outputs, targets, prefix: str) -> dict:
+    """The temperature fitted on ``outputs``, saved with the model, and the error before and after."""
+    meta.temperature = fit_temperature(outputs, targets)
+    write_meta(meta, model_dir)
+    return {
+        "temperature": meta.temperature,
+        f"{prefix}_ece_before": expected_calibration_error(outputs, targets),
+        f"{prefix}_ece_after": expected_calibration_error(outputs, targets, meta.temperature),
+    }
