@@ -47,8 +47,8 @@ from finetune_core.evaluation.label_review import (
     usable_folds,
 )
 from finetune_core.evaluation.suspect_labels import train_features
+from finetune_core.metrics.calibration import expected_calibration_error, fit_temperature
 from finetune_core.model.backbone import resolve_backbone
-from finetune_core.training.calibration import expected_calibration_error, fit_temperature
 from finetune_core.training.losses import targets_tensor
 
 BACKBONE = "bundled:all-MiniLM-L6-v2"

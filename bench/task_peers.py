@@ -14,8 +14,8 @@ import torch
 from bench.hf_baseline import run_glue_arguments
 from finetune_core.data.multilabel import label_matrix
 from finetune_core.data.prepare import LABEL, TEXT, TEXT_PAIR
-from finetune_core.evaluation.metrics import metric_safe
-from finetune_core.evaluation.multilabel import multilabel_metrics, tune_thresholds
+from finetune_core.metrics.multilabel import multilabel_metrics, tune_thresholds
+from finetune_core.metrics.scores import metric_safe
 from finetune_core.model.backbone import resolve_backbone
 
 BACKBONE = "bundled:all-MiniLM-L6-v2"

@@ -1,2 +1,2 @@
-"""Evaluation: the metric table (one owner), metrics, served-prediction scoring, gates, and the
-files reviewers read (plots, model card)."""
+"""Evaluation: the test metrics, the trivial baseline, the gates, the label review, and the files
+reviewers read (plots, model card). The metrics themselves live in ``finetune_core.metrics``."""

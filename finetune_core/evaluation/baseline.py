@@ -27,8 +27,8 @@ from finetune_core.data.augment import AUGMENTED
 from finetune_core.data.chunks import parquet_columns
 from finetune_core.data.multilabel import label_matrix
 from finetune_core.data.prepare import LABEL
-from finetune_core.evaluation.metrics import metric_safe, regression_metrics
-from finetune_core.evaluation.multilabel import multilabel_metrics
+from finetune_core.metrics.multilabel import multilabel_metrics
+from finetune_core.metrics.scores import metric_safe, regression_metrics
 
 
 class Baseline(BaseModel):

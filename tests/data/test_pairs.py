@@ -10,7 +10,7 @@ from finetune_core.config.validation import ValidationConfig
 from finetune_core.data.drift import profile_parquet
 from finetune_core.data.prepare import TEXT, TEXT_PAIR, prepare_splits
 from finetune_core.errors import DataError
-from finetune_core.evaluation.metrics import regression_metrics
+from finetune_core.metrics.scores import regression_metrics
 from finetune_core.model.batching import collate, encode
 from finetune_core.model.features import texts_digest
 from finetune_core.model.tokenized import encode_file

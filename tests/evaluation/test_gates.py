@@ -9,10 +9,10 @@ from finetune_core.config.gates import GatesConfig
 from finetune_core.config.loading import validate_config
 from finetune_core.errors import ConfigError
 from finetune_core.evaluation.baseline import original_train_labels, trivial_baseline
-from finetune_core.evaluation.comparison import comparable, served_metrics
 from finetune_core.evaluation.gates import evaluate_gates, paired_bootstrap_p_value
 from finetune_core.evaluation.model_card import version_description
 from finetune_core.metric_table import unknown_metrics
+from finetune_core.metrics.served import comparable, served_metrics
 
 METRICS = {"accuracy": 0.86, "f1_macro": 0.85, "loss": 0.40, "ece": 0.03}
 

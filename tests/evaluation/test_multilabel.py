@@ -7,15 +7,15 @@ import pytest
 from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 
 from finetune_core.evaluation.baseline import trivial_baseline
-from finetune_core.evaluation.comparison import comparable, served_metrics
 from finetune_core.evaluation.gates import per_example_scores
-from finetune_core.evaluation.multilabel import (
+from finetune_core.evaluation.review import write_review_files
+from finetune_core.metrics.multilabel import (
     fit_decision_rule,
     multilabel_metrics,
     sigmoid,
     tune_thresholds,
 )
-from finetune_core.evaluation.review import write_review_files
+from finetune_core.metrics.served import comparable, served_metrics
 from finetune_core.serving.predictor import ModelMeta, outputs_to_frame
 
 LABELS = ["a", "b", "c"]

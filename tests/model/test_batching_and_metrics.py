@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from finetune_core.evaluation.metrics import (
+from finetune_core.metrics.scores import (
     classification_metrics,
     metric_safe,
     regression_metrics,

@@ -16,7 +16,7 @@ from sklearn.metrics import (
     r2_score,
 )
 
-from finetune_core.evaluation.multilabel import outputs_metrics
+from finetune_core.metrics.multilabel import outputs_metrics
 
 
 def metric_safe(name: str) -> str:

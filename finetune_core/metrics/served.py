@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 
 from finetune_core.data.multilabel import label_matrix
-from finetune_core.evaluation.metrics import classification_metrics, metric_safe, regression_metrics
-from finetune_core.evaluation.multilabel import multilabel_metrics
-from finetune_core.training.calibration import expected_calibration_error
+from finetune_core.metrics.calibration import expected_calibration_error
+from finetune_core.metrics.multilabel import multilabel_metrics
+from finetune_core.metrics.scores import classification_metrics, metric_safe, regression_metrics
 
 
 def served_labels(frame: pd.DataFrame) -> list[str]:
