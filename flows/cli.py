@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from flows.cli_errors import print_error, print_trace
+from flows.cli_errors import load_config_printing_warnings, print_error, print_trace
 from flows.run_summary import browse_hint, summary_table, write_summary_json
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n\n")[0])
@@ -73,9 +73,7 @@ def _shorten_prefect_console_errors() -> None:
 
 
 def _load(config_path: Path, overrides: list[str]):
-    from finetune_core.config.loading import load_config
-
-    return load_config(config_path, overrides)
+    return load_config_printing_warnings(console, config_path, overrides)
 
 
 def _print_user_error(exc: Exception) -> None:

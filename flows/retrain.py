@@ -40,9 +40,12 @@ def _already_trained(client: MlflowClient, name: str, snapshot: Snapshot):
     )
 
 
-def snapshot_config(base: dict, deployment: FinetuneConfig, snapshot: Snapshot) -> FinetuneConfig:
+def snapshot_config(
+    base: dict, deployment: FinetuneConfig, snapshot: Snapshot, notices: list[str] | None = None
+) -> FinetuneConfig:
     """``base`` (the champion's or the given config) on the snapshot's files, with the
-    deployment's tracking settings and output directory."""
+    deployment's tracking settings and output directory; a retired key the champion's recorded
+    config holds is dropped, with a line in ``notices``."""
     raw = dict(base)
     raw["data"] = {
         **raw["data"],
@@ -52,7 +55,7 @@ def snapshot_config(base: dict, deployment: FinetuneConfig, snapshot: Snapshot) 
     }
     raw["mlflow"] = deployment.mlflow.model_dump(mode="json")
     raw["output_dir"] = str(deployment.output_dir)
-    return validate_config(raw)
+    return validate_config(raw, notices)
 
 
 @flow(name="retrain", log_prints=True)
@@ -77,7 +80,10 @@ def retrain(
         return RetrainResult(snapshot=snapshot.name, skipped=True, reason=reason)
     recorded, reference, champion = champion_records(config)
     base = recorded if (use_champion_config and recorded) else config.model_dump(mode="json")
-    effective = snapshot_config(base, config, snapshot)
+    notices: list[str] = []
+    effective = snapshot_config(base, config, snapshot, notices)
+    for notice in notices:  # an old champion's config: it still retrains, and the run's log says what changed
+        logger.warning(notice)
     tags = {"snapshot": snapshot.name, "snapshot_fingerprint": snapshot.fingerprint, "trigger": "retrain"}
     drift = None
     if reference is not None:

@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from flows.cli_errors import print_error
+from flows.cli_errors import load_config_printing_warnings, print_error
 
 console = Console(stderr=True)
 EXIT_BAD_INPUT = 2  # as every `finetune` command: bad configuration or data
@@ -32,11 +32,10 @@ def review_labels(
     """Only prepare the data and review its train labels; print the most suspect rows."""
     from datetime import datetime, timezone
 
-    from finetune_core.config.loading import load_config
     from finetune_core.errors import UserInputError
 
     try:
-        config = load_config(config_path, set_ or [])
+        config = load_config_printing_warnings(console, config_path, set_ or [])
         from finetune_core.evaluation.suspect_labels import SUSPECTS_FILE, level_message, review_data, suspects_frame
 
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")

@@ -10,7 +10,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from flows.cli_errors import print_error, print_trace
+from flows.cli_errors import load_config_printing_warnings, print_error, print_trace
 
 console = Console(stderr=True)
 EXIT_ERROR, EXIT_BAD_INPUT, EXIT_GATE, EXIT_TRACKING_DOWN = 1, 2, 3, 4  # as `finetune run`
@@ -30,7 +30,6 @@ def tune(
 ) -> None:
     """Search hyperparameters (Optuna trials as Prefect tasks, pruned by epoch), then train, gate and
     register the best configuration."""
-    from finetune_core.config.loading import load_config
     from finetune_core.config.tracking import credentials_to_environment
     from finetune_core.environment import apply_defaults
     from finetune_core.errors import UserInputError
@@ -39,7 +38,7 @@ def tune(
     from tasks.tracking_server import TrackingUnavailable
 
     try:
-        config = credentials_to_environment(load_config(config_path, set_ or []))
+        config = credentials_to_environment(load_config_printing_warnings(console, config_path, set_ or []))
         from finetune_core.search.space import resolve_space
 
         resolve_space(config)  # a bad space is exit 2 before any server starts

@@ -20,13 +20,15 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from finetune_core.config.finetune import FinetuneConfig
+from finetune_core.config.retired import RETIRED, RETIRED_ON
 
 PAGE = Path(__file__).resolve().parents[1] / "reference" / "configuration.md"
 COMMAND = "python -m docs.gen.config_reference"
 
 # Who sets a key: the longest matching prefix decides. "every-run": what describes your data and where
 # results go; "tuning": what changes what the model learns; "engine": how the engine computes
-# (devices, processes, caches, kernels, batching), which changes speed, not what is learnt.
+# (devices, processes, caches, batching), which changes speed, not what is learnt. An engine choice
+# measured better everywhere is no key at all: it is retired (finetune_core/config/retired.py).
 AUDIENCE: dict[str, str] = {
     "task": "every-run",
     "data": "every-run",
@@ -41,7 +43,6 @@ AUDIENCE: dict[str, str] = {
     "search": "tuning",
     "training.eval_batch_size": "engine",
     "training.eval_batch_tokens": "engine",
-    "training.token_rows": "engine",
     "training.precision": "engine",
     "training.device": "engine",
     "training.num_threads": "engine",
@@ -52,12 +53,6 @@ AUDIENCE: dict[str, str] = {
     "training.max_restarts": "engine",
     "training.feature_cache": "engine",
     "training.cache_dir": "engine",
-    "training.unfrozen.dropout_masks": "engine",
-    "training.contrastive.dropout_masks": "engine",
-    "training.contrastive.encode_sides": "engine",
-    "training.contrastive.max_pairs": "engine",
-    "training.frozen.solver": "engine",
-    "training.frozen.max_rows": "engine",
     "backbone.task_runner": "engine",
     "backbone.selection_workers": "engine",
     "backbone.dask_address": "engine",
@@ -80,7 +75,7 @@ GROUPS: dict[str, tuple[str, str]] = {
     ),
     "engine": (
         "Engine internals",
-        "How the engine computes and serves: device, precision, processes, caches, dropout kernels, batching and "
+        "How the engine computes and serves: device, precision, processes, caches, batching and "
         "the served form of the model. These change speed and where things run, not what is learnt (up to float "
         "rounding, random draws, and a quantised form that passed its parity gate).",
     ),
@@ -199,6 +194,26 @@ Types: `one of a, b` is a fixed set of strings; `null` means unset; bounds follo
 """
 
 
+RETIRED_INTRO = """
+## Retired keys
+
+Engine choices measured better everywhere are fixed behaviour, not keys. A configuration that still sets one
+(a champion's recorded `config.yaml`, an old file) loads: the key is dropped with a warning that names it, says
+what the engine does now and, when the value asked for something else, that the value is ignored.
+
+| key | retired | what the engine does now | why |
+|---|---|---|---|
+"""
+
+
+def retired_rows() -> list[str]:
+    """The retired keys' table rows, from finetune_core/config/retired.py."""
+    return [
+        f"| `{key}` | {RETIRED_ON} | {cell(retired.now)} | [decision](../{retired.record}) |\n"
+        for key, retired in RETIRED.items()
+    ]
+
+
 def render() -> str:
     """The whole page, as this generator writes it now."""
     grouped: dict[str, list[Row]] = {group: [] for group in GROUPS}
@@ -208,6 +223,8 @@ def render() -> str:
     for group, (title, intro) in GROUPS.items():
         parts.append(f"\n## {title}\n\n{intro}\n\n| key | type | default | description |\n|---|---|---|---|\n")
         parts.extend(f"| `{r.key}` | {r.type} | {r.default} | {r.description} |\n" for r in grouped[group])
+    parts.append(RETIRED_INTRO)
+    parts.extend(retired_rows())
     return "".join(parts)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,10 @@ import yaml
 from pydantic import ValidationError
 
 from finetune_core.config.finetune import FinetuneConfig
+from finetune_core.config.retired import drop_retired
 from finetune_core.errors import ConfigError
+
+logger = logging.getLogger(__name__)
 
 
 def _format_validation_error(error: ValidationError) -> str:
@@ -60,14 +64,24 @@ def _resolve_relative_paths(raw: dict[str, Any], base: Path) -> None:
                 data[key] = str((base / value).resolve())
 
 
-def validate_config(raw: dict[str, Any]) -> FinetuneConfig:
+def validate_config(raw: dict[str, Any], notices: list[str] | None = None) -> FinetuneConfig:
+    """``raw`` validated. Every configuration passes here (a file, ``--set``, a champion's recorded
+    config.yaml, a trial's): a retired key (config.retired) is dropped first and warned about once, as a
+    logged warning and a line appended to ``notices`` for a command to show."""
+    raw, dropped = drop_retired(raw)
+    for line in dropped:
+        logger.warning(line)
+    if notices is not None:
+        notices.extend(dropped)
     try:
         return FinetuneConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(exc)) from None
 
 
-def load_config(path: str | Path, overrides: list[str] | None = None) -> FinetuneConfig:
+def load_config(
+    path: str | Path, overrides: list[str] | None = None, notices: list[str] | None = None
+) -> FinetuneConfig:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
@@ -79,7 +93,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Finetun
         raise ConfigError(f"{path}: expected a mapping at the top level")
     _resolve_relative_paths(raw, path.parent)
     # Overrides come after: a path given on the command line is relative to the working directory.
-    return validate_config(apply_overrides(raw, overrides or []))
+    return validate_config(apply_overrides(raw, overrides or []), notices)
 
 
 def flatten(config: FinetuneConfig) -> dict[str, str]:

@@ -74,5 +74,6 @@ class SearchConfig(Strict):
         30,
         gt=0,
         description="A running trial records a heartbeat this often; one silent for twice as long belongs to a "
-        "dead worker, is marked failed and retried once with the same parameters.",
+        "dead worker, is marked failed and retried once with the same parameters. Longer: fewer writes to a busy "
+        "shared database; shorter: a dead worker's trial is retried sooner.",
     )

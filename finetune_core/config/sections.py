@@ -95,7 +95,9 @@ class TrainingConfig(Strict):
         description="Stage 2: everything learns, at a smaller learning rate.",
     )
     batch_size: int = Field(32, gt=0, description="Training batch size.")
-    eval_batch_size: int = Field(128, gt=0, description="Batch size for validation, test and prediction.")
+    eval_batch_size: int = Field(
+        128, gt=0, description="Batch size for validation, test and prediction (lower it when they run out of memory)."
+    )
     eval_batch_tokens: Annotated[int, Field(ge=0)] | Literal["auto"] = Field(
         "auto",
         description="Most padded tokens in one validation, test, feature or layer-cache batch (rows sorted by "
@@ -116,13 +118,6 @@ class TrainingConfig(Strict):
     )
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (never on biases or LayerNorm).")
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
-    token_rows: Literal["seen", "all"] = Field(
-        "seen",
-        description="seen: the stages that train the encoder (contrastive, unfrozen) optimise only the "
-        "token-embedding rows that occur in the training split; the others would get no gradient, so they take only "
-        "weight decay, applied as one factor: the same weights as training the whole matrix, without its dense "
-        "gradient and update over the vocabulary each step. all: the whole matrix every step, as HF Trainer does.",
-    )
     early_stopping_patience: int | None = Field(
         None, gt=0, description="Stop a stage after this many epochs without validation improvement."
     )
@@ -161,7 +156,9 @@ class TrainingConfig(Strict):
     max_restarts: int = Field(
         0, ge=0, description="Restarts of a failed worker group by the elastic agent; each resumes from the last epoch."
     )
-    feature_cache: bool = Field(True, description="Cache frozen-backbone features on disk for re-runs.")
+    feature_cache: bool = Field(
+        True, description="Cache frozen-backbone features on disk for re-runs (false: no disk used for them)."
+    )
     cache_dir: Path | None = Field(None, description="Feature cache directory (default: ~/.cache/finetune).")
     calibrate: bool = Field(
         True,
@@ -220,5 +217,5 @@ class ServingConfig(Strict):
         64,
         ge=0,
         description="Test rows timed one at a time per runtime at registration (p50/p95 latency at batch 1; "
-        "eight times as many, at most, at batch 32); 0: not measured.",
+        "eight times as many, at most, at batch 32); 0: not measured, for a faster registration.",
     )

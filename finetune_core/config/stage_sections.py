@@ -10,16 +10,6 @@ from pydantic import Field
 
 from finetune_core.config.base import Strict
 
-DropoutMasks = Literal["numpy", "torch"]
-
-
-def dropout_masks_field(default: str = "numpy"):
-    return Field(
-        default,
-        description="Source of this stage's dropout masks on CPU: numpy (PCG64 raw bits, seeded from torch's "
-        "generator; 5x cheaper than torch's Bernoulli kernel there) or torch. GPUs always use torch's.",
-    )
-
 
 class StageConfig(Strict):
     epochs: int = Field(ge=0, description="Epochs in this stage (0 skips it).")
@@ -34,7 +24,8 @@ class FrozenStageConfig(StageConfig):
     solver: Literal["auto", "adamw", "lbfgs"] = Field(
         "auto",
         description="How the head is fitted on cached features: minibatch AdamW, or full-batch L-BFGS on an "
-        "L2-regularised loss (scikit-learn's LogisticRegression); auto: L-BFGS while AdamW would take few steps.",
+        "L2-regularised loss (scikit-learn's LogisticRegression); auto: L-BFGS while AdamW would take few "
+        "steps. Set it to compare the two heads or to keep an older run's AdamW head.",
     )
     regularization: float = Field(
         1.0, gt=0, description="L-BFGS only: inverse L2 strength, scikit-learn's C on unit-length features."
@@ -96,7 +87,6 @@ class UnfrozenStageConfig(StageConfig):
         "embedding LayerNorm still train): its dense gradient and optimizer update over the whole vocabulary "
         "are skipped, and tokens absent from train keep their pretrained vectors.",
     )
-    dropout_masks: DropoutMasks = dropout_masks_field()
 
 
 class ContrastiveStageConfig(StageConfig):
@@ -118,21 +108,21 @@ class ContrastiveStageConfig(StageConfig):
         "num_iterations).",
     )
     batch_size: int = Field(16, gt=0, description="Pairs per training step.")
-    max_pairs: int = Field(20000, gt=0, description="Cap on the pairs of one epoch (seeded subsample).")
+    max_pairs: int = Field(
+        20000, gt=0, description="Cap on the pairs of one epoch (seeded subsample): the stage's time on many rows."
+    )
     encode_sides: Literal["auto", "once", "separately"] = Field(
         "auto",
         description="separately: each side of a pair in its own forward pass with its own dropout (SetFit's way); "
         "once: each distinct row of a batch encoded once for both sides (half the work); auto: separately up to "
-        "32 training rows per class, once above.",
+        "32 training rows per class, once above. Set it to train exactly as SetFit does (separately) at "
+        "any size.",
     )
     self_pairs: bool | None = Field(
         None,
         description="Also pair each row with itself as a similar pair (SetFit's combinations with replacement; "
         "only dropout tells the sides apart). None: when sides are encoded separately.",
     )
-    # torch by default here: self pairs differ only by their masks, and NumPy's saved seconds, not
-    # accuracy, at few rows per class; docs/benchmarks/contrastive-dropout-masks.md.
-    dropout_masks: DropoutMasks = dropout_masks_field("torch")
 
 
 class LoraConfig(Strict):

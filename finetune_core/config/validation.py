@@ -136,12 +136,19 @@ class ValidationConfig(Strict):
         description="Per-check severity overrides (error | warning | off; for a check with two levels, what "
         "failing its warning level does); checks: " + ", ".join(CHECKS) + ".",
     )
-    examples: int = Field(5, ge=0, le=100, description="Example rows shown per failed check in the reports.")
+    examples: int = Field(
+        5,
+        ge=0,
+        le=100,
+        description="Example rows shown per failed check in the reports (more to diagnose a failure, 0 to keep "
+        "rows out of shared reports).",
+    )
     chunk_rows: int = Field(
         100_000,
         ge=1,
-        description="Rows validated at once; larger splits are validated chunk by chunk, with the "
-        "whole-split checks (row counts, duplicates, leakage, label set, class shares) counted over every chunk first.",
+        description="Rows validated at once; larger splits are validated chunk by chunk, with the whole-split "
+        "checks (row counts, duplicates, leakage, label set, class shares) counted over every chunk first. Lower "
+        "it where a chunk does not fit in memory (wide rows, a small worker).",
     )
 
     @model_validator(mode="before")

@@ -142,6 +142,17 @@ def test_show_config_compares_nested_sections_key_by_key(tmp_path):
     assert shown["training"] == {"unfrozen": {"epochs": 1}} and set(shown) == {"data", "training"}
 
 
+def test_a_retired_key_loads_with_a_warning_on_stderr(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("data: {train: a.csv, test: b.csv}\ntraining: {unfrozen: {dropout_masks: torch}}\n")
+    result = runner.invoke(app, ["show-config", str(path), "--set", "training.token_rows=all"])
+    assert result.exit_code == 0, result.output
+    assert "warning: training.unfrozen.dropout_masks is retired" in result.stderr
+    assert "warning: training.token_rows is retired (2026-12-03) and its value 'all' is ignored" in result.stderr
+    data = {"train": str(tmp_path / "a.csv"), "test": str(tmp_path / "b.csv")}
+    assert yaml.safe_load(result.stdout) == {"data": data}  # nothing else differs from the defaults
+
+
 def test_resume_of_something_that_is_not_a_run_directory_exits_2(finetune_cli, write_config, tmp_path):
     result = finetune_cli("run", str(write_config()), "--resume", str(tmp_path / "nowhere"))
     assert result.returncode == 2, result.stderr

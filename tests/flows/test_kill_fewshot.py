@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from finetune_core.config.loading import validate_config
+from finetune_core.model.dropout_masks import STAGE_MASKS
 from tests.conftest import tiny_config
 from tests.datasets import easy_sentiment
 from tests.flows.processes import run_config
@@ -37,7 +38,7 @@ def test_a_default_fewshot_run_killed_mid_contrastive_resumes_to_the_same_model(
         out.mkdir()
     raw = _default_fewshot(tiny_backbone, tmp_path, straight_dir)
     config = validate_config(raw)
-    assert config.training.strategy == "auto" and config.training.contrastive.dropout_masks == "torch"
+    assert config.training.strategy == "auto" and STAGE_MASKS["contrastive"] == "torch"
     done, summary = run_config(prefect_server, straight_dir, raw, user_threads=True)
     assert done.returncode in (0, 3), done.stderr[-3000:]
     straight = json.loads(summary.read_text())
