@@ -36,7 +36,7 @@ from finetune_core.data.multilabel import label_matrix
 from finetune_core.data.prepare import LABEL, prepare_splits
 from finetune_core.evaluation.test_split import evaluate_model
 from finetune_core.metrics.multilabel import multilabel_metrics, sigmoid, tune_thresholds
-from finetune_core.metrics.scores import classification_metrics, metric_safe
+from finetune_core.metrics.scores import classification_metrics
 from finetune_core.model.backbone import resolve_backbone
 from finetune_core.training import calibration_step, frozen_stage, recipe, unfrozen_stage
 from finetune_core.training.device import runtime_for
@@ -122,7 +122,7 @@ def reuters(workdir: Path, train_rows: int | None, test_rows: int | None, varian
     thresholds, _, _ = tune_thresholds(val, truth["validation"], truth["train"].sum(axis=0) > 0)  # ours' rule
     for name, cut in (("hf_bce_0.5", 0.5), ("hf_bce_tuned", thresholds)):
         results[name] = {
-            "metrics": multilabel_metrics(truth["test"], test, test >= cut, names, metric_safe),
+            "metrics": multilabel_metrics(truth["test"], test, test >= cut, names),
             "train_seconds": seconds,
             "samples_per_second": speed,
         }
@@ -201,7 +201,7 @@ def own_cuts_only(raw: dict, truth: dict, names: list[str]) -> dict:
     for j in np.flatnonzero(truth["train"].sum(axis=0) > 0):
         cut = best_threshold(val[:, j], truth["validation"][:, j] > 0.5)
         cuts[j] = cuts[j] if cut is None else cut
-    return multilabel_metrics(truth["test"], test, test >= cuts, names, metric_safe)
+    return multilabel_metrics(truth["test"], test, test >= cuts, names)
 
 
 def metrics_f1(targets: np.ndarray, predicted: np.ndarray) -> float:

@@ -15,7 +15,6 @@ from bench.hf_baseline import run_glue_arguments
 from finetune_core.data.multilabel import label_matrix
 from finetune_core.data.prepare import LABEL, TEXT, TEXT_PAIR
 from finetune_core.metrics.multilabel import multilabel_metrics, tune_thresholds
-from finetune_core.metrics.scores import metric_safe
 from finetune_core.model.backbone import resolve_backbone
 
 BACKBONE = "bundled:all-MiniLM-L6-v2"
@@ -114,5 +113,5 @@ def one_vs_rest_probe(features: dict[str, np.ndarray], truth: dict[str, np.ndarr
     return raw, {
         "C": c,
         "fit_seconds_4_values_of_C": seconds,
-        "metrics": multilabel_metrics(truth["test"], test, test >= thresholds, names, metric_safe),
+        "metrics": multilabel_metrics(truth["test"], test, test >= thresholds, names),
     }

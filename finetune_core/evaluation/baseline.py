@@ -28,7 +28,7 @@ from finetune_core.data.chunks import parquet_columns
 from finetune_core.data.multilabel import label_matrix
 from finetune_core.data.prepare import LABEL
 from finetune_core.metrics.multilabel import multilabel_metrics
-from finetune_core.metrics.scores import metric_safe, regression_metrics
+from finetune_core.metrics.scores import regression_metrics
 
 
 class Baseline(BaseModel):
@@ -74,7 +74,7 @@ def most_frequent_label_baseline(train_labels: np.ndarray, test_labels: np.ndarr
     truth = label_matrix(test_labels, len(labels))
     predicted = np.zeros_like(truth)
     predicted[:, top] = 1.0
-    metrics = multilabel_metrics(truth, predicted, predicted, labels, metric_safe)
+    metrics = multilabel_metrics(truth, predicted, predicted, labels)
     return Baseline(
         name="most-frequent-label",
         predicts=f"always [{labels[top]!r}], the most frequent label in train "

@@ -17,9 +17,10 @@ would depend on how many unused labels train happened to have).
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import f1_score, precision_recall_fscore_support, roc_auc_score
+from sklearn.metrics import f1_score, roc_auc_score
 
 from finetune_core.data.prepare import MIN_VALIDATION_ROWS_PER_CLASS
+from finetune_core.metrics.per_label import per_label_metrics
 
 DEFAULT_THRESHOLD = 0.5
 
@@ -140,10 +141,9 @@ def macro_roc_auc(targets: np.ndarray, probabilities: np.ndarray) -> float:
 
 
 def multilabel_metrics(
-    targets: np.ndarray, probabilities: np.ndarray, predicted: np.ndarray, labels: list[str], safe=str
+    targets: np.ndarray, probabilities: np.ndarray, predicted: np.ndarray, labels: list[str]
 ) -> dict[str, float]:
-    """Every multilabel metric of ``predicted`` (0/1 per row and label) against ``targets``;
-    ``safe`` turns a label name into a metric-name part."""
+    """Every multilabel metric of ``predicted`` (0/1 per row and label) against ``targets``."""
     targets, predicted = (np.asarray(a) > 0.5 for a in (targets, predicted))
     scored = scored_labels(targets, predicted)
     metrics = {
@@ -155,25 +155,16 @@ def multilabel_metrics(
         "roc_auc_macro": macro_roc_auc(targets, probabilities),
         "loss": bce(probabilities, targets.astype(np.float64)),
     }
-    precision, recall, f1, support = precision_recall_fscore_support(
-        targets, predicted, labels=range(len(labels)), zero_division=0
-    )
-    for i, name in enumerate(labels):
-        key = safe(name)
-        metrics[f"precision_{key}"] = float(precision[i])
-        metrics[f"recall_{key}"] = float(recall[i])
-        metrics[f"f1_{key}"] = float(f1[i])
-        metrics[f"support_{key}"] = float(support[i])
-    return metrics
+    return metrics | per_label_metrics("multilabel", targets, predicted, labels)
 
 
-def outputs_metrics(logits: np.ndarray, targets: np.ndarray, labels: list[str], safe=str) -> dict[str, float]:
+def outputs_metrics(logits: np.ndarray, targets: np.ndarray, labels: list[str]) -> dict[str, float]:
     """Metrics of raw validation logits with thresholds tuned on those same rows (what an epoch
     would serve after tuning), plus ``f1_macro_at_0.5``, the untuned baseline."""
     probabilities = sigmoid(logits)
     thresholds, _, _ = tune_thresholds(probabilities, targets)
-    metrics = multilabel_metrics(targets, probabilities, probabilities >= thresholds, labels, safe)
-    at_half = multilabel_metrics(targets, probabilities, probabilities >= DEFAULT_THRESHOLD, labels, safe)
+    metrics = multilabel_metrics(targets, probabilities, probabilities >= thresholds, labels)
+    at_half = multilabel_metrics(targets, probabilities, probabilities >= DEFAULT_THRESHOLD, labels)
     metrics["f1_macro_at_0.5"] = at_half["f1_macro"]
     return metrics
 

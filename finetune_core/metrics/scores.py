@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 from scipy.special import log_softmax
 from scipy.stats import pearsonr, spearmanr
@@ -12,16 +10,11 @@ from sklearn.metrics import (
     f1_score,
     mean_absolute_error,
     mean_squared_error,
-    precision_recall_fscore_support,
     r2_score,
 )
 
 from finetune_core.metrics.multilabel import outputs_metrics
-
-
-def metric_safe(name: str) -> str:
-    """Class names become part of metric names: keep to characters every tracker accepts."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "class"
+from finetune_core.metrics.per_label import per_label_metrics
 
 
 def classification_metrics(targets: np.ndarray, logits: np.ndarray, labels: list[str]) -> dict[str, float]:
@@ -32,15 +25,7 @@ def classification_metrics(targets: np.ndarray, logits: np.ndarray, labels: list
         "f1_macro": float(f1_score(targets, predicted, average="macro", labels=range(len(labels)), zero_division=0)),
         "loss": float(-log_probs[np.arange(len(targets)), targets].mean()),
     }
-    precision, recall, _, support = precision_recall_fscore_support(
-        targets, predicted, labels=range(len(labels)), zero_division=0
-    )
-    for i, name in enumerate(labels):
-        key = metric_safe(name)
-        metrics[f"precision_{key}"] = float(precision[i])
-        metrics[f"recall_{key}"] = float(recall[i])
-        metrics[f"support_{key}"] = float(support[i])
-    return metrics
+    return metrics | per_label_metrics("classification", targets, predicted, labels)
 
 
 def regression_metrics(targets: np.ndarray, predictions: np.ndarray) -> dict[str, float]:
@@ -63,5 +48,5 @@ def score_outputs(task: str, outputs: np.ndarray, targets: np.ndarray, labels=No
     if task == "classification":
         return classification_metrics(np.asarray(targets, dtype=np.int64), outputs, labels)
     if task == "multilabel":
-        return outputs_metrics(outputs, np.asarray(targets), labels, metric_safe)
+        return outputs_metrics(outputs, np.asarray(targets), labels)
     return regression_metrics(targets, outputs.reshape(-1) * std + mean)

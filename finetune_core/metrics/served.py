@@ -9,7 +9,7 @@ import pandas as pd
 from finetune_core.data.multilabel import label_matrix
 from finetune_core.metrics.calibration import expected_calibration_error
 from finetune_core.metrics.multilabel import multilabel_metrics
-from finetune_core.metrics.scores import classification_metrics, metric_safe, regression_metrics
+from finetune_core.metrics.scores import classification_metrics, regression_metrics
 
 
 def served_labels(frame: pd.DataFrame) -> list[str]:
@@ -41,9 +41,7 @@ def served_metrics(task: str, frame: pd.DataFrame, targets: np.ndarray, labels: 
         return regression_metrics(targets, frame["prediction"].to_numpy(dtype=np.float64))
     if task == "multilabel":  # decisions as served (tuned thresholds applied), probabilities for ROC-AUC
         truth = label_matrix(targets, len(labels))
-        return multilabel_metrics(
-            truth, probabilities(frame, labels), predicted_ids(task, frame, labels), labels, metric_safe
-        )
+        return multilabel_metrics(truth, probabilities(frame, labels), predicted_ids(task, frame, labels), labels)
     probs = probabilities(frame, labels)
     log_probs = np.log(np.clip(probs, 1e-12, 1.0))
     metrics = classification_metrics(np.asarray(targets, dtype=np.int64), log_probs, labels)

@@ -1,12 +1,8 @@
 import numpy as np
 import pytest
 
-from finetune_core.metrics.scores import (
-    classification_metrics,
-    metric_safe,
-    regression_metrics,
-    score_outputs,
-)
+from finetune_core.metrics.per_label import metric_safe
+from finetune_core.metrics.scores import classification_metrics, regression_metrics, score_outputs
 from finetune_core.model.batching import BatchLimit, Encoded, collate, length_grouped_batches, sorted_batches
 
 
