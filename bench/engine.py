@@ -31,7 +31,7 @@ from bench.engine_freeze import freeze_table
 from bench.hf_baseline import hf_train
 from bench.machine import machine
 from bench.paths import REPO, invocation, results_file
-from bench.settings import merged
+from bench.settings import engine_switches, merged
 from bench.timing import matmul_flops
 from finetune_core.config.loading import validate_config
 from finetune_core.data.prepare import prepare_splits
@@ -63,7 +63,7 @@ def sst2_files(workdir: Path, train_rows: int | None) -> dict[str, Path]:
 
 def our_config(files, **training) -> object:
     base = {"batch_size": 32, "max_length": 128, "seed": 42, "cache_dir": None, "feature_cache": False}
-    base = merged(base, training)
+    base = engine_switches(merged(base, training))  # token_rows: all, masks: the engine's, not keys
     return validate_config(
         {
             "data": {"train": str(files["train"]), "test": str(files["test"])},
@@ -236,7 +236,7 @@ def main() -> None:
         "--token-matrix",
         default="seen",
         help="`freeze` only: comma-separated, each in turn: seen (default: the rows train uses are optimised), "
-        "all (every row, training.token_rows: all), frozen (freeze_word_embeddings)",
+        "all (every row, as HF Trainer trains them), frozen (freeze_word_embeddings)",
     )
     parser.add_argument("--skip-hf", action="store_true", help="`freeze` only: no HF Trainer runs (accuracy table)")
     parser.add_argument(

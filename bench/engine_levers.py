@@ -7,7 +7,7 @@ A training step is forward + backward + clip + fused AdamW step, as in ``loop.ne
 Variants: precision (fp32, bf16 autocast), attention kernel (sdpa, eager), padding to a multiple of
 8, threads (1, 2), per-step loss read, dropout off, the token-embedding matrix frozen
 (``training.unfrozen.freeze_word_embeddings``), only the token rows the 2,000 rows use in the
-optimizer (``training.token_rows: seen``, the default), torch.compile (dynamic shapes, or static
+optimizer (fixed behaviour: ``embedding_rows.SEEN_ROWS_ONLY``), torch.compile (dynamic shapes, or static
 shapes with batches padded to length buckets 16/32/64/128, and those buckets without compile;
 compile time reported apart), query/key/value in one matrix product (prototype ``fuse_qkv``),
 and the upper-blocks step of ``freeze_layers: 3`` (cached states, pad 1 vs 8); then evaluation
@@ -185,7 +185,7 @@ def main() -> None:
                 fuse_qkv(model)
             if words:  # training.unfrozen.freeze_word_embeddings
                 freeze_word_embeddings(model)
-            # training.token_rows: seen (the default) over the 2,000 rows the batches come from
+            # seen token rows (fixed behaviour since training.token_rows was retired) over the 2,000 rows
             seen_rows = use_seen_rows(model, encoded.input_ids) if seen else None
             forward = None
             if compiled:

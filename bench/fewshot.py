@@ -49,7 +49,7 @@ import torch
 from bench.fewshot_summary import report
 from bench.machine import cpu_facts, load_average
 from bench.paths import REPO, results_file
-from bench.settings import merged
+from bench.settings import engine_switches, merged
 from finetune_core.config.loading import validate_config
 from finetune_core.data.prepare import prepare_splits
 from finetune_core.evaluation.test_split import evaluate_model
@@ -96,6 +96,7 @@ def write_rows(work: Path, per_class: int, seed: int) -> tuple[Path, Path]:
 
 def make_config(train: Path, test: Path, seed: int, strategy: str, precision: str):
     training = merged({"seed": seed, "feature_cache": False, "strategy": strategy, "precision": precision}, TRAINING)
+    training = engine_switches(training)  # e.g. {"contrastive": {"dropout_masks": "numpy"}}: the engine's choice
     data = {"train": str(train), "test": str(test), **DATASET["columns"]}
     return validate_config({"data": data, "training": training})
 

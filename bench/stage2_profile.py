@@ -39,7 +39,7 @@ from finetune_core.config.sections import TrainingConfig
 from finetune_core.model import embedding_rows
 from finetune_core.model.backbone import resolve_backbone
 from finetune_core.model.batching import encode
-from finetune_core.model.dropout_masks import choose_masks
+from finetune_core.model.dropout_masks import STAGE_MASKS, choose_masks
 from finetune_core.model.encoder_split import freeze_lower, upper_spec
 from finetune_core.model.heads import head_spec
 from finetune_core.model.layer_cache import cached_layer_states
@@ -129,7 +129,7 @@ def profile_stage(frozen: int, backbone, data, training, runtime, report) -> dic
     model = AutoModelForSequenceClassification.from_pretrained(backbone, num_labels=2)
     spec = head_spec(model, "mean")
     names = freeze_lower(model, frozen)
-    choose_masks(model, stage.dropout_masks, runtime.device)
+    choose_masks(model, STAGE_MASKS["unfrozen"], runtime.device)
     groups = layerwise_groups(model, spec, stage.learning_rate, stage.layer_lr_decay, training.weight_decay)
     optimizer = make_optimizer(cached_lower_blocks.without_parameters(groups, names), stage.learning_rate)
     scheduler = make_scheduler(optimizer, stage.scheduler, 10, 10_000)

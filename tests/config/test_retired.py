@@ -69,3 +69,17 @@ def test_no_retired_key_is_still_a_field_and_the_reference_page_lists_them():
     assert "## Retired keys" in page
     for key, retired in RETIRED.items():
         assert f"| `{key}` |" in page and f"../{retired.record}" in page
+
+
+def test_a_benchmark_still_compares_what_a_retired_key_chose(monkeypatch):
+    from bench.settings import engine_switches
+    from finetune_core.model import dropout_masks, embedding_rows
+
+    monkeypatch.setattr(embedding_rows, "SEEN_ROWS_ONLY", True)  # restored after the test, as the entries below
+    for stage, masks in dropout_masks.STAGE_MASKS.items():
+        monkeypatch.setitem(dropout_masks.STAGE_MASKS, stage, masks)
+    recorded = {"token_rows": "all", "unfrozen": {"dropout_masks": "torch", "epochs": 1}}  # a recorded --training
+    assert engine_switches(recorded) == {"unfrozen": {"epochs": 1}} and recorded["token_rows"] == "all"
+    assert not embedding_rows.SEEN_ROWS_ONLY and dropout_masks.STAGE_MASKS["unfrozen"] == "torch"
+    validate_config({**MINIMAL, "training": engine_switches({"seed": 1})})  # none named: the fixed behaviour
+    assert embedding_rows.SEEN_ROWS_ONLY and dropout_masks.STAGE_MASKS == {"unfrozen": "numpy", "contrastive": "torch"}
