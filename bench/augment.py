@@ -23,8 +23,8 @@ import numpy as np
 import pandas as pd
 
 from bench.paths import REPO, results_file
+from finetune_core.augmentation.eda import augment_prepared
 from finetune_core.config.loading import validate_config
-from finetune_core.data.augment import augment_prepared
 from finetune_core.data.prepare import prepare_splits
 from finetune_core.evaluation.test_split import evaluate_model
 from finetune_core.model.backbone import resolve_backbone

@@ -9,8 +9,8 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from finetune_core.augmentation.eda import augment_prepared
 from finetune_core.config.finetune import FinetuneConfig
-from finetune_core.data.augment import augment_prepared
 from finetune_core.data.checks import basic_checks
 from finetune_core.data.drift import profile_parquet
 from finetune_core.data.prepare import SPLITS, PreparedData, RawData, prepare_splits, read_splits

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from finetune_core.data.augment import AUGMENTED
+from finetune_core.data.columns import AUGMENTED
 from finetune_core.data.fingerprint import files_fingerprint
 from finetune_core.data.prepare import PreparedData
 

@@ -23,8 +23,8 @@ import numpy as np
 from pydantic import BaseModel
 from sklearn.metrics import accuracy_score, f1_score
 
-from finetune_core.data.augment import AUGMENTED
 from finetune_core.data.chunks import parquet_columns
+from finetune_core.data.columns import AUGMENTED
 from finetune_core.data.multilabel import label_matrix
 from finetune_core.data.prepare import LABEL
 from finetune_core.metrics.multilabel import multilabel_metrics

@@ -8,17 +8,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from finetune_core.config.augmentation import AugmentationConfig
-from finetune_core.config.loading import validate_config
-from finetune_core.data.augment import (
-    AUGMENTED,
-    MaskedLmReplacer,
+from finetune_core.augmentation.eda import (
     augment_frame,
     augment_prepared,
     augment_text,
     random_deletion,
     random_swap,
 )
+from finetune_core.augmentation.masked_lm import MaskedLmReplacer
+from finetune_core.config.augmentation import AugmentationConfig
+from finetune_core.config.loading import validate_config
+from finetune_core.data.columns import AUGMENTED
 from finetune_core.data.fingerprint import data_fingerprint
 from finetune_core.data.prepare import LABEL, SPLITS, TEXT, PreparedData, prepare_splits
 from finetune_core.errors import ConfigError
@@ -243,7 +243,7 @@ def test_replacements_and_insertions_are_words_never_raw_tokens(tmp_path, family
 
 
 def test_the_slots_of_one_text_go_through_the_model_in_one_batch(tmp_path):
-    from finetune_core.data.augment import random_insertion, synonym_replacement
+    from finetune_core.augmentation.eda import random_insertion, synonym_replacement
 
     replacer = MaskedLmReplacer(str(build_byte_level_bpe_mlm(tmp_path / "bpe")), top_k=5)
     forward, calls = replacer.model.forward, []
