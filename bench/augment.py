@@ -26,7 +26,7 @@ from bench.paths import REPO, results_file
 from finetune_core.augmentation.eda import augment_prepared
 from finetune_core.config.loading import validate_config
 from finetune_core.data.prepare import prepare_splits
-from finetune_core.evaluation.test_split import evaluate_model
+from finetune_core.evaluation.held_out_metrics import evaluate_model
 from finetune_core.model.backbone import resolve_backbone
 from finetune_core.training import frozen_stage, unfrozen_stage
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from bench.hf_baseline import hf_train
 from finetune_core.data.prepare import prepare_splits
-from finetune_core.evaluation.test_split import evaluate_model
+from finetune_core.evaluation.held_out_metrics import evaluate_model
 from finetune_core.model.backbone import resolve_backbone
 from finetune_core.training import frozen_stage, unfrozen_stage
 

@@ -52,7 +52,7 @@ from bench.paths import REPO, results_file
 from bench.settings import engine_switches, merged
 from finetune_core.config.loading import validate_config
 from finetune_core.data.prepare import prepare_splits
-from finetune_core.evaluation.test_split import evaluate_model
+from finetune_core.evaluation.held_out_metrics import evaluate_model
 from finetune_core.model.backbone import resolve_backbone
 from finetune_core.training import calibration_step, frozen_stage, recipe, unfrozen_stage
 from finetune_core.training.contrastive import train_contrastive

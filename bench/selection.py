@@ -28,7 +28,7 @@ from bench.fixtures import random_copy, truncated_copy
 from bench.paths import REPO, results_file
 from finetune_core.config.loading import load_config
 from finetune_core.data.prepare import prepare_splits
-from finetune_core.evaluation.test_split import evaluate_model
+from finetune_core.evaluation.held_out_metrics import evaluate_model
 from finetune_core.model.backbone import resolve_backbone
 from finetune_core.selection.candidates import rank_backbones
 from finetune_core.training import frozen_stage, unfrozen_stage

@@ -34,7 +34,7 @@ from bench.task_peers import frozen_features, hf_train, one_vs_rest_probe
 from finetune_core.config.loading import validate_config
 from finetune_core.data.multilabel import label_matrix
 from finetune_core.data.prepare import LABEL, prepare_splits
-from finetune_core.evaluation.test_split import evaluate_model
+from finetune_core.evaluation.held_out_metrics import evaluate_model
 from finetune_core.metrics.multilabel import multilabel_metrics, sigmoid, tune_thresholds
 from finetune_core.metrics.scores import classification_metrics
 from finetune_core.model.backbone import resolve_backbone

@@ -11,7 +11,7 @@ from mlflow import MlflowClient
 from finetune_core.config.loading import validate_config
 from finetune_core.data.prepare import prepare_splits
 from finetune_core.errors import ConfigError
-from finetune_core.evaluation.test_split import evaluate_model
+from finetune_core.evaluation.held_out_metrics import evaluate_model
 from finetune_core.serving.predictor import load_model_dir
 from finetune_core.training import distributed, frozen_stage, unfrozen_stage
 from tests.datasets import easy_sentiment

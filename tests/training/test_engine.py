@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from finetune_core.data.prepare import prepare_splits
-from finetune_core.evaluation.test_split import evaluate_model
+from finetune_core.evaluation.held_out_metrics import evaluate_model
 from finetune_core.metrics.calibration import expected_calibration_error, fit_temperature
 from finetune_core.model.backbone import load_for_task, load_tokenizer
 from finetune_core.model.batching import collate, encode

@@ -8,7 +8,7 @@ import torch
 
 from finetune_core.data.prepare import prepare_splits
 from finetune_core.errors import ConfigError
-from finetune_core.evaluation.test_split import evaluate_model
+from finetune_core.evaluation.held_out_metrics import evaluate_model
 from finetune_core.training import frozen_stage, unfrozen_stage
 from finetune_core.training.checkpoint import STATE
 from tests.training.stage_helpers import Killed, easy_task_config, kill_after, weights, write_easy_task

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from finetune_core.config.loading import validate_config
 from finetune_core.data.prepare import prepare_splits
-from finetune_core.evaluation.test_split import evaluate_model
+from finetune_core.evaluation.held_out_metrics import evaluate_model
 from finetune_core.model.inference import head_outputs
 from finetune_core.serving.predictor import Predictor, load_model_dir
 from finetune_core.training import frozen_stage, unfrozen_stage

@@ -6,7 +6,7 @@ import torch
 from transformers import MPNetModel
 
 from finetune_core.data.prepare import prepare_splits
-from finetune_core.evaluation.test_split import evaluate_model
+from finetune_core.evaluation.held_out_metrics import evaluate_model
 from finetune_core.model.heads import HEADS
 from finetune_core.serving.predictor import Predictor, load_model_dir
 from finetune_core.training import frozen_stage, unfrozen_stage
