@@ -222,7 +222,7 @@ def main() -> None:
     apply_defaults(offline=True)
     # the flows need a Prefect API: the temporary server `finetune run` starts, with a patient timeout
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "300")
-    from flows.prefect_api import start_temporary_api, wait_for_api
+    from flows.cli.prefect_api import start_temporary_api, wait_for_api
 
     wait_for_api(start_temporary_api())
     runs = [one_seed(args.dataset, args.rows or None, args.minutes, s, not args.skip_unpruned) for s in args.seeds]

@@ -37,12 +37,12 @@ from finetune_core.run_layout import (
 from tasks.backbone import select_backbone, selection_reason, task_runner
 from tasks.data import augment, prepare_data, read_data, record_datasets, validate_data
 from tasks.gates import apply_gates, describe_version, evaluate_champion, log_review_files
-from tasks.progress import set_run_progress, start_run_progress
+from tasks.mlflow_io.tracking import log_config, log_json, use_store
+from tasks.mlflow_io.tracking_server import naming_tracking_outages, require_tracking_server
+from tasks.prefect_io.progress import set_run_progress, start_run_progress
 from tasks.register import git_commit, holding_registry_lock, log_model, publish_version, register_model
 from tasks.review import review_labels
 from tasks.serving import export_serving
-from tasks.tracking import log_config, log_json, use_store
-from tasks.tracking_server import naming_tracking_outages, require_tracking_server
 from tasks.train import calibrate, choose_recipe, evaluate, train_contrastive, train_frozen, train_unfrozen
 
 

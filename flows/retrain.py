@@ -19,7 +19,7 @@ from finetune_core.config.tracking import credentials_to_environment, with_resol
 from finetune_core.data.snapshots import Snapshot, newest_snapshot
 from finetune_core.errors import DataError
 from flows.finetune import finetune
-from tasks.registry import versions_of
+from tasks.mlflow_io.registry_lookups import versions_of
 from tasks.retrain import champion_records, measure_drift
 from tasks.review import report_new_suspects
 

@@ -32,8 +32,8 @@ from finetune_core.search.trial import pruned_stage, shares_stage1
 from flows.finetune import FinetuneResult, finetune
 from tasks.backbone import select_backbone, task_runner
 from tasks.data import augment, prepare_data, read_data, validate_data
-from tasks.tracking import log_config, use_store
-from tasks.tracking_server import naming_tracking_outages, require_tracking_server
+from tasks.mlflow_io.tracking import log_config, use_store
+from tasks.mlflow_io.tracking_server import naming_tracking_outages, require_tracking_server
 from tasks.train import choose_recipe, train_contrastive, train_frozen
 from tasks.tune import TrialOutcome, TrialSpec, close_dead_trial_runs, describe_sweep_version, log_sweep, run_trial
 

@@ -25,7 +25,7 @@ from finetune_core.selection.candidates import (
     selection_sample,
 )
 from finetune_core.training.device import Runtime, runtime_for
-from tasks.tracking import log_json
+from tasks.mlflow_io.tracking import log_json
 
 
 def task_runner(config: FinetuneConfig):

@@ -19,7 +19,7 @@ from finetune_core.errors import DataValidationError
 from finetune_core.run_layout import RunLayout
 from finetune_core.validation.report import markdown
 from finetune_core.validation.suites import ValidationReport, validate_raw
-from tasks.tracking import SplitDataset, log_datasets, log_json, log_metrics
+from tasks.mlflow_io.tracking import SplitDataset, log_datasets, log_json, log_metrics
 
 PROFILE_ARTIFACT = "data/profile.json"  # label shares and text-length histogram of the training split
 CONTEXTS = {"train": "training", "validation": "validation", "test": "test"}  # MLflow's dataset contexts

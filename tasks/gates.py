@@ -24,8 +24,8 @@ from finetune_core.metric_table import unknown_metrics
 from finetune_core.redaction import redact_uri, without_credentials
 from finetune_core.run_layout import RunLayout
 from finetune_core.serving.predictor import load_meta
-from tasks.registry import CHAMPION, alias_version
-from tasks.tracking import log_json, log_metrics
+from tasks.mlflow_io.registry_lookups import CHAMPION, alias_version
+from tasks.mlflow_io.tracking import log_json, log_metrics
 
 
 class ChampionResult(BaseModel):

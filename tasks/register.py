@@ -25,11 +25,11 @@ from finetune_core.redaction import without_credentials
 from finetune_core.serving import SHIPPED_MODULES
 from finetune_core.serving.onnx_predictor import served_graph
 from finetune_core.serving.predictor import Predictor
-from tasks.registry import CHALLENGER, CHAMPION, alias_version, versions_of
-from tasks.tracking import SplitDataset, active_run, log_metrics
+from tasks.mlflow_io.registry_lookups import CHALLENGER, CHAMPION, alias_version, versions_of
+from tasks.mlflow_io.tracking import SplitDataset, active_run, log_metrics
 
 # MLflow "models from code": this file is copied into the model; importing it here would run it.
-SERVING_MODEL_FILE = Path(__file__).with_name("serving_model.py")
+SERVING_MODEL_FILE = Path(__file__).with_name("mlflow_io") / "serving_model.py"
 # What the logged model needs to load and predict in a fresh environment.
 _RUNTIME_PACKAGES = (
     "torch",
@@ -81,7 +81,7 @@ def log_pyfunc(model_dir: Path, example: pd.DataFrame, run_id: str) -> str:
     shipping only the serving code; returns the logged model's URI."""
     from mlflow.models import infer_signature
 
-    # `runtime`: auto | onnx | torch per request (tasks/serving_model.py)
+    # `runtime`: auto | onnx | torch per request (tasks/mlflow_io/serving_model.py)
     signature = infer_signature(example, Predictor.load(model_dir).predict_frame(example), params={"runtime": "auto"})
     onnx = served_graph(model_dir) is not None
     requirements = _pip_requirements(_ONNX_RUNTIME_PACKAGES, "mlflow-skinny") if onnx else _pip_requirements()

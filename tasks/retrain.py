@@ -18,7 +18,7 @@ from finetune_core.data.drift import DataProfile, DriftReport, compare, profile_
 from finetune_core.data.prepare import require_columns
 from finetune_core.data.readers import read_to_parquet
 from tasks.data import PROFILE_ARTIFACT
-from tasks.registry import CHAMPION, alias_version
+from tasks.mlflow_io.registry_lookups import CHAMPION, alias_version
 
 
 @task(name="champion-config", cache_policy=NO_CACHE)

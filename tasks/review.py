@@ -14,7 +14,7 @@ from finetune_core.errors import DataError
 from finetune_core.evaluation import suspect_labels
 from finetune_core.run_layout import RunLayout
 from finetune_core.training.recipe import Recipe
-from tasks.tracking import log_metrics
+from tasks.mlflow_io.tracking import log_metrics
 
 ARTIFACT_ROWS = 50  # the Prefect table's rows; the CSV holds every flagged row
 

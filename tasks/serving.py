@@ -11,7 +11,7 @@ from finetune_core.data.prepare import LABEL, PreparedData
 from finetune_core.metric_table import primary_metric
 from finetune_core.run_layout import RunLayout
 from finetune_core.serving.forms import ParityRows, ServingReport, prepare_serving
-from tasks.tracking import log_json, log_metrics
+from tasks.mlflow_io.tracking import log_json, log_metrics
 
 
 @task(name="export-serving", cache_policy=NO_CACHE)

@@ -1,7 +1,7 @@
 """The training stages as Prefect tasks; each returns its stage result, models stay on disk.
 
 Each stage logs one line per epoch and moves the run's progress artifact (``progress_artifact``,
-made by the flow); the command line's live bar hears the same events (tasks.progress)."""
+made by the flow); the command line's live bar hears the same events (tasks.prefect_io.progress)."""
 
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ from finetune_core.serving.predictor import load_meta
 from finetune_core.training import calibration_step, frozen_stage, recipe, unfrozen_stage
 from finetune_core.training.contrastive import train_contrastive as tune_on_pairs
 from finetune_core.training.loop import StageResult
-from tasks.progress import stage_progress
-from tasks.tracking import epoch_logger, log_metrics, shorten
+from tasks.mlflow_io.tracking import epoch_logger, log_metrics, shorten
+from tasks.prefect_io.progress import stage_progress
 
 _TIMINGS = ("wall_seconds", "train_seconds", "samples_per_second", "train_examples", "epochs_run", "best_epoch")
 

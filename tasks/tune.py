@@ -24,7 +24,7 @@ from finetune_core.search.pruning import PruningCallback, chain
 from finetune_core.search.space import with_overrides
 from finetune_core.search.study import heartbeat, load_trial
 from finetune_core.search.trial import pruned_stage, train_trial
-from tasks.tracking import epoch_logger, log_metrics, shorten, use_store
+from tasks.mlflow_io.tracking import epoch_logger, log_metrics, shorten, use_store
 
 
 class TrialSpec(BaseModel):

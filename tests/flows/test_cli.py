@@ -192,7 +192,7 @@ def test_the_run_summary_lists_per_label_figures_only_for_a_few_labels():
 
     from rich.console import Console
 
-    from flows.run_summary import SUMMARY_MAX_LABELS, summary_table
+    from flows.cli.run_summary import SUMMARY_MAX_LABELS, summary_table
 
     def shown(labels: int) -> str:
         metrics = {"f1_macro": 0.5, "f1_micro": 0.6}

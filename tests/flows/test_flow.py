@@ -103,7 +103,7 @@ def test_failed_validation_stops_before_training_with_the_report_on_the_failed_r
 
 
 def test_long_parameter_values_are_truncated_not_fatal(tracking_uri, tmp_path):
-    from tasks.tracking import TRUNCATED_MARK, log_config
+    from tasks.mlflow_io.tracking import TRUNCATED_MARK, log_config
 
     config = validate_config(
         {

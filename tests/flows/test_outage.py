@@ -15,7 +15,7 @@ import yaml
 from mlflow import MlflowClient
 
 from finetune_core.config.loading import validate_config
-from tasks.tracking_server import TrackingUnavailable
+from tasks.mlflow_io.tracking_server import TrackingUnavailable
 from tests.conftest import tiny_config
 from tests.datasets import easy_sentiment
 from tests.servers import free_port, start_mlflow_server

@@ -1,4 +1,4 @@
-"""The work `finetune run` does while Prefect's temporary server boots (flows.warmup): it loads
+"""The work `finetune run` does while Prefect's temporary server boots (flows.cli.warmup): it loads
 what the first tasks would, and never fails a run itself."""
 
 import json
@@ -6,13 +6,13 @@ import subprocess
 import sys
 
 from finetune_core.config.loading import validate_config
-from flows.warmup import warm_for
+from flows.cli.warmup import warm_for
 from tests.conftest import REPO, tiny_config
 
 PROBE = """
 import json, sys
 from finetune_core.config.loading import validate_config
-from flows.warmup import warm_for
+from flows.cli.warmup import warm_for
 warm_for(validate_config(json.loads(sys.argv[1])))
 print(json.dumps({m: m in sys.modules for m in sys.argv[2:]}))
 """

@@ -18,8 +18,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from flows.cli_errors import load_config_printing_warnings, print_error, print_trace
-from flows.run_summary import browse_hint, summary_table, write_summary_json
+from flows.cli.errors import load_config_printing_warnings, print_error, print_trace
+from flows.cli.run_summary import browse_hint, summary_table, write_summary_json
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n\n")[0])
 console = Console(stderr=True)
@@ -58,7 +58,7 @@ class _NoTracebackForUserErrors(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         from finetune_core.errors import UserInputError
-        from tasks.tracking_server import TrackingUnavailable
+        from tasks.mlflow_io.tracking_server import TrackingUnavailable
 
         if record.exc_info and isinstance(record.exc_info[1], (UserInputError, TrackingUnavailable)):
             record.exc_info, record.exc_text = None, None
@@ -102,17 +102,17 @@ def run(
     from finetune_core.errors import UserInputError
 
     _quiet_third_parties()
-    from tasks.tracking_server import TrackingUnavailable
+    from tasks.mlflow_io.tracking_server import TrackingUnavailable
 
     try:
         config = credentials_to_environment(_load(config_path, set_ or []))  # never a Prefect parameter
-        from flows.prefect_api import start_temporary_api, wait_for_api
+        from flows.cli.prefect_api import start_temporary_api, wait_for_api
 
         api = start_temporary_api()  # without PREFECT_API_URL: boots while the imports below run
-        from flows.console_progress import live_progress
+        from flows.cli.progress_bar import live_progress
+        from flows.cli.warmup import warm_for
         from flows.finetune import finetune
-        from flows.warmup import warm_for
-        from tasks.progress import watching
+        from tasks.prefect_io.progress import watching
 
         _shorten_prefect_console_errors()
         wait_for_api(api, meanwhile=lambda: warm_for(config))  # the first tasks' imports, while it boots
@@ -226,11 +226,11 @@ def show_config(
     typer.echo(yaml.safe_dump(shown, sort_keys=False), nl=False)
 
 
-from flows.init_cli import init  # noqa: E402  (a starter configuration for a data file)
-from flows.predict_cli import predict  # noqa: E402  (batch scoring)
-from flows.registry_cli import models, promote  # noqa: E402  (registry commands)
-from flows.review_cli import review_labels  # noqa: E402  (label review of a dataset being labelled)
-from flows.tune_cli import tune  # noqa: E402  (hyperparameter search)
+from flows.cli.init import init  # noqa: E402  (a starter configuration for a data file)
+from flows.cli.predict import predict  # noqa: E402  (batch scoring)
+from flows.cli.registry import models, promote  # noqa: E402  (registry commands)
+from flows.cli.review_labels import review_labels  # noqa: E402  (label review of a dataset being labelled)
+from flows.cli.tune import tune  # noqa: E402  (hyperparameter search)
 
 app.command()(promote)
 app.command()(models)

@@ -10,7 +10,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from flows.cli_errors import load_config_printing_warnings, print_error, print_trace
+from flows.cli.errors import load_config_printing_warnings, print_error, print_trace
 
 console = Console(stderr=True)
 EXIT_ERROR, EXIT_BAD_INPUT, EXIT_GATE, EXIT_TRACKING_DOWN = 1, 2, 3, 4  # as `finetune run`
@@ -35,14 +35,14 @@ def tune(
     from finetune_core.errors import UserInputError
 
     apply_defaults()
-    from tasks.tracking_server import TrackingUnavailable
+    from tasks.mlflow_io.tracking_server import TrackingUnavailable
 
     try:
         config = credentials_to_environment(load_config_printing_warnings(console, config_path, set_ or []))
         from finetune_core.search.space import resolve_space
 
         resolve_space(config)  # a bad space is exit 2 before any server starts
-        from flows.prefect_api import start_temporary_api, wait_for_api
+        from flows.cli.prefect_api import start_temporary_api, wait_for_api
 
         api = start_temporary_api()
         from flows.tune import tune as tune_flow

@@ -1,7 +1,7 @@
 """Work the first tasks of a run would do, done while Prefect's temporary server boots.
 
 A command-line run without ``PREFECT_API_URL`` waits several seconds for the temporary server it
-started (``flows.prefect_api``). Profiled on the demo (py-spy; docs/benchmarks/startup.md), the
+started (``flows.cli.prefect_api``). Profiled on the demo (py-spy; docs/benchmarks/startup.md), the
 first tasks then spend most of their time on one-off costs that do not depend on the flow having
 started: importing Great Expectations and the backbone's model code, loading its tokenizer, and
 opening (on a first run: creating and migrating) MLflow's SQLite store. ``warm_for`` pays them in

@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from flows.cli_errors import load_config_printing_warnings, print_error
+from flows.cli.errors import load_config_printing_warnings, print_error
 
 console = Console(stderr=True)
 EXIT_BAD_INPUT = 2  # as every `finetune` command: bad configuration or data

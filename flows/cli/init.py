@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from flows.cli_errors import print_error
+from flows.cli.errors import print_error
 
 console = Console(stderr=True)
 EXIT_BAD_INPUT = 2  # as every `finetune` command: bad configuration or data

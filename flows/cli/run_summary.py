@@ -46,7 +46,7 @@ def summary_table(result) -> Table:
 
 
 def browse_hint(tracking_uri: str) -> str:
-    from tasks.tracking import sqlite_path
+    from tasks.mlflow_io.tracking import sqlite_path
 
     database = sqlite_path(tracking_uri)
     if database is None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from flows.cli_errors import print_error, print_trace
+from flows.cli.errors import print_error, print_trace
 
 console = Console(stderr=True)
 EXIT_ERROR, EXIT_BAD_INPUT, EXIT_TRACKING_DOWN = 1, 2, 4  # as `finetune run`
@@ -58,7 +58,7 @@ def runtime_params(model, model_uri: str, runtime: str) -> dict | None:
     if schema is not None and "runtime" in {param.name for param in schema.params}:
         from finetune_core.serving.runtime import resolve_runtime
 
-        served = getattr(model.unwrap_python_model(), "served", None)  # tasks/serving_model.py
+        served = getattr(model.unwrap_python_model(), "served", None)  # tasks/mlflow_io/serving_model.py
         try:
             if served is not None:  # refused before any row is read: the model holds no graph
                 resolve_runtime(runtime, served.directory)
@@ -195,7 +195,7 @@ def predict(
     from finetune_core.errors import DataError, UserInputError
 
     apply_defaults()
-    from tasks.tracking_server import TrackingUnavailable, require_tracking_server
+    from tasks.mlflow_io.tracking_server import TrackingUnavailable, require_tracking_server
 
     progress = _Progress(output_path)
     try:

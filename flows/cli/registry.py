@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from flows.cli_errors import print_error
+from flows.cli.errors import print_error
 
 console = Console(stderr=True)
 _TRACKING_HELP = "MLflow tracking URI (default: MLFLOW_TRACKING_URI, else sqlite:///mlflow.db)."
@@ -23,7 +23,7 @@ def _client(tracking_uri: str | None):
 
     from finetune_core.config.tracking import resolve_tracking_uri
     from finetune_core.errors import UserInputError
-    from tasks.tracking_server import TrackingUnavailable, require_tracking_server
+    from tasks.mlflow_io.tracking_server import TrackingUnavailable, require_tracking_server
 
     uri = resolve_tracking_uri(tracking_uri)
     try:
@@ -51,7 +51,7 @@ def promote(
     tracking_uri: str | None = typer.Option(None, "--tracking-uri", help=_TRACKING_HELP),
 ) -> None:
     """Move the `champion` alias by hand (rollback or override), recording who, when and why."""
-    from tasks.registry import alias_version
+    from tasks.mlflow_io.registry_lookups import alias_version
 
     client = _client(tracking_uri)
     _version(client, name, version)

@@ -1,0 +1,1 @@
+"""Prefect run logging and artifacts used by the tasks and the command line (no Prefect tasks)."""
