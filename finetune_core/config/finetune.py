@@ -18,6 +18,7 @@ from pydantic import Field, model_validator
 from finetune_core.config.augmentation import AugmentationConfig
 from finetune_core.config.base import Strict
 from finetune_core.config.gates import GatesConfig
+from finetune_core.config.retired import with_fixed_values
 from finetune_core.config.search import SearchConfig
 from finetune_core.config.sections import BackboneConfig, DataConfig, MlflowConfig, ServingConfig, TrainingConfig
 from finetune_core.config.validation import ValidationConfig
@@ -129,7 +130,8 @@ class FinetuneConfig(Strict):
         """Stable hash of the configuration, for lineage tags. The tracking URI is left out: where a
         run is recorded is not how it trains (the same configuration on two stores hashes the same,
         and resolving the URI from the environment never changes it). The search section is left out
-        too: it says what `finetune tune` varies, not how this configuration trains."""
+        too: it says what `finetune tune` varies, not how this configuration trains. Retired keys count
+        at their fixed values: a run or a study from before their retirement keeps its hash."""
         excluded = {"mlflow": {"tracking_uri"}, "search": True}
-        payload = json.dumps(self.model_dump(mode="json", exclude=excluded), sort_keys=True)
+        payload = json.dumps(with_fixed_values(self.model_dump(mode="json", exclude=excluded)), sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]

@@ -68,3 +68,15 @@ def drop_retired(raw: dict) -> tuple[dict, list[str]]:
     for key in present:
         notices.append(notice(key, _holder(cleaned, key).pop(key.rsplit(".", 1)[1])))
     return cleaned, notices
+
+
+def with_fixed_values(dump: dict) -> dict:
+    """``dump`` (a configuration's ``model_dump``) with each retired key at its fixed value, as a
+    configuration was dumped before the retirement: it hashes as it did then, since it trains the same."""
+    for key, retired in RETIRED.items():
+        *sections, name = key.split(".")
+        node = dump
+        for section in sections:
+            node = node[section]
+        node[name] = retired.fixed
+    return dump

@@ -83,3 +83,17 @@ def test_a_benchmark_still_compares_what_a_retired_key_chose(monkeypatch):
     assert not embedding_rows.SEEN_ROWS_ONLY and dropout_masks.STAGE_MASKS["unfrozen"] == "torch"
     validate_config({**MINIMAL, "training": engine_switches({"seed": 1})})  # none named: the fixed behaviour
     assert embedding_rows.SEEN_ROWS_ONLY and dropout_masks.STAGE_MASKS == {"unfrozen": "numpy", "contrastive": "torch"}
+
+
+def test_the_fingerprint_counts_retired_keys_at_their_fixed_values():
+    """A run or a study from before the retirement keeps its hash: the dump it hashed held these keys."""
+    from finetune_core.config.retired import with_fixed_values
+
+    dump = with_fixed_values(validate_config(MINIMAL).model_dump(mode="json"))
+    assert dump["training"]["token_rows"] == "seen"
+    assert dump["training"]["unfrozen"]["dropout_masks"] == "numpy"
+    assert dump["training"]["contrastive"]["dropout_masks"] == "torch"
+    assert (
+        validate_config(OLD).fingerprint()
+        == validate_config({**MINIMAL, "training": {"unfrozen": {"epochs": 2}}}).fingerprint()
+    )
