@@ -1,5 +1,6 @@
 """The library's shape, checked from its source: `finetune_core` imports neither Prefect nor
-MLflow, has no import cycle (imports inside functions included), and `@task`s live in `tasks/`."""
+MLflow, has no import cycle, its rooms depend one way (`LAYERS`, imports inside functions
+included), and `@task`s live in `tasks/`. docs/architecture.md draws the layers."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ REPO = Path(__file__).resolve().parents[1]
 CORE = REPO / "finetune_core"
 
 
-def _module_name(path: Path) -> str:
-    parts = path.relative_to(REPO).with_suffix("").parts
+def _module_name(path: Path, repo: Path = REPO) -> str:
+    parts = path.relative_to(repo).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
@@ -72,6 +73,83 @@ def test_the_library_has_no_import_cycle():
 
 def test_the_cycle_check_finds_a_cycle():
     assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+
+
+# The rooms of finetune_core, bottom first. A module may import its own room or a room on a lower
+# layer, never one on its own layer or above. The foundation is the top-level modules (errors,
+# environment, redaction, durable, faults, run_layout, progress, metric_table); `predict` is the shim
+# old champions import, which nothing in the library imports.
+LAYERS = (
+    ("foundation",),
+    ("config",),
+    ("data",),
+    ("model", "metrics"),
+    ("serving", "augmentation"),
+    ("training", "validation"),
+    ("selection", "evaluation"),
+    ("search",),
+    ("predict",),
+)
+LAYER = {room: depth for depth, rooms in enumerate(LAYERS) for room in rooms}
+
+
+def _room(module: str, core: Path) -> str:
+    """A subpackage of finetune_core is a room; its top-level modules together are the foundation."""
+    parts = module.split(".")
+    if len(parts) == 1 or (core / f"{parts[1]}.py").exists() and parts[1] != "predict":
+        return "foundation"
+    return parts[1]
+
+
+def _import_lines(path: Path) -> list[tuple[int, str]]:
+    """(line, module) of every finetune_core import in the file, inside functions too."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.append((node.lineno, node.module))
+    return [(line, name) for line, name in found if name.split(".")[0] == "finetune_core"]
+
+
+def _back_edges(repo: Path) -> list[str]:
+    """Every import from a room to its own layer's other rooms or to a layer above it."""
+    core, offending = repo / "finetune_core", []
+    for path in sorted(core.rglob("*.py")):
+        source = _room(_module_name(path, repo), core)
+        for line, target in _import_lines(path):
+            room = _room(target, core)
+            if room != source and LAYER[room] >= LAYER[source]:
+                offending.append(
+                    f"{path.relative_to(repo)}:{line} imports {target} "
+                    f"({source}, layer {LAYER[source]} -> {room}, layer {LAYER[room]})"
+                )
+    return offending
+
+
+def test_every_room_has_a_layer():
+    rooms = {_room(_module_name(p), CORE) for p in CORE.rglob("*.py")}
+    assert rooms - set(LAYER) == set(), "add the new room to LAYERS (and to docs/architecture.md)"
+
+
+def test_rooms_import_only_lower_layers():
+    assert _back_edges(REPO) == []
+
+
+def test_the_layer_check_names_a_planted_back_edge(tmp_path):
+    for folder in ("finetune_core/config", "finetune_core/training"):
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / "__init__.py").write_text("")
+    (tmp_path / "finetune_core/__init__.py").write_text("")
+    (tmp_path / "finetune_core/errors.py").write_text("")
+    (tmp_path / "finetune_core/training/loop.py").write_text("from finetune_core.config import sections\n")
+    late_import = "def late():\n    from finetune_core.training.loop import run\n"  # inside a function
+    (tmp_path / "finetune_core/config/sections.py").write_text(
+        f"from finetune_core.errors import ConfigError\n\n\n{late_import}"
+    )
+    assert _back_edges(tmp_path) == [
+        "finetune_core/config/sections.py:5 imports finetune_core.training.loop (config, layer 1 -> training, layer 5)"
+    ]
 
 
 def test_prefect_tasks_live_in_tasks():
