@@ -1,0 +1,51 @@
+"""Cross-fitted out-of-fold logits of the contrastive recipe (tiny random BERT, CPU): every row's
+logits come from an encoder tuned without it, the fold encoders are deleted, and the review on
+them writes the logits the few-shot temperature is fitted on."""
+
+import numpy as np
+import pandas as pd
+
+from finetune_core.data.prepare import prepare_splits
+from finetune_core.evaluation import cross_fit
+from finetune_core.evaluation.suspect_labels import OUT_OF_FOLD_FILE
+from tests.training.stage_helpers import easy_task_config, write_easy_task
+
+
+def _config(files, backbone):
+    training = {
+        "strategy": "contrastive",
+        "contrastive": {"epochs": 1, "learning_rate": 1e-3, "pairs_per_example": 1, "batch_size": 8},
+        "frozen": {"epochs": 1},
+        "batch_size": 8,
+        "max_length": 16,
+        "cache_dir": str(files / "cache"),
+    }
+    return easy_task_config(files, backbone, training)
+
+
+def test_each_fold_is_predicted_by_an_encoder_tuned_without_it(tiny_backbone, tmp_path, monkeypatch):
+    from finetune_core.training import contrastive
+
+    files = write_easy_task(tmp_path, 24, 8)
+    config = _config(files, tiny_backbone)
+    prepared = prepare_splits(config, files / "data")
+    train_texts = pd.read_parquet(prepared.paths["train"])["text"].tolist()
+    tuned_on = []  # the train texts each fold encoder saw
+    real = contrastive.train_contrastive
+
+    def spy(inputs):
+        tuned_on.append(set(pd.read_parquet(inputs.prepared.paths["train"])["text"]))
+        return real(inputs)
+
+    monkeypatch.setattr(contrastive, "train_contrastive", spy)
+    run = cross_fit.review_cross_fitted(config, prepared, str(tiny_backbone), tmp_path / "review")
+
+    assert run.folds == cross_fit.CROSS_FIT_FOLDS == len(tuned_on)
+    with np.load(tmp_path / "review" / OUT_OF_FOLD_FILE) as saved:
+        logits, targets = saved["logits"], saved["targets"]
+    assert logits.shape == (len(train_texts), 2) and np.isfinite(logits).all()
+    assert targets.tolist() == pd.read_parquet(prepared.paths["train"])["label"].tolist()
+    held = [set(train_texts) - seen for seen in tuned_on]  # each encoder's unseen rows: one fold
+    assert all(held) and set.union(*held) == set(train_texts) and not set.intersection(*held)
+    assert not (tmp_path / "review" / "cross-fit").exists()  # the fold encoders are deleted
+    assert run.review is not None and run.review.total == len(train_texts)
