@@ -1,6 +1,6 @@
 """The calibration step, after stage 2: temperature scaling fitted on validation (or on the label
 review's out-of-fold logits) and stored with the model; for multilabel, per-label temperatures and
-decision thresholds. The math is training.calibration."""
+decision thresholds. The math is metrics.calibration."""
 
 from __future__ import annotations
 
