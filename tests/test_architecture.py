@@ -160,3 +160,22 @@ def test_prefect_tasks_live_in_tasks():
         if "@task" in p.read_text(encoding="utf-8")
     ]
     assert outside == []
+
+
+def _decorated(folder: str, decorator: str, has: bool) -> list[str]:
+    """The modules directly in ``folder`` that do (``has``) or do not define a ``decorator`` function."""
+    return [
+        str(p.relative_to(REPO))
+        for p in sorted((REPO / folder).glob("*.py"))
+        if p.name not in ("__init__.py", "__main__.py")
+        and has == any(line.startswith(decorator) for line in p.read_text(encoding="utf-8").splitlines())
+    ]
+
+
+def test_each_room_holds_one_kind_of_thing():
+    """Prefect tasks in `tasks/`, flows in `flows/`, commands in `flows/cli/`; the MLflow and Prefect I/O the tasks
+    share, with no task, in `tasks/mlflow_io/` and `tasks/prefect_io/` (docs/architecture.md)."""
+    assert _decorated("tasks", "@task", has=False) == []
+    assert _decorated("flows", "@flow", has=False) == []
+    for room in ("flows/cli", "tasks/mlflow_io", "tasks/prefect_io"):
+        assert _decorated(room, "@task", has=True) + _decorated(room, "@flow", has=True) == []
