@@ -80,6 +80,54 @@ def baseline_check(task: str, metrics: dict[str, float], baseline: Baseline) -> 
     return GateCheck(rule="baseline", metric=metric, passed=ok, value=value, threshold=reference, reason=reason)
 
 
+def bound_checks(metrics: dict[str, float], gates) -> list[GateCheck]:
+    """The absolute floors (``gates.min``) and ceilings (``gates.max``), in that order."""
+    checks = []
+    for rule, bounds in (("min", gates.min), ("max", gates.max)):
+        for metric, bound in bounds.items():
+            value = metrics[metric]
+            ok = value >= bound if rule == "min" else value <= bound
+            sign = (">=" if ok else "<") if rule == "min" else ("<=" if ok else ">")
+            name = "minimum" if rule == "min" else "maximum"
+            reason = f"{metric} {value:.4f} {sign} {name} {bound:.4f}"
+            checks.append(GateCheck(rule=rule, metric=metric, passed=ok, value=value, threshold=bound, reason=reason))
+    return checks
+
+
+def regression_checks(
+    task: str, metrics: dict[str, float], gates, champion_metrics: dict[str, float], champion_version, primary
+) -> list[GateCheck]:
+    """No metric of ``gates.regression_rules`` worse than the champion's by more than it allows."""
+    checks = []
+    for metric, allowed in gates.regression_rules(task, primary).items():
+        value, reference = metrics[metric], champion_metrics[metric]
+        worse_by = (reference - value) if larger_is_better(task, metric) else (value - reference)
+        ok = worse_by <= allowed
+        reason = (
+            f"{metric} {value:.4f} vs champion v{champion_version} {reference:.4f} on this test set "
+            f"({'worse' if worse_by > 0 else 'better or equal'} by {abs(worse_by):.4f}; allowed {allowed:.4f})"
+        )
+        checks.append(
+            GateCheck(rule="regression", metric=metric, passed=ok, value=value, threshold=reference, reason=reason)
+        )
+    return checks
+
+
+def significance_check(task: str, gates, scores: tuple[np.ndarray, np.ndarray], primary) -> GateCheck:
+    """The primary metric's improvement over the champion significant under a paired bootstrap;
+    the check's value is the p-value."""
+    p_value = paired_bootstrap_p_value(*scores, samples=gates.bootstrap_samples, seed=gates.seed)
+    metric = primary_metric(task, primary)[0]
+    ok = p_value < gates.significance_level
+    reason = (
+        f"paired bootstrap p = {p_value:.4f} {'<' if ok else '>='} "
+        f"{gates.significance_level} for a better {metric} than the champion"
+    )
+    return GateCheck(
+        rule="significance", metric=metric, passed=ok, value=p_value, threshold=gates.significance_level, reason=reason
+    )
+
+
 def evaluate_gates(
     task: str,
     metrics: dict[str, float],
@@ -97,33 +145,7 @@ def evaluate_gates(
     in which case there is nothing to regress against. ``baseline``: the trivial baseline on this
     test set (``evaluation.baseline``), checked when ``gates.beat_baseline``. ``primary``: the
     configured ``training.metric`` (unset: the task's default), for the champion comparison."""
-    checks: list[GateCheck] = []
-    for metric, floor in gates.min.items():
-        value = metrics[metric]
-        ok = value >= floor
-        checks.append(
-            GateCheck(
-                rule="min",
-                metric=metric,
-                passed=ok,
-                value=value,
-                threshold=floor,
-                reason=f"{metric} {value:.4f} {'>=' if ok else '<'} minimum {floor:.4f}",
-            )
-        )
-    for metric, ceiling in gates.max.items():
-        value = metrics[metric]
-        ok = value <= ceiling
-        checks.append(
-            GateCheck(
-                rule="max",
-                metric=metric,
-                passed=ok,
-                value=value,
-                threshold=ceiling,
-                reason=f"{metric} {value:.4f} {'<=' if ok else '>'} maximum {ceiling:.4f}",
-            )
-        )
+    checks = bound_checks(metrics, gates)
     if gates.beat_baseline and baseline is not None:
         checks.append(baseline_check(task, metrics, baseline))
     verdict = GateVerdict(
@@ -137,36 +159,10 @@ def evaluate_gates(
         )
         checks.append(GateCheck(rule="regression", metric="*", passed=True, reason=reason))
     else:
-        for metric, allowed in gates.regression_rules(task, primary).items():
-            value, reference = metrics[metric], champion_metrics[metric]
-            worse_by = (reference - value) if larger_is_better(task, metric) else (value - reference)
-            ok = worse_by <= allowed
-            checks.append(
-                GateCheck(
-                    rule="regression",
-                    metric=metric,
-                    passed=ok,
-                    value=value,
-                    threshold=reference,
-                    reason=f"{metric} {value:.4f} vs champion v{champion_version} {reference:.4f} on this test set "
-                    f"({'worse' if worse_by > 0 else 'better or equal'} by {abs(worse_by):.4f}; allowed {allowed:.4f})",
-                )
-            )
+        checks += regression_checks(task, metrics, gates, champion_metrics, champion_version, primary)
         if gates.require_significant and scores is not None:
-            verdict.p_value = paired_bootstrap_p_value(*scores, samples=gates.bootstrap_samples, seed=gates.seed)
-            primary = primary_metric(task, primary)[0]
-            ok = verdict.p_value < gates.significance_level
-            checks.append(
-                GateCheck(
-                    rule="significance",
-                    metric=primary,
-                    passed=ok,
-                    value=verdict.p_value,
-                    threshold=gates.significance_level,
-                    reason=f"paired bootstrap p = {verdict.p_value:.4f} {'<' if ok else '>='} "
-                    f"{gates.significance_level} for a better {primary} than the champion",
-                )
-            )
+            checks.append(significance_check(task, gates, scores, primary))
+            verdict.p_value = checks[-1].value
     verdict.checks = checks
     verdict.passed = all(c.passed for c in checks)
     return verdict
