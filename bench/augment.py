@@ -29,6 +29,7 @@ from finetune_core.data.prepare import prepare_splits
 from finetune_core.evaluation.held_out_metrics import evaluate_model
 from finetune_core.model.backbone import resolve_backbone
 from finetune_core.training import frozen_stage, unfrozen_stage
+from finetune_core.training.stage_setup import StageInputs
 
 SST2 = Path(os.environ.get("SST2_DIR", REPO.parent / "shared" / "data" / "sst2"))
 BACKBONE = "bundled:all-MiniLM-L6-v2"
@@ -50,8 +51,8 @@ def run(work: Path, seed: int, rows: int, copies: int) -> float:
     prepared = prepare_splits(config, tag / "data")
     if copies:
         prepared, _ = augment_prepared(config, prepared)
-    frozen_stage.train_frozen(config, prepared, resolve_backbone(BACKBONE), tag / "frozen")
-    unfrozen_stage.train_unfrozen(config, prepared, tag / "frozen", tag / "model")
+    frozen_stage.train_frozen(StageInputs(config, prepared, resolve_backbone(BACKBONE), tag / "frozen"))
+    unfrozen_stage.train_unfrozen(StageInputs(config, prepared, tag / "frozen", tag / "model"))
     return evaluate_model(config, prepared, tag / "model")["accuracy"]
 
 

@@ -43,6 +43,7 @@ from bench.paths import results_file
 from finetune_core.model.heads import forward_logits
 from finetune_core.training import distributed, frozen_stage, unfrozen_stage
 from finetune_core.training.loop import finished_stage
+from finetune_core.training.stage_setup import StageInputs
 
 VARIANTS = {  # name: (processes, launcher, gradient exchange)
     "1-process": (1, "local", "none"),
@@ -82,10 +83,10 @@ class FlatAllReduce:
             offset += grad.numel()
 
 
-def train_unfrozen_flat(ddp: distributed.DistContext, **kwargs):
+def train_unfrozen_flat(ddp: distributed.DistContext, inputs: StageInputs):
     """The stage on one rank with ``FlatAllReduce`` in place of DDP (runs in a spawned worker)."""
     ddp.parallel = lambda network, spec: FlatAllReduce(ddp, network, spec)
-    return unfrozen_stage.train_unfrozen(**kwargs, ddp=ddp)
+    return unfrozen_stage.train_unfrozen(inputs, ddp=ddp)
 
 
 def run_variant(name: str, raw: dict, prepared, frozen: Path, out_dir: Path):
@@ -94,13 +95,13 @@ def run_variant(name: str, raw: dict, prepared, frozen: Path, out_dir: Path):
     processes, launcher, exchange = VARIANTS[name]
     config = validate_config({**raw, "training": {**raw["training"], "num_processes": processes, "launcher": launcher}})
     if exchange == "flat-after-backward":
-        args = dict(config=config, prepared=prepared, checkpoint=frozen, out_dir=out_dir)
+        args = dict(inputs=StageInputs(config, prepared, frozen, out_dir))
         # by its module's name, not __main__'s: the spawned workers import it
         flat = importlib.import_module("bench.ddp").train_unfrozen_flat
         with distributed.package_first():
             distributed.launch_local(processes, 0, flat, args)
         return finished_stage(out_dir, resume=True)
-    return unfrozen_stage.train_unfrozen(config, prepared, frozen, out_dir)
+    return unfrozen_stage.train_unfrozen(StageInputs(config, prepared, frozen, out_dir))
 
 
 def main() -> None:
@@ -142,7 +143,7 @@ def main() -> None:
         }
         config = validate_config(raw)
         prepared = prepare_splits(config, work / "data")  # the same data and stage-1 model for every run
-        frozen_stage.train_frozen(config, prepared, str(backbone), work / "frozen")
+        frozen_stage.train_frozen(StageInputs(config, prepared, str(backbone), work / "frozen"))
         model = load_model_dir(work / "frozen")[0]
         results["gradient_megabytes"] = round(sum(p.numel() for p in model.parameters()) * 4 / 2**20, 1)  # fp32
         order = [v for i in range(args.repeats) for v in (args.variants if i % 2 == 0 else args.variants[::-1])]

@@ -38,6 +38,7 @@ from finetune_core.data.prepare import prepare_splits
 from finetune_core.evaluation.held_out_metrics import evaluate_model
 from finetune_core.model.backbone import resolve_backbone
 from finetune_core.training import frozen_stage, unfrozen_stage
+from finetune_core.training.stage_setup import StageInputs
 
 SST2 = Path(os.environ.get("SST2_DIR", REPO.parent / "shared" / "data" / "sst2"))
 EXPERIMENT = {
@@ -77,8 +78,10 @@ def run_ours(config, workdir: Path, tag: str) -> dict:
     prepared = prepare_splits(config, workdir / f"{tag}-data")
     backbone = resolve_backbone(BACKBONE)
     started = time.perf_counter()
-    frozen = frozen_stage.train_frozen(config, prepared, backbone, workdir / f"{tag}-frozen")
-    unfrozen = unfrozen_stage.train_unfrozen(config, prepared, workdir / f"{tag}-frozen", workdir / f"{tag}-model")
+    frozen = frozen_stage.train_frozen(StageInputs(config, prepared, backbone, workdir / f"{tag}-frozen"))
+    unfrozen = unfrozen_stage.train_unfrozen(
+        StageInputs(config, prepared, workdir / f"{tag}-frozen", workdir / f"{tag}-model")
+    )
     seconds = time.perf_counter() - started
     metrics = evaluate_model(config, prepared, workdir / f"{tag}-model")
     return {
@@ -165,14 +168,16 @@ def frozen_cost(workdir: Path) -> dict:
     from finetune_core.model.batching import encode
     from finetune_core.model.heads import head_spec
     from finetune_core.training.device import runtime_for
-    from finetune_core.training.loop import network_epoch
+    from finetune_core.training.loop import StepSettings, network_epoch
     from finetune_core.training.losses import targets_tensor
     from finetune_core.training.optim import make_optimizer
 
     files = sst2_files(workdir, 2000)
     config = our_config(files, unfrozen={"epochs": 0}, frozen={"epochs": 20, "learning_rate": 1e-2})
     prepared = prepare_splits(config, workdir / "frozen-data")
-    cached = frozen_stage.train_frozen(config, prepared, resolve_backbone(BACKBONE), workdir / "frozen-cached")
+    cached = frozen_stage.train_frozen(
+        StageInputs(config, prepared, resolve_backbone(BACKBONE), workdir / "frozen-cached")
+    )
     per_epoch_cached = cached.train_seconds / cached.epochs_run
     backbone = resolve_backbone(BACKBONE)
     model = load_for_task(backbone, "classification", prepared.labels)
@@ -188,13 +193,8 @@ def frozen_cost(workdir: Path) -> dict:
         spec,
         encoded,
         targets_tensor(frame["label"].to_numpy(), "classification"),
-        "classification",
-        optimizer,
-        None,
-        32,
         np.random.default_rng(0),
-        1.0,
-        runtime,
+        StepSettings("classification", optimizer, None, 32, 1.0, runtime),
         frozen_backbone=True,
     )
     per_epoch_forward = time.perf_counter() - started

@@ -14,6 +14,7 @@ from finetune_core.data.prepare import prepare_splits
 from finetune_core.evaluation.held_out_metrics import evaluate_model
 from finetune_core.model.backbone import resolve_backbone
 from finetune_core.training import frozen_stage, unfrozen_stage
+from finetune_core.training.stage_setup import StageInputs
 
 
 def budget(workdir: Path, engine, minutes: float, hf_from: Path | None = None, overrides: dict | None = None) -> dict:
@@ -50,10 +51,14 @@ def budget(workdir: Path, engine, minutes: float, hf_from: Path | None = None, o
     # The frozen stage (feature extraction included) counts against the same budget.
     prepared = prepare_splits(config, workdir / "budget-data")
     started = time.perf_counter()
-    frozen = frozen_stage.train_frozen(config, prepared, resolve_backbone(engine.BACKBONE), workdir / "budget-frozen")
+    frozen = frozen_stage.train_frozen(
+        StageInputs(config, prepared, resolve_backbone(engine.BACKBONE), workdir / "budget-frozen")
+    )
     frozen_seconds = time.perf_counter() - started
     config.training.unfrozen.max_minutes = max(minutes - frozen_seconds / 60, 0.1)
-    unfrozen = unfrozen_stage.train_unfrozen(config, prepared, workdir / "budget-frozen", workdir / "budget-model")
+    unfrozen = unfrozen_stage.train_unfrozen(
+        StageInputs(config, prepared, workdir / "budget-frozen", workdir / "budget-model")
+    )
     ours = evaluate_model(config, prepared, workdir / "budget-model")["accuracy"]
     result = {
         "minutes": minutes,

@@ -56,6 +56,7 @@ from finetune_core.evaluation.held_out_metrics import evaluate_model
 from finetune_core.model.backbone import resolve_backbone
 from finetune_core.training import calibration_step, frozen_stage, recipe, unfrozen_stage
 from finetune_core.training.contrastive import train_contrastive
+from finetune_core.training.stage_setup import StageInputs
 
 SHARED = REPO.parent / "shared" / "data"
 # Each dataset: where it lies, how to read a split, our data columns (the written TSVs keep them).
@@ -114,14 +115,14 @@ def run_ours(work: Path, train: Path, test: Path, seed: int, strategy: str, prec
         return [run_auto(config, prepared, backbone, tag, started, chosen)]
     diagnostic = []
     if chosen.strategy == "contrastive":
-        train_contrastive(config, prepared, backbone, tag / "tuned")
+        train_contrastive(StageInputs(config, prepared, backbone, tag / "tuned"))
         backbone = str(tag / "tuned")
         diagnostic = [{"contender": "contrastive+sklearn-lr", **sklearn_head(config, prepared, backbone)}]
-    frozen_stage.train_frozen(config, prepared, backbone, tag / "frozen")
+    frozen_stage.train_frozen(StageInputs(config, prepared, backbone, tag / "frozen"))
     head_seconds = time.perf_counter() - started - sum(d["seconds"] for d in diagnostic)
     head = "linear-probe" if strategy == "lp-ft" else "contrastive-head"
     diagnostic.append(adamw_head(config, prepared, backbone, tag, f"{head}-adamw"))
-    unfrozen_stage.train_unfrozen(config, prepared, tag / "frozen", tag / "model")
+    unfrozen_stage.train_unfrozen(StageInputs(config, prepared, tag / "frozen", tag / "model"))
     calibration_step.calibrate(config, prepared, tag / "model")
     seconds = time.perf_counter() - started
     common = {"train_rows": prepared.rows["train"], "validation": chosen.validation, "precision": precision}
@@ -136,10 +137,10 @@ def run_auto(config, prepared, backbone: str, tag: Path, started: float, chosen)
     """What `strategy: auto` runs on these rows, end to end (with the validation rows it folds
     into train, which running the variant it resolves to does not)."""
     if config.training.strategy == "contrastive":
-        train_contrastive(config, prepared, backbone, tag / "tuned")
+        train_contrastive(StageInputs(config, prepared, backbone, tag / "tuned"))
         backbone = str(tag / "tuned")
-    frozen_stage.train_frozen(config, prepared, backbone, tag / "frozen")
-    unfrozen_stage.train_unfrozen(config, prepared, tag / "frozen", tag / "model")
+    frozen_stage.train_frozen(StageInputs(config, prepared, backbone, tag / "frozen"))
+    unfrozen_stage.train_unfrozen(StageInputs(config, prepared, tag / "frozen", tag / "model"))
     calibration_step.calibrate(config, prepared, tag / "model")
     seconds = time.perf_counter() - started
     auto = {"strategy": chosen.strategy, "reason": chosen.reason, "run": True}
@@ -160,7 +161,7 @@ def adamw_head(config, prepared, encoder: str, tag: Path, name: str) -> dict:
     started = time.perf_counter()
     frozen = config.training.frozen.model_copy(update={"solver": "adamw"})
     config = config.model_copy(update={"training": config.training.model_copy(update={"frozen": frozen})})
-    frozen_stage.train_frozen(config, prepared, encoder, tag / "frozen-adamw")
+    frozen_stage.train_frozen(StageInputs(config, prepared, encoder, tag / "frozen-adamw"))
     seconds = time.perf_counter() - started
     return {"contender": name, "seconds": seconds, **_accuracy(config, prepared, tag / "frozen-adamw")}
 

@@ -26,6 +26,7 @@ from finetune_core.data.prepare import prepare_splits
 from finetune_core.evaluation.held_out_metrics import evaluate_model
 from finetune_core.model.backbone import resolve_backbone
 from finetune_core.training import frozen_stage, recipe, unfrozen_stage
+from finetune_core.training.stage_setup import StageInputs
 
 POOLINGS = ["mean", "normalized-mean"]
 
@@ -38,10 +39,10 @@ def accuracy(work: Path, per_class: int, seed: int, strategy: str, pooling: str)
     config = validate_config({"data": data, "backbone": {"pooling": pooling}, "training": training})
     prepared = prepare_splits(config, tag / "data")
     config, _, prepared = recipe.resolve(config, prepared)
-    frozen_stage.train_frozen(config, prepared, resolve_backbone(fewshot.BACKBONE), tag / "frozen")
+    frozen_stage.train_frozen(StageInputs(config, prepared, resolve_backbone(fewshot.BACKBONE), tag / "frozen"))
     final = tag / "frozen"
     if strategy == "lp-ft":
-        unfrozen_stage.train_unfrozen(config, prepared, tag / "frozen", tag / "model")
+        unfrozen_stage.train_unfrozen(StageInputs(config, prepared, tag / "frozen", tag / "model"))
         final = tag / "model"
     return float(evaluate_model(config, prepared, final)["accuracy"])
 

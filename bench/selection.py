@@ -32,12 +32,13 @@ from finetune_core.evaluation.held_out_metrics import evaluate_model
 from finetune_core.model.backbone import resolve_backbone
 from finetune_core.selection.candidates import rank_backbones
 from finetune_core.training import frozen_stage, unfrozen_stage
+from finetune_core.training.stage_setup import StageInputs
 
 
 def fine_tuned_accuracy(config, prepared, backbone: str, work: Path) -> tuple[float, float]:
     started = time.perf_counter()
-    frozen_stage.train_frozen(config, prepared, backbone, work / "frozen")
-    unfrozen_stage.train_unfrozen(config, prepared, work / "frozen", work / "model")
+    frozen_stage.train_frozen(StageInputs(config, prepared, backbone, work / "frozen"))
+    unfrozen_stage.train_unfrozen(StageInputs(config, prepared, work / "frozen", work / "model"))
     seconds = time.perf_counter() - started
     return evaluate_model(config, prepared, work / "model")["accuracy"], seconds
 

@@ -45,7 +45,7 @@ from finetune_core.model.heads import head_spec
 from finetune_core.model.layer_cache import cached_layer_states
 from finetune_core.training import cached_lower_blocks
 from finetune_core.training.device import Runtime, eval_batches
-from finetune_core.training.loop import network_batches, network_epoch
+from finetune_core.training.loop import StepSettings, network_batches, network_epoch
 from finetune_core.training.optim import layerwise_groups, make_optimizer, make_scheduler
 
 SST2 = Path(os.environ.get("SST2_DIR", REPO.parent / "shared" / "data" / "sst2"))
@@ -160,8 +160,10 @@ def profile_stage(frozen: int, backbone, data, training, runtime, report) -> dic
 
         def epoch():
             rng = np.random.default_rng(next(epochs))
-            args = (optimizer, scheduler, training.batch_size, rng, training.max_grad_norm, runtime)
-            return network_epoch(model, run_spec, source, targets, "classification", *args, inputs_of=inputs_of)
+            settings = StepSettings(
+                "classification", optimizer, scheduler, training.batch_size, training.max_grad_norm, runtime
+            )
+            return network_epoch(model, run_spec, source, targets, rng, settings, inputs_of=inputs_of)
 
         report(f"training epoch, {frozen} blocks frozen", len(train), *timed(epoch))
         return clipping_levers([p for p in model.parameters() if p.requires_grad])

@@ -41,6 +41,7 @@ from finetune_core.model.backbone import resolve_backbone
 from finetune_core.training import calibration_step, frozen_stage, recipe, unfrozen_stage
 from finetune_core.training.device import runtime_for
 from finetune_core.training.encoded_splits import outputs_for
+from finetune_core.training.stage_setup import StageInputs
 
 DATA = REPO.parent / "shared" / "data"
 MRPC = Path(os.environ.get("MRPC_DIR", DATA / "mrpc"))
@@ -79,8 +80,10 @@ def run_ours(config, workdir: Path, tag: str = "ours") -> tuple[dict, object]:
     prepared = prepare_splits(config, workdir / f"{tag}-data")
     resolved, chosen, prepared = recipe.resolve(config, prepared)
     backbone = resolve_backbone(BACKBONE)
-    frozen = frozen_stage.train_frozen(resolved, prepared, backbone, workdir / f"{tag}-frozen")
-    unfrozen = unfrozen_stage.train_unfrozen(resolved, prepared, workdir / f"{tag}-frozen", workdir / f"{tag}-model")
+    frozen = frozen_stage.train_frozen(StageInputs(resolved, prepared, backbone, workdir / f"{tag}-frozen"))
+    unfrozen = unfrozen_stage.train_unfrozen(
+        StageInputs(resolved, prepared, workdir / f"{tag}-frozen", workdir / f"{tag}-model")
+    )
     calibration = calibration_step.calibrate(resolved, prepared, workdir / f"{tag}-model")
     seconds = time.perf_counter() - started
     metrics = evaluate_model(resolved, prepared, workdir / f"{tag}-model")

@@ -14,13 +14,14 @@ from prefect.cache_policies import NO_CACHE
 
 from finetune_core.config.finetune import FinetuneConfig
 from finetune_core.data.prepare import PreparedData
+from finetune_core.evaluation.held_out_metrics import evaluate_model
 from finetune_core.evaluation.suspect_labels import OUT_OF_FOLD_FILE
-from finetune_core.evaluation.test_split import evaluate_model
 from finetune_core.run_layout import RunLayout
 from finetune_core.serving.predictor import load_meta
 from finetune_core.training import calibration_step, frozen_stage, recipe, unfrozen_stage
 from finetune_core.training.contrastive import train_contrastive as tune_on_pairs
 from finetune_core.training.loop import StageResult
+from finetune_core.training.stage_setup import StageInputs
 from tasks.mlflow_io.tracking import epoch_logger, log_metrics, shorten
 from tasks.prefect_io.progress import stage_progress
 
@@ -68,6 +69,24 @@ def _report(run_id: str, result: StageResult) -> StageResult:
     return result
 
 
+_OUTPUT = {"contrastive": "contrastive", "frozen": "frozen", "unfrozen": "model"}  # each stage's RunLayout directory
+
+
+def _inputs(stage: str, config, prepared, start, layout: RunLayout, run_id: str, resume: bool, progress_artifact):
+    """A stage's inputs as every stage task gives them: its output directory in ``layout``, epochs
+    logged to the run, per-epoch checkpoints, and progress to the log line and the run's artifact."""
+    return StageInputs(
+        config,
+        prepared,
+        start,
+        getattr(layout, _OUTPUT[stage]),
+        on_epoch_end=epoch_logger(run_id),
+        checkpoints=layout.checkpoints,
+        resume=resume,
+        progress=stage_progress(stage, get_run_logger(), progress_artifact),
+    )
+
+
 @task(name="choose-recipe", cache_policy=NO_CACHE)
 def choose_recipe(
     config: FinetuneConfig, prepared: PreparedData, run_id: str
@@ -111,14 +130,7 @@ def train_contrastive(
     """Strategy contrastive: the backbone tuned on same/different-class pairs; encoder in
     layout.contrastive, which the frozen stage then loads."""
     result = tune_on_pairs(
-        config,
-        prepared,
-        backbone,
-        layout.contrastive,
-        epoch_logger(run_id),
-        layout.checkpoints,
-        resume,
-        stage_progress("contrastive", get_run_logger(), progress_artifact),
+        _inputs("contrastive", config, prepared, backbone, layout, run_id, resume, progress_artifact)
     )
     if sides := result.extra.get("encode_sides"):  # `auto` resolved from the rows per class
         from mlflow import MlflowClient
@@ -142,17 +154,8 @@ def train_frozen(
 ) -> StageResult:
     """Stage 1: the task head on cached frozen-backbone features (train rows backbone selection
     extracted are reused); model in layout.frozen."""
-    result = frozen_stage.train_frozen(
-        config,
-        prepared,
-        backbone,
-        layout.frozen,
-        epoch_logger(run_id),
-        layout.checkpoints,
-        resume,
-        Path(known_features) if known_features else None,
-        stage_progress("frozen", get_run_logger(), progress_artifact),
-    )
+    inputs = _inputs("frozen", config, prepared, backbone, layout, run_id, resume, progress_artifact)
+    result = frozen_stage.train_frozen(inputs, known_features=Path(known_features) if known_features else None)
     return _report(run_id, result)
 
 
@@ -166,16 +169,8 @@ def train_unfrozen(
     progress_artifact: UUID | None = None,
 ) -> StageResult:
     """Stage 2: unfreeze and fine-tune from the stage-1 model; model in layout.model."""
-    result = unfrozen_stage.train_unfrozen(
-        config,
-        prepared,
-        layout.frozen,
-        layout.model,
-        epoch_logger(run_id),
-        layout.checkpoints,
-        resume,
-        stage_progress("unfrozen", get_run_logger(), progress_artifact),
-    )
+    inputs = _inputs("unfrozen", config, prepared, layout.frozen, layout, run_id, resume, progress_artifact)
+    result = unfrozen_stage.train_unfrozen(inputs)
     return _report(run_id, result)
 
 

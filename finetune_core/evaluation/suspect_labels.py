@@ -44,7 +44,7 @@ def train_features(config: FinetuneConfig, prepared: PreparedData, encoder: str)
     a finished frozen stage's features are read back, not extracted again."""
     from finetune_core.model.backbone import load_for_task, load_tokenizer
     from finetune_core.model.batching import take_encoded
-    from finetune_core.model.features import DEFAULT_CACHE, cached_features
+    from finetune_core.model.features import DEFAULT_CACHE, FeatureSettings, cached_features
     from finetune_core.model.heads import resolve_pooling
     from finetune_core.training.device import eval_batches, runtime_for
     from finetune_core.training.encoded_splits import spec_for, split_tokens
@@ -67,13 +67,15 @@ def train_features(config: FinetuneConfig, prepared: PreparedData, encoder: str)
         spec,
         encoded,
         encoder,
-        max_length=training.max_length,
-        batch_size=eval_batches(training, runtime),
-        device=runtime.device,
-        autocast=infer.autocast,
-        precision=infer.precision,
-        pooling=pooling,
-        cache_dir=(training.cache_dir or DEFAULT_CACHE) if training.feature_cache else None,
+        FeatureSettings(
+            max_length=training.max_length,
+            batch_size=eval_batches(training, runtime),
+            device=runtime.device,
+            autocast=infer.autocast,
+            precision=infer.precision,
+            pooling=pooling,
+            cache_dir=(training.cache_dir or DEFAULT_CACHE) if training.feature_cache else None,
+        ),
         task="label review features",
     )
     return features.float().numpy(), targets, sample

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import pickle
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -136,18 +137,26 @@ def _extract_missing(
     return allocate(0) if callable(out) else out  # no rows at all: an empty (0, 0) array
 
 
+@dataclass(frozen=True)
+class FeatureSettings:
+    """How a split's features are computed and where they are cached: the same for every split of a stage."""
+
+    max_length: int
+    batch_size: int | BatchLimit
+    device: object
+    autocast: object  # a context-manager factory (``Runtime.autocast``)
+    precision: str
+    pooling: str
+    cache_dir: Path | None  # None: no disk cache (features in memory)
+
+
 def cached_features(
     model,
     spec,
     encoded: Encoded,
     backbone: str,
-    max_length: int,
-    batch_size: int | BatchLimit,
-    device,
-    autocast,
-    precision: str,
-    pooling: str,
-    cache_dir: Path | None,
+    settings: FeatureSettings,
+    *,
     known: tuple[np.ndarray, torch.Tensor] | None = None,
     progress: ProgressReporter = SILENT,
     task: str = "features",
@@ -157,6 +166,12 @@ def cached_features(
     otherwise they are memory-mapped from it. ``known``: (row indexes, features) already
     extracted, e.g. by backbone selection. ``progress`` hears the batches computed, as ``task``.
     ``tap(rows, inputs)``: called after each batch computed (none on a hit)."""
+    batch_size, device, autocast, cache_dir = (
+        settings.batch_size,
+        settings.device,
+        settings.autocast,
+        settings.cache_dir,
+    )
     if cache_dir is None:
         features = _extract_missing(
             model,
@@ -172,7 +187,10 @@ def cached_features(
             tap,
         )
         return torch.from_numpy(features), False
-    path = Path(cache_dir) / f"{cache_key(backbone, encoded, max_length, precision, pooling)}.npy"
+    path = (
+        Path(cache_dir)
+        / f"{cache_key(backbone, encoded, settings.max_length, settings.precision, settings.pooling)}.npy"
+    )
     with verified_cache(path) as whole:
         if whole:
             return _open_features(path), True

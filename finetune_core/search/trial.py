@@ -11,6 +11,7 @@ from finetune_core.run_layout import RunLayout
 from finetune_core.training import frozen_stage, unfrozen_stage
 from finetune_core.training.contrastive import train_contrastive
 from finetune_core.training.loop import EpochCallback, StageResult
+from finetune_core.training.stage_setup import StageInputs
 
 STAGE2_PREFIX = "training.unfrozen."
 
@@ -38,12 +39,13 @@ def train_stage1(
     """Pairs (strategy contrastive) then the head, into ``layout.frozen``."""
     results = []
     if config.training.strategy == "contrastive":
-        results.append(train_contrastive(config, prepared, backbone, layout.contrastive, on_epoch_end))
+        results.append(train_contrastive(StageInputs(config, prepared, backbone, layout.contrastive, on_epoch_end)))
         backbone, known_features = str(layout.contrastive), None  # the tuned encoder's features are new
     known = Path(known_features) if known_features else None
     results.append(
         frozen_stage.train_frozen(
-            config, prepared, backbone, layout.frozen, on_epoch_end, layout.checkpoints, False, known
+            StageInputs(config, prepared, backbone, layout.frozen, on_epoch_end, layout.checkpoints, False),
+            known_features=known,
         )
     )
     return results
@@ -68,4 +70,6 @@ def train_trial(
     if pruned_stage(config) == "frozen":
         return results[-1]
     start = stage1 if stage1 is not None else layout.frozen
-    return unfrozen_stage.train_unfrozen(config, prepared, start, layout.model, on_epoch_end, layout.checkpoints, False)
+    return unfrozen_stage.train_unfrozen(
+        StageInputs(config, prepared, start, layout.model, on_epoch_end, layout.checkpoints, False)
+    )

@@ -49,19 +49,6 @@ def run_layer_cache_dir(frozen_model_dir: Path) -> Path:
     return Path(frozen_model_dir).parent / "layer-cache"
 
 
-def trainable_depths(stage_depths: set[int], frozen: int) -> set[int]:
-    """Depths that may learn: 0 is the embeddings, block i is depth i + 1."""
-    return {d for d in stage_depths if d > frozen}
-
-
-def gradual_depths(epoch: int, epochs: int, top: int, frozen: int) -> set[int]:
-    """Gradual unfreezing over the depths above the frozen ones: the top slice first, all of
-    them by the last epoch (``optim.unfrozen_depths`` on depths frozen + 1 .. top)."""
-    from finetune_core.training.optim import unfrozen_depths
-
-    return {d + frozen + 1 for d in unfrozen_depths(epoch, epochs, top - frozen - 1)}
-
-
 @dataclass
 class UpperPart:
     frozen: int

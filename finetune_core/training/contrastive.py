@@ -17,20 +17,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from finetune_core.config.finetune import FinetuneConfig
-from finetune_core.data.prepare import PreparedData
 from finetune_core.model import embedding_rows
 from finetune_core.model.backbone import load_tokenizer
 from finetune_core.model.batching import BatchLimit, Encoded, collate, sorted_batches
 from finetune_core.model.dropout_masks import STAGE_MASKS, choose_masks
 from finetune_core.model.heads import POOLING_FILE, POOLINGS, resolve_pooling
 from finetune_core.model.loading import MODEL_LOADING
-from finetune_core.progress import SILENT, ProgressReporter
 from finetune_core.training.checkpoint import Checkpointer
 from finetune_core.training.device import eval_batches, runtime_for
 from finetune_core.training.encoded_splits import split_tokens
 from finetune_core.training.loop import (
-    EpochCallback,
     EpochLoop,
     StageResult,
     epoch_rng,
@@ -39,6 +35,7 @@ from finetune_core.training.loop import (
     seed_everything,
 )
 from finetune_core.training.optim import make_optimizer, make_scheduler
+from finetune_core.training.stage_setup import StageInputs
 
 STAGE = "contrastive"
 # `encode_sides: auto` encodes each side of a pair separately (SetFit's way, with its self pairs) up
@@ -176,22 +173,15 @@ def _load_encoder(backbone: str, trust_remote_code: bool):
         return AutoModel.from_pretrained(backbone, trust_remote_code=trust_remote_code)
 
 
-def train_contrastive(
-    config: FinetuneConfig,
-    prepared: PreparedData,
-    backbone: str,
-    out_dir: Path,
-    on_epoch_end: EpochCallback | None = None,
-    checkpoints: Path | None = None,
-    resume: bool = False,
-    progress: ProgressReporter = SILENT,
-) -> StageResult:
-    """Tune ``backbone`` on seeded same/different-class pairs of train; save it to ``out_dir``
-    (weights, tokenizer, and its pooling as a sentence-transformers pooling file, so the frozen
-    stage's ``pooling: auto`` reads the embedding this stage tuned)."""
-    out_dir = Path(out_dir)
-    if (done := finished_stage(out_dir, resume)) is not None:
+def train_contrastive(inputs: StageInputs) -> StageResult:
+    """Tune the backbone ``inputs.start`` on seeded same/different-class pairs of train; save it to
+    ``inputs.out_dir`` (weights, tokenizer, and its pooling as a sentence-transformers pooling file,
+    so the frozen stage's ``pooling: auto`` reads the embedding this stage tuned)."""
+    out_dir = Path(inputs.out_dir)
+    if (done := finished_stage(out_dir, inputs.resume)) is not None:
         return done
+    config, prepared, backbone, progress = inputs.config, inputs.prepared, str(inputs.start), inputs.progress
+    on_epoch_end, checkpoints, resume = inputs.on_epoch_end, inputs.checkpoints, inputs.resume
     training, stage = config.training, config.training.contrastive
     runtime = runtime_for(training, backbone, config.backbone.trust_remote_code)
     inference = eval_batches(training, runtime)  # validation's embedding batches

@@ -220,36 +220,38 @@ class EpochLoop:
         return result
 
 
-def head_epoch(
-    model,
-    head,
-    features: torch.Tensor,
-    targets: torch.Tensor,
-    task,
-    optimizer,
-    scheduler,
-    batch_size,
-    rng,
-    max_grad_norm,
-    progress: ProgressReporter = SILENT,
-    class_weights: torch.Tensor | None = None,
-):
+@dataclass(frozen=True)
+class StepSettings:
+    """What every optimisation step of an epoch uses, the same each epoch."""
+
+    task: str
+    optimizer: torch.optim.Optimizer
+    scheduler: object  # None: a constant rate
+    batch_size: int
+    max_grad_norm: float
+    runtime: object = None  # device and autocast (``network_epoch``)
+    class_weights: torch.Tensor | None = None
+    progress: ProgressReporter = SILENT
+
+
+def head_epoch(model, head, features: torch.Tensor, targets: torch.Tensor, rng, settings: StepSettings):
     """One epoch of the head alone on cached backbone features."""
     model.train()
     model.base_model.eval()
+    optimizer, batches = settings.optimizer, head_batches(len(features), settings.batch_size)
     parameters = [p for g in optimizer.param_groups for p in g["params"]]
     total, seen = 0.0, 0
-    for batch in np.array_split(rng.permutation(len(features)), head_batches(len(features), batch_size)):
-        loss = compute_loss(head(model, features[batch]), targets[batch], task, class_weights)
+    for batch in np.array_split(rng.permutation(len(features)), batches):
+        loss = compute_loss(head(model, features[batch]), targets[batch], settings.task, settings.class_weights)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm)
+        torch.nn.utils.clip_grad_norm_(parameters, settings.max_grad_norm)
         optimizer.step()
-        scheduler.step()
+        settings.scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         value = float(loss.detach())
         total += value * len(batch)
         seen += len(batch)
-        progress.advance(1, len(batch), value)
+        settings.progress.advance(1, len(batch), value)
     return total / max(seen, 1)
 
 
@@ -266,18 +268,12 @@ def network_epoch(
     spec,
     encoded: Encoded,
     targets,
-    task,
-    optimizer,
-    scheduler,
-    batch_size,
     rng,
-    max_grad_norm,
-    runtime,
+    settings: StepSettings,
+    *,
     frozen_backbone=False,
     deadline: float | None = None,
     dist=None,
-    progress: ProgressReporter = SILENT,
-    class_weights: torch.Tensor | None = None,
     inputs_of: Callable[[np.ndarray], dict[str, torch.Tensor]] | None = None,
 ):
     """One epoch of the network on length-grouped, dynamically padded batches (cut short at
@@ -286,32 +282,33 @@ def network_epoch(
     lower-block states). ``dist``: this rank's DDP-wrapped network
     (training.distributed.DataParallel); it trains on its share of each global batch, DDP
     all-reduces gradients during backward; the returned loss is the mean over every rank's rows.
-    ``progress`` hears each global batch (this rank's loss: reporting adds no sync between ranks)."""
+    ``settings.progress`` hears each global batch (this rank's loss: reporting adds no sync between ranks)."""
     model.train()
     if frozen_backbone:  # a frozen backbone is a fixed feature extractor: no dropout inside it
         model.base_model.eval()
+    runtime, optimizer = settings.runtime, settings.optimizer
     parameters = [p for g in optimizer.param_groups for p in g["params"]]
     total, seen = 0.0, 0
-    for whole in length_grouped_batches(encoded.lengths, batch_size, rng):
+    for whole in length_grouped_batches(encoded.lengths, settings.batch_size, rng):
         batch = whole if dist is None else dist.shard(whole)
         # every rank joins each step's gradient all-reduce: one without rows runs a row weighted 0
         rows = batch if len(batch) else whole[:1]
         inputs = {k: v.to(runtime.device) for k, v in (inputs_of or partial(collate, encoded))(rows).items()}
         with runtime.autocast():
             outputs = forward_logits(model, spec, inputs) if dist is None else dist.forward(inputs)
-        loss = compute_loss(outputs, targets[rows].to(runtime.device), task, class_weights)
+        loss = compute_loss(outputs, targets[rows].to(runtime.device), settings.task, settings.class_weights)
         (loss if dist is None else loss * dist.loss_scale(len(batch), len(whole))).backward()
-        torch.nn.utils.clip_grad_norm_([p for p in parameters if p.grad is not None], max_grad_norm)
+        torch.nn.utils.clip_grad_norm_([p for p in parameters if p.grad is not None], settings.max_grad_norm)
         optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
+        if settings.scheduler is not None:
+            settings.scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         value = None
         if len(batch):
             value = float(loss.detach())
             total += value * len(batch)
             seen += len(batch)
-        progress.advance(1, len(whole), value)
+        settings.progress.advance(1, len(whole), value)
         if deadline is not None and time.perf_counter() >= deadline:
             break
     if dist is not None:

@@ -4,24 +4,25 @@ from the layer cache), on one process or data-parallel over several."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from dataclasses import dataclass, replace
 
 from finetune_core.config.finetune import FinetuneConfig
-from finetune_core.data.prepare import PreparedData
 from finetune_core.errors import ConfigError
 from finetune_core.model import embedding_rows
+from finetune_core.model.batching import BatchLimit
 from finetune_core.model.dropout_masks import STAGE_MASKS, choose_masks
-from finetune_core.model.embedding_and_dropout import freeze_word_embeddings, set_dropout
-from finetune_core.model.encoder_split import freeze_lower, resolve_freeze_layers
-from finetune_core.model.heads import num_layers
+from finetune_core.model.embedding_and_dropout import set_dropout
+from finetune_core.model.heads import HeadSpec, num_layers
 from finetune_core.progress import SILENT, ProgressReporter
+from finetune_core.serving.outputs import ModelMeta
 from finetune_core.serving.predictor import load_model_dir
 from finetune_core.training import cached_lower_blocks, distributed, ray_launcher
-from finetune_core.training.device import eval_batches, runtime_for
+from finetune_core.training.device import Runtime, eval_batches, runtime_for
 from finetune_core.training.distributed import DistContext
-from finetune_core.training.encoded_splits import score_network, score_split, spec_for, split_tokens
+from finetune_core.training.encoded_splits import score_network, score_split, spec_for
+from finetune_core.training.freeze_policy import FreezePolicy
 from finetune_core.training.loop import (
-    EpochCallback,
+    EpochLoop,
     StageResult,
     epoch_rng,
     finished_stage,
@@ -29,18 +30,17 @@ from finetune_core.training.loop import (
     network_epoch,
     seed_everything,
 )
-from finetune_core.training.losses import targets_tensor
 from finetune_core.training.optim import (
     BudgetSchedule,
-    apply_trainable_depths,
     depth_of_parameters,
     landing_scheduler,
     layerwise_groups,
     make_optimizer,
     make_scheduler,
-    unfrozen_depths,
 )
-from finetune_core.training.stage_setup import save_stage, stage_class_weights, stage_loop
+from finetune_core.training.stage_setup import StageData, StageInputs, save_stage, stage_loop
+
+__all__ = ["StageInputs", "train_unfrozen"]
 
 
 def wrap_lora(model, config: FinetuneConfig, freeze: int = 0):
@@ -62,169 +62,187 @@ def wrap_lora(model, config: FinetuneConfig, freeze: int = 0):
     return get_peft_model(model, peft_config)
 
 
-def train_unfrozen(
-    config: FinetuneConfig,
-    prepared: PreparedData,
-    checkpoint: Path,
-    out_dir: Path,
-    on_epoch_end: EpochCallback | None = None,
-    checkpoints: Path | None = None,
-    resume: bool = False,
-    progress: ProgressReporter = SILENT,
-    ddp: DistContext | None = None,
-) -> StageResult:
-    """Stage 2: from the stage-1 model, fine-tune with layer-wise learning rates (or LoRA);
-    data-parallel (DDP) over `training.num_processes` processes per node: the launcher
-    `training.launcher` (training.distributed, training.ray_launcher) runs this function again in each worker with its
-    rank context as ``ddp``."""
-    if (done := finished_stage(out_dir, resume)) is not None:
+def train_unfrozen(inputs: StageInputs, *, ddp: DistContext | None = None) -> StageResult:
+    """Stage 2: from the stage-1 model (``inputs.start``), fine-tune with layer-wise learning rates
+    (or LoRA); data-parallel (DDP) over `training.num_processes` processes per node: the launcher
+    `training.launcher` (training.distributed, training.ray_launcher) runs this stage again in each
+    worker with its rank context as ``ddp``."""
+    if (done := finished_stage(inputs.out_dir, inputs.resume)) is not None:
         return done
-    if ddp is None and distributed.needs_launch(config.training) and config.training.unfrozen.epochs > 0:
-        stage_args = dict(
-            config=config,
-            prepared=prepared,
-            checkpoint=checkpoint,
-            out_dir=out_dir,
-            on_epoch_end=on_epoch_end,
-            checkpoints=checkpoints,
-            resume=resume,
-        )
-        launcher = ray_launcher if config.training.launcher == "ray" else distributed
-        launcher.launch(config.training, train_unfrozen, stage_args, out_dir, progress)
-        return finished_stage(out_dir, resume=True)  # what rank 0 saved
+    training = inputs.config.training
+    if ddp is None and distributed.needs_launch(training) and training.unfrozen.epochs > 0:
+        launcher = ray_launcher if training.launcher == "ray" else distributed
+        stage_args = {"inputs": replace(inputs, progress=SILENT)}  # each worker is given its own reporter
+        launcher.launch(training, train_rank, stage_args, inputs.out_dir, inputs.progress)
+        return finished_stage(inputs.out_dir, resume=True)  # what rank 0 saved
     if ddp is not None and not ddp.is_main:  # rank 0 alone writes checkpoints and reports
-        on_epoch_end, progress = None, SILENT
-    training, stage = config.training, config.training.unfrozen
-    runtime = runtime_for(training, checkpoint)
-    inference = eval_batches(training, runtime)  # validation batches
-    seed_everything(training.seed + 1)
-    model, tokenizer, meta = load_model_dir(checkpoint)
-    epochs = 0 if training.strategy == "linear-probe" else stage.epochs
-    train, validation = (split_tokens(prepared, s, tokenizer, training.max_length) for s in ("train", "validation"))
-    train_y, task = targets_tensor(train[1], prepared.task), prepared.task
-    weights = stage_class_weights(config, prepared, train[1])
-    spec = spec_for(model, meta.pooling)
-    freeze = resolve_freeze_layers(stage.freeze_layers, model) if epochs > 0 else 0
-    # freeze_after_epochs: the lowest blocks train with the rest at first, and freeze later (switch_to_upper)
-    delay = stage.freeze_after_epochs if freeze else 0
-    if delay >= epochs:  # they never freeze: every block trains throughout, as with freeze_layers 0
-        freeze = delay = 0
-    if delay and stage.gradual:
-        raise ConfigError("training.unfrozen.freeze_after_epochs: not with gradual unfreezing (gradual: true)")
-    frozen_from_start = 0 if delay else freeze
-    frozen_names = freeze_lower(model, frozen_from_start)  # embeddings and the lowest blocks: in no group
-    if stage.freeze_word_embeddings and epochs > 0:
-        frozen_names |= freeze_word_embeddings(model)
-    if stage.dropout is not None:
-        set_dropout(model, stage.dropout)
-    dropout_masks = choose_masks(model, STAGE_MASKS["unfrozen"], runtime.device)  # on CPU NumPy's are ~5x cheaper
-    seen_rows = None  # a trained token matrix: only the rows train uses are in the optimizer
-    if epochs > 0 and training.strategy != "lora" and embedding_rows.SEEN_ROWS_ONLY:
-        seen_rows = embedding_rows.use_seen_rows(model, train[0].input_ids)
-    if training.strategy == "lora" and epochs > 0:
-        model = wrap_lora(model, config, frozen_from_start)
-        groups = [{"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": training.weight_decay}]
-    else:
-        groups = layerwise_groups(model, spec, stage.learning_rate, stage.layer_lr_decay, training.weight_decay)
-        groups = cached_lower_blocks.without_parameters(groups, frozen_names)
-    model.to(runtime.device)
-    optimizer = make_optimizer(groups, stage.learning_rate)
-    embedding_rows.attach(seen_rows, optimizer)
-    per_epoch = -(-len(train[0]) // training.batch_size)
-    steps = epochs * per_epoch
-    warmup = int(stage.warmup_ratio * steps)
-    if stage.max_minutes:  # decay over the budget, not over epochs the budget would cut short
-        scheduler = BudgetSchedule(optimizer, stage.scheduler, stage.warmup_ratio, steps, stage.max_minutes * 60)
-    elif delay:  # blocks that freeze after `delay` epochs finish their own schedule by then
-        # depth 0: embeddings, block i: depth i + 1; LoRA's one group of adapters keeps the shared schedule
-        landing = ["depth" in g and g["depth"] <= freeze for g in groups]
-        scheduler = landing_scheduler(optimizer, stage.scheduler, warmup, max(steps, 1), delay * per_epoch, landing)
-    else:
-        scheduler = make_scheduler(optimizer, stage.scheduler, warmup, max(steps, 1))
-    depths, top = depth_of_parameters(model, spec), num_layers(model) + 1
+        inputs = replace(inputs, on_epoch_end=None, progress=SILENT)
+    run = UnfrozenRun.start(inputs, ddp)
+    result = run.loop.run(run.model, run.train_epoch, run.validate, run.optimizer, run.scheduler, resume=inputs.resume)
+    return run.finish(result)
 
-    loop = stage_loop(
-        config,
-        prepared,
-        "unfrozen",
-        epochs,
-        checkpoints,
-        on_epoch_end,
-        max_seconds=stage.max_minutes * 60 if stage.max_minutes else None,
-        progress=progress,
-    )
-    loop.batches_per_epoch = network_batches(len(train[0]), training.batch_size)
-    # With LoRA the adapters sit inside the wrapped transformers model: run that one.
-    network = model.get_base_model() if hasattr(model, "get_base_model") else model
-    splits, part = {"train": train[0], "validation": validation[0]}, None
 
-    def switch_to_upper(trained: bool):
-        """From here on, the blocks below `freeze` run once, into the layer cache; each step runs the rest."""
-        nonlocal part, parallel
-        freeze_lower(network, freeze)  # no gradient: the optimizer skips them from the next step
-        args = (network, spec, meta, freeze, splits, checkpoint, runtime, training, ddp, progress)
-        part = cached_lower_blocks.stage_part(*args, trained=trained)
-        parallel = ddp.parallel(network, part.spec) if ddp is not None else None
+def train_rank(inputs: StageInputs, progress: ProgressReporter = SILENT, ddp: DistContext | None = None):
+    """One data-parallel worker's stage (what the launchers run, with the rank's reporter)."""
+    return train_unfrozen(replace(inputs, progress=progress), ddp=ddp)
 
-    parallel = None
-    if freeze and not delay:
-        switch_to_upper(trained=False)
-    elif ddp is not None and epochs > 0:  # rebuilt at a later switch (the old wrapper's hooks go with it)
-        parallel = ddp.parallel(network, spec)
-    if ddp is not None and not ddp.is_main:  # resumes from rank 0's checkpoints, never writes them
-        loop.checkpointer = distributed.ReadOnlyCheckpointer(loop.checkpointer.directory)
 
-    def train_epoch(epoch):
-        if freeze and part is None and epoch > delay:  # also on a resume past the switch
-            switch_to_upper(trained=True)
-        if stage.gradual:
-            if freeze:
-                trainable = cached_lower_blocks.gradual_depths(epoch, epochs, top, freeze)
-            else:
-                trainable = unfrozen_depths(epoch, epochs, top)
-            apply_trainable_depths(model, depths, trainable, frozen_names)
-        rng = epoch_rng(training.seed, "unfrozen", epoch)
+@dataclass
+class UnfrozenRun:
+    """Stage 2 set up on one process: the model, its data, the freeze policy, the optimiser and the
+    epoch loop; ``part`` is the upper part over the layer cache once the lower blocks are frozen."""
+
+    inputs: StageInputs
+    ddp: DistContext | None
+    runtime: Runtime
+    inference: BatchLimit  # validation batches
+    model: object  # the trained model (a LoRA wrapper with strategy lora)
+    tokenizer: object
+    meta: ModelMeta
+    spec: HeadSpec
+    data: StageData
+    policy: FreezePolicy
+    seen_rows: object
+    dropout_masks: str
+    optimizer: object = None
+    scheduler: object = None
+    loop: EpochLoop = None
+    part: cached_lower_blocks.UpperPart | None = None
+    parallel: object = None  # this rank's DDP wrapper
+    depths: dict[str, int] | None = None  # parameter name -> depth (0: embeddings, block i: i + 1)
+    top: int = 0  # the head's depth
+
+    @property
+    def network(self):
+        """With LoRA the adapters sit inside the wrapped transformers model: run that one."""
+        return self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+
+    @classmethod
+    def start(cls, inputs: StageInputs, ddp: DistContext | None) -> UnfrozenRun:
+        training = inputs.config.training
+        runtime = runtime_for(training, inputs.start)
+        inference = eval_batches(training, runtime)
+        seed_everything(training.seed + 1)
+        model, tokenizer, meta = load_model_dir(inputs.start)
+        data = StageData.read(inputs, tokenizer)
+        spec = spec_for(model, meta.pooling)
+        policy = FreezePolicy.from_config(inputs.config, model)
+        policy.freeze_before_training(model)  # embeddings and the lowest blocks: in no optimizer group
+        if training.unfrozen.dropout is not None:
+            set_dropout(model, training.unfrozen.dropout)
+        masks = choose_masks(model, STAGE_MASKS["unfrozen"], runtime.device)  # on CPU NumPy's are ~5x cheaper
+        seen_rows = None  # a trained token matrix: only the rows train uses are in the optimizer
+        if policy.runs and training.strategy != "lora" and embedding_rows.SEEN_ROWS_ONLY:
+            seen_rows = embedding_rows.use_seen_rows(model, data.train.input_ids)
+        if training.strategy == "lora" and policy.runs:
+            model = wrap_lora(model, inputs.config, policy.frozen_from_start)
+        run = cls(inputs, ddp, runtime, inference, model, tokenizer, meta, spec, data, policy, seen_rows, masks)
+        run._optimise()
+        run._start_loop()
+        return run
+
+    def _optimise(self) -> None:
+        """The optimiser over what trains, and its schedule."""
+        training, stage, model = self.inputs.config.training, self.inputs.config.training.unfrozen, self.model
+        if training.strategy == "lora" and self.policy.runs:
+            groups = [
+                {"params": [p for p in model.parameters() if p.requires_grad], "weight_decay": training.weight_decay}
+            ]
+        else:
+            groups = layerwise_groups(
+                model, self.spec, stage.learning_rate, stage.layer_lr_decay, training.weight_decay
+            )
+            groups = cached_lower_blocks.without_parameters(groups, self.policy.frozen_names)
+        model.to(self.runtime.device)
+        self.optimizer = make_optimizer(groups, stage.learning_rate)
+        embedding_rows.attach(self.seen_rows, self.optimizer)
+        self.scheduler = _schedule(self.optimizer, training, self.policy, groups, len(self.data.train))
+
+    def _start_loop(self) -> None:
+        inputs, training, ddp = self.inputs, self.inputs.config.training, self.ddp
+        max_minutes = training.unfrozen.max_minutes
+        budget = max_minutes * 60 if max_minutes else None
+        self.loop = stage_loop(inputs, "unfrozen", self.policy.epochs, max_seconds=budget)
+        self.loop.batches_per_epoch = network_batches(len(self.data.train), training.batch_size)
+        self.depths, self.top = depth_of_parameters(self.model, self.spec), num_layers(self.model) + 1
+        if self.policy.frozen_from_start:
+            self._switch_to_upper(trained=False)
+        elif ddp is not None and self.policy.runs:  # rebuilt at a later switch (the old wrapper's hooks go with it)
+            self.parallel = ddp.parallel(self.network, self.spec)
+        if ddp is not None and not ddp.is_main:  # resumes from rank 0's checkpoints, never writes them
+            self.loop.checkpointer = distributed.ReadOnlyCheckpointer(self.loop.checkpointer.directory)
+
+    def _switch_to_upper(self, trained: bool) -> None:
+        """From here on, the frozen lower blocks run once, into the layer cache; each step runs the rest.
+        ``trained``: they trained in this run before freezing (``freeze_after_epochs``)."""
+        inputs, network = self.inputs, self.network
+        splits = {"train": self.data.train, "validation": self.data.validation}
+        args = (network, self.spec, self.meta, self.policy.frozen, splits, inputs.start, self.runtime)
+        self.part = cached_lower_blocks.stage_part(
+            *args, inputs.config.training, self.ddp, inputs.progress, trained=trained
+        )
+        self.parallel = self.ddp.parallel(network, self.part.spec) if self.ddp is not None else None
+
+    def train_epoch(self, epoch: int):
+        if self.policy.on_epoch_start(epoch, self.network, self.model, self.depths, self.top):
+            self._switch_to_upper(trained=True)  # also on a resume past the switch
+        training, part = self.inputs.config.training, self.part
         # with frozen lower blocks the epoch runs on their cached states: only the upper part trains
-        source, run_spec = (part.train, part.spec) if part is not None else (train[0], spec)
+        source, run_spec = (part.train, part.spec) if part is not None else (self.data.train, self.spec)
         return network_epoch(
-            network,
+            self.network,
             run_spec,
             source,
-            train_y,
-            task,
-            optimizer,
-            scheduler,
-            training.batch_size,
-            rng,
-            training.max_grad_norm,
-            runtime,
-            deadline=loop.deadline,
-            dist=parallel,
-            progress=progress,
-            class_weights=weights,
+            self.data.train_targets,
+            epoch_rng(training.seed, "unfrozen", epoch),
+            self.data.step_settings(self.inputs, self.optimizer, self.scheduler, self.runtime),
+            deadline=self.loop.deadline,
+            dist=self.parallel,
             inputs_of=cached_lower_blocks.cached_inputs(part.train) if part is not None else None,
         )
 
-    def validate():
-        if part is not None:
-            outputs = cached_lower_blocks.upper_outputs(network, part.spec, part.validation, inference, runtime)
-            return score_split(prepared, outputs, validation[1])
-        return score_network(prepared, network, validation, inference, runtime, spec)
+    def validate(self) -> dict:
+        inputs, batches = self.inputs, self.inference
+        if self.part is not None:
+            part = self.part
+            outputs = cached_lower_blocks.upper_outputs(self.network, part.spec, part.validation, batches, self.runtime)
+            return score_split(inputs.prepared, outputs, self.data.validation_targets)
+        validation = (self.data.validation, self.data.validation_targets)
+        return score_network(inputs.prepared, self.network, validation, batches, self.runtime, self.spec)
 
-    result = loop.run(model, train_epoch, validate, optimizer, scheduler, resume=resume)
-    if part is not None and delay:  # keyed by weights only this run had: no later run can hit it
-        cached_lower_blocks.discard(part, ddp)
-    result.extra.update(embedding_rows.fold_back(model, seen_rows))
-    result.extra.update(**runtime.record(), device=str(runtime.device), strategy=training.strategy)
-    result.extra["dropout_masks"] = dropout_masks
-    if part is not None:
-        result.extra.update(part.extra, freeze_after_epochs=delay)
-    if training.strategy == "lora" and epochs > 0:
-        model = model.merge_and_unload()  # a plain model: loads without peft, serves at full speed
-    for parameter in model.parameters():
-        parameter.requires_grad_(True)
-    if ddp is not None:
-        result.extra["num_processes"] = ddp.world
-        if not ddp.is_main:
-            return result
-    return save_stage(model.cpu(), tokenizer, meta, out_dir, result)
+    def finish(self, result: StageResult) -> StageResult:
+        """The stage's record, the model made plain again (LoRA merged, every parameter trainable), saved by rank 0."""
+        training, policy, model = self.inputs.config.training, self.policy, self.model
+        if self.part is not None and policy.after_epochs:  # keyed by weights only this run had: no later run can hit it
+            cached_lower_blocks.discard(self.part, self.ddp)
+        result.extra.update(embedding_rows.fold_back(model, self.seen_rows))
+        result.extra.update(**self.runtime.record(), device=str(self.runtime.device), strategy=training.strategy)
+        result.extra["dropout_masks"] = self.dropout_masks
+        if self.part is not None:
+            result.extra.update(self.part.extra, freeze_after_epochs=policy.after_epochs)
+        if training.strategy == "lora" and policy.runs:
+            model = model.merge_and_unload()  # a plain model: loads without peft, serves at full speed
+        for parameter in model.parameters():
+            parameter.requires_grad_(True)
+        if self.ddp is not None:
+            result.extra["num_processes"] = self.ddp.world
+            if not self.ddp.is_main:
+                return result
+        return save_stage(model.cpu(), self.tokenizer, self.meta, self.inputs.out_dir, result)
+
+
+def _schedule(optimizer, training, policy: FreezePolicy, groups: list[dict], train_rows: int):
+    """Stage 2's learning-rate schedule: over the time budget, over the epochs, or (blocks that
+    freeze after N epochs) with their groups landing at N."""
+    stage = training.unfrozen
+    per_epoch = -(-train_rows // training.batch_size)
+    steps = policy.epochs * per_epoch
+    warmup = int(stage.warmup_ratio * steps)
+    if stage.max_minutes:  # decay over the budget, not over epochs the budget would cut short
+        return BudgetSchedule(optimizer, stage.scheduler, stage.warmup_ratio, steps, stage.max_minutes * 60)
+    if policy.after_epochs:  # blocks that freeze after N epochs finish their own schedule by then
+        # depth 0: embeddings, block i: depth i + 1; LoRA's one group of adapters keeps the shared schedule
+        landing = ["depth" in g and g["depth"] <= policy.frozen for g in groups]
+        landing_steps = policy.after_epochs * per_epoch
+        return landing_scheduler(optimizer, stage.scheduler, warmup, max(steps, 1), landing_steps, landing)
+    return make_scheduler(optimizer, stage.scheduler, warmup, max(steps, 1))

@@ -18,7 +18,7 @@ import torch
 from finetune_core.durable import index_path, read_json_or_none, verified_cache, write_json_atomic
 from finetune_core.faults import VARIABLE
 from finetune_core.model.batching import encode
-from finetune_core.model.features import cached_features, extract_features
+from finetune_core.model.features import FeatureSettings, cached_features, extract_features
 from finetune_core.model.layer_cache import cached_layer_states
 from finetune_core.run_layout import RunLayout, read_record
 from finetune_core.training.checkpoint import Checkpointer, Progress
@@ -41,8 +41,8 @@ def _model(backbone: str):
 
 def _cached(backbone: str, cache_dir: Path, tap=None):
     model, spec, encoded = _model(backbone)
-    args = dict(max_length=16, batch_size=4, device="cpu", autocast=no_autocast, precision="fp32", pooling="mean")
-    return cached_features(model, spec, encoded, backbone, cache_dir=cache_dir, tap=tap, **args)
+    args = FeatureSettings(16, 4, "cpu", no_autocast, "fp32", "mean", cache_dir)
+    return cached_features(model, spec, encoded, backbone, args, tap=tap)
 
 
 def test_a_half_written_record_reads_as_not_done(tmp_path):

@@ -13,6 +13,7 @@ from finetune_core.model.batching import ArrowTokens
 from finetune_core.model.embedding_rows import SeenRowsEmbedding, fold_back, seen_token_ids, use_seen_rows
 from finetune_core.model.loading import MODEL_LOADING
 from finetune_core.training.encoded_splits import split_tokens
+from finetune_core.training.stage_setup import StageInputs
 from tests.training.stage_helpers import weights, write_easy_task
 from tests.training.test_freeze_layers import _config, _run
 
@@ -102,7 +103,7 @@ def test_the_contrastive_stage_trains_seen_rows_to_the_same_encoder(tmp_path, ti
         monkeypatch.setattr(embedding_rows, "SEEN_ROWS_ONLY", rows == "seen")
         config = make_config(files, tiny_backbone)  # SetFit's pairs at 18 rows per class
         result = train_contrastive(
-            config, prepare_splits(config, files / rows), str(tiny_backbone), files / f"t-{rows}"
+            StageInputs(config, prepare_splits(config, files / rows), str(tiny_backbone), files / f"t-{rows}")
         )
         assert ("trained_token_rows" in result.extra) == (rows == "seen")
         tuned[rows] = AutoModel.from_pretrained(files / f"t-{rows}").state_dict()

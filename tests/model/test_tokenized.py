@@ -13,7 +13,7 @@ from finetune_core.data.prepare import LABEL, TEXT, prepare_splits
 from finetune_core.model import tokenized
 from finetune_core.model.backbone import load_for_task, load_tokenizer
 from finetune_core.model.batching import ArrowTokens, collate, encode
-from finetune_core.model.features import cached_features, extract_features, texts_digest
+from finetune_core.model.features import FeatureSettings, cached_features, extract_features, texts_digest
 from finetune_core.model.heads import head_spec
 from finetune_core.training.encoded_splits import split_tokens
 from tests.conftest import read_sst2
@@ -109,7 +109,7 @@ def test_cached_features_are_a_memory_mapped_npy(tiny_backbone, texts_file, tmp_
     spec = head_spec(model, "mean")
     full = extract_features(model, spec, encoded, 32, "cpu", no_autocast)
     known = (np.array([0, 3, 7]), full[[0, 3, 7]] + 100.0)  # marked: these rows must come from `known`
-    args = dict(
+    args = FeatureSettings(
         max_length=16,
         batch_size=32,
         device="cpu",
@@ -118,7 +118,7 @@ def test_cached_features_are_a_memory_mapped_npy(tiny_backbone, texts_file, tmp_
         pooling="mean",
         cache_dir=tmp_path / "features",
     )
-    features, hit = cached_features(model, spec, encoded, str(tiny_backbone), known=known, **args)
+    features, hit = cached_features(model, spec, encoded, str(tiny_backbone), args, known=known)
     (cache,) = (tmp_path / "features").glob("*.npy")  # one file and its index, no scratch left behind
     assert sorted(p.name for p in (tmp_path / "features").iterdir()) == sorted(
         [cache.name, f"{cache.name}.index.json", f"{cache.name}.lock"]
@@ -129,7 +129,7 @@ def test_cached_features_are_a_memory_mapped_npy(tiny_backbone, texts_file, tmp_
     rest = np.setdiff1d(np.arange(len(texts)), [0, 3, 7])
     assert torch.allclose(features[rest], full[rest], atol=1e-6)
     assert torch.equal(features[np.array([7, 0])], known[1][[2, 0]])  # the head's batch indexing
-    again, hit = cached_features(model, spec, encoded, str(tiny_backbone), **args)
+    again, hit = cached_features(model, spec, encoded, str(tiny_backbone), args)
     assert hit and torch.equal(again, features) and mapped_from(cache, again.data_ptr())
     again[0] = 0.0  # copy-on-write: the shared cache file never changes
     assert np.array_equal(np.load(cache)[0], features[0].numpy())

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from finetune_core.config.loading import validate_config
 from finetune_core.data.prepare import prepare_splits
-from finetune_core.model.features import cached_features, extract_features
+from finetune_core.model.features import FeatureSettings, cached_features, extract_features
 from finetune_core.model.heads import head_spec
 from finetune_core.selection.candidates import CandidateScore, rank, rank_backbones
 from finetune_core.selection.transferability import logme, logme_column, probe_score
@@ -72,7 +72,12 @@ def test_known_features_are_not_extracted_again(tiny_backbone, tmp_path):
     full = extract_features(model, spec, encoded, 8, "cpu", no_autocast)
     known = (np.array([0, 3, 7]), full[[0, 3, 7]] + 100.0)  # marked: these rows must come from `known`
     mixed, hit = cached_features(
-        model, spec, encoded, str(tiny_backbone), 16, 8, "cpu", no_autocast, "fp32", "mean", None, known=known
+        model,
+        spec,
+        encoded,
+        str(tiny_backbone),
+        FeatureSettings(16, 8, "cpu", no_autocast, "fp32", "mean", None),
+        known=known,
     )
     assert not hit and torch.equal(mixed[[0, 3, 7]], known[1])
     rest = [i for i in range(20) if i not in (0, 3, 7)]

@@ -24,6 +24,7 @@ from finetune_core.training.contrastive import (
     train_contrastive,
 )
 from finetune_core.training.encoded_splits import split_tokens
+from finetune_core.training.stage_setup import StageInputs
 from tests.training.stage_helpers import Killed, easy_task_config, kill_after, write_easy_task
 
 
@@ -118,7 +119,9 @@ def test_sides_encoded_separately_get_their_own_dropout(few_shot, tiny_backbone)
     config = make_config(
         few_shot, tiny_backbone, contrastive={"epochs": 2, "encode_sides": "separately", "self_pairs": True}
     )
-    result = train_contrastive(config, prepare_splits(config, few_shot / "data"), str(tiny_backbone), few_shot / "t")
+    result = train_contrastive(
+        StageInputs(config, prepare_splits(config, few_shot / "data"), str(tiny_backbone), few_shot / "t")
+    )
     assert result.epochs_run == 2 and all(np.isfinite(h["train_loss"]) for h in result.history)
 
 
@@ -153,7 +156,7 @@ def test_contrastive_stage_tunes_an_encoder_the_frozen_stage_loads(few_shot, tin
     prepared = prepare_splits(config, few_shot / "data")
     seen = []
     result = train_contrastive(
-        config, prepared, str(tiny_backbone), few_shot / "tuned", lambda *event: seen.append(event)
+        StageInputs(config, prepared, str(tiny_backbone), few_shot / "tuned", lambda *event: seen.append(event))
     )
     assert result.epochs_run == 2 and [epoch for _, epoch, _ in seen] == [1, 2]
     assert result.extra["peak_learning_rate"] == 1e-3  # as configured
@@ -165,7 +168,7 @@ def test_contrastive_stage_tunes_an_encoder_the_frozen_stage_loads(few_shot, tin
     assert cache_key(str(few_shot / "tuned"), empty, 16, "fp32", "mean") != cache_key(
         str(tiny_backbone), empty, 16, "fp32", "mean"
     )  # tuned features never come from the original's cache
-    frozen = frozen_stage.train_frozen(config, prepared, str(few_shot / "tuned"), few_shot / "frozen")
+    frozen = frozen_stage.train_frozen(StageInputs(config, prepared, str(few_shot / "tuned"), few_shot / "frozen"))
     _, _, meta = load_model_dir(few_shot / "frozen")
     assert frozen.epochs_run == 2 and meta.pooling == "normalized-mean" and meta.backbone == str(few_shot / "tuned")
     model, tokenizer, _ = load_model_dir(few_shot / "frozen")
@@ -182,13 +185,17 @@ def test_resume_reaches_the_same_encoder_as_an_uninterrupted_run(few_shot, tiny_
     config = make_config(few_shot, tiny_backbone, contrastive=contrastive)
     prepared = prepare_splits(config, few_shot / "data")
     straight = few_shot / "straight"
-    expected = train_contrastive(config, prepared, str(tiny_backbone), straight / "tuned", None, straight / "ckpt")
+    expected = train_contrastive(
+        StageInputs(config, prepared, str(tiny_backbone), straight / "tuned", None, straight / "ckpt")
+    )
 
     run = few_shot / "killed"
     with pytest.raises(Killed):
         kill = kill_after("contrastive", 2)
-        train_contrastive(config, prepared, str(tiny_backbone), run / "tuned", kill, run / "ckpt")
-    resumed = train_contrastive(config, prepared, str(tiny_backbone), run / "tuned", None, run / "ckpt", resume=True)
+        train_contrastive(StageInputs(config, prepared, str(tiny_backbone), run / "tuned", kill, run / "ckpt"))
+    resumed = train_contrastive(
+        StageInputs(config, prepared, str(tiny_backbone), run / "tuned", None, run / "ckpt", resume=True)
+    )
 
     assert resumed.resumed_after_epoch == 2 and resumed.extra["dropout_masks"] == "numpy"
     assert resumed.history == expected.history
@@ -197,7 +204,9 @@ def test_resume_reaches_the_same_encoder_as_an_uninterrupted_run(few_shot, tiny_
 
     a, b = (AutoModel.from_pretrained(d / "tuned").state_dict() for d in (straight, run))
     assert all(torch.equal(a[k], b[k]) for k in a)
-    again = train_contrastive(config, prepared, str(tiny_backbone), run / "tuned", None, run / "ckpt", resume=True)
+    again = train_contrastive(
+        StageInputs(config, prepared, str(tiny_backbone), run / "tuned", None, run / "ckpt", resume=True)
+    )
     assert again.history == expected.history  # a finished stage is not trained again
 
 
@@ -214,9 +223,9 @@ def test_sentence_pairs_are_embedded_as_pairs(tmp_path, tiny_backbone):
     prepared = prepare_splits(config, tmp_path / "data")
     tokenizer = load_tokenizer(str(tiny_backbone), False)
     assert split_tokens(prepared, "train", tokenizer, 16)[0].token_type_ids is not None  # what the stage reads
-    result = train_contrastive(config, prepared, str(tiny_backbone), tmp_path / "tuned")
+    result = train_contrastive(StageInputs(config, prepared, str(tiny_backbone), tmp_path / "tuned"))
     assert result.epochs_run == 2 and all(np.isfinite(h["train_loss"]) for h in result.history)
-    frozen = frozen_stage.train_frozen(config, prepared, str(tmp_path / "tuned"), tmp_path / "frozen")
+    frozen = frozen_stage.train_frozen(StageInputs(config, prepared, str(tmp_path / "tuned"), tmp_path / "frozen"))
     _, _, meta = load_model_dir(tmp_path / "frozen")
     assert frozen.epochs_run == 2 and meta.text_pair_column == "sentence2"
     assert meta.pooling == "normalized-mean"  # tuned on pairs: the head reads what was tuned, not [CLS]

@@ -14,6 +14,7 @@ from finetune_core.config.loading import validate_config
 from finetune_core.data.prepare import prepare_splits
 from finetune_core.serving.predictor import load_model_dir
 from finetune_core.training import frozen_stage, unfrozen_stage
+from finetune_core.training.stage_setup import StageInputs
 from tests.datasets import easy_sentiment
 
 
@@ -36,8 +37,8 @@ def _run(tmp_path, tiny_backbone, name: str) -> dict[str, torch.Tensor]:
     )
     assert config.training.precision == "auto" and config.training.feature_cache
     prepared = prepare_splits(config, work / "data")
-    frozen_stage.train_frozen(config, prepared, str(tiny_backbone), work / "frozen")
-    unfrozen_stage.train_unfrozen(config, prepared, work / "frozen", work / "model")
+    frozen_stage.train_frozen(StageInputs(config, prepared, str(tiny_backbone), work / "frozen"))
+    unfrozen_stage.train_unfrozen(StageInputs(config, prepared, work / "frozen", work / "model"))
     assert any((work / "feature-cache").rglob("*")), "the frozen stage extracted its own features"
     return dict(load_model_dir(work / "model")[0].state_dict())
 

@@ -14,6 +14,7 @@ from finetune_core.errors import ConfigError
 from finetune_core.evaluation.held_out_metrics import evaluate_model
 from finetune_core.serving.predictor import load_model_dir
 from finetune_core.training import distributed, frozen_stage, unfrozen_stage
+from finetune_core.training.stage_setup import StageInputs
 from tests.datasets import easy_sentiment
 
 
@@ -68,13 +69,15 @@ def test_two_processes_match_one_with_the_same_global_batch(easy_files, tiny_bac
     for processes in (1, 2):
         config = validate_config(_config(easy_files, backbone, processes))
         prepared = prepare_splits(config, easy_files / f"data-{processes}")
-        frozen_stage.train_frozen(config, prepared, str(backbone), easy_files / f"frozen-{processes}")
+        frozen_stage.train_frozen(StageInputs(config, prepared, str(backbone), easy_files / f"frozen-{processes}"))
         result = unfrozen_stage.train_unfrozen(
-            config,
-            prepared,
-            easy_files / f"frozen-{processes}",
-            easy_files / f"model-{processes}",
-            checkpoints=easy_files / f"checkpoints-{processes}",
+            StageInputs(
+                config,
+                prepared,
+                easy_files / f"frozen-{processes}",
+                easy_files / f"model-{processes}",
+                checkpoints=easy_files / f"checkpoints-{processes}",
+            )
         )
         metrics = evaluate_model(config, prepared, easy_files / f"model-{processes}")
         results[processes] = (result, metrics["accuracy"])
@@ -139,9 +142,9 @@ def test_multilabel_two_processes_match_one(tmp_path, tiny_backbone):
         raw["training"]["unfrozen"]["epochs"] = 2
         config = validate_config(raw)
         prepared = prepare_splits(config, tmp_path / f"data-{processes}")
-        frozen_stage.train_frozen(config, prepared, str(backbone), tmp_path / f"frozen-{processes}")
+        frozen_stage.train_frozen(StageInputs(config, prepared, str(backbone), tmp_path / f"frozen-{processes}"))
         results[processes] = unfrozen_stage.train_unfrozen(
-            config, prepared, tmp_path / f"frozen-{processes}", tmp_path / f"model-{processes}"
+            StageInputs(config, prepared, tmp_path / f"frozen-{processes}", tmp_path / f"model-{processes}")
         )
     single, double = results[1], results[2]
     assert double.extra["num_processes"] == 2 and double.epochs_run == single.epochs_run == 2

@@ -12,13 +12,13 @@ from finetune_core.evaluation.held_out_metrics import evaluate_model
 from finetune_core.metrics.calibration import expected_calibration_error, fit_temperature
 from finetune_core.model.backbone import load_for_task, load_tokenizer
 from finetune_core.model.batching import collate, encode
-from finetune_core.model.features import cached_features
+from finetune_core.model.features import FeatureSettings, cached_features
 from finetune_core.model.heads import head_spec, num_layers, resolve_pooling
 from finetune_core.serving.predictor import Predictor, load_model_dir
 from finetune_core.training import calibration_step, frozen_stage, unfrozen_stage
 from finetune_core.training.checkpoint import Checkpointer
 from finetune_core.training.device import Runtime
-from finetune_core.training.loop import EpochLoop, network_epoch
+from finetune_core.training.loop import EpochLoop, StepSettings, network_epoch
 from finetune_core.training.losses import targets_tensor
 from finetune_core.training.optim import (
     apply_trainable_depths,
@@ -27,6 +27,7 @@ from finetune_core.training.optim import (
     make_optimizer,
     unfrozen_depths,
 )
+from finetune_core.training.stage_setup import StageInputs
 from tests.datasets import easy_sentiment
 from tests.training.stage_helpers import Killed, easy_task_config, kill_after, weights, write_easy_task
 
@@ -65,22 +66,22 @@ def test_cached_features_equal_live_features_and_are_reused(tmp_path, tiny_backb
         pooling="mean",
         cache_dir=tmp_path,
     )
-    features, hit = cached_features(model, spec, encoded, str(tiny_backbone), **args)
+    features, hit = cached_features(model, spec, encoded, str(tiny_backbone), FeatureSettings(**args))
     assert not hit and features.shape == (3, 32)
     with torch.inference_mode():  # one row at a time, no padding at all
         live = torch.cat([spec.features(model, collate(encoded, [i])) for i in range(3)])
     assert torch.allclose(features, live, atol=1e-5)
-    again, hit = cached_features(model, spec, encoded, str(tiny_backbone), **args)
+    again, hit = cached_features(model, spec, encoded, str(tiny_backbone), FeatureSettings(**args))
     assert hit and torch.equal(again, features)
-    _, hit = cached_features(model, spec, encoded, str(tiny_backbone), **{**args, "pooling": "native"})
+    _, hit = cached_features(model, spec, encoded, str(tiny_backbone), FeatureSettings(**{**args, "pooling": "native"}))
     assert not hit  # another pooling is another cache entry
 
 
 def test_frozen_stage_reuses_the_cache_on_a_rerun(task_files, tiny_backbone):
     config = make_config(task_files, tiny_backbone)
     prepared = prepare_splits(config, task_files / "data")
-    first = frozen_stage.train_frozen(config, prepared, str(tiny_backbone), task_files / "a")
-    second = frozen_stage.train_frozen(config, prepared, str(tiny_backbone), task_files / "b")
+    first = frozen_stage.train_frozen(StageInputs(config, prepared, str(tiny_backbone), task_files / "a"))
+    second = frozen_stage.train_frozen(StageInputs(config, prepared, str(tiny_backbone), task_files / "b"))
     assert first.extra["feature_cache_hits"] == 0 and second.extra["feature_cache_hits"] == 2
     assert first.history == second.history
 
@@ -146,9 +147,8 @@ def test_gradually_unfrozen_layers_learn_without_rebuilding_the_optimizer(tiny_b
     before = {k: v.clone() for k, v in model.state_dict().items()}
 
     def epoch(seed):
-        network_epoch(
-            model, spec, encoded, targets, "classification", optimizer, None, 16, np.random.default_rng(seed), 1.0, CPU
-        )
+        settings = StepSettings("classification", optimizer, None, 16, 1.0, CPU)
+        network_epoch(model, spec, encoded, targets, np.random.default_rng(seed), settings)
 
     apply_trainable_depths(model, depths, unfrozen_depths(1, 3, top))
     epoch(0)
@@ -177,8 +177,8 @@ def test_gradual_stage_runs_end_to_end(task_files, tiny_backbone):
         task_files, tiny_backbone, unfrozen={"epochs": 3, "learning_rate": 1e-3, "gradual": True}, keep_best=False
     )  # the last epoch, the only one with every layer unfrozen
     prepared = prepare_splits(config, task_files / "data")
-    frozen_stage.train_frozen(config, prepared, str(tiny_backbone), task_files / "frozen")
-    result = unfrozen_stage.train_unfrozen(config, prepared, task_files / "frozen", task_files / "model")
+    frozen_stage.train_frozen(StageInputs(config, prepared, str(tiny_backbone), task_files / "frozen"))
+    result = unfrozen_stage.train_unfrozen(StageInputs(config, prepared, task_files / "frozen", task_files / "model"))
     assert result.epochs_run == 3
     assert not torch.equal(
         weights(task_files / "frozen")["bert.embeddings.word_embeddings.weight"],
@@ -221,23 +221,27 @@ def test_resume_reaches_the_same_model_as_an_uninterrupted_run(task_files, tiny_
     config = make_config(task_files, tiny_backbone, precision=precision)
     prepared = prepare_splits(config, task_files / "data")
     straight = task_files / "straight"
-    frozen_stage.train_frozen(config, prepared, str(tiny_backbone), straight / "frozen", None, straight / "ckpt")
+    frozen_stage.train_frozen(
+        StageInputs(config, prepared, str(tiny_backbone), straight / "frozen", None, straight / "ckpt")
+    )
     expected = unfrozen_stage.train_unfrozen(
-        config, prepared, straight / "frozen", straight / "model", None, straight / "ckpt"
+        StageInputs(config, prepared, straight / "frozen", straight / "model", None, straight / "ckpt")
     )
 
     run = task_files / "killed"
     with pytest.raises(Killed):
         frozen_stage.train_frozen(
-            config, prepared, str(tiny_backbone), run / "frozen", kill_after("frozen", 2), run / "ckpt"
+            StageInputs(config, prepared, str(tiny_backbone), run / "frozen", kill_after("frozen", 2), run / "ckpt")
         )
-    frozen_stage.train_frozen(config, prepared, str(tiny_backbone), run / "frozen", None, run / "ckpt", resume=True)
+    frozen_stage.train_frozen(
+        StageInputs(config, prepared, str(tiny_backbone), run / "frozen", None, run / "ckpt", resume=True)
+    )
     with pytest.raises(Killed):
         unfrozen_stage.train_unfrozen(
-            config, prepared, run / "frozen", run / "model", kill_after("unfrozen", 1), run / "ckpt"
+            StageInputs(config, prepared, run / "frozen", run / "model", kill_after("unfrozen", 1), run / "ckpt")
         )
     resumed = unfrozen_stage.train_unfrozen(
-        config, prepared, run / "frozen", run / "model", None, run / "ckpt", resume=True
+        StageInputs(config, prepared, run / "frozen", run / "model", None, run / "ckpt", resume=True)
     )
 
     assert resumed.resumed_after_epoch == 1
@@ -246,7 +250,7 @@ def test_resume_reaches_the_same_model_as_an_uninterrupted_run(task_files, tiny_
     straight_weights, resumed_weights = weights(straight / "model"), weights(run / "model")
     assert all(torch.equal(straight_weights[k], resumed_weights[k]) for k in straight_weights)
     again = unfrozen_stage.train_unfrozen(
-        config, prepared, run / "frozen", run / "model", None, run / "ckpt", resume=True
+        StageInputs(config, prepared, run / "frozen", run / "model", None, run / "ckpt", resume=True)
     )
     assert again.history == expected.history  # a finished stage is not trained again
 
@@ -254,10 +258,17 @@ def test_resume_reaches_the_same_model_as_an_uninterrupted_run(task_files, tiny_
 def test_strategies(task_files, tiny_backbone):
     full = make_config(task_files, tiny_backbone, strategy="full")
     prepared = prepare_splits(full, task_files / "data")
-    assert frozen_stage.train_frozen(full, prepared, str(tiny_backbone), task_files / "full-frozen").epochs_run == 0
+    assert (
+        frozen_stage.train_frozen(
+            StageInputs(full, prepared, str(tiny_backbone), task_files / "full-frozen")
+        ).epochs_run
+        == 0
+    )
     probe = make_config(task_files, tiny_backbone, strategy="linear-probe")
-    frozen_stage.train_frozen(probe, prepared, str(tiny_backbone), task_files / "probe-frozen")
-    result = unfrozen_stage.train_unfrozen(probe, prepared, task_files / "probe-frozen", task_files / "probe-model")
+    frozen_stage.train_frozen(StageInputs(probe, prepared, str(tiny_backbone), task_files / "probe-frozen"))
+    result = unfrozen_stage.train_unfrozen(
+        StageInputs(probe, prepared, task_files / "probe-frozen", task_files / "probe-model")
+    )
     assert result.epochs_run == 0
     frozen, final = weights(task_files / "probe-frozen"), weights(task_files / "probe-model")
     assert all(torch.equal(frozen[k], final[k]) for k in frozen)
@@ -274,8 +285,8 @@ def test_lora_trains_adapters_and_saves_a_merged_plain_model(task_files, tiny_ba
         unfrozen={"epochs": 2, "learning_rate": 5e-3},
     )
     prepared = prepare_splits(config, task_files / "data")
-    frozen_stage.train_frozen(config, prepared, str(tiny_backbone), task_files / "frozen")
-    unfrozen_stage.train_unfrozen(config, prepared, task_files / "frozen", task_files / "model")
+    frozen_stage.train_frozen(StageInputs(config, prepared, str(tiny_backbone), task_files / "frozen"))
+    unfrozen_stage.train_unfrozen(StageInputs(config, prepared, task_files / "frozen", task_files / "model"))
     before, after = weights(task_files / "frozen"), weights(task_files / "model")
     assert set(before) == set(after)  # no adapter keys left: merged into the base weights
     query, key = "bert.encoder.layer.0.attention.self.query.weight", "bert.encoder.layer.0.attention.self.key.weight"
@@ -299,7 +310,7 @@ def test_temperature_scaling_recovers_a_known_temperature():
 def test_calibration_is_stored_with_the_model(task_files, tiny_backbone):
     config = make_config(task_files, tiny_backbone)
     prepared = prepare_splits(config, task_files / "data")
-    frozen_stage.train_frozen(config, prepared, str(tiny_backbone), task_files / "frozen")
+    frozen_stage.train_frozen(StageInputs(config, prepared, str(tiny_backbone), task_files / "frozen"))
     calibration = calibration_step.calibrate(config, prepared, task_files / "frozen")
     assert calibration["temperature"] > 0 and {"val_ece_before", "val_ece_after"} <= set(calibration)
     assert load_model_dir(task_files / "frozen")[2].temperature == pytest.approx(calibration["temperature"])

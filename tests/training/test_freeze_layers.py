@@ -11,6 +11,7 @@ from finetune_core.errors import ConfigError
 from finetune_core.evaluation.held_out_metrics import evaluate_model
 from finetune_core.training import frozen_stage, unfrozen_stage
 from finetune_core.training.checkpoint import STATE
+from finetune_core.training.stage_setup import StageInputs
 from tests.training.stage_helpers import Killed, easy_task_config, kill_after, weights, write_easy_task
 
 LOWER = ("bert.embeddings.", "bert.encoder.layer.0.")
@@ -38,15 +39,17 @@ def _config(files, backbone, **overrides):
 def _run(config, files, tag, checkpoints=None, resume=False, on_epoch_end=None):
     prepared = prepare_splits(config, files / "data")
     backbone = config.backbone.candidates[0]
-    frozen = frozen_stage.train_frozen(config, prepared, backbone, files / f"frozen-{tag}", resume=resume)
+    frozen = frozen_stage.train_frozen(StageInputs(config, prepared, backbone, files / f"frozen-{tag}", resume=resume))
     unfrozen = unfrozen_stage.train_unfrozen(
-        config,
-        prepared,
-        files / f"frozen-{tag}",
-        files / f"model-{tag}",
-        on_epoch_end=on_epoch_end,
-        checkpoints=checkpoints,
-        resume=resume,
+        StageInputs(
+            config,
+            prepared,
+            files / f"frozen-{tag}",
+            files / f"model-{tag}",
+            on_epoch_end=on_epoch_end,
+            checkpoints=checkpoints,
+            resume=resume,
+        )
     )
     return prepared, frozen, unfrozen
 
@@ -133,7 +136,7 @@ def test_strategy_full_fills_the_cache_in_stage_two_once(files, tiny_backbone):
     assert "layer_caches_written" not in frozen.extra and unfrozen.extra["layer_cache_hits"] == 0
     assert len(list((files / "layer-cache").glob("*.layer1.npy"))) == 2  # in the run directory: no feature cache
     prepared = prepare_splits(config, files / "data")
-    again = unfrozen_stage.train_unfrozen(config, prepared, files / "frozen-full", files / "model-full-2")
+    again = unfrozen_stage.train_unfrozen(StageInputs(config, prepared, files / "frozen-full", files / "model-full-2"))
     assert again.extra["layer_cache_hits"] == 2
     _assert_lower_unchanged_upper_learned(files, "full")
 
@@ -158,7 +161,9 @@ def test_more_blocks_than_the_backbone_has_is_a_config_error(files, tiny_backbon
     config = _config(files, tiny_backbone, unfrozen={"freeze_layers": value})
     prepared = prepare_splits(config, files / "data")
     with pytest.raises(ConfigError, match=r"training\.unfrozen\.freeze_layers: .*2 transformer blocks"):
-        frozen_stage.train_frozen(config, prepared, str(tiny_backbone), files / "frozen-bad")  # before any training
+        frozen_stage.train_frozen(
+            StageInputs(config, prepared, str(tiny_backbone), files / "frozen-bad")
+        )  # before any training
 
 
 def test_every_block_frozen_trains_the_pooler_and_head_only(files, tiny_backbone):

@@ -12,6 +12,7 @@ from finetune_core.model.batching import Encoded, take_encoded
 from finetune_core.model.features import known_within
 from finetune_core.training import frozen_stage, unfrozen_stage
 from finetune_core.training.recipe import HEAD_ROWS_UNDER_BUDGET, head_rows
+from finetune_core.training.stage_setup import StageInputs
 from tests.training.stage_helpers import easy_task_config, write_easy_task
 
 
@@ -71,8 +72,8 @@ def test_the_head_fits_on_the_sample_and_stage_two_trains_on_every_row(tmp_path,
     config = easy_task_config(files, tiny_backbone, training)
     prepared = prepare_splits(config, files / "data")
 
-    frozen = frozen_stage.train_frozen(config, prepared, str(tiny_backbone), files / "frozen")
-    unfrozen = unfrozen_stage.train_unfrozen(config, prepared, files / "frozen", files / "model")
+    frozen = frozen_stage.train_frozen(StageInputs(config, prepared, str(tiny_backbone), files / "frozen"))
+    unfrozen = unfrozen_stage.train_unfrozen(StageInputs(config, prepared, files / "frozen", files / "model"))
 
     assert frozen.extra["head_rows"] == 48 and frozen.train_examples == 48
     assert unfrozen.train_examples == prepared.rows["train"] > 48
@@ -85,7 +86,7 @@ def test_with_frozen_blocks_the_sampled_pass_and_the_lower_pass_fill_the_same_la
     for name, frozen in (("sampled", {"epochs": 1, "max_rows": 48}), ("every", {"epochs": 1})):
         config = easy_task_config(files, tiny_backbone, {**training, "frozen": frozen})
         prepared = prepare_splits(config, files / "data")
-        result = frozen_stage.train_frozen(config, prepared, str(tiny_backbone), files / name / "frozen")
+        result = frozen_stage.train_frozen(StageInputs(config, prepared, str(tiny_backbone), files / name / "frozen"))
         caches[name] = {p.name: np.load(p) for p in (files / name / "layer-cache").glob("*.npy")}
         assert result.extra.get("head_rows") == (48 if name == "sampled" else None)
         assert result.extra["layer_caches_written"] == 2

@@ -15,6 +15,7 @@ from finetune_core.training.head_solver import (
     lbfgs_optimizer,
     penalty_scale,
 )
+from finetune_core.training.stage_setup import StageInputs
 from tests.training.stage_helpers import Killed, easy_task_config, kill_after, weights, write_easy_task
 
 
@@ -65,15 +66,15 @@ def test_few_rows_fit_the_head_with_lbfgs_by_default_and_resume_to_the_same_head
     config = easy_task_config(files, tiny_backbone, training)
     assert config.training.frozen.solver == "auto"
     prepared = prepare_splits(config, tmp_path / "data")
-    straight = frozen_stage.train_frozen(config, prepared, str(tiny_backbone), tmp_path / "straight")
+    straight = frozen_stage.train_frozen(StageInputs(config, prepared, str(tiny_backbone), tmp_path / "straight"))
     assert straight.extra["head_solver"] == "lbfgs" and straight.epochs_run == 3
     checkpoints = tmp_path / "checkpoints"
     with pytest.raises(Killed):
         frozen_stage.train_frozen(
-            config, prepared, str(tiny_backbone), tmp_path / "killed", kill_after("frozen", 1), checkpoints
+            StageInputs(config, prepared, str(tiny_backbone), tmp_path / "killed", kill_after("frozen", 1), checkpoints)
         )
     resumed = frozen_stage.train_frozen(
-        config, prepared, str(tiny_backbone), tmp_path / "killed", checkpoints=checkpoints, resume=True
+        StageInputs(config, prepared, str(tiny_backbone), tmp_path / "killed", checkpoints=checkpoints, resume=True)
     )
     assert resumed.resumed_after_epoch == 1
     ours, theirs = weights(tmp_path / "killed"), weights(tmp_path / "straight")

@@ -1,5 +1,6 @@
 """`training.metric` picks the epoch; `training.class_weights` weighs the cross-entropy."""
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -13,6 +14,7 @@ from finetune_core.errors import ConfigError
 from finetune_core.metric_table import primary_metric
 from finetune_core.training import frozen_stage, stage_setup, unfrozen_stage
 from finetune_core.training.losses import class_weight_vector, compute_loss
+from finetune_core.training.stage_setup import StageInputs
 from tests.datasets import easy_sentiment
 
 
@@ -41,7 +43,7 @@ def _best_epoch(config) -> int:
     # epoch 1 has the better accuracy, epoch 2 the better macro-F1
     history = iter([{"accuracy": 0.8, "f1_macro": 0.5, "loss": 0.4}, {"accuracy": 0.7, "f1_macro": 0.6, "loss": 0.5}])
     prepared = SimpleNamespace(task=config.task, rows={"train": 10})
-    loop = stage_setup.stage_loop(config, prepared, "unfrozen", 2, None, None)
+    loop = stage_setup.stage_loop(stage_setup.StageInputs(config, prepared, "", Path()), "unfrozen", 2)
     weights = _Weights()
 
     def train_epoch(epoch):
@@ -112,6 +114,6 @@ def test_balanced_class_weights_train(tmp_path, tiny_backbone):
         }
     )
     prepared = prepare_splits(config, tmp_path / "data")
-    frozen = frozen_stage.train_frozen(config, prepared, str(tiny_backbone), tmp_path / "frozen")
-    unfrozen = unfrozen_stage.train_unfrozen(config, prepared, tmp_path / "frozen", tmp_path / "unfrozen")
+    frozen = frozen_stage.train_frozen(StageInputs(config, prepared, str(tiny_backbone), tmp_path / "frozen"))
+    unfrozen = unfrozen_stage.train_unfrozen(StageInputs(config, prepared, tmp_path / "frozen", tmp_path / "unfrozen"))
     assert np.isfinite(frozen.history[0]["train_loss"]) and np.isfinite(unfrozen.history[0]["train_loss"])

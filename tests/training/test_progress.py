@@ -13,6 +13,7 @@ from finetune_core.model.batching import length_grouped_batches
 from finetune_core.progress import epoch_line
 from finetune_core.training import frozen_stage, unfrozen_stage
 from finetune_core.training.loop import network_batches
+from finetune_core.training.stage_setup import StageInputs
 from tests.training.stage_helpers import easy_task_config, weights, write_easy_task
 
 
@@ -68,8 +69,8 @@ def test_the_stages_report_every_batch_with_the_right_totals(files, tiny_backbon
     prepared = prepare_splits(config, files / "data")
     train, validation = prepared.rows["train"], prepared.rows["validation"]
     heard = Recorder()
-    frozen_stage.train_frozen(config, prepared, str(tiny_backbone), files / "frozen", progress=heard)
-    unfrozen_stage.train_unfrozen(config, prepared, files / "frozen", files / "model", progress=heard)
+    frozen_stage.train_frozen(StageInputs(config, prepared, str(tiny_backbone), files / "frozen", progress=heard))
+    unfrozen_stage.train_unfrozen(StageInputs(config, prepared, files / "frozen", files / "model", progress=heard))
 
     # auto, on these few rows: the head is fitted by full-batch L-BFGS, one step an epoch
     head_steps = 1 if solver == "auto" else math.ceil(train / 16)
@@ -97,9 +98,11 @@ def test_training_is_the_same_with_and_without_a_reporter(files, tiny_backbone):
     results = {}
     for name, progress in (("silent", None), ("watched", Recorder())):
         extra = {} if progress is None else {"progress": progress}
-        frozen = frozen_stage.train_frozen(config, prepared, str(tiny_backbone), files / name / "frozen", **extra)
+        frozen = frozen_stage.train_frozen(
+            StageInputs(config, prepared, str(tiny_backbone), files / name / "frozen", **extra)
+        )
         unfrozen = unfrozen_stage.train_unfrozen(
-            config, prepared, files / name / "frozen", files / name / "model", **extra
+            StageInputs(config, prepared, files / name / "frozen", files / name / "model", **extra)
         )
         results[name] = (frozen.history, unfrozen.history, weights(files / name / "model"))
     silent, watched = results["silent"], results["watched"]
@@ -110,9 +113,9 @@ def test_training_is_the_same_with_and_without_a_reporter(files, tiny_backbone):
 def test_data_parallel_rank_0_reports_to_the_launching_process(files, tiny_backbone):
     config = config_for(files, tiny_backbone, num_processes=2, frozen={"epochs": 1, "learning_rate": 1e-2})
     prepared = prepare_splits(config, files / "data")
-    frozen_stage.train_frozen(config, prepared, str(tiny_backbone), files / "frozen")
+    frozen_stage.train_frozen(StageInputs(config, prepared, str(tiny_backbone), files / "frozen"))
     heard = Recorder()
-    unfrozen_stage.train_unfrozen(config, prepared, files / "frozen", files / "model", progress=heard)
+    unfrozen_stage.train_unfrozen(StageInputs(config, prepared, files / "frozen", files / "model", progress=heard))
     total = network_batches(prepared.rows["train"], 16)
     assert [(s["task"], s["total"], s["epoch"]) for s in heard.steps] == [("unfrozen", total, e) for e in (1, 2)]
     assert all(s["batches"] == total and s["samples"] == prepared.rows["train"] for s in heard.steps)  # global batches

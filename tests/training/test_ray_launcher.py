@@ -19,6 +19,7 @@ from finetune_core.config.loading import validate_config
 from finetune_core.data.prepare import prepare_splits
 from finetune_core.errors import ConfigError
 from finetune_core.training import distributed, frozen_stage, ray_launcher, unfrozen_stage
+from finetune_core.training.stage_setup import StageInputs
 from tests.datasets import easy_sentiment
 from tests.training.test_distributed import _config, _without_dropout
 from tests.training.test_torchrun import _assert_same_losses, _wait_for
@@ -54,8 +55,10 @@ def prepared_run(tmp_path, tiny_backbone):
     backbone = _without_dropout(tiny_backbone, tmp_path / "backbone")
     config = validate_config(_config(tmp_path, backbone, 1))
     prepared = prepare_splits(config, tmp_path / "data")
-    frozen_stage.train_frozen(config, prepared, str(backbone), tmp_path / "frozen")
-    single = unfrozen_stage.train_unfrozen(config, prepared, tmp_path / "frozen", tmp_path / "model-single")
+    frozen_stage.train_frozen(StageInputs(config, prepared, str(backbone), tmp_path / "frozen"))
+    single = unfrozen_stage.train_unfrozen(
+        StageInputs(config, prepared, tmp_path / "frozen", tmp_path / "model-single")
+    )
     yield tmp_path, backbone, prepared, single
     if ray.is_initialized():  # only if the launcher failed to shut it down: never leave a cluster behind
         ray.shutdown()
@@ -68,7 +71,7 @@ def test_two_ray_workers_on_a_local_cluster_match_one_process(prepared_run):
     config = validate_config(_config(tmp_path, backbone, 2, launcher="ray"))
     out = tmp_path / "model-ray"
     result = unfrozen_stage.train_unfrozen(
-        config, prepared, tmp_path / "frozen", out, checkpoints=tmp_path / "checkpoints"
+        StageInputs(config, prepared, tmp_path / "frozen", out, checkpoints=tmp_path / "checkpoints")
     )
     assert result.extra["num_processes"] == 2
     _assert_same_losses(single, result)
@@ -84,7 +87,9 @@ def test_a_killed_ray_worker_is_restarted_and_resumes_from_the_last_epoch(prepar
     progress_file = tmp_path / "checkpoints" / "unfrozen" / "progress.json"
     with ThreadPoolExecutor(1) as pool:
         frozen, out, checkpoints = tmp_path / "frozen", tmp_path / "model", tmp_path / "checkpoints"
-        run = pool.submit(unfrozen_stage.train_unfrozen, config, prepared, frozen, out, checkpoints=checkpoints)
+        run = pool.submit(
+            unfrozen_stage.train_unfrozen, StageInputs(config, prepared, frozen, out, checkpoints=checkpoints)
+        )
         _wait_for(lambda: progress_file.is_file() or run.done(), "the first epoch's checkpoint")
         assert not run.done()
         assert json.loads(progress_file.read_text())["epoch"] < single.epochs_run  # epochs are still to come

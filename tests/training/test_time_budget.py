@@ -13,9 +13,10 @@ from finetune_core.model.batching import encode
 from finetune_core.model.heads import head_spec
 from finetune_core.training import frozen_stage, unfrozen_stage
 from finetune_core.training.device import Runtime
-from finetune_core.training.loop import network_epoch
+from finetune_core.training.loop import StepSettings, network_epoch
 from finetune_core.training.losses import targets_tensor
 from finetune_core.training.optim import make_optimizer
+from finetune_core.training.stage_setup import StageInputs
 from tests.datasets import easy_sentiment
 from tests.training.stage_helpers import easy_task_config, write_easy_task
 
@@ -28,10 +29,11 @@ def test_an_epoch_past_its_deadline_trains_one_batch_and_says_how_many_rows(tiny
     encoded = encode(load_tokenizer(str(tiny_backbone)), frame["sentence"].tolist(), 16)
     targets = targets_tensor(frame["label"].to_numpy(), "classification")
     optimizer = make_optimizer([{"params": list(model.parameters())}], 1e-3)
-    args = (model, head_spec(model), encoded, targets, "classification", optimizer, None, 16)
+    args = (model, head_spec(model), encoded, targets)
+    settings = StepSettings("classification", optimizer, None, 16, 1.0, CPU)
 
-    whole = network_epoch(*args, np.random.default_rng(0), 1.0, CPU)
-    cut = network_epoch(*args, np.random.default_rng(1), 1.0, CPU, deadline=time.perf_counter())
+    whole = network_epoch(*args, np.random.default_rng(0), settings)
+    cut = network_epoch(*args, np.random.default_rng(1), settings, deadline=time.perf_counter())
 
     assert whole.rows == 48 and whole.loss > 0
     assert cut.rows == 16 and cut.loss > 0  # the deadline had passed: one step, then stop
@@ -51,8 +53,8 @@ def test_a_time_budget_stops_stage_2_mid_epoch_and_its_speed_counts_rows_trained
         },
     )
     prepared = prepare_splits(config, files / "data")
-    frozen_stage.train_frozen(config, prepared, str(tiny_backbone), files / "frozen")
-    result = unfrozen_stage.train_unfrozen(config, prepared, files / "frozen", files / "model")
+    frozen_stage.train_frozen(StageInputs(config, prepared, str(tiny_backbone), files / "frozen"))
+    result = unfrozen_stage.train_unfrozen(StageInputs(config, prepared, files / "frozen", files / "model"))
 
     assert result.extra["time_budget_reached"] and result.epochs_run == 1
     trained = result.samples_per_second * result.train_seconds

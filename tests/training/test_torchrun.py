@@ -19,6 +19,7 @@ import pytest
 from finetune_core.config.loading import validate_config
 from finetune_core.data.prepare import prepare_splits
 from finetune_core.training import distributed, frozen_stage, unfrozen_stage
+from finetune_core.training.stage_setup import StageInputs
 from tests.datasets import easy_sentiment
 from tests.training.test_distributed import _config, _without_dropout
 
@@ -33,8 +34,10 @@ def prepared_run(tmp_path, tiny_backbone):
     backbone = _without_dropout(tiny_backbone, tmp_path / "backbone")
     config = validate_config(_config(tmp_path, backbone, 1))
     prepared = prepare_splits(config, tmp_path / "data")
-    frozen_stage.train_frozen(config, prepared, str(backbone), tmp_path / "frozen")
-    single = unfrozen_stage.train_unfrozen(config, prepared, tmp_path / "frozen", tmp_path / "model-single")
+    frozen_stage.train_frozen(StageInputs(config, prepared, str(backbone), tmp_path / "frozen"))
+    single = unfrozen_stage.train_unfrozen(
+        StageInputs(config, prepared, tmp_path / "frozen", tmp_path / "model-single")
+    )
     return tmp_path, backbone, prepared, single
 
 
@@ -67,11 +70,7 @@ def test_two_torchrun_nodes_on_loopback_match_one_process(prepared_run):
     with ThreadPoolExecutor(1) as pool:  # this "node" runs the stage as the Prefect task would
         first = pool.submit(
             unfrozen_stage.train_unfrozen,
-            config,
-            prepared,
-            tmp_path / "frozen",
-            out,
-            checkpoints=tmp_path / "checkpoints",
+            StageInputs(config, prepared, tmp_path / "frozen", out, checkpoints=tmp_path / "checkpoints"),
         )
         _wait_for(lambda: command_file.is_file() or first.done(), "the stage's torchrun command")
         # the other "node" runs the command the first one wrote, as a second machine would
@@ -105,11 +104,9 @@ def test_a_killed_rank_is_restarted_and_resumes_from_the_last_epoch(prepared_run
     with ThreadPoolExecutor(1) as pool:
         run = pool.submit(
             unfrozen_stage.train_unfrozen,
-            config,
-            prepared,
-            tmp_path / "frozen",
-            tmp_path / "model",
-            checkpoints=tmp_path / "checkpoints",
+            StageInputs(
+                config, prepared, tmp_path / "frozen", tmp_path / "model", checkpoints=tmp_path / "checkpoints"
+            ),
         )
         _wait_for(lambda: progress_file.is_file() or run.done(), "the first epoch's checkpoint")
         assert not run.done()

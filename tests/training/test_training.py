@@ -14,6 +14,7 @@ from finetune_core.model.inference import head_outputs
 from finetune_core.serving.predictor import Predictor, load_model_dir
 from finetune_core.training import frozen_stage, unfrozen_stage
 from finetune_core.training.losses import compute_loss
+from finetune_core.training.stage_setup import StageInputs
 from tests.datasets import easy_sentiment
 
 
@@ -50,7 +51,7 @@ def test_frozen_stage_trains_only_the_head(easy_task, tiny_backbone):
     before = state(load_for_task(str(tiny_backbone), "classification", prepared.labels))
     epochs = []
     frozen_stage.train_frozen(
-        config, prepared, str(tiny_backbone), tmp / "frozen", lambda s, e, m: epochs.append((s, e, m))
+        StageInputs(config, prepared, str(tiny_backbone), tmp / "frozen", lambda s, e, m: epochs.append((s, e, m)))
     )
     after_model, _, meta = load_model_dir(tmp / "frozen")
     after = state(after_model)
@@ -68,9 +69,9 @@ def test_unfrozen_stage_trains_everything_and_learns(easy_task, tiny_backbone):
     # everything, the token-embedding matrix included, whatever freeze_word_embeddings' default: a
     # random tiny BERT's token vectors carry no meaning until they learn, and its pooler is near-constant
     config.training.unfrozen.freeze_word_embeddings = False
-    frozen_stage.train_frozen(config, prepared, str(tiny_backbone), tmp / "frozen")
+    frozen_stage.train_frozen(StageInputs(config, prepared, str(tiny_backbone), tmp / "frozen"))
     before = state(load_model_dir(tmp / "frozen")[0])
-    result = unfrozen_stage.train_unfrozen(config, prepared, tmp / "frozen", tmp / "model")
+    result = unfrozen_stage.train_unfrozen(StageInputs(config, prepared, tmp / "frozen", tmp / "model"))
     after = state(load_model_dir(tmp / "model")[0])
     assert not torch.equal(
         before["bert.encoder.layer.0.attention.self.query.weight"],
@@ -90,8 +91,8 @@ def test_seeded_runs_are_identical(easy_task, tiny_backbone):
     config.training.unfrozen.epochs = 1
     results = []
     for attempt in ("a", "b"):
-        frozen_stage.train_frozen(config, prepared, str(tiny_backbone), tmp / attempt / "frozen")
-        unfrozen_stage.train_unfrozen(config, prepared, tmp / attempt / "frozen", tmp / attempt / "model")
+        frozen_stage.train_frozen(StageInputs(config, prepared, str(tiny_backbone), tmp / attempt / "frozen"))
+        unfrozen_stage.train_unfrozen(StageInputs(config, prepared, tmp / attempt / "frozen", tmp / attempt / "model"))
         results.append(evaluate_model(config, prepared, tmp / attempt / "model"))
     assert results[0] == results[1]
 
@@ -109,7 +110,7 @@ def test_regression_head_has_one_output_and_mse_loss(tmp_path, tiny_backbone):
     )
     prepared = prepare_splits(config, tmp_path / "data")
     assert prepared.target_mean == pytest.approx(3.0, abs=0.2)
-    result = frozen_stage.train_frozen(config, prepared, str(tiny_backbone), tmp_path / "frozen")
+    result = frozen_stage.train_frozen(StageInputs(config, prepared, str(tiny_backbone), tmp_path / "frozen"))
     assert {"val_mse", "val_mae", "val_r2", "val_spearman"} <= set(result.history[0])
     model, _, meta = load_model_dir(tmp_path / "frozen")
     assert model.config.num_labels == 1 and meta.task == "regression"
@@ -146,7 +147,7 @@ def test_head_outputs_in_batches_are_the_outputs_on_every_row():
 
 def test_predictor_probabilities_and_input_column(easy_task, tiny_backbone):
     config, prepared, tmp = easy_task
-    frozen_stage.train_frozen(config, prepared, str(tiny_backbone), tmp / "frozen")
+    frozen_stage.train_frozen(StageInputs(config, prepared, str(tiny_backbone), tmp / "frozen"))
     predictor = Predictor.load(tmp / "frozen")
     frame = predictor.predict_frame(pd.DataFrame({"sentence": ["a great film", "an awful film", "the story"]}))
     assert list(frame.columns) == ["label", "probability_0", "probability_1"]

@@ -10,6 +10,7 @@ from finetune_core.evaluation.held_out_metrics import evaluate_model
 from finetune_core.model.heads import HEADS
 from finetune_core.serving.predictor import Predictor, load_model_dir
 from finetune_core.training import frozen_stage, unfrozen_stage
+from finetune_core.training.stage_setup import StageInputs
 from tests.training.stage_helpers import easy_task_config, write_easy_task
 
 
@@ -46,7 +47,7 @@ def test_a_family_without_a_head_entry_trains_both_stages_and_serves(tmp_path, t
     prepared = prepare_splits(config, files / "data")
     assert "mpnet" not in HEADS  # the family really is unknown to the head table
 
-    frozen = frozen_stage.train_frozen(config, prepared, str(backbone), files / "frozen")
+    frozen = frozen_stage.train_frozen(StageInputs(config, prepared, str(backbone), files / "frozen"))
     after_frozen = load_model_dir(files / "frozen")[0].state_dict()
     pretrained = MPNetModel.from_pretrained(backbone).state_dict()
     shared = [name for name in pretrained if f"mpnet.{name}" in after_frozen]  # not the pooler the head replaces
@@ -54,7 +55,7 @@ def test_a_family_without_a_head_entry_trains_both_stages_and_serves(tmp_path, t
     for name in shared:  # the backbone did not move in stage 1
         assert torch.equal(after_frozen[f"mpnet.{name}"], pretrained[name]), name
     assert "feature_seconds" not in frozen.extra  # full forward passes, no cached features
-    unfrozen = unfrozen_stage.train_unfrozen(config, prepared, files / "frozen", files / "model")
+    unfrozen = unfrozen_stage.train_unfrozen(StageInputs(config, prepared, files / "frozen", files / "model"))
 
     assert unfrozen.history[-1]["train_loss"] < unfrozen.history[0]["train_loss"]
     assert evaluate_model(config, prepared, files / "model")["accuracy"] >= 0.9
