@@ -132,19 +132,20 @@ def train_briefly(kind: str, directory: Path, rows: int) -> Path:
 def time_runtime(predictor, texts, pairs, single_rows: int) -> dict:
     """The whole test split at batch 32 (rows/s, and the frame for the metric), then the first
     ``single_rows`` rows one at a time (p50/p95 ms)."""
-    predictor.predict_texts(texts[:BATCH], None if pairs is None else pairs[:BATCH])  # warm-up
+    columns = [texts] + ([] if pairs is None else [pairs])  # a pair model reads both texts
+
+    def rows(start: int, end: int) -> list[list[str]]:
+        return [column[start:end] for column in columns]
+
+    predictor.predict_texts(*rows(0, BATCH))  # warm-up
     frames, started = [], time.perf_counter()
     for start in range(0, len(texts), BATCH):
-        frames.append(
-            predictor.predict_texts(
-                texts[start : start + BATCH], None if pairs is None else pairs[start : start + BATCH]
-            )
-        )
+        frames.append(predictor.predict_texts(*rows(start, start + BATCH)))
     rows_per_s = len(texts) / (time.perf_counter() - started)
     latencies = []
     for i in range(min(single_rows, len(texts))):
         started = time.perf_counter()
-        predictor.predict_texts(texts[i : i + 1], None if pairs is None else pairs[i : i + 1])
+        predictor.predict_texts(*rows(i, i + 1))
         latencies.append(1000 * (time.perf_counter() - started))
     p50, p95 = np.percentile(latencies, [50, 95])
     return {

@@ -13,7 +13,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
 from finetune_core.config.finetune import FinetuneConfig
-from finetune_core.data.prepare import LABEL, TEXT, TEXT_PAIR, PreparedData
+from finetune_core.data.prepare import LABEL, TEXT, PreparedData
 from finetune_core.errors import ConfigError
 from finetune_core.evaluation.baseline import original_train_labels, trivial_baseline
 from finetune_core.evaluation.comparison import comparable, predicted_ids, served_metrics
@@ -47,9 +47,8 @@ def evaluate_champion(
         return None
     test = prepared.frame("test")
     model = mlflow.pyfunc.load_model(f"models:/{name}@{CHAMPION}")
-    inputs = {config.data.text_column: test[TEXT].tolist()}
-    if config.data.text_pair_column:  # a single-text champion reads its own column and ignores this one
-        inputs[config.data.text_pair_column] = test[TEXT_PAIR].tolist()
+    # each text by its source name: a single-text champion reads its own column and ignores a pair's
+    inputs = {source: test[column].tolist() for column, source in prepared.text_columns.items()}
     served = model.predict(pd.DataFrame(inputs))
     reason = comparable(config.task, served, prepared.labels)
     if reason is not None:

@@ -19,7 +19,7 @@ from pydantic import BaseModel
 import finetune_core
 from finetune_core.config.finetune import FinetuneConfig
 from finetune_core.data.chunks import parquet_chunks
-from finetune_core.data.prepare import TEXT, TEXT_PAIR, PreparedData
+from finetune_core.data.prepare import PreparedData
 from finetune_core.faults import maybe_kill
 from finetune_core.redaction import without_credentials
 from finetune_core.serving import SHIPPED_MODULES
@@ -117,9 +117,7 @@ def log_model(
     """Log model, tokenizer and label map as one pyfunc model with signature and input example;
     then its test metrics as ``test/…``, on the run and on the logged model's page (measured on
     ``test_dataset``)."""
-    columns = {TEXT: prepared.text_column}
-    if prepared.text_pair_column:  # sentence pairs: the signature names both columns
-        columns[TEXT_PAIR] = prepared.text_pair_column
+    columns = prepared.text_columns  # the signature names each text column (both of a sentence pair)
     examples = next(parquet_chunks(prepared.paths["test"], 3, list(columns))())  # not the whole split
     model_uri = log_pyfunc(model_dir, examples[list(columns)].rename(columns=columns), run_id)
     if test_metrics:

@@ -14,6 +14,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from finetune_core.config.finetune import FinetuneConfig
+from finetune_core.data.columns import text_columns
 from finetune_core.data.drift import DataProfile, DriftReport, compare, profile_parquet
 from finetune_core.data.prepare import require_columns
 from finetune_core.data.readers import read_to_parquet
@@ -45,15 +46,10 @@ def measure_drift(
         raw = Path(scratch) / "train.parquet"
         read_to_parquet(Path(config.data.train), raw)
         data = config.data
-        require_columns(raw, data.train, data.text_column, data.label_column, data.text_pair_column)
+        texts = text_columns(data.text_column, data.text_pair_column)
+        require_columns(raw, data.train, texts, data.label_column)
         current = profile_parquet(
-            raw,
-            None,
-            config.task,
-            text=data.text_column,
-            label=data.label_column,
-            pair=data.text_pair_column,
-            separator=data.label_separator,
+            raw, None, config.task, texts=list(texts.values()), label=data.label_column, separator=data.label_separator
         )
     report = compare(reference, current, max_label_distance, max_length_psi)
     create_markdown_artifact(

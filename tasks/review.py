@@ -112,14 +112,14 @@ def _champion_rows(recorded: dict | None):
 
     import pandas as pd
 
+    from finetune_core.data.columns import text_columns
     from finetune_core.data.readers import read_to_parquet
 
     data = (recorded or {}).get("data") or {}
     if not data.get("train") or not Path(data["train"]).is_file():
         return None
-    columns = {data.get("text_column", "text"): "text"}
-    if data.get("text_pair_column"):
-        columns[data["text_pair_column"]] = "text_pair"
+    texts = text_columns(data.get("text_column", "text"), data.get("text_pair_column"))
+    columns = {source: column for column, source in texts.items()}
     with tempfile.TemporaryDirectory() as scratch:
         read_to_parquet(Path(data["train"]), Path(scratch) / "train.parquet")
         return pd.read_parquet(Path(scratch) / "train.parquet", columns=list(columns)).rename(columns=columns)

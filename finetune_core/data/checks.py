@@ -9,7 +9,7 @@ from finetune_core.config.finetune import FinetuneConfig
 from finetune_core.data.chunks import parquet_chunks
 from finetune_core.data.labels import read_labels
 from finetune_core.data.multilabel import label_matrix
-from finetune_core.data.prepare import LABEL, PREPARE_ROWS, SPLITS, TEXT, TEXT_PAIR, PreparedData
+from finetune_core.data.prepare import LABEL, PREPARE_ROWS, SPLITS, PreparedData
 from finetune_core.errors import DataError
 
 
@@ -20,10 +20,7 @@ def basic_checks(prepared: PreparedData, config: FinetuneConfig) -> dict:
         source = getattr(config.data, split) or config.data.train
         if prepared.rows[split] == 0:
             raise DataError(f"{source}: the {split} split has no rows")
-        columns = {TEXT: config.data.text_column} | (
-            {TEXT_PAIR: prepared.text_pair_column} if prepared.text_pair_column else {}
-        )
-        for column, name in columns.items():
+        for column, name in prepared.text_columns.items():
             blank = 0
             for chunk in parquet_chunks(prepared.paths[split], PREPARE_ROWS, [column])():
                 blank += int((chunk[column].isna() | (chunk[column].fillna("").str.strip() == "")).sum())

@@ -16,8 +16,8 @@ import pandas as pd
 from pydantic import BaseModel
 
 from finetune_core.data.chunks import parquet_chunks, parquet_columns
+from finetune_core.data.columns import LABEL, TEXTS
 from finetune_core.data.multilabel import parsed_labels
-from finetune_core.data.prepare import LABEL, TEXT, TEXT_PAIR
 
 LENGTH_BINS = [0, 16, 32, 64, 96, 128, 192, 256, 384, 512, 1024, 2048, np.inf]
 
@@ -94,26 +94,25 @@ def profile_parquet(
     labels: list[str] | None,
     task: str,
     rows: int = 100_000,
-    text: str = TEXT,
+    texts: list[str] | None = None,
     label: str = LABEL,
-    pair: str | None = None,
     separator: str | None = None,
 ) -> DataProfile:
     """``profile`` of a prepared split (ids in ``label``; ``labels`` names them), read ``rows`` at a
-    time so the texts are never all in memory. ``text``/``label``/``pair``: the columns (a raw file's
-    own names; a prepared split's second text is found by itself). A sentence pair's length is the
-    length of both texts together."""
-    if pair is None and text == TEXT and TEXT_PAIR in parquet_columns(path):
-        pair = TEXT_PAIR
+    time so the texts are never all in memory. ``texts``/``label``: the columns (a raw file's own
+    names, ``text_columns``' sources; None: a prepared split's own text columns). A sentence pair's
+    length is the length of both texts together."""
+    if texts is None:
+        texts = [c for c in TEXTS if c in parquet_columns(path)]
     counts = _ProfileCounts(task, separator)
-    for chunk in parquet_chunks(path, rows, [text, label] + ([pair] if pair else []))():
-        texts = chunk[text].fillna("").astype(str)
-        if pair:
-            texts = texts + chunk[pair].fillna("").astype(str)
+    for chunk in parquet_chunks(path, rows, [*texts, label])():
+        joined = chunk[texts[0]].fillna("").astype(str)
+        for column in texts[1:]:
+            joined = joined + chunk[column].fillna("").astype(str)
         if labels and task == "multilabel":
-            counts.add(texts, chunk[label].map(lambda ids: [labels[i] for i in ids]))
+            counts.add(joined, chunk[label].map(lambda ids: [labels[i] for i in ids]))
         else:
-            counts.add(texts, chunk[label].map(lambda i: labels[i]) if labels else chunk[label])
+            counts.add(joined, chunk[label].map(lambda i: labels[i]) if labels else chunk[label])
     return counts.profile()
 
 

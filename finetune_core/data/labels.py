@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from finetune_core.data.columns import LABEL, TEXT, TEXT_PAIR
+from finetune_core.data.columns import LABEL, TEXTS
 from finetune_core.errors import DataError
 
 
@@ -32,7 +32,7 @@ def class_names(train: pd.Series) -> list[str]:
 def has_text(frame: pd.DataFrame) -> pd.Series:
     """Rows whose text (and, for pairs, second text) is a non-blank string."""
     present = pd.Series(True, index=frame.index)
-    for column in [TEXT, TEXT_PAIR] if TEXT_PAIR in frame.columns else [TEXT]:
+    for column in [c for c in TEXTS if c in frame.columns]:
         present &= frame[column].map(lambda v: isinstance(v, str) and v.strip() != "").astype(bool)
     return present
 

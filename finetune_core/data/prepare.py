@@ -21,7 +21,7 @@ from pydantic import BaseModel
 
 from finetune_core.config.finetune import FinetuneConfig
 from finetune_core.data.chunks import parquet_chunks, parquet_columns, write_parquet_chunks
-from finetune_core.data.columns import LABEL, PREPARE_ROWS, SPLITS, TEXT, TEXT_PAIR
+from finetune_core.data.columns import LABEL, PREPARE_ROWS, SPLITS, TEXT, TEXT_PAIR, text_columns  # noqa: F401
 from finetune_core.data.fingerprint import files_fingerprint
 from finetune_core.data.labels import class_names, encode_labels, encode_targets, has_text, read_labels, usable_rows
 from finetune_core.data.multilabel import (
@@ -52,13 +52,19 @@ class PreparedData(BaseModel):
     labels: list[str] | None = None  # class (multilabel: label) names, index = id
     target_mean: float = 0.0  # regression targets are standardised for training
     target_std: float = 1.0
-    text_column: str
-    text_pair_column: str | None = None  # set for sentence pairs: the prepared files then have TEXT_PAIR
+    # the prepared text columns (the tokenisation input, in order) -> the source columns they were
+    # read from: {TEXT: ...}, or for sentence pairs {TEXT: ..., TEXT_PAIR: ...} (columns.text_columns)
+    text_columns: dict[str, str]
     fingerprint: str  # hash of the prepared splits (after augmentation, when it ran)
     dropped: dict[str, int] = {}  # unusable rows dropped per split after validation warnings
     # the validation rows were held out of train, too few per class to decide anything, and put
     # back: they train as well, so validation metrics are not held-out scores (recipe skips them)
     validation_in_train: bool = False
+
+    @property
+    def pairs(self) -> bool:
+        """Sentence pairs: two texts per row, tokenised together."""
+        return len(self.text_columns) > 1
 
     def frame(self, split: str) -> pd.DataFrame:
         return pd.read_parquet(self.paths[split])
@@ -87,28 +93,25 @@ def read_splits(config: FinetuneConfig, out_dir: Path) -> RawData:
     return RawData(paths=paths, sources=sources)
 
 
-def select_columns(
-    frame: pd.DataFrame, path: Path, text_column: str, label_column: str, pair_column: str | None = None
-) -> pd.DataFrame:
-    names = {text_column: TEXT, label_column: LABEL} | ({pair_column: TEXT_PAIR} if pair_column else {})
+def select_columns(frame: pd.DataFrame, path: Path, texts: dict[str, str], label_column: str) -> pd.DataFrame:
+    """The source's ``texts`` (``text_columns``) and label, under their prepared names."""
+    names = {source: prepared for prepared, source in texts.items()} | {label_column: LABEL}
     for column in names:
         if column not in frame.columns:
             raise DataError(f"{path}: column {column!r} not found (columns: {', '.join(map(str, frame.columns))})")
     return frame[list(names)].rename(columns=names)
 
 
-def require_columns(
-    parquet_path: str | Path, source: Path, text_column: str, label_column: str, pair_column: str | None = None
-) -> None:
+def require_columns(parquet_path: str | Path, source: Path, texts: dict[str, str], label_column: str) -> None:
     """``select_columns``'s error, from a Parquet file's schema alone (before any pass over its rows)."""
     frame = pd.DataFrame(columns=parquet_columns(parquet_path))
-    select_columns(frame, source, text_column, label_column, pair_column)
+    select_columns(frame, source, texts, label_column)
 
 
-def _schema(task: str, pair: bool):
+def _schema(task: str, texts):
     import pyarrow as pa
 
-    texts = [(TEXT, pa.string())] + ([(TEXT_PAIR, pa.string())] if pair else [])
+    texts = [(column, pa.string()) for column in texts]
     label = {"classification": pa.int64(), "multilabel": pa.list_(pa.int64())}.get(task, pa.float64())
     return pa.schema([*texts, (LABEL, label)])
 
@@ -121,18 +124,15 @@ class _Preparer:
         self.classification = config.task == "classification"
         self.multilabel = config.task == "multilabel"  # labels: a list per row, ids in a list<int64> column
         self.dropped: dict[str, int] = {}
-        data = config.data
+        self.texts = text_columns(config.data.text_column, config.data.text_pair_column)
         for split in raw.paths:  # a missing column fails before any pass, naming the file
-            source = Path(raw.sources[split])
-            require_columns(raw.paths[split], source, data.text_column, data.label_column, data.text_pair_column)
+            require_columns(raw.paths[split], Path(raw.sources[split]), self.texts, config.data.label_column)
         self.names = self._label_names() if self.classification or self.multilabel else None
 
     def _chunks(self, split: str):
-        data = self.config.data
-        columns = [data.text_column, data.label_column] + ([data.text_pair_column] if data.text_pair_column else [])
-        for chunk in parquet_chunks(self.raw.paths[split], PREPARE_ROWS, columns)():
-            source = Path(self.raw.sources[split])
-            yield select_columns(chunk, source, data.text_column, data.label_column, data.text_pair_column)
+        label = self.config.data.label_column
+        for chunk in parquet_chunks(self.raw.paths[split], PREPARE_ROWS, [*self.texts.values(), label])():
+            yield select_columns(chunk, Path(self.raw.sources[split]), self.texts, label)
 
     def _label_names(self) -> list[str]:
         """Class names from train's labels (of rows training can use, with ``drop_unusable``)."""
@@ -171,13 +171,12 @@ class _Preparer:
                 chunk = encode_labels(chunk, self.names, path, column)
             elif not self.multilabel:
                 chunk = encode_targets(chunk, path, column)
-            texts = [TEXT, TEXT_PAIR] if self.config.data.text_pair_column else [TEXT]
             yield chunk.assign(
-                **{c: chunk[c].map(lambda v: None if pd.isna(v) else str(v)).astype(object) for c in texts}
+                **{c: chunk[c].map(lambda v: None if pd.isna(v) else str(v)).astype(object) for c in self.texts}
             )
 
     def write(self, rows, path: Path) -> int:
-        return write_parquet_chunks(rows, path, _schema(self.config.task, bool(self.config.data.text_pair_column)))
+        return write_parquet_chunks(rows, path, _schema(self.config.task, self.texts))
 
 
 def _kept_rows(chunks, keep: np.ndarray):
@@ -248,8 +247,7 @@ def prepare_splits(
         labels=preparer.names,
         target_mean=mean,
         target_std=std,
-        text_column=data.text_column,
-        text_pair_column=data.text_pair_column,
+        text_columns=preparer.texts,
         fingerprint=files_fingerprint(paths),
         dropped=preparer.dropped if drop_unusable else {},
         validation_in_train=validation_in_train,

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from finetune_core.data.columns import TEXT, TEXTS
 from finetune_core.data.multilabel import label_matrix
-from finetune_core.data.prepare import TEXT_PAIR
 from finetune_core.durable import write_atomic
 from finetune_core.evaluation.comparison import predicted_ids, probabilities
 from finetune_core.evaluation.multilabel_review import write_multilabel_review
@@ -142,10 +142,8 @@ def worst_examples(
     texts: list[str], targets: np.ndarray, served: pd.DataFrame, task: str, labels: list[str] | None, count: int = 50
 ) -> pd.DataFrame:
     """The test rows the model got most wrong: lowest probability of the true class, or
-    largest absolute error. Sentence pairs show both texts (``served`` has TEXT_PAIR)."""
-    frame = pd.DataFrame({"text": texts})
-    if TEXT_PAIR in served.columns:
-        frame[TEXT_PAIR] = served[TEXT_PAIR].to_numpy()
+    largest absolute error. Sentence pairs show both texts (``served`` has the other text columns)."""
+    frame = pd.DataFrame({TEXT: texts}).assign(**{c: served[c].to_numpy() for c in TEXTS[1:] if c in served.columns})
     if task == "regression":
         frame["target"], frame["prediction"] = targets, served["prediction"].to_numpy()
         frame["abs_error"] = (frame["prediction"] - frame["target"]).abs()

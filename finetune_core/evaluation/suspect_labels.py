@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from finetune_core.config.finetune import FinetuneConfig
-from finetune_core.data.columns import TEXT, TEXT_PAIR
+from finetune_core.data.columns import TEXTS
 from finetune_core.data.fingerprint import files_fingerprint
 from finetune_core.data.prepare import PreparedData
 from finetune_core.durable import write_atomic
@@ -55,7 +55,7 @@ def train_features(config: FinetuneConfig, prepared: PreparedData, encoder: str)
     infer = runtime.for_inference()
     tokenizer = load_tokenizer(encoder, trust)
     model = load_for_task(encoder, prepared.task, prepared.labels, trust).to(runtime.device)
-    pooling = resolve_pooling(config.backbone.pooling, encoder, pairs=prepared.text_pair_column is not None)
+    pooling = resolve_pooling(config.backbone.pooling, encoder, pairs=prepared.pairs)
     spec = spec_for(model, pooling)
     if spec is None:
         return None, None, None
@@ -124,9 +124,7 @@ def suspects_frame(review: LabelReview, prepared: PreparedData) -> pd.DataFrame:
     """One row per flagged train row, most suspect first: row (position in the prepared train
     split), text(s), given label, suggested label, score."""
     train = pd.read_parquet(prepared.paths["train"])
-    frame = pd.DataFrame({"row": review.rows, "text": train[TEXT].to_numpy()[review.rows]})
-    if prepared.text_pair_column is not None:
-        frame["text_pair"] = train[TEXT_PAIR].to_numpy()[review.rows]
+    frame = pd.DataFrame({"row": review.rows} | {c: train[c].to_numpy()[review.rows] for c in prepared.text_columns})
     frame["given_label"] = [_label_names(v, prepared) for v in review.given]
     frame["suggested_label"] = [_label_names(v, prepared) for v in review.suggested]
     frame["score"] = np.round(review.score, 4)
@@ -143,7 +141,7 @@ def write_suspects(review: LabelReview, prepared: PreparedData, out_dir: Path) -
 def suspects_table(frame: pd.DataFrame, rows: int = TABLE_ROWS) -> str:
     """The most suspect rows as a Markdown table (texts shortened, pipes escaped)."""
     shown = frame.head(rows)
-    columns = [c for c in ("row", "text", "text_pair", "given_label", "suggested_label", "score") if c in frame]
+    columns = [c for c in ("row", *TEXTS, "given_label", "suggested_label", "score") if c in frame]
     lines = ["| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
     for _, record in shown.iterrows():
         cells = [_cell(record[c]) for c in columns]
@@ -206,7 +204,7 @@ def new_rows_only(suspects: pd.DataFrame, previous: pd.DataFrame | None) -> pd.D
     None: every suspect is new."""
     if previous is None:
         return suspects
-    keys = [c for c in ("text", "text_pair") if c in suspects and c in previous]
+    keys = [c for c in TEXTS if c in suspects and c in previous]
     seen = set(map(tuple, previous[keys].astype(str).to_numpy()))
     fresh = [tuple(row) not in seen for row in suspects[keys].astype(str).to_numpy()]
     return suspects[np.asarray(fresh, dtype=bool)]

@@ -13,6 +13,7 @@ so a split larger than memory costs only its O(rows) lengths in RAM.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -84,18 +85,24 @@ class Encoded:
         return len(self.input_ids)
 
 
-def tokenize(tokenizer, texts: list[str], pairs: list[str] | None, max_length: int) -> tuple[list, list | None]:
-    """(input ids, segment ids or None): single texts as before; pairs as the tokenizer's own pair
-    encoding, truncating the longer text first (``longest_first``, as run_glue does)."""
-    if pairs is None:
-        return tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"], None
-    out = tokenizer(list(texts), list(pairs), truncation="longest_first", max_length=max_length)
-    return out["input_ids"], out.get("token_type_ids")
+def tokenize(tokenizer, columns: Sequence[Sequence[str]], max_length: int) -> tuple[list, list | None]:
+    """(input ids, segment ids or None) of one text per row, or of a sentence pair per row when
+    ``columns`` holds two (the tokenizer's own pair encoding); truncating the longer text first
+    (``longest_first``, ``True``'s meaning for one text; as run_glue does)."""
+    out = tokenizer(*(list(texts) for texts in columns), truncation="longest_first", max_length=max_length)
+    # segment ids say where the second text starts: one text has none to say
+    return out["input_ids"], out.get("token_type_ids") if len(columns) > 1 else None
 
 
-def encode(tokenizer, texts: list[str], max_length: int, pairs: list[str] | None = None) -> Encoded:
-    ids, types = tokenize(tokenizer, texts, pairs, max_length)
+def encode_columns(tokenizer, columns: Sequence[Sequence[str]], max_length: int) -> Encoded:
+    """``columns``: the texts of each text column (one, or two for sentence pairs), in order."""
+    ids, types = tokenize(tokenizer, columns, max_length)
     return Encoded(input_ids=ids, pad_id=tokenizer.pad_token_id or 0, token_type_ids=types)
+
+
+def encode(tokenizer, texts: Sequence[str], max_length: int) -> Encoded:
+    """One text per row."""
+    return encode_columns(tokenizer, [texts], max_length)
 
 
 def take_encoded(encoded: Encoded, rows: np.ndarray) -> Encoded:

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 from finetune_core.data.chunks import parquet_columns
-from finetune_core.data.prepare import TEXT, TEXT_PAIR
+from finetune_core.data.columns import TEXTS
 from finetune_core.model.batching import ArrowTokens, Encoded, tokenize
 
 READ_ROWS = 8192  # texts tokenised per step: bounds the memory of the pass, whatever the file's size
@@ -43,7 +43,7 @@ def tokenizer_identity(tokenizer) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def tokens_key(tokenizer, parquet_path: Path, max_length: int, pair: bool = False) -> str:
+def tokens_key(tokenizer, parquet_path: Path, max_length: int, texts: list[str]) -> str:
     stat = parquet_path.stat()
     payload = [
         tokenizer_identity(tokenizer),
@@ -53,24 +53,21 @@ def tokens_key(tokenizer, parquet_path: Path, max_length: int, pair: bool = Fals
         stat.st_mtime_ns,
         FORMAT,
     ]
-    if pair:  # the ids of a pair (text, text_pair), not of the text alone
-        payload.append(TEXT_PAIR)
+    payload.extend(texts[1:])  # a pair's ids (text, text_pair) are not the text's alone
     return hashlib.sha256(json.dumps(payload).encode()).hexdigest()[:24]
 
 
-def _write_tokens(tokenizer, parquet_path: Path, max_length: int, target: Path, pair: bool) -> None:
+def _write_tokens(tokenizer, parquet_path: Path, max_length: int, target: Path, texts: list[str]) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     ids_type = pa.list_(pa.int32())
-    columns = [TEXT, TEXT_PAIR] if pair else [TEXT]
     scratch = target.with_suffix(f".{os.getpid()}.tmp")
     try:
         sink, writer = pa.OSFile(str(scratch), "wb"), None
         with sink:
-            for batch in pq.ParquetFile(parquet_path).iter_batches(batch_size=READ_ROWS, columns=columns):
-                pairs = batch.column(1).to_pylist() if pair else None
-                ids, types = tokenize(tokenizer, batch.column(0).to_pylist(), pairs, max_length)
+            for batch in pq.ParquetFile(parquet_path).iter_batches(batch_size=READ_ROWS, columns=texts):
+                ids, types = tokenize(tokenizer, [batch.column(c).to_pylist() for c in texts], max_length)
                 arrays = [pa.array(ids, type=ids_type)] + ([] if types is None else [pa.array(types, type=ids_type)])
                 names = ["input_ids", "token_type_ids"][: len(arrays)]
                 if writer is None:  # the schema follows the tokenizer: segment ids only where it makes them
@@ -86,14 +83,14 @@ def _write_tokens(tokenizer, parquet_path: Path, max_length: int, target: Path, 
 
 
 def encode_file(tokenizer, parquet_path: str | Path, max_length: int, cache_dir: str | Path) -> Encoded:
-    """The same ids as ``encode(tokenizer, texts, max_length, pairs)``, memory-mapped from
-    ``cache_dir``; a prepared file with a ``text_pair`` column is encoded as pairs."""
+    """The same ids as ``encode_columns(tokenizer, columns, max_length)`` of the prepared file's
+    text columns (``text``, and ``text_pair`` for sentence pairs), memory-mapped from ``cache_dir``."""
     parquet_path = Path(parquet_path)
-    pair = TEXT_PAIR in parquet_columns(parquet_path)
-    target = Path(cache_dir) / f"{tokens_key(tokenizer, parquet_path, max_length, pair)}.arrow"
+    texts = [c for c in TEXTS if c in parquet_columns(parquet_path)]
+    target = Path(cache_dir) / f"{tokens_key(tokenizer, parquet_path, max_length, texts)}.arrow"
     if not target.is_file():
         target.parent.mkdir(parents=True, exist_ok=True)
-        _write_tokens(tokenizer, parquet_path, max_length, target, pair)
+        _write_tokens(tokenizer, parquet_path, max_length, target, texts)
     import datasets  # heavy import, only when a split is actually read
 
     table = datasets.Dataset.from_file(str(target), in_memory=False).data.table  # the IPC stream written above

@@ -23,12 +23,12 @@ from pydantic import BaseModel
 from finetune_core.data.chunks import take_rows
 from finetune_core.data.labels import read_labels
 from finetune_core.data.multilabel import label_matrix
-from finetune_core.data.prepare import LABEL, TEXT, TEXT_PAIR, PreparedData
+from finetune_core.data.prepare import LABEL, PreparedData
 from finetune_core.data.sampling import seeded_sample
 from finetune_core.durable import writing
 from finetune_core.errors import ConfigError, DataError, UserInputError
 from finetune_core.model.backbone import load_for_task, load_tokenizer, resolve_backbone
-from finetune_core.model.batching import Encoded, collate, encode
+from finetune_core.model.batching import Encoded, collate, encode_columns
 from finetune_core.model.features import extract_features
 from finetune_core.model.heads import POOLINGS, HeadSpec, head_spec, resolve_pooling
 from finetune_core.model.loading import MODEL_LOADING
@@ -148,16 +148,15 @@ def _score(
         tokenizer = load_tokenizer(path, selection.trust_remote_code)
         model = load_for_task(path, prepared.task, prepared.labels, selection.trust_remote_code)
     model = model.to(runtime.device).eval()
-    pooling = resolve_pooling(selection.pooling, path, pairs=prepared.text_pair_column is not None)
+    pooling = resolve_pooling(selection.pooling, path, pairs=prepared.pairs)
     try:
         extractor = head_spec(model, pooling)  # exactly what the frozen stage's head will read
     except ValueError:  # a family outside the head table: its mean token state stands in
         extractor = None
     extractor = extractor or HeadSpec(POOLINGS["mean"], lambda m, f: f)
-    texts = [TEXT, TEXT_PAIR] if prepared.text_pair_column else [TEXT]  # pairs are scored as pairs
+    texts = list(prepared.text_columns)  # pairs are scored as pairs
     frame = take_rows(prepared.paths["train"], sample, columns=[*texts, LABEL])  # the sample's rows, in its order
-    pairs = frame[TEXT_PAIR].astype(str).tolist() if prepared.text_pair_column else None
-    encoded = encode(tokenizer, frame[TEXT].astype(str).tolist(), training.max_length, pairs)
+    encoded = encode_columns(tokenizer, [frame[c].astype(str).tolist() for c in texts], training.max_length)
     batches = eval_batches(training, runtime)
     if selection.selection_layers == "all":
         spec, split = with_layer_average(extractor)

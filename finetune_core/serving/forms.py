@@ -23,8 +23,7 @@ from finetune_core.serving.parity import Parity, Timing, measure_timing, parity
 class ParityRows(BaseModel):
     """The test split as the served model reads it, and its targets."""
 
-    texts: list[str]
-    pairs: list[str] | None = None
+    texts: list[list[str]]  # per text column: the texts, and a sentence pair's second texts
     targets: list  # class ids, label-id lists (multilabel) or values
     metric: str  # the primary metric parity compares
 
@@ -120,11 +119,11 @@ def prepare_serving(
         first_line = str(exc).splitlines()[0] if str(exc) else ""
         return _served_by_torch(model_dir, f"ONNX export failed ({type(exc).__name__}: {first_line})", torch_size)
     torch_predictor = Predictor.load(model_dir)
-    torch_frame = torch_predictor.predict_texts(rows.texts, rows.pairs)
+    torch_frame = torch_predictor.predict_texts(*rows.texts)
     targets = np.asarray(rows.targets, dtype=object if task == "multilabel" else None)
     parities, chosen = [], None
     for form, graph in forms.items():
-        served = OnnxPredictor.load(model_dir, graph=graph).predict_texts(rows.texts, rows.pairs)
+        served = OnnxPredictor.load(model_dir, graph=graph).predict_texts(*rows.texts)
         checked = parity(form, torch_frame, served, task=task, targets=targets, metric=rows.metric, gates=gates)
         parities.append(checked)
         if checked.passed:
@@ -150,6 +149,4 @@ def _timings(model_dir: Path, torch_predictor, chosen: str | None, rows: ParityR
     runtimes = {"torch": torch_predictor.predict_texts}
     if chosen:
         runtimes[chosen] = OnnxPredictor.load(model_dir).predict_texts
-    return [
-        measure_timing(name, run, rows.texts, rows.pairs, single_rows=single_rows) for name, run in runtimes.items()
-    ]
+    return [measure_timing(name, run, rows.texts, single_rows=single_rows) for name, run in runtimes.items()]

@@ -80,10 +80,10 @@ class OnnxPredictor:
         tokenizer = _tokenizer(directory, meta.max_length)
         return cls(graph, tokenizer, meta, pad_id=_pad_id(directory, tokenizer), batch_size=batch_size)
 
-    def _encode(self, texts: list[str], pairs: list[str] | None):
-        inputs = texts if pairs is None else list(zip(texts, pairs))
-        encodings = self.tokenizer.encode_batch(inputs)
-        return [e.ids for e in encodings], None if pairs is None else [e.type_ids for e in encodings]
+    def _encode(self, columns: list[list[str]]):
+        """(ids, segment ids or None), as ``batching.tokenize`` makes them: a row is one text or a pair."""
+        encodings = self.tokenizer.encode_batch(list(zip(*columns)) if len(columns) > 1 else columns[0])
+        return [e.ids for e in encodings], [e.type_ids for e in encodings] if len(columns) > 1 else None
 
     def _feed(self, ids: list[list[int]], types: list[list[int]] | None, rows: np.ndarray) -> dict:
         width = max(len(ids[i]) for i in rows)
@@ -99,9 +99,10 @@ class OnnxPredictor:
                 feed["token_type_ids"][r, : len(types[i])] = types[i]
         return {name: feed[name] for name in self.inputs}
 
-    def raw_outputs(self, texts: list[str], pairs: list[str] | None = None) -> np.ndarray:
-        """The graph's outputs (logits, or standardised values) in input order."""
-        ids, types = self._encode([str(t) for t in texts], None if pairs is None else [str(t) for t in pairs])
+    def raw_outputs(self, *columns: list[str]) -> np.ndarray:
+        """The graph's outputs (logits, or standardised values) in input order; ``columns``: the
+        texts, and the second texts for a model trained on sentence pairs."""
+        ids, types = self._encode([[str(t) for t in texts] for texts in columns])
         order = np.argsort(-np.array([len(row) for row in ids], dtype=np.int64), kind="stable")
         results = None
         for start in range(0, len(order), self.batch_size):
@@ -113,8 +114,8 @@ class OnnxPredictor:
         width = 1 if self.meta.task == "regression" else len(self.meta.labels or [])
         return results if results is not None else np.zeros((0, width), dtype=np.float32)
 
-    def predict_texts(self, texts: list[str], pairs: list[str] | None = None) -> pd.DataFrame:
-        return outputs_to_frame(self.raw_outputs(texts, pairs), self.meta)
+    def predict_texts(self, *columns: list[str]) -> pd.DataFrame:
+        return outputs_to_frame(self.raw_outputs(*columns), self.meta)
 
     def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
         return self.predict_texts(*input_texts(frame, self.meta))

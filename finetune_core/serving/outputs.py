@@ -31,6 +31,17 @@ class ModelMeta(BaseModel):
     pooling: str = "native"  # what the head reads (finetune_core.heads)
     backbone: str = ""
 
+    @property
+    def input_columns(self) -> list[str]:
+        """The request's text columns, in tokenisation order: the text (and a pair's second text)."""
+        return [c for c in (self.text_column, self.text_pair_column) if c is not None]
+
+
+def text_column_fields(sources) -> dict[str, str]:
+    """``ModelMeta``'s fields for the source text columns ``sources`` (one, or two for sentence
+    pairs, in order): the meta file keeps the two keys older champions were saved with."""
+    return dict(zip(("text_column", "text_pair_column"), sources))
+
 
 def write_meta(meta: ModelMeta, directory: str | Path) -> None:
     (Path(directory) / META_FILE).write_text(meta.model_dump_json(indent=2), encoding="utf-8")
@@ -68,20 +79,15 @@ def outputs_to_frame(outputs: np.ndarray, meta: ModelMeta) -> pd.DataFrame:
     return frame
 
 
-def input_texts(frame: pd.DataFrame, meta: ModelMeta) -> tuple[list[str], list[str] | None]:
-    """(texts, second texts or None) from a request frame, by the model's column names; a single
-    unnamed text column is unambiguous."""
-    column, pair = meta.text_column, meta.text_pair_column
-    if pair is not None:  # two texts: both columns by name, nothing to guess
-        missing = [c for c in (column, pair) if c not in frame.columns]
-        if missing:
-            raise ValueError(
-                f"input needs column(s) {', '.join(map(repr, missing))} for sentence pairs "
-                f"(got {', '.join(map(str, frame.columns))})"
-            )
-        return [str(t) for t in frame[column]], [str(t) for t in frame[pair]]
-    if column not in frame.columns:
-        if len(frame.columns) != 1:
-            raise ValueError(f"input needs a {column!r} column (got {', '.join(map(str, frame.columns))})")
-        column = frame.columns[0]
-    return [str(t) for t in frame[column]], None
+def input_texts(frame: pd.DataFrame, meta: ModelMeta) -> list[list[str]]:
+    """The texts of each of the model's input columns (``ModelMeta.input_columns``) from a request
+    frame, by name; a single unnamed text column is unambiguous."""
+    columns = meta.input_columns
+    if len(columns) == 1 and columns[0] not in frame.columns and len(frame.columns) == 1:
+        columns = list(frame.columns)  # one text, one column: whatever its name
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(
+            f"input needs column(s) {', '.join(map(repr, missing))} (got {', '.join(map(str, frame.columns))})"
+        )
+    return [[str(t) for t in frame[c]] for c in columns]

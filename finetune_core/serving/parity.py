@@ -97,23 +97,24 @@ class Timing(BaseModel):
 
 
 def measure_timing(
-    runtime: str, predict, texts: list[str], pairs: list[str] | None, *, single_rows: int, batch_size: int = 32
+    runtime: str, predict, columns: list[list[str]], *, single_rows: int, batch_size: int = 32
 ) -> Timing:
-    """``predict(texts, pairs)`` timed on ``single_rows`` rows one at a time (after two warm-up
-    calls) and on up to eight times as many in batches of ``batch_size``."""
-    single = max(min(single_rows, len(texts)), 1)
-    for i in range(min(2, len(texts))):
-        predict(texts[i : i + 1], None if pairs is None else pairs[i : i + 1])
+    """``predict(*columns)`` (the texts, and a pair's second texts) timed on ``single_rows`` rows one
+    at a time (after two warm-up calls) and on up to eight times as many in batches of ``batch_size``."""
+    total = len(columns[0])
+    single = max(min(single_rows, total), 1)
+    for i in range(min(2, total)):
+        predict(*(texts[i : i + 1] for texts in columns))
     latencies = []
     for i in range(single):
         started = time.perf_counter()
-        predict(texts[i : i + 1], None if pairs is None else pairs[i : i + 1])
+        predict(*(texts[i : i + 1] for texts in columns))
         latencies.append((time.perf_counter() - started) * 1000)
-    rows = min(len(texts), max(8 * single, batch_size))
+    rows = min(total, max(8 * single, batch_size))
     started = time.perf_counter()
     for start in range(0, rows, batch_size):
         end = min(start + batch_size, rows)
-        predict(texts[start:end], None if pairs is None else pairs[start:end])
+        predict(*(texts[start:end] for texts in columns))
     seconds = max(time.perf_counter() - started, 1e-9)
     p50, p95 = np.percentile(latencies, [50, 95])
     return Timing(

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from finetune_core.model.batching import BatchLimit, encode, inference_batch_tokens
+from finetune_core.model.batching import BatchLimit, encode_columns, inference_batch_tokens
 from finetune_core.model.heads import head_spec
 from finetune_core.model.inference import predict_outputs
 from finetune_core.model.loading import MODEL_LOADING
@@ -69,17 +69,16 @@ class Predictor:
     def load(cls, directory: str | Path, batch_size: int = 64) -> Predictor:
         return cls(*load_model_dir(directory), batch_size=batch_size)
 
-    def raw_outputs(self, texts: list[str], pairs: list[str] | None = None) -> np.ndarray:
-        """Logits (classification) or standardised values (regression), in input order; ``pairs``:
-        the second texts, for a model trained on sentence pairs."""
-        pairs = None if pairs is None else [str(t) for t in pairs]
-        encoded = encode(self.tokenizer, [str(t) for t in texts], self.meta.max_length, pairs)
+    def raw_outputs(self, *columns: list[str]) -> np.ndarray:
+        """Logits (classification) or standardised values (regression), in input order; ``columns``:
+        the texts, and the second texts for a model trained on sentence pairs."""
+        encoded = encode_columns(self.tokenizer, [[str(t) for t in texts] for texts in columns], self.meta.max_length)
         # serving runs on the CPU at fp32: the same resolution of `auto` as validation's batches
         batches = BatchLimit(self.batch_size, inference_batch_tokens("auto", "cpu", "fp32"))
         return predict_outputs(self.model, encoded, batches, spec=head_spec(self.model, self.meta.pooling))
 
-    def predict_texts(self, texts: list[str], pairs: list[str] | None = None) -> pd.DataFrame:
-        return outputs_to_frame(self.raw_outputs(texts, pairs), self.meta)
+    def predict_texts(self, *columns: list[str]) -> pd.DataFrame:
+        return outputs_to_frame(self.raw_outputs(*columns), self.meta)
 
     def predict_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
         return self.predict_texts(*input_texts(frame, self.meta))

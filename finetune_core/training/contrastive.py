@@ -263,7 +263,7 @@ def train_contrastive(inputs: StageInputs) -> StageResult:
     # (5 seeds, the same tuned encoders, scikit-learn's C=1 head) unit-length features scored 0.613
     # against 0.584 at their own length (scaled by their mean norm), 0.662 against 0.657 at 16.
     modes = {"pooling_mode_mean_tokens": pooling == "mean", "pooling_mode_cls_token": pooling == "cls"}
-    modes.update(normalize=True, pairs=prepared.text_pair_column is not None)
+    modes.update(normalize=True, pairs=prepared.pairs)
     (out_dir / POOLING_FILE).parent.mkdir(parents=True, exist_ok=True)
     (out_dir / POOLING_FILE).write_text(json.dumps(modes))
     return mark_finished(out_dir, result)

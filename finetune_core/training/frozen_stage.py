@@ -28,7 +28,7 @@ from finetune_core.model.features import (
 )
 from finetune_core.model.heads import HeadSpec, resolve_pooling
 from finetune_core.model.inference import head_outputs
-from finetune_core.serving.outputs import ModelMeta
+from finetune_core.serving.outputs import ModelMeta, text_column_fields
 from finetune_core.training import cached_lower_blocks
 from finetune_core.training.device import Runtime, eval_batches, runtime_for
 from finetune_core.training.encoded_splits import score_network, score_split, spec_for
@@ -128,7 +128,7 @@ class FrozenRun:
         seed_everything(training.seed)  # the head's initialisation depends on it
         tokenizer = load_tokenizer(backbone, trust)
         model = load_for_task(backbone, prepared.task, prepared.labels, trust).to(runtime.device)
-        pooling = resolve_pooling(config.backbone.pooling, backbone, pairs=prepared.text_pair_column is not None)
+        pooling = resolve_pooling(config.backbone.pooling, backbone, pairs=prepared.pairs)
         spec = spec_for(model, pooling)
         epochs = 0 if training.strategy == "full" else training.frozen.epochs
         for parameter in model.base_model.parameters():
@@ -248,8 +248,7 @@ class FrozenRun:
             parameter.requires_grad_(True)
         meta = ModelMeta(
             task=prepared.task,
-            text_column=prepared.text_column,
-            text_pair_column=prepared.text_pair_column,
+            **text_column_fields(prepared.text_columns.values()),
             max_length=training.max_length,
             labels=prepared.labels,
             target_mean=prepared.target_mean,

@@ -68,22 +68,22 @@ class LabelRules:
 def derived_frame(
     split: str,
     chunk: pd.DataFrame,
-    text: str,
+    texts: list[str],
     label: str,
     task: str,
     facts: dict[str, SplitFacts],
     leaked: set[str],
     rules: LabelRules,
     token_counter,
-    pair: str | None = None,
     separator: str | None = None,
 ) -> pd.DataFrame:
-    """``chunk`` with the derived columns its checks read; ``separator``: multilabel's ``data.label_separator``."""
-    out = chunk.copy()
+    """``chunk`` with the derived columns its checks read (of the first of ``texts``, and of the
+    pair for duplicates and leakage); ``separator``: multilabel's ``data.label_separator``."""
+    out, text = chunk.copy(), texts[0]
     if text in out:
         out[DUPLICATE] = facts[split].duplicate[out.index.to_numpy()] if len(out) else pd.Series(dtype=bool)
         if split != "train" and "train" in facts and facts["train"].has_text:
-            keys = row_keys(out, text, pair)
+            keys = row_keys(out, texts)
             out[IN_TRAIN] = keys.isin(leaked) & (keys != "")
         if token_counter is not None:
             out[TOKENS] = token_counter(out[text].fillna("").astype(str).tolist())
@@ -108,15 +108,15 @@ def derived_frame(
 def planned_expectations(
     split: str,
     frame: pd.DataFrame,
-    text: str,
+    texts: list[str],
     label: str,
     task: str,
     config: ValidationConfig,
     train_labels: list[str] | None,
     rules: LabelRules,
-    pair: str | None = None,
 ) -> list[tuple[str, Severity, object]]:
-    """(check, severity, expectation) for every check that runs on ``split`` (``frame``: a derived chunk)."""
+    """(check, severity, expectation) for every check that runs on ``split`` (``frame``: a derived
+    chunk); ``texts``: the text columns, a sentence pair's second text checked as the first is."""
     import great_expectations as gx
 
     E = gx.expectations
@@ -128,11 +128,10 @@ def planned_expectations(
     def add_levels(check: str, expectation_at) -> None:  # one expectation per level of a two-level check
         planned.extend((check, severity, expectation_at(threshold)) for severity, threshold in config.levels(check))
 
-    add("columns", E.ExpectColumnToExist(column=text))
-    add("columns", E.ExpectColumnToExist(column=label))
-    if pair is not None:
-        add("columns", E.ExpectColumnToExist(column=pair))
-    for column in [pair] if pair is not None and pair in frame else []:  # a pair's second text: as the first
+    text, others = texts[0], texts[1:]
+    for column in [text, label, *others]:
+        add("columns", E.ExpectColumnToExist(column=column))
+    for column in [c for c in others if c in frame]:  # a pair's second text: as the first
         add("text_not_blank", E.ExpectColumnValuesToNotBeNull(column=column))
         add("text_not_blank", E.ExpectColumnValuesToNotMatchRegex(column=column, regex=r"^\s*$"))
         add(

@@ -46,14 +46,14 @@ def normalise(texts: pd.Series) -> pd.Series:
 PAIR_SEPARATOR = "\x1f"  # joins a pair's two normalised texts (normalise() turns \x1f in a text into a space)
 
 
-def row_keys(chunk: pd.DataFrame, text: str, pair: str | None = None) -> pd.Series:
-    """Each row's normalised text; for sentence pairs, both texts joined: a duplicate or a leaked
-    row is the same *pair* (the same first text with another second text is a different row).
-    Blank ("") when the first text is blank."""
-    keys = normalise(chunk[text])
-    if pair is None or pair not in chunk:
-        return keys
-    joined = keys + PAIR_SEPARATOR + normalise(chunk[pair])
+def row_keys(chunk: pd.DataFrame, texts: list[str]) -> pd.Series:
+    """Each row's normalised text; for sentence pairs (two ``texts``), both texts joined: a
+    duplicate or a leaked row is the same *pair* (the same first text with another second text is
+    a different row). Blank ("") when the first text is blank."""
+    keys = normalise(chunk[texts[0]])
+    joined = keys
+    for column in [c for c in texts[1:] if c in chunk]:
+        joined = joined + PAIR_SEPARATOR + normalise(chunk[column])
     return joined.where(keys != "", "")
 
 
@@ -79,16 +79,14 @@ class SplitFacts:
         return {label: count / total for label, count in self.label_counts.items()} if total else {}
 
 
-def _hash_pass(
-    chunks: Chunks, text: str, label: str | None, facts: SplitFacts, on_chunk=None, pair: str | None = None
-) -> None:
+def _hash_pass(chunks: Chunks, texts: list[str], label: str | None, facts: SplitFacts, on_chunk=None) -> None:
     """Row count, duplicate flags and (``label``) label counts of one split, in one pass."""
     hashes, blanks = [], []
     for chunk in chunks():
         facts.rows += len(chunk)
-        if text in chunk:
+        if texts[0] in chunk:
             facts.has_text = True
-            keys = row_keys(chunk, text, pair)
+            keys = row_keys(chunk, texts)
             hashes.append(text_hashes(keys))
             blanks.append((keys == "").to_numpy())
             if on_chunk is not None:
@@ -113,10 +111,10 @@ def repeats_earlier(hashes: np.ndarray, blank: np.ndarray) -> np.ndarray:
 
 
 def gather(
-    splits: dict[str, Chunks], text: str, label: str, task: str, pair: str | None = None
+    splits: dict[str, Chunks], texts: list[str], label: str, task: str
 ) -> tuple[dict[str, SplitFacts], set[str]]:
-    """(facts per split, normalised train texts also in an evaluation split); ``pair``: the second
-    text's column of sentence pairs, whose facts are about the pair (``row_keys``)."""
+    """(facts per split, normalised train texts also in an evaluation split); ``texts``: the text
+    columns (two for sentence pairs, whose facts are about the pair: ``row_keys``)."""
     facts = {split: SplitFacts() for split in splits}
     evaluation_hashes: list[np.ndarray] = []
 
@@ -125,7 +123,7 @@ def gather(
 
     for split, chunks in splits.items():
         if split != "train":
-            _hash_pass(chunks, text, None, facts[split], keep_hashes, pair)
+            _hash_pass(chunks, texts, None, facts[split], keep_hashes)
     wanted = np.unique(np.concatenate(evaluation_hashes)) if evaluation_hashes else np.zeros(0, dtype=np.uint64)
     leaked: set[str] = set()
 
@@ -135,10 +133,9 @@ def gather(
     if "train" in splits:
         _hash_pass(
             splits["train"],
-            text,
+            texts,
             label if task == "classification" else None,
             facts["train"],
             keep_candidates if len(wanted) else None,
-            pair,
         )
     return facts, leaked

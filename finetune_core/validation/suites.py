@@ -24,6 +24,7 @@ from pydantic import BaseModel
 
 from finetune_core.config.validation import CHECKS, ValidationConfig
 from finetune_core.data.chunks import chunks_of, parquet_columns
+from finetune_core.data.columns import text_columns
 from finetune_core.validation.expectations import (
     LABEL_DERIVED,
     SHOWN_IN_EXAMPLES,
@@ -100,9 +101,7 @@ def _context(docs_dir: Path | None):
     return context
 
 
-def _validate_chunk(
-    checkpoint, derived: pd.DataFrame, run_name: str | None, text: str, label: str, limit: int, pair: str | None = None
-):
+def _validate_chunk(checkpoint, derived: pd.DataFrame, run_name: str | None, texts: list[str], label: str, limit: int):
     """One GX validation of one chunk: (its JSON, per expectation {type, kwargs, meta, success, result, examples})."""
     from great_expectations.core.run_identifier import RunIdentifier
 
@@ -115,7 +114,6 @@ def _validate_chunk(
         result = outcome.result or {}
         failed_rows = result.get("partial_unexpected_index_list") or []
         kwargs = outcome.expectation_config.kwargs
-        texts = [text] + ([pair] if pair in derived else [])
         shown = texts + [label] + [c for c in [kwargs.get("column")] if c in SHOWN_IN_EXAMPLES + SHOWN]
         parts.append(
             {
@@ -149,24 +147,23 @@ def run_suites(*args, **kwargs) -> ValidationReport:
 def _run_suites(
     frames: dict[str, pd.DataFrame | str | Path],
     sources: dict[str, str],
-    text: str,
+    texts: list[str],
     label: str,
     task: str,
     config: ValidationConfig,
     docs_dir: Path | None = None,
     token_counter=None,
-    pair: str | None = None,
     separator: str | None = None,
 ) -> ValidationReport:
     """Validate every split (a frame, or a Parquet file read in chunks); with ``docs_dir``,
-    write GX Data Docs and the JSON results there. ``pair``: the second text's column of sentence
-    pairs (checked as the text is; duplicates and leakage are about the pair)."""
+    write GX Data Docs and the JSON results there. ``texts``: the text columns; a sentence pair's
+    second is checked as the text is, and duplicates and leakage are about the pair."""
     import great_expectations as gx
 
     context = _context(docs_dir)
     data_source = context.data_sources.add_or_update_pandas(name="finetune")
     chunked = {split: chunks_of(frame, config.chunk_rows) for split, frame in frames.items()}
-    facts, leaked = gather(chunked, text, label, task, pair)
+    facts, leaked = gather(chunked, texts, label, task)
     if task == "multilabel" and "train" in chunked:  # per-label counts: one more pass over train's labels
         facts["train"].label_counts = count_labels(chunked["train"], label, separator)
     train_labels = None
@@ -177,7 +174,7 @@ def _run_suites(
     raw_results: dict[str, object] = {}
     # Reports name the data's own column, not the derived one the expectation ran on.
     source_column = {
-        **dict.fromkeys(TEXT_DERIVED, text),
+        **dict.fromkeys(TEXT_DERIVED, texts[0]),
         **dict.fromkeys(LABEL_DERIVED, label),
         **dict.fromkeys(LABEL_SET_DERIVED, label),
     }
@@ -188,18 +185,17 @@ def _run_suites(
             derived = derived_frame(
                 split,
                 chunk,
-                text,
+                texts,
                 label,
                 task,
                 facts,
                 leaked,
                 rules,
                 token_counter if config.max_text_tokens else None,
-                pair,
                 separator,
             )
             if checkpoint is None:  # one suite per split, planned from the (shared) columns
-                planned = planned_expectations(split, derived, text, label, task, config, train_labels, rules, pair)
+                planned = planned_expectations(split, derived, texts, label, task, config, train_labels, rules)
                 suite = context.suites.add_or_update(gx.ExpectationSuite(name=f"finetune-{split}"))
                 for check, severity, expectation in planned:
                     expectation.severity = _GX_SEVERITY[severity]
@@ -221,7 +217,7 @@ def _run_suites(
                     )
                 )
             run_name = f"{split} rows {chunk.index[0] + 1}-{chunk.index[-1] + 1}" if several and len(chunk) else None
-            as_json, chunk_parts = _validate_chunk(checkpoint, derived, run_name, text, label, config.examples, pair)
+            as_json, chunk_parts = _validate_chunk(checkpoint, derived, run_name, texts, label, config.examples)
             chunk_json.append(as_json)
             parts.append(chunk_parts)
         raw_results[split] = chunk_json[0] if len(chunk_json) == 1 else chunk_json
@@ -284,12 +280,11 @@ def validate_raw(config, raw, docs_dir: Path | None = None) -> ValidationReport:
     return run_suites(
         dict(raw.paths),
         raw.sources,
-        config.data.text_column,
+        list(text_columns(config.data.text_column, config.data.text_pair_column).values()),
         config.data.label_column,
         config.task,
         config.validation,
         docs_dir,
         counter,
-        config.data.text_pair_column,
         config.data.label_separator,
     )

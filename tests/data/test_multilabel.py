@@ -143,5 +143,5 @@ def test_drift_profiles_count_each_label_of_each_row(tmp_path):
     assert set(profile.labels) == set(TOPICS) and np.isclose(sum(profile.labels.values()), 1.0)
     delimited = pd.DataFrame(rows(40)).assign(labels=lambda f: f["labels"].map("|".join))
     delimited.to_parquet(tmp_path / "raw.parquet")
-    raw = profile_parquet(tmp_path / "raw.parquet", None, "multilabel", text="text", label="labels", separator="|")
+    raw = profile_parquet(tmp_path / "raw.parquet", None, "multilabel", texts=["text"], label="labels", separator="|")
     assert np.isclose(raw.labels["wheat"], 16 / 48)  # 40 rows, 8 with two labels (grain, wheat): 48 in all

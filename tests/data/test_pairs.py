@@ -11,7 +11,7 @@ from finetune_core.data.drift import profile_parquet
 from finetune_core.data.prepare import TEXT, TEXT_PAIR, prepare_splits
 from finetune_core.errors import DataError
 from finetune_core.metrics.scores import regression_metrics
-from finetune_core.model.batching import collate, encode
+from finetune_core.model.batching import collate, encode, encode_columns
 from finetune_core.model.features import texts_digest
 from finetune_core.model.tokenized import encode_file
 from finetune_core.validation.suites import run_suites
@@ -51,7 +51,7 @@ def pair_config(tmp_path, **data):
 
 def test_pair_encoding_is_the_tokenizers_own(tokenizer):
     expected = tokenizer(FIRST, SECOND, truncation="longest_first", max_length=16)
-    encoded = encode(tokenizer, FIRST, 16, SECOND)
+    encoded = encode_columns(tokenizer, [FIRST, SECOND], 16)
     assert encoded.input_ids == expected["input_ids"] and encoded.token_type_ids == expected["token_type_ids"]
     assert max(len(ids) for ids in encoded.input_ids) == 16  # the long second text was cut, the first kept
     batch = collate(encoded, [0, 3])
@@ -65,9 +65,9 @@ def test_prepared_pairs_keep_both_texts_and_token_files_match(tmp_path, tokenize
     pair_frame(20, 1).to_csv(tmp_path / "test.csv", index=False)
     prepared = prepare_splits(pair_config(tmp_path), tmp_path / "data")
     test = prepared.frame("test")
-    assert prepared.text_pair_column == "s2" and list(test.columns) == [TEXT, TEXT_PAIR, "label"]
+    assert prepared.text_columns == {TEXT: "s1", TEXT_PAIR: "s2"} and list(test.columns) == [TEXT, TEXT_PAIR, "label"]
     from_file = encode_file(tokenizer, prepared.paths["test"], 12, tmp_path / "tokens")
-    in_memory = encode(tokenizer, test[TEXT].tolist(), 12, test[TEXT_PAIR].tolist())
+    in_memory = encode_columns(tokenizer, [test[TEXT].tolist(), test[TEXT_PAIR].tolist()], 12)
     assert [list(row) for row in from_file.input_ids] == in_memory.input_ids
     assert [list(row) for row in from_file.token_type_ids] == in_memory.token_type_ids
     assert profile_parquet(prepared.paths["test"], prepared.labels, "classification").rows == 20
@@ -83,7 +83,7 @@ def test_a_missing_pair_column_names_the_file_and_column(tmp_path):
 def validate_pairs(frames):
     sources = {split: f"{split}.csv" for split in frames}
     config = ValidationConfig(max_duplicate_fraction=0.0)  # any repeated row is reported
-    return run_suites(frames, sources, "s1", "label", "classification", config, pair="s2")
+    return run_suites(frames, sources, ["s1", "s2"], "label", "classification", config)
 
 
 def test_duplicates_and_leakage_are_decided_on_the_pair():

@@ -18,7 +18,7 @@ from tests.serving.onnx_models import TEXTS, model_dir, request, targets
 def onnx_model(tiny_backbone, tracking_uri, tmp_path) -> tuple[str, Path]:
     """A classification model logged with its fp32 graph (parity passed), and its directory."""
     directory = model_dir(tiny_backbone, "classification", tmp_path / "model")
-    rows = ParityRows(texts=TEXTS, targets=targets("classification"), metric="accuracy")
+    rows = ParityRows(texts=[TEXTS], targets=targets("classification"), metric="accuracy")
     report = prepare_serving(
         directory,
         tmp_path / "work",

@@ -24,7 +24,7 @@ def frames(rows: int = 60) -> dict[str, pd.DataFrame]:
 def validate(data, separator=None, **settings):
     sources = {split: f"{split}.jsonl" for split in data}
     config = ValidationConfig(**settings)
-    return run_suites(data, sources, "text", "labels", "multilabel", config, separator=separator)
+    return run_suites(data, sources, ["text"], "labels", "multilabel", config, separator=separator)
 
 
 def failed(report) -> dict[tuple[str, str], str]:

@@ -76,6 +76,6 @@ def test_the_shipped_demo_data_passes_the_default_checks():
         for split in ("train", "test")
     }
     report = run_suites(
-        frames, {s: f"{s}.tsv" for s in frames}, "sentence", "label", "classification", ValidationConfig()
+        frames, {s: f"{s}.tsv" for s in frames}, ["sentence"], "label", "classification", ValidationConfig()
     )
     assert report.passed and report.failures() == [], [(r.split, r.check, r.observed) for r in report.failures()]

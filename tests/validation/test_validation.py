@@ -28,7 +28,7 @@ def regression_frames() -> dict[str, pd.DataFrame]:
 def validate(frames, task="classification", **settings):
     sources = {split: f"{split}.csv" for split in frames}
     counter = settings.pop("token_counter", None)
-    return run_suites(frames, sources, "sentence", "label", task, ValidationConfig(**settings), token_counter=counter)
+    return run_suites(frames, sources, ["sentence"], "label", task, ValidationConfig(**settings), token_counter=counter)
 
 
 def failed(report) -> set[tuple[str, str]]:
@@ -194,7 +194,7 @@ def test_reports_data_docs_json_markdown_and_table(tmp_path):
     report = run_suites(
         frames,
         {"train": "train.csv", "test": "test.csv"},
-        "sentence",
+        ["sentence"],
         "label",
         "classification",
         ValidationConfig(),
