@@ -12,7 +12,11 @@ finished epoch, in the same MLflow run (``resume=RUN_DIR`` names a run directory
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from uuid import UUID
 
 import mlflow
 from prefect import flow, get_run_logger
@@ -22,7 +26,9 @@ from pydantic import BaseModel
 
 from finetune_core.config.finetune import FinetuneConfig
 from finetune_core.config.tracking import with_resolved_tracking
+from finetune_core.data.prepare import PreparedData
 from finetune_core.errors import ConfigError
+from finetune_core.evaluation.gates import GateVerdict
 from finetune_core.evaluation.model_card import label_review_markdown
 from finetune_core.model.backbone import backbone_identity
 from finetune_core.redaction import redact_uri, store_digest
@@ -34,13 +40,23 @@ from finetune_core.run_layout import (
     run_dir_key,
     write_record,
 )
+from finetune_core.selection.candidates import SelectionResult
+from finetune_core.serving.forms import ServingReport
+from finetune_core.training.recipe import Recipe
 from tasks.backbone import select_backbone, selection_reason, task_runner
 from tasks.data import augment, prepare_data, read_data, record_datasets, validate_data
 from tasks.gates import apply_gates, describe_version, evaluate_champion, log_review_files
-from tasks.mlflow_io.tracking import log_config, log_json, use_store
+from tasks.mlflow_io.tracking import SplitDataset, log_config, log_json, use_store
 from tasks.mlflow_io.tracking_server import naming_tracking_outages, require_tracking_server
 from tasks.prefect_io.progress import set_run_progress, start_run_progress
-from tasks.register import git_commit, holding_registry_lock, log_model, publish_version, register_model
+from tasks.register import (
+    RegisteredVersion,
+    git_commit,
+    holding_registry_lock,
+    log_model,
+    publish_version,
+    register_model,
+)
 from tasks.review import review_labels
 from tasks.serving import export_serving
 from tasks.train import calibrate, choose_recipe, evaluate, train_contrastive, train_frozen, train_unfrozen
@@ -119,17 +135,80 @@ def finetune(
         return _pipeline(config, claim.layout, mlflow_run_id, extra_tags)
 
 
+@dataclass(frozen=True)
+class _Run:
+    """What every step of one flow run reads."""
+
+    config: FinetuneConfig  # as given: its fingerprint keys resume and lineage
+    layout: RunLayout
+    run_id: str  # the MLflow run
+    resuming: bool  # continuing an unfinished run: finished stages and epochs are not trained again
+    progress: UUID | None  # the Prefect progress artifact, 0 to 100 % as the run goes
+    extra_tags: dict[str, str]
+
+
+@dataclass(frozen=True)
+class _Data:
+    """The data steps' output."""
+
+    trained: FinetuneConfig  # what the stages run: strategy auto resolved, validation use decided
+    recipe: Recipe
+    prepared: PreparedData
+    datasets: dict[str, SplitDataset]
+
+
+@dataclass(frozen=True)
+class _Trained:
+    """The training steps' output."""
+
+    selection: SelectionResult
+    backbone: str  # the selected backbone's path
+    prepared: PreparedData  # after the label review: what the model trained and is evaluated on
+    review: dict
+    stages: dict[str, dict]
+    calibration: dict
+    metrics: dict[str, float]
+
+
 @naming_tracking_outages
 def _pipeline(
     config: FinetuneConfig, layout: RunLayout, mlflow_run_id: str | None, extra_tags: dict[str, str] | None
 ) -> FinetuneResult | State:
     """The DAG, in ``layout``; ``mlflow_run_id`` set: continue that run (finished stages and
     epochs are not trained again)."""
-    resuming = mlflow_run_id is not None
+    with _mlflow_run(config, layout, mlflow_run_id, extra_tags) as run_id:
+        resuming, tags = mlflow_run_id is not None, extra_tags or {}
+        run = _Run(config, layout, run_id, resuming, progress=start_run_progress(), extra_tags=tags)
+        data = _prepare_data(run)  # read → validate → prepare → augment → choose the recipe → record datasets
+        model = _select_and_train(run, data)  # backbone → [pairs] → frozen → review labels → unfrozen → evaluate
+        serving = export_serving(
+            config, model.prepared, layout, run_id
+        )  # the logged model carries the form that passed
+        model_uri = log_model(config, model.prepared, layout.model, run_id, model.metrics, data.datasets["test"])
+        version, verdict = _gate_and_register(run, data, model, serving=serving, model_uri=model_uri)
+        publish_version(version, verdict.summary(), config.mlflow.tracking_uri)
+        set_run_progress(run.progress, 100.0, f"registered {version.name} version {version.version}")
+        write_record(layout, finished=True)  # registered: the same work run again starts afresh
+        result = _result(run, model, model_uri=model_uri, version=version, verdict=verdict)
+        log_json(run_id, result.model_dump(), "summary.json")
+    get_run_logger().info(
+        "MLflow run %s registered %s version %s (gates %s)",
+        run_id,
+        version.name,
+        version.version,
+        "passed: champion" if verdict.passed else "failed: challenger only",
+    )
+    return result if verdict.passed else _rejected(result)
+
+
+@contextmanager
+def _mlflow_run(
+    config: FinetuneConfig, layout: RunLayout, mlflow_run_id: str | None, extra_tags: dict[str, str] | None
+) -> Iterator[str]:
+    """One MLflow run per flow run (a resumed run continues its own), named in the run record;
+    leaving the block on an exception marks it FAILED."""
     use_store(config.mlflow.tracking_uri)
     mlflow.set_experiment(config.mlflow.experiment)
-    # One MLflow run per flow run (a resumed run continues its own); leaving the block on an
-    # exception marks it FAILED.
     with mlflow.start_run(run_id=mlflow_run_id, run_name=None if mlflow_run_id else flow_run.get_name()) as run:
         run_id = run.info.run_id
         write_record(
@@ -148,94 +227,105 @@ def _pipeline(
             mlflow.set_tags(extra_tags)
         if not mlflow_run_id:
             log_config(run_id, config)
+        yield run_id
 
-        progress = start_run_progress()  # the Prefect progress artifact, 0 to 100 % as the run goes
-        raw = read_data(config, layout)
-        validate_data(config, raw, layout, run_id)
-        prepared = prepare_data(config, raw, layout, run_id)
-        prepared = augment(config, prepared, run_id)
-        # `trained`: what the stages run (strategy auto resolved, validation use decided); `config` stays
-        # the configuration as given (its fingerprint keys resume and lineage). Chosen before the
-        # datasets are recorded: the recipe may fold held-out validation rows into train.
-        trained, recipe, prepared = choose_recipe(config, prepared, run_id)
-        datasets = record_datasets(config, prepared, run_id)
-        selection = select_backbone.with_options(task_runner=task_runner(config))(config, prepared, layout, run_id)
-        backbone = selection.selected.path
-        tuned = []  # strategy contrastive: the encoder tuned on pairs first; the frozen stage loads it
-        if trained.training.strategy == "contrastive":
-            tuned = [train_contrastive(trained, prepared, backbone, layout, run_id, resuming, progress)]
-        encoder = str(layout.contrastive) if tuned else backbone
-        frozen = train_frozen(
-            trained,
-            prepared,
-            encoder,
-            layout,
-            run_id,
-            resume=resuming,
-            known_features=None if tuned else selection.selected.features,  # selection's are the original's
-            progress_artifact=progress,
-        )
-        # train labels the out-of-fold predictions doubt (docs/concepts/label-review.md); `error` stops here
-        review, prepared = review_labels(config, trained, prepared, recipe, encoder, layout, run_id)
-        unfrozen = train_unfrozen(trained, prepared, layout, run_id, resume=resuming, progress_artifact=progress)
-        calibration = calibrate(trained, prepared, layout, run_id)
-        metrics = evaluate(config, prepared, layout)
-        serving = export_serving(config, prepared, layout, run_id)  # the logged model carries the form that passed
-        model_uri = log_model(config, prepared, layout.model, run_id, metrics, datasets["test"])
 
-        stages = {s.stage: s.as_dict() for s in (*tuned, frozen, unfrozen)}
-        for info in stages.values():  # why this recipe, and whether validation chose epochs and temperature
-            info["extra"].update(strategy=recipe.strategy, strategy_reason=recipe.reason, validation=recipe.validation)
-        files = log_review_files(config, prepared, layout, stages, run_id)
-        with holding_registry_lock(config.mlflow.registered_model):  # one run per registered model at a time
-            champion = evaluate_champion(config, prepared, layout, run_id)
-            verdict = apply_gates(config, prepared, layout, metrics, champion, run_id)
-            identity = backbone_identity(selection.selected.candidate, backbone)  # as asked for + weights hash
-            why = selection_reason(selection)
-            description = describe_version(
-                trained, prepared, identity.describe(), why, stages, metrics, verdict, files, run_id
-            )
-            description += serving.markdown()  # served form, parity, latency
-            description += label_review_markdown(review, calibration)  # suspect labels, few-shot temperature
-            tags = {
-                "task": config.task,
-                **identity.tags(),  # backbone (as asked for), backbone_sha256, backbone_path
-                "data_fingerprint": prepared.fingerprint,
-                "config_hash": config.fingerprint(),
-                "git_commit": git_commit(),
-                "gate": "passed" if verdict.passed else "failed",
-                **(extra_tags or {}),
-            }
-            version = register_model(config, model_uri, run_id, tags, description, verdict.passed)
-        publish_version(version, verdict.summary(), config.mlflow.tracking_uri)
-        set_run_progress(progress, 100.0, f"registered {version.name} version {version.version}")
-        write_record(layout, finished=True)  # registered: the same work run again starts afresh
+def _prepare_data(run: _Run) -> _Data:
+    """Read → validate → prepare → augment → choose the recipe → record the datasets."""
+    config, layout, run_id = run.config, run.layout, run.run_id
+    raw = read_data(config, layout)
+    validate_data(config, raw, layout, run_id)
+    prepared = prepare_data(config, raw, layout, run_id)
+    prepared = augment(config, prepared, run_id)
+    # `trained`: what the stages run (strategy auto resolved, validation use decided); `config` stays
+    # the configuration as given (its fingerprint keys resume and lineage). Chosen before the
+    # datasets are recorded: the recipe may fold held-out validation rows into train.
+    trained, recipe, prepared = choose_recipe(config, prepared, run_id)
+    datasets = record_datasets(config, prepared, run_id)
+    return _Data(trained, recipe, prepared, datasets)
 
-        result = FinetuneResult(
-            metrics=metrics,
-            stages=stages,
-            calibration=calibration,
-            mlflow_run_id=run_id,
-            model_uri=model_uri,
-            model_version=version.version,
-            registered_model=version.name,
-            tracking_uri=redact_uri(config.mlflow.tracking_uri),
-            run_dir=str(layout.root),
-            backbone=backbone,
-            gate_passed=verdict.passed,
-            gate_reasons=verdict.reasons,
-            champion=version.champion,
-            previous_champion=verdict.champion_version,
-        )
-        log_json(run_id, result.model_dump(), "summary.json")
-    get_run_logger().info(
-        "MLflow run %s registered %s version %s (gates %s)",
+
+def _select_and_train(run: _Run, data: _Data) -> _Trained:
+    """Select the backbone → [tune the encoder on pairs] → frozen stage → label review → unfrozen stage →
+    calibrate → evaluate on test."""
+    config, trained, layout, run_id = run.config, data.trained, run.layout, run.run_id
+    selection = select_backbone.with_options(task_runner=task_runner(config))(config, data.prepared, layout, run_id)
+    backbone = selection.selected.path
+    tuned = []  # strategy contrastive: the encoder tuned on pairs first; the frozen stage loads it
+    if trained.training.strategy == "contrastive":
+        tuned = [train_contrastive(trained, data.prepared, backbone, layout, run_id, run.resuming, run.progress)]
+    encoder = str(layout.contrastive) if tuned else backbone
+    frozen = train_frozen(
+        trained,
+        data.prepared,
+        encoder,
+        layout,
         run_id,
-        version.name,
-        version.version,
-        "passed: champion" if verdict.passed else "failed: challenger only",
+        resume=run.resuming,
+        known_features=None if tuned else selection.selected.features,  # selection's are the original's
+        progress_artifact=run.progress,
     )
-    return result if verdict.passed else _rejected(result)
+    # train labels the out-of-fold predictions doubt (docs/concepts/label-review.md); `error` stops here
+    review, prepared = review_labels(config, trained, data.prepared, data.recipe, encoder, layout, run_id)
+    unfrozen = train_unfrozen(trained, prepared, layout, run_id, resume=run.resuming, progress_artifact=run.progress)
+    calibration = calibrate(trained, prepared, layout, run_id)
+    metrics = evaluate(config, prepared, layout)
+    stages = {s.stage: s.as_dict() for s in (*tuned, frozen, unfrozen)}
+    recipe = data.recipe
+    for info in stages.values():  # why this recipe, and whether validation chose epochs and temperature
+        info["extra"].update(strategy=recipe.strategy, strategy_reason=recipe.reason, validation=recipe.validation)
+    return _Trained(selection, backbone, prepared, review, stages, calibration, metrics)
+
+
+def _gate_and_register(
+    run: _Run, data: _Data, model: _Trained, *, serving: ServingReport, model_uri: str
+) -> tuple[RegisteredVersion, GateVerdict]:
+    """The review files; then, one run per registered model at a time: the champion re-measured on this
+    test set → the gates → the version's description and tags → registered (champion when the gates pass)."""
+    config, prepared, layout, run_id = run.config, model.prepared, run.layout, run.run_id
+    files = log_review_files(config, prepared, layout, model.stages, run_id)
+    with holding_registry_lock(config.mlflow.registered_model):
+        champion = evaluate_champion(config, prepared, layout, run_id)
+        verdict = apply_gates(config, prepared, layout, model.metrics, champion, run_id)
+        identity = backbone_identity(model.selection.selected.candidate, model.backbone)  # as asked for + weights hash
+        why = selection_reason(model.selection)
+        description = describe_version(
+            data.trained, prepared, identity.describe(), why, model.stages, model.metrics, verdict, files, run_id
+        )
+        description += serving.markdown()  # served form, parity, latency
+        description += label_review_markdown(model.review, model.calibration)  # suspect labels, few-shot temperature
+        tags = {
+            "task": config.task,
+            **identity.tags(),  # backbone (as asked for), backbone_sha256, backbone_path
+            "data_fingerprint": prepared.fingerprint,
+            "config_hash": config.fingerprint(),
+            "git_commit": git_commit(),
+            "gate": "passed" if verdict.passed else "failed",
+            **run.extra_tags,
+        }
+        version = register_model(config, model_uri, run_id, tags, description, verdict.passed)
+    return version, verdict
+
+
+def _result(
+    run: _Run, model: _Trained, *, model_uri: str, version: RegisteredVersion, verdict: GateVerdict
+) -> FinetuneResult:
+    return FinetuneResult(
+        metrics=model.metrics,
+        stages=model.stages,
+        calibration=model.calibration,
+        mlflow_run_id=run.run_id,
+        model_uri=model_uri,
+        model_version=version.version,
+        registered_model=version.name,
+        tracking_uri=redact_uri(run.config.mlflow.tracking_uri),
+        run_dir=str(run.layout.root),
+        backbone=model.backbone,
+        gate_passed=verdict.passed,
+        gate_reasons=verdict.reasons,
+        champion=version.champion,
+        previous_champion=verdict.champion_version,
+    )
 
 
 def _rejected(result: FinetuneResult) -> State:
