@@ -266,7 +266,9 @@ def _select_and_train(run: _Run, data: _Data) -> _Trained:
         progress_artifact=run.progress,
     )
     # train labels the out-of-fold predictions doubt (docs/concepts/label-review.md); `error` stops here
-    review, prepared = review_labels(config, trained, data.prepared, data.recipe, encoder, layout, run_id)
+    review, prepared = review_labels(
+        config, trained, data.prepared, data.recipe, encoder, layout, run_id, untuned=backbone
+    )
     unfrozen = train_unfrozen(trained, prepared, layout, run_id, resume=run.resuming, progress_artifact=run.progress)
     calibration = calibrate(trained, prepared, layout, run_id)
     metrics = evaluate(config, prepared, layout)

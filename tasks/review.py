@@ -12,6 +12,7 @@ from finetune_core.config.finetune import FinetuneConfig
 from finetune_core.data.prepare import PreparedData
 from finetune_core.errors import DataError
 from finetune_core.evaluation import suspect_labels
+from finetune_core.evaluation.cross_fit import review_cross_fitted
 from finetune_core.run_layout import RunLayout
 from finetune_core.training.recipe import Recipe
 from tasks.mlflow_io.tracking import log_metrics
@@ -36,8 +37,10 @@ def review_labels(
     encoder: str,
     layout: RunLayout,
     run_id: str,
+    untuned: str | None = None,
 ) -> tuple[dict, PreparedData]:
-    """Flag suspect train labels (``encoder``: the frozen stage's backbone); returns the summary
+    """Flag suspect train labels (``encoder``: the frozen stage's backbone; ``untuned``: the one
+    before contrastive tuning, when ``encoder`` is the tuned one); returns the summary
     the version description shows and the data the later stages train on (flagged rows dropped
     when ``training.drop_suspect_labels``). Stops the run at ``validation.suspect_labels: error``."""
     from mlflow import MlflowClient
@@ -45,12 +48,18 @@ def review_labels(
     folds_calibrate = calibrates_from_folds(config, trained, recipe) and prepared.task == "classification"
     if config.validation.suspect_labels == "off" and not folds_calibrate:
         return {"skipped": "validation.suspect_labels: off"}, prepared
-    run = suspect_labels.review_train_split(trained, prepared, encoder, layout.review)
+    # the tuned encoder saw every row: fold encoders that did not (docs/benchmarks/label-review.md)
+    crossed = folds_calibrate and untuned not in (None, encoder)
+    if crossed:
+        run = review_cross_fitted(trained, prepared, untuned, layout.review)
+    else:
+        run = suspect_labels.review_train_split(trained, prepared, encoder, layout.review)
     client, logger = MlflowClient(), get_run_logger()
     if not folds_calibrate:  # only a temperature to fit on it makes the logits worth keeping
         (layout.review / suspect_labels.OUT_OF_FOLD_FILE).unlink(missing_ok=True)
     else:
-        client.log_param(run_id, "calibration.source", f"out-of-fold ({run.folds} folds over the train rows)")
+        how = ", each fold's encoder tuned without its rows" if crossed else ""
+        client.log_param(run_id, "calibration.source", f"out-of-fold ({run.folds} folds over the train rows{how})")
     if run.review is None or config.validation.suspect_labels == "off":
         logger.info("label review skipped: %s", run.skipped or "validation.suspect_labels: off")
         return {"skipped": run.skipped or "validation.suspect_labels: off", "calibration_folds": run.folds}, prepared
