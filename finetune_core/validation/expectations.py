@@ -132,56 +132,62 @@ def planned_expectations(
     for column in [text, label, *others]:
         add("columns", E.ExpectColumnToExist(column=column))
     for column in [c for c in others if c in frame]:  # a pair's second text: as the first
-        add("text_not_blank", E.ExpectColumnValuesToNotBeNull(column=column))
-        add("text_not_blank", E.ExpectColumnValuesToNotMatchRegex(column=column, regex=r"^\s*$"))
-        add(
-            "text_length",
-            E.ExpectColumnValueLengthsToBeBetween(
-                column=column, min_value=config.min_text_chars, max_value=config.max_text_chars
-            ),
-        )
+        _text_value_expectations(add, E, column, config)
     min_rows = config.min_train_rows if split == "train" else config.min_eval_rows
     add("min_rows", E.ExpectTableRowCountToBeBetween(min_value=min_rows))
     if text in frame:
-        add("text_not_blank", E.ExpectColumnValuesToNotBeNull(column=text))
-        add("text_not_blank", E.ExpectColumnValuesToNotMatchRegex(column=text, regex=r"^\s*$"))
-        add(
-            "text_length",
-            E.ExpectColumnValueLengthsToBeBetween(
-                column=text, min_value=config.min_text_chars, max_value=config.max_text_chars
-            ),
-        )
-        add_levels(
-            "duplicates",
-            lambda share: E.ExpectColumnValuesToBeInSet(column=DUPLICATE, value_set=[False], mostly=1 - share),
-        )
-        if TOKENS in frame:
-            add("text_tokens", E.ExpectColumnValuesToBeBetween(column=TOKENS, max_value=config.max_text_tokens))
-        if IN_TRAIN in frame:
-            leaked_share = config.max_leakage_fraction
-            add("leakage", E.ExpectColumnValuesToBeInSet(column=IN_TRAIN, value_set=[False], mostly=1 - leaked_share))
+        _text_value_expectations(add, E, text, config)
+        _text_row_expectations(add, add_levels, E, frame, config)
     if label in frame:
-        add("label_not_null", E.ExpectColumnValuesToNotBeNull(column=label))
-        if task == "classification" and split == "train":
-            if rules.kind is not None:
-                add("label_types", E.ExpectColumnValuesToBeInSet(column=LABEL_KIND, value_set=[rules.kind]))
-                add("label_typos", E.ExpectColumnValuesToBeInSet(column=TYPO_OF, value_set=[""]))
-            add("min_classes", E.ExpectColumnUniqueValueCountToBeBetween(column=label, min_value=2))
-            add_levels("class_rows", lambda rows: E.ExpectColumnValuesToBeBetween(column=CLASS_ROWS, min_value=rows))
-            add_levels(
-                "class_fraction", lambda share: E.ExpectColumnValuesToBeBetween(column=CLASS_SHARE, min_value=share)
-            )
-        elif task == "classification" and train_labels is not None:
-            add("labels_known", E.ExpectColumnValuesToBeInSet(column=label, value_set=train_labels))
-        elif task == "multilabel":
-            label_set_expectations(split, frame, add, add_levels, E)
-        elif task == "regression":
-            add("target_finite", E.ExpectColumnValuesToBeInSet(column=FINITE, value_set=[True]))
-            if config.target_min is not None or config.target_max is not None:
-                add(
-                    "target_bounds",
-                    E.ExpectColumnValuesToBeBetween(
-                        column=TARGET, min_value=config.target_min, max_value=config.target_max
-                    ),
-                )
+        _label_expectations(add, add_levels, E, split, frame, label, task, config, train_labels, rules)
     return [item for item in planned if item[1] != "off"]
+
+
+def _text_value_expectations(add, E, column: str, config: ValidationConfig) -> None:
+    """A text column's values: present, not blank, of a length within bounds."""
+    add("text_not_blank", E.ExpectColumnValuesToNotBeNull(column=column))
+    add("text_not_blank", E.ExpectColumnValuesToNotMatchRegex(column=column, regex=r"^\s*$"))
+    add(
+        "text_length",
+        E.ExpectColumnValueLengthsToBeBetween(
+            column=column, min_value=config.min_text_chars, max_value=config.max_text_chars
+        ),
+    )
+
+
+def _text_row_expectations(add, add_levels, E, frame: pd.DataFrame, config: ValidationConfig) -> None:
+    """What the derived text columns say of each row: duplicates, token counts, rows leaked from train."""
+    add_levels(
+        "duplicates",
+        lambda share: E.ExpectColumnValuesToBeInSet(column=DUPLICATE, value_set=[False], mostly=1 - share),
+    )
+    if TOKENS in frame:
+        add("text_tokens", E.ExpectColumnValuesToBeBetween(column=TOKENS, max_value=config.max_text_tokens))
+    if IN_TRAIN in frame:
+        leaked_share = config.max_leakage_fraction
+        add("leakage", E.ExpectColumnValuesToBeInSet(column=IN_TRAIN, value_set=[False], mostly=1 - leaked_share))
+
+
+def _label_expectations(add, add_levels, E, split, frame, label, task, config, train_labels, rules) -> None:
+    """The label column's checks, by task (train's class checks; other splits' labels known to train)."""
+    add("label_not_null", E.ExpectColumnValuesToNotBeNull(column=label))
+    if task == "classification" and split == "train":
+        if rules.kind is not None:
+            add("label_types", E.ExpectColumnValuesToBeInSet(column=LABEL_KIND, value_set=[rules.kind]))
+            add("label_typos", E.ExpectColumnValuesToBeInSet(column=TYPO_OF, value_set=[""]))
+        add("min_classes", E.ExpectColumnUniqueValueCountToBeBetween(column=label, min_value=2))
+        add_levels("class_rows", lambda rows: E.ExpectColumnValuesToBeBetween(column=CLASS_ROWS, min_value=rows))
+        add_levels("class_fraction", lambda share: E.ExpectColumnValuesToBeBetween(column=CLASS_SHARE, min_value=share))
+    elif task == "classification" and train_labels is not None:
+        add("labels_known", E.ExpectColumnValuesToBeInSet(column=label, value_set=train_labels))
+    elif task == "multilabel":
+        label_set_expectations(split, frame, add, add_levels, E)
+    elif task == "regression":
+        add("target_finite", E.ExpectColumnValuesToBeInSet(column=FINITE, value_set=[True]))
+        if config.target_min is not None or config.target_max is not None:
+            add(
+                "target_bounds",
+                E.ExpectColumnValuesToBeBetween(
+                    column=TARGET, min_value=config.target_min, max_value=config.target_max
+                ),
+            )

@@ -158,8 +158,6 @@ def _run_suites(
     """Validate every split (a frame, or a Parquet file read in chunks); with ``docs_dir``,
     write GX Data Docs and the JSON results there. ``texts``: the text columns; a sentence pair's
     second is checked as the text is, and duplicates and leakage are about the pair."""
-    import great_expectations as gx
-
     context = _context(docs_dir)
     data_source = context.data_sources.add_or_update_pandas(name="finetune")
     chunked = {split: chunks_of(frame, config.chunk_rows) for split, frame in frames.items()}
@@ -182,76 +180,85 @@ def _run_suites(
         checkpoint, chunk_json, parts = None, [], []
         several = facts[split].rows > config.chunk_rows
         for chunk in chunks():
-            derived = derived_frame(
-                split,
-                chunk,
-                texts,
-                label,
-                task,
-                facts,
-                leaked,
-                rules,
-                token_counter if config.max_text_tokens else None,
-                separator,
-            )
+            counter = token_counter if config.max_text_tokens else None
+            derived = derived_frame(split, chunk, texts, label, task, facts, leaked, rules, counter, separator)
             if checkpoint is None:  # one suite per split, planned from the (shared) columns
                 planned = planned_expectations(split, derived, texts, label, task, config, train_labels, rules)
-                suite = context.suites.add_or_update(gx.ExpectationSuite(name=f"finetune-{split}"))
-                for check, severity, expectation in planned:
-                    expectation.severity = _GX_SEVERITY[severity]
-                    expectation.meta = {"check": check, "guards": CHECKS[check][0], "severity": severity}
-                    suite.add_expectation(expectation)
-                batch_definition = data_source.add_dataframe_asset(name=split).add_batch_definition_whole_dataframe(
-                    split
-                )
-                definition = context.validation_definitions.add_or_update(
-                    gx.ValidationDefinition(name=f"finetune-{split}", data=batch_definition, suite=suite)
-                )
-                actions = [gx.checkpoint.UpdateDataDocsAction(name="data-docs")] if docs_dir else []
-                checkpoint = context.checkpoints.add_or_update(
-                    gx.Checkpoint(
-                        name=f"finetune-{split}",
-                        validation_definitions=[definition],
-                        actions=actions,
-                        result_format=_RESULT_FORMAT,
-                    )
-                )
+                checkpoint = _split_checkpoint(context, data_source, split, planned, docs_dir)
             run_name = f"{split} rows {chunk.index[0] + 1}-{chunk.index[-1] + 1}" if several and len(chunk) else None
             as_json, chunk_parts = _validate_chunk(checkpoint, derived, run_name, texts, label, config.examples)
             chunk_json.append(as_json)
             parts.append(chunk_parts)
         raw_results[split] = chunk_json[0] if len(chunk_json) == 1 else chunk_json
-        for index, first in enumerate(parts[0]):
-            merged = merge_chunks([chunk_parts[index] for chunk_parts in parts], facts[split], config.examples)
-            column, check = first["kwargs"].get("column"), first["meta"]["check"]
-            finding = None if merged["success"] else rules.finding(check)
-            results.append(
-                CheckResult(
-                    split=split,
-                    check=check,
-                    severity=first["meta"]["severity"],
-                    success=merged["success"],
-                    expectation=first["type"],
-                    column=source_column.get(column, column),
-                    observed=finding or merged["observed"],
-                    unexpected_count=merged["unexpected_count"],
-                    unexpected_percent=merged["unexpected_percent"],
-                    examples=[] if merged["success"] else merged["examples"],
-                )
-            )
+        results += _merged_results(split, parts, facts[split], config.examples, rules, source_column)
     report = ValidationReport(results=results, rows={s: f.rows for s, f in facts.items()}, sources=sources)
     if docs_dir is not None:
-        report.result_json = str(docs_dir / "validation_results.json")
-        Path(report.result_json).write_text(
-            json.dumps(
-                {"summary": report.summary(), "checks": [r.model_dump() for r in results], "gx": raw_results},
-                indent=1,
-                default=str,
+        _write_results(report, docs_dir, raw_results)
+    return report
+
+
+def _split_checkpoint(context, data_source, split: str, planned, docs_dir: Path | None):
+    """The GX checkpoint of one split: its suite of ``planned`` (check, severity, expectation), the
+    split's dataframe asset, and (with ``docs_dir``) the Data Docs update."""
+    import great_expectations as gx
+
+    suite = context.suites.add_or_update(gx.ExpectationSuite(name=f"finetune-{split}"))
+    for check, severity, expectation in planned:
+        expectation.severity = _GX_SEVERITY[severity]
+        expectation.meta = {"check": check, "guards": CHECKS[check][0], "severity": severity}
+        suite.add_expectation(expectation)
+    batch_definition = data_source.add_dataframe_asset(name=split).add_batch_definition_whole_dataframe(split)
+    definition = context.validation_definitions.add_or_update(
+        gx.ValidationDefinition(name=f"finetune-{split}", data=batch_definition, suite=suite)
+    )
+    actions = [gx.checkpoint.UpdateDataDocsAction(name="data-docs")] if docs_dir else []
+    return context.checkpoints.add_or_update(
+        gx.Checkpoint(
+            name=f"finetune-{split}",
+            validation_definitions=[definition],
+            actions=actions,
+            result_format=_RESULT_FORMAT,
+        )
+    )
+
+
+def _merged_results(split: str, parts, facts, examples: int, rules, source_column) -> list[CheckResult]:
+    """One result per check of ``split``, its chunks' results (``parts``, per chunk per
+    expectation) added up; named by the data's own column."""
+    results = []
+    for index, first in enumerate(parts[0]):
+        merged = merge_chunks([chunk_parts[index] for chunk_parts in parts], facts, examples)
+        column, check = first["kwargs"].get("column"), first["meta"]["check"]
+        finding = None if merged["success"] else rules.finding(check)
+        results.append(
+            CheckResult(
+                split=split,
+                check=check,
+                severity=first["meta"]["severity"],
+                success=merged["success"],
+                expectation=first["type"],
+                column=source_column.get(column, column),
+                observed=finding or merged["observed"],
+                unexpected_count=merged["unexpected_count"],
+                unexpected_percent=merged["unexpected_percent"],
+                examples=[] if merged["success"] else merged["examples"],
             )
         )
-        index = docs_dir / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
-        report.data_docs = str(index) if index.exists() else None
-    return report
+    return results
+
+
+def _write_results(report: ValidationReport, docs_dir: Path, raw_results: dict) -> None:
+    """The JSON results beside the Data Docs, and where the Data Docs' index is (when written)."""
+    report.result_json = str(docs_dir / "validation_results.json")
+    Path(report.result_json).write_text(
+        json.dumps(
+            {"summary": report.summary(), "checks": [r.model_dump() for r in report.results], "gx": raw_results},
+            indent=1,
+            default=str,
+        )
+    )
+    index = docs_dir / "gx" / "uncommitted" / "data_docs" / "local_site" / "index.html"
+    report.data_docs = str(index) if index.exists() else None
 
 
 def token_counter_for(backbone_spec: str, trust_remote_code: bool = False):
