@@ -4,7 +4,8 @@ The graph is the model through the pooling and head it was trained with
 (``finetune_core.model.heads.forward_logits``): inputs are token ids, outputs the raw outputs
 the PyTorch predictor computes. Post-processing (temperature, thresholds, regression scaling)
 stays in ``finetune_core.serving.outputs``, shared by both runtimes. Why ``torch.onnx.export``
-with ``dynamo=True``: docs/decisions/onnx-export.md.
+with ``dynamo=True``, and why its graph is fused with ``onnxscript``'s ONNX Runtime fusions (attention,
+skip layer norm, bias GELU) rather than ``onnxruntime.transformers.optimizer``: docs/decisions/onnx-export.md.
 """
 
 from __future__ import annotations
@@ -45,8 +46,9 @@ def graph_inputs(model, tokenizer) -> list[str]:
     return names
 
 
-def export_onnx(model, tokenizer, meta: ModelMeta, path: str | Path) -> Path:
-    """``path``: one self-contained ONNX file (weights inside) with dynamic batch and sequence axes."""
+def export_onnx(model, tokenizer, meta: ModelMeta, path: str | Path, *, fuse: bool = True) -> Path:
+    """``path``: one self-contained ONNX file (weights inside) with dynamic batch and sequence axes;
+    ``fuse``: with ONNX Runtime's transformer operators (``fuse_transformer_ops``)."""
     import onnx
     import onnxscript  # noqa: F401  torch's dynamo exporter writes the graph with it: fail here, by name
 
@@ -71,7 +73,35 @@ def export_onnx(model, tokenizer, meta: ModelMeta, path: str | Path) -> Path:
         )
     program.save(str(path), external_data=False)
     onnx.checker.check_model(str(path))
+    if fuse:
+        fuse_transformer_ops(path, path)
     return path
+
+
+# the fused operators a transformer encoder's graph should hold once fused (the tests count them)
+FUSED_OPS = ("Attention", "MultiHeadAttention", "SkipLayerNormalization", "BiasGelu", "FastGelu", "Gelu")
+
+
+def fused_op_counts(path: str | Path) -> dict[str, int]:
+    """How many of each of ``FUSED_OPS`` the graph at ``path`` holds."""
+    import onnx
+
+    ops = [node.op_type for node in onnx.load(str(path), load_external_data=False).graph.node]
+    return {op: ops.count(op) for op in FUSED_OPS}
+
+
+def fuse_transformer_ops(source: str | Path, target: str | Path) -> dict[str, int]:
+    """Rewrite the dynamo exporter's graph with ONNX Runtime's fused transformer operators (Attention
+    taking the padding mask, SkipLayerNormalization, BiasGelu) with ``onnxscript``'s rewriter, written
+    for these graphs (``onnxruntime.transformers.optimizer`` fuses only the GELUs here:
+    docs/decisions/onnx-export.md). Returns the fusions applied; a graph with no pattern matched is
+    written unchanged. Parity with PyTorch still decides whether the result is served."""
+    from onnxscript import ir  # onnxscript is a dependency already (the exporter writes with it)
+    from onnxscript.rewriter.ort_fusions import optimize_for_ort
+
+    model, counts = optimize_for_ort(ir.load(str(source)))
+    ir.save(model, str(target))
+    return {name: count for name, count in counts.items() if count}
 
 
 def quantize_int8(source: str | Path, target: str | Path, *, per_channel: bool = True) -> Path:

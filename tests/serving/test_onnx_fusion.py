@@ -1,0 +1,50 @@
+"""The exported graph is fused with ONNX Runtime's transformer operators (one Attention per layer,
+taking the padding mask; skip layer norms; bias GELUs), and the fused graph, and its int8 form,
+still serve what PyTorch serves on padded batches (docs/decisions/onnx-export.md)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from finetune_core.serving.onnx_export import export_onnx, fused_op_counts, quantize_int8
+from finetune_core.serving.onnx_predictor import OnnxPredictor
+from finetune_core.serving.predictor import Predictor, load_model_dir
+from tests.serving.onnx_models import PAIRS, TEXTS, model_dir
+
+LAYERS = 2  # the tiny BERT's (bench/fixtures.py)
+
+
+def _columns(kind: str) -> tuple[list[str], ...]:
+    return (TEXTS, PAIRS) if kind == "pairs" else (TEXTS,)
+
+
+@pytest.mark.parametrize("kind", ["classification", "pairs"])
+def test_the_exported_graph_is_fused_and_matches_pytorch_on_padded_batches(kind, tiny_backbone, tmp_path):
+    directory = model_dir(tiny_backbone, kind, tmp_path / "model")
+    graph = export_onnx(*load_model_dir(directory), tmp_path / "model.onnx")
+    counts = fused_op_counts(graph)
+    assert counts["Attention"] + counts["MultiHeadAttention"] == LAYERS, counts
+    assert counts["SkipLayerNormalization"] >= LAYERS and counts["BiasGelu"] + counts["FastGelu"] == LAYERS, counts
+
+    columns = _columns(kind)
+    expected = Predictor.load(directory).raw_outputs(*columns)
+    onnx = OnnxPredictor.load(directory, graph=graph)
+    np.testing.assert_allclose(onnx.raw_outputs(*columns), expected, atol=1e-5)  # rows of every length together
+    one_at_a_time = np.concatenate([onnx.raw_outputs(*[c[i : i + 1] for c in columns]) for i in range(len(TEXTS))])
+    np.testing.assert_allclose(one_at_a_time, expected, atol=1e-5)
+
+
+def test_without_fusion_the_graph_keeps_plain_operators(tiny_backbone, tmp_path):
+    directory = model_dir(tiny_backbone, "classification", tmp_path / "model")
+    graph = export_onnx(*load_model_dir(directory), tmp_path / "model.onnx", fuse=False)
+    assert not any(fused_op_counts(graph).values())
+
+
+def test_the_fused_graph_quantises_and_runs(tiny_backbone, tmp_path):
+    directory = model_dir(tiny_backbone, "classification", tmp_path / "model")
+    fp32 = export_onnx(*load_model_dir(directory), tmp_path / "model.onnx")
+    int8 = quantize_int8(fp32, tmp_path / "model.int8.onnx")
+    assert fused_op_counts(int8)["Attention"] == LAYERS and int8.stat().st_size < fp32.stat().st_size
+    outputs = OnnxPredictor.load(directory, graph=int8).raw_outputs(TEXTS)
+    assert outputs.shape == (len(TEXTS), 2) and np.isfinite(outputs).all()
