@@ -173,20 +173,9 @@ def cached_features(
         settings.cache_dir,
     )
     if cache_dir is None:
-        features = _extract_missing(
-            model,
-            spec,
-            encoded,
-            batch_size,
-            device,
-            autocast,
-            known,
-            lambda width: np.empty((len(encoded), width), dtype=np.float32),
-            progress,
-            task,
-            tap,
-        )
-        return torch.from_numpy(features), False
+        in_memory = lambda width: np.empty((len(encoded), width), dtype=np.float32)  # noqa: E731
+        args = (batch_size, device, autocast, known, in_memory, progress, task, tap)
+        return torch.from_numpy(_extract_missing(model, spec, encoded, *args)), False
     path = (
         Path(cache_dir)
         / f"{cache_key(backbone, encoded, settings.max_length, settings.precision, settings.pooling)}.npy"

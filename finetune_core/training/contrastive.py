@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from finetune_core.data.prepare import PreparedData
 from finetune_core.model import embedding_rows
 from finetune_core.model.backbone import load_tokenizer
 from finetune_core.model.batching import BatchLimit, Encoded, collate, sorted_batches
@@ -29,6 +30,7 @@ from finetune_core.training.encoded_splits import split_tokens
 from finetune_core.training.loop import (
     EpochLoop,
     StageResult,
+    StepSettings,
     epoch_rng,
     finished_stage,
     mark_finished,
@@ -181,7 +183,6 @@ def train_contrastive(inputs: StageInputs) -> StageResult:
     if (done := finished_stage(out_dir, inputs.resume)) is not None:
         return done
     config, prepared, backbone, progress = inputs.config, inputs.prepared, str(inputs.start), inputs.progress
-    on_epoch_end, checkpoints, resume = inputs.on_epoch_end, inputs.checkpoints, inputs.resume
     training, stage = config.training, config.training.contrastive
     runtime = runtime_for(training, backbone, config.backbone.trust_remote_code)
     inference = eval_batches(training, runtime)  # validation's embedding batches
@@ -207,56 +208,70 @@ def train_contrastive(inputs: StageInputs) -> StageResult:
     embedding_rows.attach(seen_rows, optimizer)
     # SetFit's schedule: linear decay over all steps, 10 % warmup
     scheduler = make_scheduler(optimizer, "linear", int(0.1 * batches * stage.epochs), max(batches * stage.epochs, 1))
-    loop = EpochLoop(
-        stage=STAGE,
-        epochs=stage.epochs,
-        train_examples=pairs_per_epoch,
-        metric="val_centroid_accuracy",
-        larger_is_better=True,
-        keep_best=training.keep_best,
-        checkpointer=Checkpointer(Path(checkpoints) / STAGE if checkpoints else None),
-        on_epoch_end=on_epoch_end,
-        reporter=progress,
-        batches_per_epoch=batches,
-    )
+    loop = _pair_loop(inputs, pairs_per_epoch, batches)
+
+    steps = StepSettings(STAGE, optimizer, scheduler, stage.batch_size, training.max_grad_norm, runtime, None, progress)
 
     def train_epoch(epoch: int) -> float:
         model.train()
         rng = epoch_rng(training.seed, STAGE, epoch)
-        first, second, similar = sample_pairs(train_y, stage.pairs_per_example, rng, stage.max_pairs, self_pairs)
-        total = 0.0
-        for start in range(0, len(first), stage.batch_size):
-            rows = slice(start, start + stage.batch_size)
-            a, b = embed_pairs(model, pooling, train, first[rows], second[rows], runtime)
-            loss = cosine_similarity_loss(a, b, torch.from_numpy(similar[rows]).to(runtime.device))
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), training.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            value = float(loss.detach())
-            total += value * len(first[rows])
-            progress.advance(1, len(first[rows]), value)
-        return total / max(len(first), 1)
+        pairs = sample_pairs(train_y, stage.pairs_per_example, rng, stage.max_pairs, self_pairs)
+        return _pair_epoch(model, pooling, train, pairs, embed_pairs, steps)
 
     def validate() -> dict:
         train_vectors = embed_all(model, pooling, train, inference, runtime)
         val_vectors = embed_all(model, pooling, validation, inference, runtime)
         return {"centroid_accuracy": centroid_accuracy(train_vectors, train_y, val_vectors, val_y)}
 
-    result = loop.run(model, train_epoch, validate, optimizer, scheduler, resume=resume)
+    result = loop.run(model, train_epoch, validate, optimizer, scheduler, resume=inputs.resume)
     result.extra.update(embedding_rows.fold_back(model, seen_rows))
-    result.extra.update(
-        **runtime.record(),
-        device=str(runtime.device),
-        pooling=pooling,
-        encode_sides=sides,
-        peak_learning_rate=learning_rate,
-        self_pairs=self_pairs,
-        dropout_masks=dropout_masks,
+    result.extra.update(**runtime.record(), device=str(runtime.device), pooling=pooling, encode_sides=sides)
+    result.extra.update(peak_learning_rate=learning_rate, self_pairs=self_pairs, dropout_masks=dropout_masks)
+    _save_encoder(model.cpu(), tokenizer, pooling, prepared, out_dir)
+    return mark_finished(out_dir, result)
+
+
+def _pair_epoch(model, pooling: str, train: Encoded, pairs, embed_pairs, steps: StepSettings) -> float:
+    """One epoch over ``pairs`` (first rows, second rows, similarity targets) in batches of pairs."""
+    first, second, similar = pairs
+    runtime, optimizer = steps.runtime, steps.optimizer
+    total = 0.0
+    for start in range(0, len(first), steps.batch_size):
+        rows = slice(start, start + steps.batch_size)
+        a, b = embed_pairs(model, pooling, train, first[rows], second[rows], runtime)
+        loss = cosine_similarity_loss(a, b, torch.from_numpy(similar[rows]).to(runtime.device))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), steps.max_grad_norm)
+        optimizer.step()
+        steps.scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        value = float(loss.detach())
+        total += value * len(first[rows])
+        steps.progress.advance(1, len(first[rows]), value)
+    return total / max(len(first), 1)
+
+
+def _pair_loop(inputs: StageInputs, pairs_per_epoch: int, batches: int) -> EpochLoop:
+    """The stage's epoch loop: an epoch is ``pairs_per_epoch`` pairs, the best epoch by centroid accuracy."""
+    training, checkpoints = inputs.config.training, inputs.checkpoints
+    return EpochLoop(
+        stage=STAGE,
+        epochs=training.contrastive.epochs,
+        train_examples=pairs_per_epoch,
+        metric="val_centroid_accuracy",
+        larger_is_better=True,
+        keep_best=training.keep_best,
+        checkpointer=Checkpointer(Path(checkpoints) / STAGE if checkpoints else None),
+        on_epoch_end=inputs.on_epoch_end,
+        reporter=inputs.progress,
+        batches_per_epoch=batches,
     )
+
+
+def _save_encoder(model, tokenizer, pooling: str, prepared: PreparedData, out_dir: Path) -> None:
+    """The tuned encoder as a backbone directory, with the pooling the frozen stage then reads."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    model.cpu().save_pretrained(out_dir)
+    model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     # the head after this stage reads the tuned vectors at unit length: the cosine loss tuned their
     # direction only (SetFit's head reads normalised embeddings too). On SST-2 at 8 per class
@@ -266,4 +281,3 @@ def train_contrastive(inputs: StageInputs) -> StageResult:
     modes.update(normalize=True, pairs=prepared.pairs)
     (out_dir / POOLING_FILE).parent.mkdir(parents=True, exist_ok=True)
     (out_dir / POOLING_FILE).write_text(json.dumps(modes))
-    return mark_finished(out_dir, result)

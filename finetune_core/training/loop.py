@@ -152,15 +152,7 @@ class EpochLoop:
         """``train_epoch(epoch) -> mean loss`` (or an ``EpochOutcome``: loss and rows trained, for an
         epoch the deadline may cut short); ``validate() -> metrics``; ``state`` has state_dict()."""
         result = StageResult(stage=self.stage, epochs=self.epochs, train_examples=self.train_examples)
-        progress = self.checkpointer.load_progress() if resume else None
-        if progress is not None:
-            self.checkpointer.restore(state, optimizer, scheduler)
-            result.resumed_after_epoch = progress.epoch
-            self._report_unreported(progress)
-        else:
-            progress = Progress(stage=self.stage)
-        if progress.train_rows is None:  # a checkpoint from before rows were counted: whole epochs
-            progress.train_rows = self.train_examples * progress.epoch
+        progress = self._begin(result, state, optimizer, scheduler, resume)
         best_state = self.checkpointer.best_state() if progress.best_epoch else None
         started = time.perf_counter()
         self.deadline = started + self.max_seconds if self.max_seconds else None
@@ -168,21 +160,7 @@ class EpochLoop:
         for epoch in range(progress.epoch + 1, self.epochs + 1):
             if stop:
                 break
-            self.reporter.start(self.stage, self.batches_per_epoch, epoch, self.epochs)
-            epoch_started = time.perf_counter()
-            outcome = train_epoch(epoch)
-            epoch_seconds = time.perf_counter() - epoch_started
-            result.extra.setdefault("epoch_seconds", []).append(epoch_seconds)  # this process's epochs
-            # an epoch that can be cut short at the deadline says how many rows it trained
-            loss, rows = outcome if isinstance(outcome, tuple) else (outcome, self.train_examples)
-            progress.train_seconds += epoch_seconds
-            progress.train_rows += rows
-            metrics = {"train_loss": loss, **{f"val_{k}": v for k, v in validate().items()}}
-            speed = rows / max(epoch_seconds, 1e-9)  # as StageResult.samples_per_second
-            self.reporter.end({"train_loss": loss, self.metric: metrics[self.metric], "samples_per_second": speed})
-            if scheduler is not None:
-                metrics["learning_rate"] = scheduler.get_last_lr()[-1]
-            progress.history.append({"epoch": epoch, **metrics})
+            metrics = self._train_and_validate(epoch, result, progress, train_epoch, validate, scheduler)
             if self._improved(metrics[self.metric], progress.best_metric):
                 progress.best_metric, progress.best_epoch, progress.epochs_without_improvement = (
                     metrics[self.metric],
@@ -194,21 +172,70 @@ class EpochLoop:
             else:
                 progress.epochs_without_improvement += 1
             progress.epoch = epoch
-            stop = bool(self.patience) and progress.epochs_without_improvement >= self.patience
-            result.stopped_early = stop and epoch < self.epochs
-            if self.deadline is not None and time.perf_counter() >= self.deadline:
-                stop, result.extra["time_budget_reached"] = True, True
+            stop = self._stops_after(epoch, result, progress)
             progress.done = stop or epoch == self.epochs  # committed with the epoch: resume never trains past a stop
             self.checkpointer.save_epoch(progress, state, optimizer, scheduler)
             maybe_kill(f"epoch:{self.stage}:{epoch}")
-            if self.on_epoch_end is not None:
-                try:
-                    self.on_epoch_end(self.stage, epoch, metrics)
-                except StopStage as signal:
-                    stop, result.extra["stopped_by"] = True, str(signal)
-                self.checkpointer.save_reported(epoch)
+            stop = self._report_epoch(epoch, metrics, result) or stop
         if self.keep_best and best_state is not None:  # the best epoch, not the last
             state.load_state_dict(best_state)
+        return self._finish(result, progress, started)
+
+    def _begin(self, result: StageResult, state, optimizer, scheduler, resume: bool) -> Progress:
+        """The progress to continue from: a resumed stage's (state, optimiser and schedule restored), else none."""
+        progress = self.checkpointer.load_progress() if resume else None
+        if progress is not None:
+            self.checkpointer.restore(state, optimizer, scheduler)
+            result.resumed_after_epoch = progress.epoch
+            self._report_unreported(progress)
+        else:
+            progress = Progress(stage=self.stage)
+        if progress.train_rows is None:  # a checkpoint from before rows were counted: whole epochs
+            progress.train_rows = self.train_examples * progress.epoch
+        return progress
+
+    def _train_and_validate(
+        self, epoch: int, result: StageResult, progress: Progress, train_epoch, validate, scheduler
+    ):
+        """One epoch trained and validated: its metrics, appended to the history."""
+        self.reporter.start(self.stage, self.batches_per_epoch, epoch, self.epochs)
+        epoch_started = time.perf_counter()
+        outcome = train_epoch(epoch)
+        epoch_seconds = time.perf_counter() - epoch_started
+        result.extra.setdefault("epoch_seconds", []).append(epoch_seconds)  # this process's epochs
+        # an epoch that can be cut short at the deadline says how many rows it trained
+        loss, rows = outcome if isinstance(outcome, tuple) else (outcome, self.train_examples)
+        progress.train_seconds += epoch_seconds
+        progress.train_rows += rows
+        metrics = {"train_loss": loss, **{f"val_{k}": v for k, v in validate().items()}}
+        speed = rows / max(epoch_seconds, 1e-9)  # as StageResult.samples_per_second
+        self.reporter.end({"train_loss": loss, self.metric: metrics[self.metric], "samples_per_second": speed})
+        if scheduler is not None:
+            metrics["learning_rate"] = scheduler.get_last_lr()[-1]
+        progress.history.append({"epoch": epoch, **metrics})
+        return metrics
+
+    def _stops_after(self, epoch: int, result: StageResult, progress: Progress) -> bool:
+        """Early stopping's patience run out, or the time budget spent."""
+        stop = bool(self.patience) and progress.epochs_without_improvement >= self.patience
+        result.stopped_early = stop and epoch < self.epochs
+        if self.deadline is not None and time.perf_counter() >= self.deadline:
+            stop, result.extra["time_budget_reached"] = True, True
+        return stop
+
+    def _report_epoch(self, epoch: int, metrics: dict, result: StageResult) -> bool:
+        """``on_epoch_end`` hears the committed epoch; True when it asks the stage to stop (``StopStage``)."""
+        if self.on_epoch_end is None:
+            return False
+        stop = False
+        try:
+            self.on_epoch_end(self.stage, epoch, metrics)
+        except StopStage as signal:
+            stop, result.extra["stopped_by"] = True, str(signal)
+        self.checkpointer.save_reported(epoch)
+        return stop
+
+    def _finish(self, result: StageResult, progress: Progress, started: float) -> StageResult:
         progress.done = True
         self.checkpointer.save_progress(progress)
         result.epochs_run = progress.epoch
