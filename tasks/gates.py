@@ -16,11 +16,11 @@ from finetune_core.config.finetune import FinetuneConfig
 from finetune_core.data.prepare import LABEL, TEXT, PreparedData
 from finetune_core.errors import ConfigError
 from finetune_core.evaluation.baseline import original_train_labels, trivial_baseline
-from finetune_core.evaluation.comparison import comparable, predicted_ids, served_metrics
 from finetune_core.evaluation.gates import GateVerdict, evaluate_gates, per_example_scores
 from finetune_core.evaluation.model_card import model_card, version_description
 from finetune_core.evaluation.review import write_review_files
 from finetune_core.metric_table import unknown_metrics
+from finetune_core.metrics.served import comparable, predicted_ids, served_metrics
 from finetune_core.redaction import redact_uri, without_credentials
 from finetune_core.run_layout import RunLayout
 from finetune_core.serving.predictor import load_meta

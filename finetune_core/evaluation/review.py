@@ -15,9 +15,9 @@ import pandas as pd
 from finetune_core.data.columns import TEXT, TEXTS
 from finetune_core.data.multilabel import label_matrix
 from finetune_core.durable import write_atomic
-from finetune_core.evaluation.comparison import predicted_ids, probabilities
 from finetune_core.evaluation.multilabel_review import write_multilabel_review
 from finetune_core.faults import maybe_kill
+from finetune_core.metrics.served import predicted_ids, probabilities
 
 
 def _pyplot():

@@ -15,7 +15,7 @@ import pandas as pd
 from pydantic import BaseModel
 
 from finetune_core.config.gates import ParityGates
-from finetune_core.evaluation.comparison import predicted_ids, served_labels, served_metrics
+from finetune_core.metrics.served import predicted_ids, served_labels, served_metrics
 
 
 class Parity(BaseModel):
