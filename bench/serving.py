@@ -1,9 +1,13 @@
-"""Serving runtimes on the same rows in one run: PyTorch fp32, ONNX Runtime fp32 and ONNX Runtime
-int8 (dynamic quantisation), for single texts (SST-2), sentence pairs (MRPC) and multilabel
-(Reuters), each the bundled all-MiniLM-L6-v2 fine-tuned briefly on the example data.
+"""Serving runtimes on the same rows in one run: PyTorch fp32, ONNX Runtime fp32 (the graph as
+exported, and fused with ONNX Runtime's transformer operators as served) and ONNX Runtime int8
+(dynamic quantisation of the fused graph), for single texts (SST-2), sentence pairs (MRPC) and
+multilabel (Reuters), each the bundled all-MiniLM-L6-v2 fine-tuned briefly on the example data.
 
     python -m bench.serving [--kinds single pairs multilabel] [--train-rows 600] [--test-rows 400]
                             [--single-rows 100] [--rounds 2] [--out FILE]
+
+    # the short check (a few minutes on a quiet machine): one kind, fewer training rows
+    python -m bench.serving --kinds single --train-rows 400 --single-rows 50 --rounds 3
 
 Per runtime: rows/s at batch 32 over the test rows, p50/p95 latency at batch 1 (tokenising
 and post-processing included, as served), artifact size, the test metric, and parity with PyTorch.
@@ -24,12 +28,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from bench.machine import machine
+from bench.machine import load_average, machine
 from bench.paths import REPO, invocation, results_file
 from finetune_core.config.gates import ParityGates
 from finetune_core.model.backbone import resolve_backbone
 from finetune_core.model.heads import forward_logits, head_spec, resolve_pooling
-from finetune_core.serving.onnx_export import export_onnx, quantize_int8
+from finetune_core.serving.onnx_export import export_onnx, fuse_transformer_ops, quantize_int8
 from finetune_core.serving.onnx_predictor import OnnxPredictor
 from finetune_core.serving.parity import parity
 from finetune_core.serving.predictor import ModelMeta, Predictor, save_model_dir
@@ -163,23 +167,17 @@ def bench_kind(kind: str, work: Path, args: argparse.Namespace) -> tuple[list[di
     trained_s = time.perf_counter() - started
     print(f"{kind}: trained in {trained_s:.0f} s", flush=True)
     torch_predictor = Predictor.load(directory)
-    model, tokenizer, meta = torch_predictor.model, torch_predictor.tokenizer, torch_predictor.meta
-    started = time.perf_counter()
-    fp32 = export_onnx(model, tokenizer, meta, work / kind / "model.fp32.onnx")
-    export_s = time.perf_counter() - started
-    started = time.perf_counter()
-    int8 = quantize_int8(fp32, work / kind / "model.int8.onnx")
-    quantize_s = time.perf_counter() - started
+    meta = torch_predictor.meta
+    graphs, steps = export_forms(torch_predictor, work / kind)
     predictors = {
         "torch-fp32": torch_predictor,
-        "onnx-fp32": OnnxPredictor.load(directory, graph=fp32),
-        "onnx-int8": OnnxPredictor.load(directory, graph=int8),
+        **{name: OnnxPredictor.load(directory, graph=graph) for name, graph in graphs.items()},
     }
     sizes = {
         "torch-fp32": (directory / "model.safetensors").stat().st_size,
-        "onnx-fp32": fp32.stat().st_size,
-        "onnx-int8": int8.stat().st_size,
+        **{name: graph.stat().st_size for name, graph in graphs.items()},
     }
+    load_before = load_average()
     test = read_split(kind, "test").head(args.test_rows)
     texts, pairs = texts_of(kind, test)
     targets = np.asarray(targets_of(kind, test, meta.labels), dtype=object if kind == "multilabel" else None)
@@ -193,6 +191,7 @@ def bench_kind(kind: str, work: Path, args: argparse.Namespace) -> tuple[list[di
                 min(kept["p50_ms"], measured["p50_ms"]),
                 min(kept["p95_ms"], measured["p95_ms"]),
             )
+    steps["load average while timing"] = f"{load_before} -> {load_average()}"
     task, metric, baseline = meta.task, KINDS[kind]["metric"], best["torch-fp32"]
     records = []
     for name, measured in best.items():
@@ -216,10 +215,29 @@ def bench_kind(kind: str, work: Path, args: argparse.Namespace) -> tuple[list[di
                 "parity": "passed" if checked.passed else "failed",
             }
         )
-    print(f"{kind}: trained {trained_s:.0f} s, exported {export_s:.1f} s, quantised {quantize_s:.1f} s", flush=True)
+    steps.update(train_s=trained_s, test_rows=len(texts))
+    print(f"{kind}: {steps}", flush=True)
     for record in records:
         print("  ", {k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()}, flush=True)
-    return records, {"train_s": trained_s, "export_s": export_s, "quantize_s": quantize_s, "test_rows": len(texts)}
+    return records, steps
+
+
+def export_forms(torch_predictor, work: Path) -> tuple[dict[str, Path], dict]:
+    """The graph as exported, the graph fused as served, and int8 of the fused graph; the seconds each
+    step took and the fusions applied."""
+    model, tokenizer, meta = torch_predictor.model, torch_predictor.tokenizer, torch_predictor.meta
+    started = time.perf_counter()
+    unfused = export_onnx(model, tokenizer, meta, work / "model.unfused.onnx", fuse=False)
+    export_s = time.perf_counter() - started
+    started = time.perf_counter()
+    fusions = fuse_transformer_ops(unfused, work / "model.fp32.onnx")
+    fuse_s = time.perf_counter() - started
+    started = time.perf_counter()
+    int8 = quantize_int8(work / "model.fp32.onnx", work / "model.int8.onnx")
+    quantize_s = time.perf_counter() - started
+    graphs = {"onnx-fp32-unfused": unfused, "onnx-fp32": work / "model.fp32.onnx", "onnx-int8": int8}
+    steps = {"export_s": export_s, "fuse_s": fuse_s, "quantize_s": quantize_s, "fusions": fusions}
+    return graphs, steps
 
 
 def cpu_flags() -> str:
@@ -241,7 +259,9 @@ def main() -> None:
     args = parser.parse_args()
     facts = machine()
     print(f"machine: {facts}; cpu flags: {cpu_flags()}", flush=True)
-    out = args.out or results_file("serving", f"serving-{'-'.join(facts['flags']) or 'cpu'}.json")
+    # a run of some kinds (the short check) writes beside the full run's file, not over it
+    kinds = "" if args.kinds == list(KINDS) else "-".join(args.kinds) + "-"
+    out = args.out or results_file("serving", f"serving-{kinds}{'-'.join(facts['flags']) or 'cpu'}.json")
     payload = {
         "command": invocation("bench.serving"),
         "machine": facts,
