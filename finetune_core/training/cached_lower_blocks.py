@@ -60,7 +60,7 @@ class UpperPart:
 
 
 def open_caches(
-    network, spec: HeadSpec, pooling: str, frozen: int, splits, paths, runtime, training, ddp=None, progress=SILENT
+    network, spec: HeadSpec, pooling: str, frozen: int, *, splits, paths, runtime, training, ddp=None, progress=SILENT
 ) -> UpperPart:
     """The upper part of ``network`` over the train and validation caches, computed if missing.
     Data-parallel: local rank 0 of each node computes a missing cache while the other ranks wait
@@ -125,7 +125,7 @@ def cache_paths(
     }
 
 
-def stage_part(network, spec, meta, frozen, splits, checkpoint, runtime, training, ddp, progress, trained=False):
+def stage_part(network, spec, meta, frozen, *, splits, checkpoint, runtime, training, ddp, progress, trained=False):
     """The upper part for stage 2 over the train and validation caches of ``frozen`` blocks.
     ``trained``: the lower blocks trained in this run before freezing (``freeze_after_epochs``), so
     their cache is keyed by their weights and lives in the run directory (no other run has them)."""
@@ -135,7 +135,18 @@ def stage_part(network, spec, meta, frozen, splits, checkpoint, runtime, trainin
         directory, weights = layer_cache_dir(training, checkpoint), None
     precision = runtime.for_inference().precision  # the caches are filled by inference passes
     paths = cache_paths(directory, meta.backbone, splits, training.max_length, precision, frozen, weights)
-    return open_caches(network, spec, meta.pooling, frozen, splits, paths, runtime, training, ddp, progress)
+    return open_caches(
+        network,
+        spec,
+        meta.pooling,
+        frozen,
+        splits=splits,
+        paths=paths,
+        runtime=runtime,
+        training=training,
+        ddp=ddp,
+        progress=progress,
+    )
 
 
 def writers_for(model, splits: dict[str, Encoded], paths: dict[str, Path]) -> dict[str, LayerWriter]:

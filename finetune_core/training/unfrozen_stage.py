@@ -177,9 +177,18 @@ class UnfrozenRun:
         ``trained``: they trained in this run before freezing (``freeze_after_epochs``)."""
         inputs, network = self.inputs, self.network
         splits = {"train": self.data.train, "validation": self.data.validation}
-        args = (network, self.spec, self.meta, self.policy.frozen, splits, inputs.start, self.runtime)
         self.part = cached_lower_blocks.stage_part(
-            *args, inputs.config.training, self.ddp, inputs.progress, trained=trained
+            network,
+            self.spec,
+            self.meta,
+            self.policy.frozen,
+            splits=splits,
+            checkpoint=inputs.start,
+            runtime=self.runtime,
+            training=inputs.config.training,
+            ddp=self.ddp,
+            progress=inputs.progress,
+            trained=trained,
         )
         self.parallel = self.ddp.parallel(network, self.part.spec) if self.ddp is not None else None
 
