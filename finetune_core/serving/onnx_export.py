@@ -74,8 +74,18 @@ def export_onnx(model, tokenizer, meta: ModelMeta, path: str | Path, *, fuse: bo
     program.save(str(path), external_data=False)
     onnx.checker.check_model(str(path))
     if fuse:
-        fuse_transformer_ops(path, path)
+        _fuse_in_place(path)
     return path
+
+
+def _fuse_in_place(path: Path) -> None:
+    scratch = path.with_suffix(".fused.onnx")
+    try:
+        fuse_transformer_ops(path, scratch)
+    except Exception:  # fusion only speeds the graph up: an architecture the rewriter fails on is served unfused
+        scratch.unlink(missing_ok=True)
+        return
+    scratch.replace(path)
 
 
 # the fused operators a transformer encoder's graph should hold once fused (the tests count them)
@@ -94,8 +104,8 @@ def fuse_transformer_ops(source: str | Path, target: str | Path) -> dict[str, in
     """Rewrite the dynamo exporter's graph with ONNX Runtime's fused transformer operators (Attention
     taking the padding mask, SkipLayerNormalization, BiasGelu) with ``onnxscript``'s rewriter, written
     for these graphs (``onnxruntime.transformers.optimizer`` fuses only the GELUs here:
-    docs/decisions/onnx-export.md). Returns the fusions applied; a graph with no pattern matched is
-    written unchanged. Parity with PyTorch still decides whether the result is served."""
+    docs/decisions/onnx-export.md). Returns the fusions applied (none where no pattern matched: the
+    graph is written with its plain operators). Parity with PyTorch still decides what is served."""
     from onnxscript import ir  # onnxscript is a dependency already (the exporter writes with it)
     from onnxscript.rewriter.ort_fusions import optimize_for_ort
 

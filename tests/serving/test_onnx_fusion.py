@@ -41,6 +41,20 @@ def test_without_fusion_the_graph_keeps_plain_operators(tiny_backbone, tmp_path)
     assert not any(fused_op_counts(graph).values())
 
 
+def test_a_graph_the_rewriter_fails_on_is_kept_unfused(tiny_backbone, tmp_path, monkeypatch):
+    from finetune_core.serving import onnx_export
+
+    def failing(*_args, **_kwargs):
+        raise RuntimeError("no pattern for this architecture")
+
+    monkeypatch.setattr(onnx_export, "fuse_transformer_ops", failing)
+    directory = model_dir(tiny_backbone, "classification", tmp_path / "model")
+    graph = export_onnx(*load_model_dir(directory), tmp_path / "model.onnx")
+    assert not any(fused_op_counts(graph).values()) and sorted(tmp_path.glob("*.onnx")) == [graph]
+    expected = Predictor.load(directory).raw_outputs(TEXTS)
+    np.testing.assert_allclose(OnnxPredictor.load(directory, graph=graph).raw_outputs(TEXTS), expected, atol=1e-5)
+
+
 def test_the_fused_graph_quantises_and_runs(tiny_backbone, tmp_path):
     directory = model_dir(tiny_backbone, "classification", tmp_path / "model")
     fp32 = export_onnx(*load_model_dir(directory), tmp_path / "model.onnx")
