@@ -33,7 +33,9 @@ def test_a_registered_version_carries_parity_and_latency(
     runtime = served.replace("-", "_")
     for name in ("torch_p50_ms", "torch_p95_ms", "torch_rows_per_s", f"{runtime}_p50_ms", f"{runtime}_rows_per_s"):
         assert metrics[f"serving/{name}"] > 0, name
-    assert metrics["serving/torch_mb"] > metrics[f"serving/{runtime}_mb"] * (2 if int8_passed else 0.5)
+    # int8 of the fused graph keeps the fused Attention's QKV weights in fp32 (ONNX Runtime's quantiser skips that
+    # operator, docs/decisions/onnx-export.md): on this tiny model, where they weigh most, 54 % of the torch size
+    assert metrics["serving/torch_mb"] > metrics[f"serving/{runtime}_mb"] * (1.5 if int8_passed else 0.5)
 
     description = version.description
     assert "## Serving" in description and f"Served by default: **{served}**" in description
