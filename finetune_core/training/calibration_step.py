@@ -6,6 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+from scipy.stats import binomtest
+
 from finetune_core.config.finetune import FinetuneConfig
 from finetune_core.data.labels import read_labels
 from finetune_core.data.multilabel import label_matrix
@@ -38,8 +41,27 @@ def calibrate(config: FinetuneConfig, prepared: PreparedData, model_dir: Path) -
 
 def calibrate_out_of_fold(model_dir: Path, logits, targets) -> dict:
     """The temperature fitted on the label review's out-of-fold logits of the head, for a run
-    with too few validation rows to fit it on (docs/concepts/label-review.md)."""
+    with too few validation rows to fit it on (docs/concepts/label-review.md). Kept at 1 when those
+    predictions are not shown to beat the majority class: a temperature fitted on a few rows the head
+    mostly gets wrong sharpened it and raised test ECE (docs/benchmarks/label-review.md)."""
+    if not beats_majority(logits, targets):
+        meta = load_meta(model_dir)
+        meta.temperature = 1.0
+        write_meta(meta, model_dir)
+        ece = expected_calibration_error(logits, targets)
+        return {"temperature": 1.0, "oof_ece_before": ece, "oof_ece_after": ece, "oof_temperature_kept": 1.0}
     return _fit_and_save_temperature(load_meta(model_dir), model_dir, logits, targets, "oof")
+
+
+def beats_majority(logits, targets, level: float = 0.05) -> bool:
+    """Whether the argmax is right more often than always answering the majority class would be,
+    by a one-sided binomial test at ``level``."""
+    targets = np.asarray(targets)
+    if targets.size == 0:
+        return False
+    right = int((np.asarray(logits).argmax(axis=1) == targets).sum())
+    majority = np.bincount(targets).max() / targets.size
+    return majority < 1.0 and binomtest(right, targets.size, majority, alternative="greater").pvalue < level
 
 
 def _fit_and_save_temperature(meta, model_dir: Path, outputs, targets, prefix: str) -> dict:
