@@ -82,9 +82,12 @@ def train_unfrozen(inputs: StageInputs, *, ddp: DistContext | None = None) -> St
     return run.finish(result)
 
 
-def train_rank(inputs: StageInputs, progress: ProgressReporter = SILENT, ddp: DistContext | None = None):
-    """One data-parallel worker's stage (what the launchers run, with the rank's reporter)."""
-    return train_unfrozen(replace(inputs, progress=progress), ddp=ddp)
+def train_rank(
+    inputs: StageInputs, progress: ProgressReporter = SILENT, ddp: DistContext | None = None, resume: bool = False
+):
+    """One data-parallel worker's stage (what the launchers run, with the rank's reporter); a worker
+    the launcher restarted passes ``resume=True`` and continues from the last epoch checkpoint."""
+    return train_unfrozen(replace(inputs, progress=progress, resume=inputs.resume or resume), ddp=ddp)
 
 
 @dataclass

@@ -16,7 +16,7 @@ import yaml
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
-from tests.flows.test_tune import sweep_config
+from tests.flows.test_tune import SEARCH, sweep_config
 
 
 def _write(raw: dict, tmp_path: Path) -> Path:
@@ -103,6 +103,7 @@ def test_a_killed_sweep_resumes_without_repeating_finished_trials(
     assert [t.state for t in study.trials] == [*(t.state for t in study.trials[:2]), TrialState.RUNNING]
     assert all(t.state.is_finished() for t in study.trials[:2])
     interrupted = study.trials[2].params
+    time.sleep(3 * SEARCH["heartbeat_seconds"])  # past the grace period: the dead trial's heartbeat is stale
 
     code, stderr = _finish(_tune(prefect_server, config, "--trials-only"))
     assert code == 0, stderr

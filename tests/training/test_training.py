@@ -153,7 +153,7 @@ def test_predictor_probabilities_and_input_column(easy_task, tiny_backbone):
     assert list(frame.columns) == ["label", "probability_0", "probability_1"]
     assert np.allclose(frame[["probability_0", "probability_1"]].sum(axis=1), 1.0)
     assert frame["label"].isin(["0", "1"]).all()
-    with pytest.raises(ValueError, match="needs a 'sentence' column"):
+    with pytest.raises(ValueError, match=r"needs column\(s\) 'sentence'"):
         predictor.predict_frame(pd.DataFrame({"a": ["x"], "b": ["y"]}))
     # a temperature > 1 softens probabilities without changing the predicted label
     predictor.meta.temperature = 5.0
