@@ -4,6 +4,7 @@ evaluation, selection and serving alike."""
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -17,15 +18,26 @@ def predict_outputs(
     model, encoded: Encoded, batch_size: int | BatchLimit, device="cpu", autocast=None, spec=None
 ) -> np.ndarray:
     """Raw outputs (logits or values) in the original row order."""
+    return outputs_in_row_order(
+        model, spec, encoded.lengths, lambda rows: collate(encoded, rows), batch_size, device, autocast
+    )
+
+
+@torch.inference_mode()
+def outputs_in_row_order(
+    model, spec, lengths, make_batch: Callable, batch_size: int | BatchLimit, device="cpu", autocast=None
+) -> np.ndarray:
+    """Raw outputs of ``make_batch(rows)`` over length-sorted batches, back in the original row order
+    (the encoded rows here, a layer cache's rows in training.cached_lower_blocks)."""
     was_training = model.training
     model.eval()
     results = None  # one array, allocated once the first batch shows the output width
-    for batch in sorted_batches(encoded.lengths, batch_size):
-        inputs = {k: v.to(device) for k, v in collate(encoded, batch).items()}
+    for batch in sorted_batches(lengths, batch_size):
+        inputs = {k: v.to(device) for k, v in make_batch(batch).items()}
         with autocast() if autocast else contextlib.nullcontext():
             logits = forward_logits(model, spec, inputs).float().cpu().numpy()
         if results is None:
-            results = np.empty((len(encoded), *logits.shape[1:]), dtype=logits.dtype)
+            results = np.empty((len(lengths), *logits.shape[1:]), dtype=logits.dtype)
         results[np.asarray(batch)] = logits
     model.train(was_training)
     return results if results is not None else np.zeros((0, model.config.num_labels), dtype=np.float32)

@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from finetune_core.model.batching import BatchLimit, Encoded, sorted_batches
+from finetune_core.model.batching import BatchLimit, Encoded
 from finetune_core.model.encoder_split import block_output, lower_weights_digest, upper_spec
 from finetune_core.model.features import DEFAULT_CACHE
-from finetune_core.model.heads import HeadSpec, forward_logits
+from finetune_core.model.heads import HeadSpec
+from finetune_core.model.inference import outputs_in_row_order
 from finetune_core.model.layer_cache import (
     LayerCache,
     LayerWriter,
@@ -182,18 +182,15 @@ def cached_inputs(cache: LayerCache):
     return lambda rows: cache.batch(rows, PAD_TO)
 
 
-@torch.inference_mode()
 def upper_outputs(network, spec: HeadSpec, cache: LayerCache, batch_size: BatchLimit, runtime) -> np.ndarray:
     """Raw outputs on every cached row, in row order (``inference.predict_outputs`` on the cache)."""
-    was_training, runtime = network.training, runtime.for_inference()
-    network.eval()
-    results = None
-    for batch in sorted_batches(cache.lengths, batch_size):
-        inputs = {k: v.to(runtime.device) for k, v in cache.batch(batch, PAD_TO).items()}
-        with runtime.autocast():
-            logits = forward_logits(network, spec, inputs).float().cpu().numpy()
-        if results is None:
-            results = np.empty((len(cache), *logits.shape[1:]), dtype=logits.dtype)
-        results[np.asarray(batch)] = logits
-    network.train(was_training)
-    return results if results is not None else np.zeros((0, network.config.num_labels), dtype=np.float32)
+    runtime = runtime.for_inference()
+    return outputs_in_row_order(
+        network,
+        spec,
+        cache.lengths,
+        lambda rows: cache.batch(rows, PAD_TO),
+        batch_size,
+        runtime.device,
+        runtime.autocast,
+    )
