@@ -36,7 +36,7 @@ def calibrate(config: FinetuneConfig, prepared: PreparedData, model_dir: Path) -
     if prepared.task != "classification" or not config.training.calibrate:
         return {}
     outputs, targets, meta = outputs_for(config, prepared, model_dir, "validation")
-    return _fit_and_save_temperature(meta, model_dir, outputs, targets, "val")
+    return _save_temperature(meta, model_dir, outputs, targets, "val", fit_temperature(outputs, targets))
 
 
 def calibrate_out_of_fold(model_dir: Path, logits, targets) -> dict:
@@ -44,13 +44,10 @@ def calibrate_out_of_fold(model_dir: Path, logits, targets) -> dict:
     with too few validation rows to fit it on (docs/concepts/label-review.md). Kept at 1 when those
     predictions are not shown to beat the majority class: a temperature fitted on a few rows the head
     mostly gets wrong sharpened it and raised test ECE (docs/benchmarks/label-review.md)."""
-    if not beats_majority(logits, targets):
-        meta = load_meta(model_dir)
-        meta.temperature = 1.0
-        write_meta(meta, model_dir)
-        ece = expected_calibration_error(logits, targets)
-        return {"temperature": 1.0, "oof_ece_before": ece, "oof_ece_after": ece, "oof_temperature_kept": 1.0}
-    return _fit_and_save_temperature(load_meta(model_dir), model_dir, logits, targets, "oof")
+    fitted = beats_majority(logits, targets)
+    temperature = fit_temperature(logits, targets) if fitted else 1.0
+    summary = _save_temperature(load_meta(model_dir), model_dir, logits, targets, "oof", temperature)
+    return summary if fitted else {**summary, "oof_temperature_kept": 1.0}
 
 
 def beats_majority(logits, targets, level: float = 0.05) -> bool:
@@ -64,9 +61,9 @@ def beats_majority(logits, targets, level: float = 0.05) -> bool:
     return majority < 1.0 and binomtest(right, targets.size, majority, alternative="greater").pvalue < level
 
 
-def _fit_and_save_temperature(meta, model_dir: Path, outputs, targets, prefix: str) -> dict:
-    """The temperature fitted on ``outputs``, saved with the model, and the error before and after."""
-    meta.temperature = fit_temperature(outputs, targets)
+def _save_temperature(meta, model_dir: Path, outputs, targets, prefix: str, temperature: float) -> dict:
+    """``temperature`` saved with the model, and the error on ``outputs`` before and after it."""
+    meta.temperature = temperature
     write_meta(meta, model_dir)
     return {
         "temperature": meta.temperature,
