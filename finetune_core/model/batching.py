@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from finetune_core.batch_plan import BatchLimit, sorted_batches  # noqa: F401  (re-exported: one definition)
+
 MEGABATCH_FACTOR = 50
 
 
@@ -151,33 +153,8 @@ def length_grouped_batches(lengths: np.ndarray, batch_size: int, rng: np.random.
 CPU_FP32_BATCH_TOKENS = 1024
 
 
-@dataclass(frozen=True)
-class BatchLimit:
-    """How large one inference batch may be: ``rows``, and at most ``tokens`` padded tokens (None:
-    no cap; a row longer than the cap still forms a batch on its own)."""
-
-    rows: int
-    tokens: int | None = None
-
-
 def inference_batch_tokens(setting: int | str, device_type: str, precision: str) -> int | None:
     """``training.eval_batch_tokens`` resolved: ``auto`` caps only where measured (CPU, fp32); 0: no cap."""
     if setting == "auto":
         return CPU_FP32_BATCH_TOKENS if device_type == "cpu" and precision == "fp32" else None
     return int(setting) or None
-
-
-def sorted_batches(lengths: np.ndarray, limit: int | BatchLimit) -> list[np.ndarray]:
-    """Row indexes, longest first, cut into batches of at most ``limit`` rows (an int) or within a
-    ``BatchLimit``: each batch pads to its first (longest) row, so its cost is rows x that length."""
-    limit = limit if isinstance(limit, BatchLimit) else BatchLimit(limit)
-    order = np.argsort(-lengths, kind="stable")
-    if limit.tokens is None:
-        return [order[i : i + limit.rows] for i in range(0, len(order), limit.rows)]
-    batches, start = [], 0
-    while start < len(order):
-        width = max(int(lengths[order[start]]), 1)
-        size = min(limit.rows, max(limit.tokens // width, 1))
-        batches.append(order[start : start + size])
-        start += size
-    return batches

@@ -7,6 +7,7 @@ predictors and the choice between them. Every logged model ships the modules in
 # model in a fresh process, so a module missing here fails there.
 SHIPPED_MODULES = (
     "finetune_core/__init__.py",
+    "finetune_core/batch_plan.py",
     "finetune_core/predict.py",
     "finetune_core/serving/__init__.py",
     "finetune_core/serving/predictor.py",

@@ -10,8 +10,10 @@ skip layer norm, bias GELU) rather than ``onnxruntime.transformers.optimizer``: 
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import shutil
+import threading
 from pathlib import Path
 
 import torch
@@ -101,17 +103,38 @@ def fused_op_counts(path: str | Path) -> dict[str, int]:
 
 
 def fuse_transformer_ops(source: str | Path, target: str | Path) -> dict[str, int]:
-    """Rewrite the dynamo exporter's graph with ONNX Runtime's fused transformer operators (Attention
-    taking the padding mask, SkipLayerNormalization, BiasGelu) with ``onnxscript``'s rewriter, written
-    for these graphs (``onnxruntime.transformers.optimizer`` fuses only the GELUs here:
-    docs/decisions/onnx-export.md). Returns the fusions applied (none where no pattern matched: the
-    graph is written with its plain operators). Parity with PyTorch still decides what is served."""
+    """Rewrite the dynamo exporter's graph with ONNX Runtime's fused transformer operators
+    (MultiHeadAttention taking the padding mask, SkipLayerNormalization, BiasGelu) with ``onnxscript``'s
+    rewriter, written for these graphs (``onnxruntime.transformers.optimizer`` fuses only the GELUs
+    here). The query/key/value projections stay MatMuls: int8 quantisation takes them, which it
+    cannot inside a packed ``Attention`` (docs/decisions/onnx-export.md). Returns the fusions applied
+    (none where no pattern matched: the graph is written with its plain operators). Parity with
+    PyTorch still decides what is served."""
     from onnxscript import ir  # onnxscript is a dependency already (the exporter writes with it)
     from onnxscript.rewriter.ort_fusions import optimize_for_ort
 
-    model, counts = optimize_for_ort(ir.load(str(source)))
+    with _projections_kept_apart():
+        model, counts = optimize_for_ort(ir.load(str(source)))
     ir.save(model, str(target))
     return {name: count for name, count in counts.items() if count}
+
+
+_FUSION_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _projections_kept_apart():
+    """``optimize_for_ort`` without its last attention step (packing the projections into one
+    ``Attention``), which it has no option to skip: its pipeline calls the module's ``fuse_attention``."""
+    from onnxscript.rewriter.ort_fusions import _core
+
+    with _FUSION_LOCK:
+        packing = _core.fuse_attention
+        _core.fuse_attention = lambda model, debug=False: 0
+        try:
+            yield
+        finally:
+            _core.fuse_attention = packing
 
 
 def quantize_int8(source: str | Path, target: str | Path, *, per_channel: bool = True) -> Path:

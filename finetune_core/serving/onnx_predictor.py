@@ -3,7 +3,8 @@
 Tokenisation is the tokenizer's own fast implementation (the ``tokenizers`` package reading the
 directory's ``tokenizer.json``), truncated as the PyTorch predictor truncates; outputs go through
 the same post-processing (``finetune_core.serving.outputs``). Rows are scored longest first in
-batches padded to their longest row, and returned in input order.
+batches padded to their longest row, at most ``ONNX_BATCH_TOKENS`` padded tokens each, and
+returned in input order.
 """
 
 from __future__ import annotations
@@ -15,11 +16,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from finetune_core.batch_plan import BatchLimit, sorted_batches
 from finetune_core.serving.outputs import ModelMeta, input_texts, load_meta, outputs_to_frame
 
 SERVING_DIR = "serving"  # inside the model directory: the served graph and its parity record
 GRAPH_FILE = "model.onnx"
 RECORD_FILE = "serving.json"
+# Most padded tokens in one ONNX Runtime batch: a call's rows, longest first, go in batches this
+# size, fastest on the CPUs measured (docs/benchmarks/serving.md, "Batches").
+ONNX_BATCH_TOKENS = 384
 
 
 def served_graph(directory: str | Path) -> Path | None:
@@ -103,10 +108,9 @@ class OnnxPredictor:
         """The graph's outputs (logits, or standardised values) in input order; ``columns``: the
         texts, and the second texts for a model trained on sentence pairs."""
         ids, types = self._encode([[str(t) for t in texts] for texts in columns])
-        order = np.argsort(-np.array([len(row) for row in ids], dtype=np.int64), kind="stable")
+        lengths = np.array([len(row) for row in ids], dtype=np.int64)
         results = None
-        for start in range(0, len(order), self.batch_size):
-            rows = order[start : start + self.batch_size]
+        for rows in sorted_batches(lengths, BatchLimit(self.batch_size, ONNX_BATCH_TOKENS)):
             outputs = self.session.run(None, self._feed(ids, types, rows))[0]
             if results is None:
                 results = np.empty((len(ids), *outputs.shape[1:]), dtype=np.float32)

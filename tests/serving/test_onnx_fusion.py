@@ -1,6 +1,6 @@
-"""The exported graph is fused with ONNX Runtime's transformer operators (one Attention per layer,
-taking the padding mask; skip layer norms; bias GELUs), and the fused graph, and its int8 form,
-still serve what PyTorch serves on padded batches (docs/decisions/onnx-export.md)."""
+"""The exported graph is fused with ONNX Runtime's transformer operators (one MultiHeadAttention per
+layer, taking the padding mask; skip layer norms; bias GELUs), its int8 form quantises every
+projection, and both still serve what PyTorch serves on padded batches (docs/decisions/onnx-export.md)."""
 
 from __future__ import annotations
 
@@ -55,10 +55,38 @@ def test_a_graph_the_rewriter_fails_on_is_kept_unfused(tiny_backbone, tmp_path, 
     np.testing.assert_allclose(OnnxPredictor.load(directory, graph=graph).raw_outputs(TEXTS), expected, atol=1e-5)
 
 
-def test_the_fused_graph_quantises_and_runs(tiny_backbone, tmp_path):
+def test_the_fused_graph_quantises_every_projection_and_runs(tiny_backbone, tmp_path):
+    import onnx
+
     directory = model_dir(tiny_backbone, "classification", tmp_path / "model")
     fp32 = export_onnx(*load_model_dir(directory), tmp_path / "model.onnx")
     int8 = quantize_int8(fp32, tmp_path / "model.int8.onnx")
-    assert fused_op_counts(int8)["Attention"] == LAYERS and int8.stat().st_size < fp32.stat().st_size
+    assert fused_op_counts(int8)["MultiHeadAttention"] == LAYERS and int8.stat().st_size < fp32.stat().st_size
+    ops = [node.op_type for node in onnx.load(str(int8)).graph.node]
+    # query, key, value, attention output, and the two feed-forward layers of each block
+    assert ops.count("MatMulInteger") >= 6 * LAYERS and "MatMul" not in ops, ops
     outputs = OnnxPredictor.load(directory, graph=int8).raw_outputs(TEXTS)
     assert outputs.shape == (len(TEXTS), 2) and np.isfinite(outputs).all()
+
+
+def test_a_call_is_scored_in_length_sorted_batches_within_the_token_cap(tiny_backbone, tmp_path, monkeypatch):
+    """Rows longest first, batches of at most ``ONNX_BATCH_TOKENS`` padded tokens, outputs back in
+    input order: the same outputs as one row at a time."""
+    from finetune_core.serving import onnx_predictor
+
+    directory = model_dir(tiny_backbone, "classification", tmp_path / "model")
+    graph = export_onnx(*load_model_dir(directory), tmp_path / "model.onnx")
+    predictor = OnnxPredictor.load(directory, graph=graph)
+    texts = [TEXTS[i % len(TEXTS)] * (1 + i % 4) for i in range(24)]
+    one_at_a_time = np.concatenate([predictor.raw_outputs([t]) for t in texts])
+    widths, run = [], predictor.session.run
+
+    def recording(names, feed):
+        widths.append(feed["input_ids"].shape)
+        return run(names, feed)
+
+    monkeypatch.setattr(onnx_predictor, "ONNX_BATCH_TOKENS", 64)
+    monkeypatch.setattr(predictor.session, "run", recording, raising=False)
+    np.testing.assert_allclose(predictor.raw_outputs(texts), one_at_a_time, atol=1e-5)
+    assert len(widths) > 1 and all(rows * width <= 64 or rows == 1 for rows, width in widths), widths
+    assert [w for _, w in widths] == sorted((w for _, w in widths), reverse=True), widths
