@@ -225,11 +225,12 @@ def main() -> None:
     from flows.cli.prefect_api import start_temporary_api, wait_for_api
 
     wait_for_api(start_temporary_api())
-    runs = [one_seed(args.dataset, args.rows or None, args.minutes, s, not args.skip_unpruned) for s in args.seeds]
-    result = {"dataset": args.dataset, "rows": args.rows, "minutes": args.minutes, "runs": runs}
-    result.update(machine=machine(), command=invocation("bench.tune"))
     out = args.out or results_file(EXPERIMENT, f"tune-{args.dataset}.json")
-    out.write_text(json.dumps(result, indent=2, default=str))
+    result = {"dataset": args.dataset, "rows": args.rows, "minutes": args.minutes, "runs": []}
+    result.update(machine=machine(), command=invocation("bench.tune"))
+    for seed in args.seeds:  # written after each seed: a long run keeps what it measured
+        result["runs"].append(one_seed(args.dataset, args.rows or None, args.minutes, seed, not args.skip_unpruned))
+        out.write_text(json.dumps(result, indent=2, default=str))
     print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=2, default=str))
 
 
