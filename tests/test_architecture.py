@@ -77,7 +77,7 @@ def test_the_cycle_check_finds_a_cycle():
 
 # The rooms of finetune_core, bottom first. A module may import its own room or a room on a lower
 # layer, never one on its own layer or above. The foundation is the top-level modules (errors,
-# environment, redaction, durable, faults, run_layout, progress, metric_table); `predict` is the shim
+# environment, redaction, durable, faults, run_layout, progress, metric_table, batch_plan); `predict` is the shim
 # old champions import, which nothing in the library imports.
 LAYERS = (
     ("foundation",),

@@ -1,4 +1,4 @@
-"""The `finetune` flow with ONNX export on (`serving.onnx: true`): the registered version carries the parity
+"""The `finetune` flow with the serving settings users get (ONNX export on): the registered version carries the parity
 and latency figures (as run metrics and in its description), and its logged model holds the form
 that passed, served by default without loading torch."""
 
@@ -18,7 +18,7 @@ def test_a_registered_version_carries_parity_and_latency(
     from flows.finetune import finetune
 
     config = validate_config(
-        tiny_config(tiny_backbone, sst2_small, tracking_uri, tmp_path, serving={"onnx": True, "latency_rows": 4})
+        tiny_config(tiny_backbone, sst2_small, tracking_uri, tmp_path)  # serving: the defaults
     )
     result = finetune(config)
 
@@ -33,8 +33,7 @@ def test_a_registered_version_carries_parity_and_latency(
     runtime = served.replace("-", "_")
     for name in ("torch_p50_ms", "torch_p95_ms", "torch_rows_per_s", f"{runtime}_p50_ms", f"{runtime}_rows_per_s"):
         assert metrics[f"serving/{name}"] > 0, name
-    # int8 of the fused graph keeps the fused Attention's QKV weights in fp32 (ONNX Runtime's quantiser skips that
-    # operator, docs/decisions/onnx-export.md): on this tiny model, where they weigh most, 54 % of the torch size
+    # int8 quantises every projection (docs/decisions/onnx-export.md); fp32 ONNX is about the torch size
     assert metrics["serving/torch_mb"] > metrics[f"serving/{runtime}_mb"] * (1.5 if int8_passed else 0.5)
 
     description = version.description
