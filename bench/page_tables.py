@@ -236,6 +236,32 @@ def _leaves(data: object, path: tuple[str, ...]) -> list[tuple[tuple[str, ...], 
     return [(path, num(data, ".4g"))]
 
 
+def sweeps(files: Files) -> Rows:
+    """`bench.tune`: per seed, test accuracy and wall seconds of our sweep, HF Trainer's search, the default recipe."""
+    rows = [
+        ["file", "data", "seed", "budget min", "ours acc.", "HF acc.", "default acc.", "ours − HF", "ours − default"]
+    ]
+    rows[0] += ["ours s", "HF s", "ours trials (pruned)", "unpruned acc.", "trial s pruned / unpruned"]
+    for name, d in files:
+        for r in d["runs"]:
+            ours, hf, default, unpruned = r["ours"], r["hf"], r["default"], r.get("unpruned")
+            trials = f"{ours['trials'].get('done', 0)} ({ours['trials'].get('pruned', 0)})"
+            cells = [code(name), d["dataset"], num(r["seed"], "d"), num(d["minutes"], "g")]
+            cells += [num(ours["test_accuracy"]), num(hf["test_accuracy"]), num(default["test_accuracy"])]
+            cells += [points(ours["test_accuracy"] - hf["test_accuracy"])]
+            cells += [points(ours["test_accuracy"] - default["test_accuracy"])]
+            cells += [num(ours["wall_seconds"], ".0f"), num(hf["wall_seconds"], ".0f"), trials]
+            cells += [num(unpruned["test_accuracy"]) if unpruned else "—"]
+            ratio = unpruned and ours["trial_seconds"] / max(unpruned["trial_seconds"], 1e-9)
+            cells += [
+                f"{num(ours['trial_seconds'], '.0f')} / {num(unpruned['trial_seconds'], '.0f')} ({num(ratio, '.2f')})"
+                if unpruned
+                else "—"
+            ]
+            rows.append(cells)
+    return rows
+
+
 TABLES: dict[str, Callable[[Files], Rows]] = {
     "budget": budget,
     "freeze-summary": freeze_summary,
@@ -250,4 +276,5 @@ TABLES: dict[str, Callable[[Files], Rows]] = {
     "records": records,
     "startup": startup,
     "best-seconds": best_seconds,
+    "sweeps": sweeps,
 }
