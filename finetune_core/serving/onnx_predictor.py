@@ -22,8 +22,8 @@ from finetune_core.serving.outputs import ModelMeta, input_texts, load_meta, out
 SERVING_DIR = "serving"  # inside the model directory: the served graph and its parity record
 GRAPH_FILE = "model.onnx"
 RECORD_FILE = "serving.json"
-# Most padded tokens in one ONNX Runtime batch: a call's rows, longest first, go in batches this
-# size, fastest on the CPUs measured (docs/benchmarks/serving.md, "Batches").
+# Most padded tokens in one ONNX Runtime batch: a call's rows, longest first, go in batches this size;
+# caps of 256-512 ran within 5 % of each other on the CPU measured (docs/benchmarks/serving.md, Reading).
 ONNX_BATCH_TOKENS = 384
 
 
