@@ -1,4 +1,4 @@
-"""The `finetune` flow with the serving settings users get (ONNX export on): the registered version carries the parity
+"""The `finetune` flow with ONNX export on (`serving.onnx: true`): the registered version carries the parity
 and latency figures (as run metrics and in its description), and its logged model holds the form
 that passed, served by default without loading torch."""
 
@@ -17,9 +17,7 @@ def test_a_registered_version_carries_parity_and_latency(
 ):
     from flows.finetune import finetune
 
-    config = validate_config(
-        tiny_config(tiny_backbone, sst2_small, tracking_uri, tmp_path)  # serving: the defaults
-    )
+    config = validate_config(tiny_config(tiny_backbone, sst2_small, tracking_uri, tmp_path, serving={"onnx": True}))
     result = finetune(config)
 
     client = MlflowClient(tracking_uri)
