@@ -3,6 +3,7 @@ and the ONNX Runtime predictor, which serves without torch, cut batches the same
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,3 +32,15 @@ def sorted_batches(lengths: np.ndarray, limit: int | BatchLimit) -> list[np.ndar
         batches.append(order[start : start + size])
         start += size
     return batches
+
+
+def scored_in_row_order(lengths: np.ndarray, limit: int | BatchLimit, score: Callable) -> np.ndarray | None:
+    """``score(rows)`` (an array, a row each) over ``sorted_batches``, put back in the original row
+    order; None when there are no rows (the caller knows the width an empty result has)."""
+    results = None  # one array, allocated once the first batch shows the output width
+    for rows in sorted_batches(lengths, limit):
+        outputs = score(rows)
+        if results is None:
+            results = np.empty((len(lengths), *outputs.shape[1:]), dtype=outputs.dtype)
+        results[np.asarray(rows)] = outputs
+    return results

@@ -9,7 +9,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from finetune_core.model.batching import BatchLimit, Encoded, collate, sorted_batches
+from finetune_core.batch_plan import scored_in_row_order
+from finetune_core.model.batching import BatchLimit, Encoded, collate
 from finetune_core.model.heads import forward_logits
 
 
@@ -31,14 +32,13 @@ def outputs_in_row_order(
     (the encoded rows here, a layer cache's rows in training.cached_lower_blocks)."""
     was_training = model.training
     model.eval()
-    results = None  # one array, allocated once the first batch shows the output width
-    for batch in sorted_batches(lengths, batch_size):
-        inputs = {k: v.to(device) for k, v in make_batch(batch).items()}
+
+    def score(rows) -> np.ndarray:
+        inputs = {k: v.to(device) for k, v in make_batch(rows).items()}
         with autocast() if autocast else contextlib.nullcontext():
-            logits = forward_logits(model, spec, inputs).float().cpu().numpy()
-        if results is None:
-            results = np.empty((len(lengths), *logits.shape[1:]), dtype=logits.dtype)
-        results[np.asarray(batch)] = logits
+            return forward_logits(model, spec, inputs).float().cpu().numpy()
+
+    results = scored_in_row_order(lengths, batch_size, score)
     model.train(was_training)
     return results if results is not None else np.zeros((0, model.config.num_labels), dtype=np.float32)
 

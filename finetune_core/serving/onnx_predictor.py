@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from finetune_core.batch_plan import BatchLimit, sorted_batches
+from finetune_core.batch_plan import BatchLimit, scored_in_row_order
 from finetune_core.serving.outputs import ModelMeta, input_texts, load_meta, outputs_to_frame
 
 SERVING_DIR = "serving"  # inside the model directory: the served graph and its parity record
@@ -109,12 +109,11 @@ class OnnxPredictor:
         texts, and the second texts for a model trained on sentence pairs."""
         ids, types = self._encode([[str(t) for t in texts] for texts in columns])
         lengths = np.array([len(row) for row in ids], dtype=np.int64)
-        results = None
-        for rows in sorted_batches(lengths, BatchLimit(self.batch_size, ONNX_BATCH_TOKENS)):
-            outputs = self.session.run(None, self._feed(ids, types, rows))[0]
-            if results is None:
-                results = np.empty((len(ids), *outputs.shape[1:]), dtype=np.float32)
-            results[rows] = outputs
+
+        def score(rows) -> np.ndarray:
+            return self.session.run(None, self._feed(ids, types, rows))[0].astype(np.float32, copy=False)
+
+        results = scored_in_row_order(lengths, BatchLimit(self.batch_size, ONNX_BATCH_TOKENS), score)
         width = 1 if self.meta.task == "regression" else len(self.meta.labels or [])
         return results if results is not None else np.zeros((0, width), dtype=np.float32)
 
