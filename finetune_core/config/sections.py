@@ -202,12 +202,12 @@ class MlflowConfig(Strict):
 
 class ServingConfig(Strict):
     onnx: bool = Field(
-        False,
+        True,
         description="At registration, export the model (its pooling and head) to ONNX, check its parity with "
         "PyTorch on the test split (gates.parity) and serve it with ONNX Runtime when it passes "
         "(docs/how-to/serving.md). The fp32 graph answers a one-text `mlflow models serve` request in half "
-        "PyTorch's time with the same labels (docs/benchmarks/serving.md); off by default until a race seen "
-        "once with it on (parallel backbone scoring after exports in the same process) is understood.",
+        "PyTorch's time with the same labels (docs/benchmarks/serving.md). false: PyTorch only, and a "
+        "faster registration.",
     )
     quantize: Literal["int8", "none"] = Field(
         "int8",

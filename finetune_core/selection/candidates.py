@@ -30,7 +30,7 @@ from finetune_core.errors import ConfigError, DataError, UserInputError
 from finetune_core.model.backbone import load_for_task, load_tokenizer, resolve_backbone
 from finetune_core.model.batching import Encoded, collate, encode_columns
 from finetune_core.model.features import extract_features
-from finetune_core.model.heads import POOLINGS, HeadSpec, head_spec, resolve_pooling
+from finetune_core.model.heads import POOLINGS, HeadSpec, head_spec, num_layers, resolve_pooling
 from finetune_core.model.loading import MODEL_LOADING
 from finetune_core.selection.transferability import logme, probe_score
 from finetune_core.training.device import Runtime, eval_batches, runtime_for
@@ -75,10 +75,38 @@ def _latency_ms(model, features, encoded: Encoded, runtime, examples: int = 16) 
     return 1000 * (time.perf_counter() - started) / max(len(rows), 1)
 
 
+def transformer_blocks(model) -> list[torch.nn.Module]:
+    """The backbone's transformer blocks, lowest first: the module list in its base model with one
+    entry per layer (``encoder.layer`` in BERT, ``transformer.layer`` in DistilBERT, ``layers``
+    elsewhere); empty when there is none."""
+    lists = [m for m in model.base_model.modules() if isinstance(m, torch.nn.ModuleList) and len(m)]
+    depth = num_layers(model)
+    matching = [m for m in lists if len(m) == depth] if depth else sorted(lists, key=len, reverse=True)
+    return list(matching[0]) if matching else []
+
+
+def _block_outputs(model, run):
+    """(result of ``run()``, the blocks' output hidden states in order). Forward hooks local to this
+    call, not ``output_hidden_states``: transformers collects those in a context variable that turns
+    process-wide once ``torch.export`` has traced in the process (the ONNX export), and candidates
+    scored on parallel threads then read each other's states (docs/decisions/onnx-export.md)."""
+    states: list[torch.Tensor] = []
+
+    def keep(module, args, output):
+        states.append(output[0] if isinstance(output, tuple) else output)
+
+    handles = [block.register_forward_hook(keep) for block in transformer_blocks(model)]
+    try:
+        return run(), states
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def with_layer_average(extractor: HeadSpec):
     """(spec, split): the spec's features are the head's features followed by the mean-pooled hidden
-    states averaged over every transformer block, from one forward pass (a hook on the backbone
-    keeps its hidden states).
+    states averaged over every transformer block, from one forward pass (hooks on the blocks keep
+    their outputs).
 
     Why score the layer average: fine-tuning adapts the whole stack, and what transfers is
     spread across its layers; the last layer alone reflects the pretraining objective (here a
@@ -86,23 +114,15 @@ def with_layer_average(extractor: HeadSpec):
     than in the blocks below). Scored on the last layer only, LogME ranked copies of
     all-MiniLM-L6-v2 cut to their lowest layers above the full model, the reverse of their
     fine-tuned accuracy (docs/decisions/selection-layers.md)."""
-    captured: list = []
     head_width: list[int] = []
 
     def features(model, batch):
-        handle = model.base_model.register_forward_hook(lambda module, args, output: captured.append(output))
-        try:
-            head_features = extractor.features(model, {**batch, "output_hidden_states": True})
-        finally:
-            handle.remove()
-        hidden = getattr(captured.pop(), "hidden_states", None) if captured else None
-        captured.clear()
+        head_features, blocks = _block_outputs(model, lambda: extractor.features(model, batch))
         head_width[:] = [head_features.shape[1]]
-        if not hidden or len(hidden) < 2:  # a backbone that does not expose them: the head's features stand in
+        if not blocks:  # a backbone without a block list: the head's features stand in
             return torch.cat([head_features, head_features], dim=1)
-        mask = batch["attention_mask"].unsqueeze(-1).to(hidden[-1].dtype)
-        blocks = torch.stack(hidden[1:]).mean(dim=0)  # hidden[0] is the embedding output, not a block
-        average = (blocks * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
+        mask = batch["attention_mask"].unsqueeze(-1).to(blocks[-1].dtype)
+        average = (torch.stack(blocks).mean(dim=0) * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
         return torch.cat([head_features, average.to(head_features.dtype)], dim=1)
 
     def split(both: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import logging
 import shutil
 import threading
+import warnings
 from pathlib import Path
 
 import torch
@@ -23,6 +25,11 @@ from finetune_core.serving.outputs import ModelMeta
 
 OUTPUT_NAME = "outputs"
 OPSET = 18
+# What torch's exporter says on every export of a text model, none of it actionable by a user: the
+# torchvision operators it skips, dynamic axes it renames, a pytree deprecation inside torch.
+for _message in (r"# The axis name: .* will not be used", r"`isinstance\(treespec, LeafSpec\)` is deprecated"):
+    warnings.filterwarnings("ignore", message=_message)
+logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
 
 
 class _Scorer(torch.nn.Module):

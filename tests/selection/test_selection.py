@@ -159,3 +159,44 @@ def test_select_command_ranks_and_names_a_missing_candidate(tiny_backbone, sst2_
         app, ["select", str(path), "--set", f"backbone.candidates=[{tiny_backbone},{tmp_path}/nope]"]
     )
     assert missing.exit_code == 2 and "nope" in missing.output and "does not exist" in missing.output
+
+
+def _layer_average_reference(model, batch) -> torch.Tensor:
+    """What the layer average is: every block's output states (not the embeddings'), mean-pooled."""
+    hidden = model(**batch, output_hidden_states=True).hidden_states[1:]
+    mask = batch["attention_mask"].unsqueeze(-1).float()
+    return ((torch.stack(hidden).mean(dim=0) * mask).sum(dim=1) / mask.sum(dim=1)).detach()
+
+
+def test_layer_average_stays_per_candidate_while_another_thread_exports(tiny_backbone, tmp_path):
+    """While torch.export traces (the ONNX export at registration) on any thread, transformers'
+    collector of `output_hidden_states` is process-wide; candidates scored on other threads then
+    mixed their states. The layer average reads its own block hooks instead."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from finetune_core.model.backbone import load_for_task, load_tokenizer
+    from finetune_core.model.batching import collate, encode
+    from finetune_core.selection.candidates import with_layer_average
+
+    paths = [str(tiny_backbone), str(random_copy(tiny_backbone, tmp_path / "random"))]
+    models = [load_for_task(path, "classification", ["0", "1"]).eval() for path in paths]
+    encoded = encode(load_tokenizer(paths[0]), [f"a film number {i} that runs long" for i in range(8)], 16)
+    batch = collate(encoded, list(range(8)))
+    with torch.no_grad():
+        expected = [_layer_average_reference(model, batch) for model in models]
+
+        def layer_average(index: int) -> torch.Tensor:
+            spec, split = with_layer_average(head_spec(models[index], "mean"))
+            return split(spec.features(models[index], batch))[1]
+
+        def export() -> None:
+            for _ in range(3):
+                torch.export.export(exported, (), dict(batch), strict=False)
+
+        exported = load_for_task(paths[0], "classification", ["0", "1"]).eval().base_model
+        with ThreadPoolExecutor(3) as pool:  # one thread per candidate, as rank_backbones scores them
+            exporting = pool.submit(export)
+            results = list(pool.map(lambda index: [layer_average(index) for _ in range(60)], [0, 1]))
+            exporting.result()
+    for index, repeated in enumerate(results):
+        assert all(torch.allclose(result, expected[index], atol=1e-5) for result in repeated)
