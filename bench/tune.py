@@ -76,6 +76,7 @@ def raw_config(dataset: str, files: dict[str, Path], workdir: Path, seed: int, s
         "mlflow": {"tracking_uri": f"sqlite:///{workdir / 'mlflow.db'}", "experiment": "bench-tune"},
         "output_dir": str(workdir / "runs"),
         "gates": {"beat_baseline": False},
+        "serving": {"onnx": False},  # the search is compared, not the served form: HF's side exports nothing
         "search": {"seed": seed, **search},
     }
 

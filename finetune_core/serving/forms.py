@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 from finetune_core.config.gates import ParityGates
 from finetune_core.config.sections import ServingConfig
+from finetune_core.durable import write_atomic
 from finetune_core.serving.onnx_predictor import GRAPH_FILE, RECORD_FILE, SERVING_DIR, OnnxPredictor
 from finetune_core.serving.parity import Parity, Timing, measure_timing, parity
 
@@ -87,7 +88,7 @@ def _record(model_dir: Path, report: ServingReport, graph: Path | None) -> None:
     target.mkdir(parents=True)
     if graph is not None:
         shutil.copyfile(graph, target / GRAPH_FILE)
-    (target / RECORD_FILE).write_text(report.model_dump_json(indent=2), encoding="utf-8")
+    write_atomic(target / RECORD_FILE, report.model_dump_json(indent=2))  # last: no record, no ONNX served
 
 
 def _served_by_torch(model_dir: Path, reason: str, torch_size: float) -> ServingReport:

@@ -44,7 +44,9 @@ def text_column_fields(sources) -> dict[str, str]:
 
 
 def write_meta(meta: ModelMeta, directory: str | Path) -> None:
-    (Path(directory) / META_FILE).write_text(meta.model_dump_json(indent=2), encoding="utf-8")
+    from finetune_core.durable import write_atomic  # at save time only: serving never writes
+
+    write_atomic(Path(directory) / META_FILE, meta.model_dump_json(indent=2))
 
 
 def load_meta(directory: str | Path) -> ModelMeta:
