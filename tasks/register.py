@@ -25,6 +25,7 @@ from finetune_core.redaction import without_credentials
 from finetune_core.serving import SHIPPED_MODULES
 from finetune_core.serving.onnx_predictor import served_graph
 from finetune_core.serving.predictor import Predictor
+from tasks.mlflow_io.logged_models import DIGEST_TAG, logged_already, model_dir_digest
 from tasks.mlflow_io.registry_lookups import CHALLENGER, CHAMPION, alias_version, versions_of
 from tasks.mlflow_io.tracking import SplitDataset, active_run, log_metrics
 
@@ -85,6 +86,10 @@ def log_pyfunc(model_dir: Path, example: pd.DataFrame, run_id: str) -> str:
     signature = infer_signature(example, Predictor.load(model_dir).predict_frame(example), params={"runtime": "auto"})
     onnx = served_graph(model_dir) is not None
     requirements = _pip_requirements(_ONNX_RUNTIME_PACKAGES, "mlflow-skinny") if onnx else _pip_requirements()
+    digest = model_dir_digest(model_dir)
+    existing = logged_already(run_id, digest)
+    if existing is not None:  # logged before this run was killed and resumed
+        return existing
     with active_run(run_id), tempfile.TemporaryDirectory() as scratch:
         info = mlflow.pyfunc.log_model(
             name="model",
@@ -94,6 +99,7 @@ def log_pyfunc(model_dir: Path, example: pd.DataFrame, run_id: str) -> str:
             signature=signature,
             input_example=example,
             pip_requirements=requirements,
+            tags={DIGEST_TAG: digest},
         )
     return info.model_uri
 

@@ -1,7 +1,7 @@
 """A crash anywhere resumes. The installed `finetune run` kills itself with a real SIGKILL at a named
 phase (``FINETUNE_FAULT_KILL_AT``, finetune_core/faults.py); the same command is run again, killed
 at the next phase, and so on; the last run completes. Then: the run finished in its one run
-directory and its one MLflow run; exactly one registered version, whose run_id is that run's; the
+directory and its one MLflow run; one logged model; exactly one registered version, whose run_id is that run's; the
 aliases where the gates put them; no half-written cache file left or read; the test metrics equal an
 uninterrupted run's (computed once per module).
 
@@ -118,6 +118,8 @@ def test_killed_at_each_phase_the_same_command_finishes_as_if_uninterrupted(
     runs = client.search_runs([experiment])  # the run, and its candidates' child runs
     assert [r.info.run_id for r in runs if "mlflow.parentRunId" not in r.data.tags] == [run_id]
     assert client.get_run(run_id).info.status == "FINISHED"
+    logged = client.search_logged_models([experiment], filter_string=f"source_run_id = '{run_id}'")
+    assert [m.model_uri for m in logged] == [summary["model_uri"]]  # a resumed run does not log it again
     (version,) = client.search_model_versions(f"name = '{NAME}'")
     number = str(version.version)
     assert version.run_id == run_id and number == summary["model_version"]
