@@ -111,16 +111,17 @@ def fused_op_counts(path: str | Path) -> dict[str, int]:
 
 def fuse_transformer_ops(source: str | Path, target: str | Path) -> dict[str, int]:
     """Rewrite the dynamo exporter's graph with ONNX Runtime's fused transformer operators
-    (MultiHeadAttention taking the padding mask, SkipLayerNormalization, BiasGelu) with ``onnxscript``'s
-    rewriter, written for these graphs (``onnxruntime.transformers.optimizer`` fuses only the GELUs
-    here). The query/key/value projections stay MatMuls: int8 quantisation takes them, which it
-    cannot inside a packed ``Attention`` (docs/decisions/onnx-export.md). Returns the fusions applied
+    (MultiHeadAttention taking the padding mask, BiasGelu) with ``onnxscript``'s rewriter, written for
+    these graphs (``onnxruntime.transformers.optimizer`` fuses only the GELUs here). Left out: packing
+    the query/key/value projections into one ``Attention`` (int8 quantisation cannot take them
+    there) and ``SkipLayerNormalization``, which ran 8× slower than the residual ``Add`` and
+    ``LayerNormalization`` it replaces (docs/decisions/onnx-export.md). Returns the fusions applied
     (none where no pattern matched: the graph is written with its plain operators). Parity with
     PyTorch still decides what is served."""
     from onnxscript import ir  # onnxscript is a dependency already (the exporter writes with it)
     from onnxscript.rewriter.ort_fusions import optimize_for_ort
 
-    with _projections_kept_apart():
+    with _fusions_left_out("fuse_attention", "fuse_skip_layer_normalization"):
         model, counts = optimize_for_ort(ir.load(str(source)))
     ir.save(model, str(target))
     return {name: count for name, count in counts.items() if count}
@@ -130,18 +131,20 @@ _FUSION_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
-def _projections_kept_apart():
-    """``optimize_for_ort`` without its last attention step (packing the projections into one
-    ``Attention``), which it has no option to skip: its pipeline calls the module's ``fuse_attention``."""
+def _fusions_left_out(*names: str):
+    """``optimize_for_ort`` without some of its steps, which it has no option to skip: its pipeline
+    calls the module's ``fuse_*`` functions by name, replaced by no-ops for the call."""
     from onnxscript.rewriter.ort_fusions import _core
 
     with _FUSION_LOCK:
-        packing = _core.fuse_attention
-        _core.fuse_attention = lambda model, debug=False: 0
+        kept = {name: getattr(_core, name) for name in names}
+        for name in names:
+            setattr(_core, name, lambda model, debug=False, **_: 0)
         try:
             yield
         finally:
-            _core.fuse_attention = packing
+            for name, function in kept.items():
+                setattr(_core, name, function)
 
 
 def quantize_int8(source: str | Path, target: str | Path, *, per_channel: bool = True) -> Path:

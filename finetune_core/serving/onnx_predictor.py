@@ -56,21 +56,29 @@ def _pad_id(directory: Path, tokenizer) -> int:
     return (tokenizer.token_to_id(token) if isinstance(token, str) else None) or 0
 
 
-def _session(graph: Path):
+def session(graph: Path, optimized_copy: Path | None = None):
+    """An ONNX Runtime session on ``graph`` as the predictor runs it; ``optimized_copy``: also write
+    the graph as ONNX Runtime optimised it there (to see what runs)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # as torch's default: every core unless OMP_NUM_THREADS says otherwise (0 = ONNX Runtime's own choice)
     options.intra_op_num_threads = int(os.environ.get("OMP_NUM_THREADS", 0) or 0)
-    return ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+    if optimized_copy is not None:
+        options.optimized_model_filepath = str(optimized_copy)
+    # ONNX Runtime would fuse the residual Add and LayerNormalization back into its slower
+    # SkipLayerNormalization (docs/decisions/onnx-export.md)
+    return ort.InferenceSession(
+        str(graph), options, providers=["CPUExecutionProvider"], disabled_optimizers=["SkipLayerNormFusion"]
+    )
 
 
 class OnnxPredictor:
     runtime = "onnx"
 
     def __init__(self, graph: Path, tokenizer, meta: ModelMeta, *, pad_id: int = 0, batch_size: int = 64):
-        self.session, self.tokenizer, self.meta = _session(graph), tokenizer, meta
+        self.session, self.tokenizer, self.meta = session(graph), tokenizer, meta
         self.pad_id, self.batch_size = pad_id, batch_size
         self.inputs = [i.name for i in self.session.get_inputs()]
 
