@@ -25,6 +25,7 @@ RECORD_FILE = "serving.json"
 # Most padded tokens in one ONNX Runtime batch: a call's rows, longest first, go in batches this size;
 # caps of 256-512 ran within 5 % of each other on the CPU measured (docs/benchmarks/serving.md, Reading).
 ONNX_BATCH_TOKENS = 384
+UNFUSED = ["SkipLayerNormFusion", "BiasGeluFusion"]  # ONNX Runtime's fusions the session leaves out
 
 
 def served_graph(directory: str | Path) -> Path | None:
@@ -67,11 +68,9 @@ def session(graph: Path, optimized_copy: Path | None = None):
     options.intra_op_num_threads = int(os.environ.get("OMP_NUM_THREADS", 0) or 0)
     if optimized_copy is not None:
         options.optimized_model_filepath = str(optimized_copy)
-    # ONNX Runtime would fuse the residual Add and LayerNormalization back into its slower
-    # SkipLayerNormalization (docs/decisions/onnx-export.md)
-    return ort.InferenceSession(
-        str(graph), options, providers=["CPUExecutionProvider"], disabled_optimizers=["SkipLayerNormFusion"]
-    )
+    # ONNX Runtime would fuse them back into its slower SkipLayerNormalization and BiasGelu
+    # (docs/decisions/onnx-export.md)
+    return ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"], disabled_optimizers=UNFUSED)
 
 
 class OnnxPredictor:
