@@ -40,8 +40,8 @@ RUNTIMES = {"auto": {}, "torch": {"runtime": "torch"}}  # auto: the form registr
 
 def logged_model(kind: str, work: Path, train_rows: int) -> tuple[str, dict]:
     """The briefly trained model, its served form chosen as registration chooses, logged to a SQLite store."""
-    directory = train_briefly(kind, work / "model", train_rows)
-    test = read_split(kind, "test")
+    directory = train_briefly(kind, work / "model", train_rows, "examples")
+    test = read_split(kind, "test", "examples")
     texts, pairs = texts_of(kind, test)
     labels = load_meta(directory).labels
     rows = ParityRows(
@@ -117,7 +117,7 @@ def post(url: str, columns: list[str], rows: list[list[str]], params: dict) -> f
 
 
 def measure(url: str, kind: str, requests: int, rounds: int) -> dict[str, dict]:
-    test = read_split(kind, "test")
+    test = read_split(kind, "test", "examples")
     columns = _columns(kind)
     rows = test[columns].astype(str).values.tolist()
     single: dict[str, list[float]] = {name: [] for name in RUNTIMES}
