@@ -93,16 +93,30 @@ def ours(raw: dict) -> dict:
         "best_validation": result.best_value,
         "best_params": result.best_params,
         "trials": result.trials,
-        "trial_seconds": _trial_seconds(raw, result.study),
+        **_study_trials(raw, result.study),
     }
 
 
-def _trial_seconds(raw: dict, study_name: str) -> float:
+def _study_trials(raw: dict, study_name: str) -> dict:
+    """The sweep's trial seconds, and each trial (parameters, state, per-epoch and final validation): a
+    pruned trial's unpruned twin, where both sweeps asked the same point, shows what pruning gave up."""
     import optuna
 
     storage = raw["mlflow"]["tracking_uri"].replace("mlflow.db", "optuna.db")
     study = optuna.load_study(study_name=study_name, storage=storage)
-    return sum((t.duration.total_seconds() if t.duration else 0.0) for t in study.trials)
+    seconds = [t.duration.total_seconds() if t.duration else 0.0 for t in study.trials]
+    trials = [
+        {
+            "number": t.number,
+            "state": t.state.name.lower(),
+            "value": t.value,
+            "epochs": [t.intermediate_values[k] for k in sorted(t.intermediate_values)],
+            "seconds": s,
+            "params": t.params,
+        }
+        for t, s in zip(study.trials, seconds, strict=True)
+    ]
+    return {"trial_seconds": sum(seconds), "trial_list": trials}
 
 
 def default_recipe(raw: dict) -> dict:
