@@ -1,6 +1,7 @@
 """Serving runtimes on the same rows in one run: PyTorch fp32, ONNX Runtime fp32 (the graph as
 exported, and fused with ONNX Runtime's transformer operators as served) and ONNX Runtime int8
-(dynamic quantisation of the fused graph), for single texts (SST-2), sentence pairs (MRPC) and
+(dynamic quantisation of the fused graph: QAttention; and, to compare, of the graph fused without
+packing attention, as served before: MultiHeadAttention), for single texts (SST-2), sentence pairs (MRPC) and
 multilabel (Reuters), each the bundled all-MiniLM-L6-v2 fine-tuned briefly on the example data.
 
     python -m bench.serving [--kinds single pairs multilabel] [--data examples|shared] [--train-rows 600]
@@ -36,7 +37,8 @@ from bench.paths import REPO, SHARED_DATA, invocation, results_file
 from finetune_core.config.gates import ParityGates
 from finetune_core.model.backbone import resolve_backbone
 from finetune_core.model.heads import forward_logits, head_spec, resolve_pooling
-from finetune_core.serving.onnx_export import export_onnx, fuse_transformer_ops, quantize_int8
+from finetune_core.serving.fusion import fuse_transformer_ops
+from finetune_core.serving.onnx_export import export_onnx, quantize_int8
 from finetune_core.serving.onnx_predictor import OnnxPredictor
 from finetune_core.serving.parity import parity
 from finetune_core.serving.predictor import ModelMeta, Predictor, save_model_dir
@@ -240,8 +242,9 @@ def bench_kind(kind: str, work: Path, args: argparse.Namespace) -> tuple[list[di
 
 
 def export_forms(torch_predictor, work: Path) -> tuple[dict[str, Path], dict]:
-    """The graph as exported, the graph fused as served, and int8 of the fused graph; the seconds each
-    step took and the fusions applied."""
+    """The graph as exported, the graph fused as served, int8 of the fused graph (``QAttention``) and,
+    to compare, int8 of the graph fused without packing attention (``MultiHeadAttention``, served
+    before); the seconds each step took and the fusions applied."""
     model, tokenizer, meta = torch_predictor.model, torch_predictor.tokenizer, torch_predictor.meta
     started = time.perf_counter()
     unfused = export_onnx(model, tokenizer, meta, work / "model.unfused.onnx", fuse=False)
@@ -252,7 +255,14 @@ def export_forms(torch_predictor, work: Path) -> tuple[dict[str, Path], dict]:
     started = time.perf_counter()
     int8 = quantize_int8(work / "model.fp32.onnx", work / "model.int8.onnx")
     quantize_s = time.perf_counter() - started
-    graphs = {"onnx-fp32-unfused": unfused, "onnx-fp32": work / "model.fp32.onnx", "onnx-int8": int8}
+    fuse_transformer_ops(unfused, work / "model.mha.onnx", packed_attention=False)
+    int8_mha = quantize_int8(work / "model.mha.onnx", work / "model.int8-mha.onnx")
+    graphs = {
+        "onnx-fp32-unfused": unfused,
+        "onnx-fp32": work / "model.fp32.onnx",
+        "onnx-int8": int8,
+        "onnx-int8-mha": int8_mha,
+    }
     steps = {"export_s": export_s, "fuse_s": fuse_s, "quantize_s": quantize_s, "fusions": fusions}
     return graphs, steps
 

@@ -4,23 +4,22 @@ The graph is the model through the pooling and head it was trained with
 (``finetune_core.model.heads.forward_logits``): inputs are token ids, outputs the raw outputs
 the PyTorch predictor computes. Post-processing (temperature, thresholds, regression scaling)
 stays in ``finetune_core.serving.outputs``, shared by both runtimes. Why ``torch.onnx.export``
-with ``dynamo=True``, and why its graph is fused with ``onnxscript``'s ONNX Runtime fusions (attention,
-skip layer norm, bias GELU) rather than ``onnxruntime.transformers.optimizer``: docs/decisions/onnx-export.md.
+with ``dynamo=True``, and why its graph is fused with ``onnxscript``'s ONNX Runtime fusions
+(``finetune_core.serving.fusion``) rather than ``onnxruntime.transformers.optimizer``: docs/decisions/onnx-export.md.
 """
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import logging
 import shutil
-import threading
 import warnings
 from pathlib import Path
 
 import torch
 
 from finetune_core.model.heads import forward_logits, head_spec
+from finetune_core.serving.fusion import fuse_transformer_ops
 from finetune_core.serving.outputs import ModelMeta
 
 OUTPUT_NAME = "outputs"
@@ -95,57 +94,6 @@ def _fuse_in_place(path: Path) -> None:
         scratch.unlink(missing_ok=True)
         return
     scratch.replace(path)
-
-
-# the fused operators a transformer encoder's graph should hold once fused (the tests count them)
-FUSED_OPS = ("Attention", "MultiHeadAttention", "SkipLayerNormalization", "BiasGelu", "FastGelu", "Gelu")
-
-
-def fused_op_counts(path: str | Path) -> dict[str, int]:
-    """How many of each of ``FUSED_OPS`` the graph at ``path`` holds."""
-    import onnx
-
-    ops = [node.op_type for node in onnx.load(str(path), load_external_data=False).graph.node]
-    return {op: ops.count(op) for op in FUSED_OPS}
-
-
-def fuse_transformer_ops(source: str | Path, target: str | Path) -> dict[str, int]:
-    """Rewrite the dynamo exporter's graph with ONNX Runtime's fused transformer operators
-    (MultiHeadAttention taking the padding mask, Gelu) with ``onnxscript``'s rewriter, written for
-    these graphs (``onnxruntime.transformers.optimizer`` fuses only the GELUs here). Left out: packing
-    the query/key/value projections into one ``Attention`` (int8 quantisation cannot take them
-    there), ``SkipLayerNormalization``, which ran 8× slower than the residual ``Add`` and
-    ``LayerNormalization`` it replaces, and ``BiasGelu``, 4 % slower than its ``Add`` and ``Gelu``
-    (docs/decisions/onnx-export.md). Returns the fusions applied
-    (none where no pattern matched: the graph is written with its plain operators). Parity with
-    PyTorch still decides what is served."""
-    from onnxscript import ir  # onnxscript is a dependency already (the exporter writes with it)
-    from onnxscript.rewriter.ort_fusions import optimize_for_ort
-
-    with _fusions_left_out("fuse_attention", "fuse_skip_layer_normalization", "fuse_bias_gelu"):
-        model, counts = optimize_for_ort(ir.load(str(source)))
-    ir.save(model, str(target))
-    return {name: count for name, count in counts.items() if count}
-
-
-_FUSION_LOCK = threading.Lock()
-
-
-@contextlib.contextmanager
-def _fusions_left_out(*names: str):
-    """``optimize_for_ort`` without some of its steps, which it has no option to skip: its pipeline
-    calls the module's ``fuse_*`` functions by name, replaced by no-ops for the call."""
-    from onnxscript.rewriter.ort_fusions import _core
-
-    with _FUSION_LOCK:
-        kept = {name: getattr(_core, name) for name in names}
-        for name in names:
-            setattr(_core, name, lambda model, debug=False, **_: 0)
-        try:
-            yield
-        finally:
-            for name, function in kept.items():
-                setattr(_core, name, function)
 
 
 def quantize_int8(source: str | Path, target: str | Path, *, per_channel: bool = True) -> Path:

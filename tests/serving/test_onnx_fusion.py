@@ -1,14 +1,15 @@
-"""The exported graph is fused with ONNX Runtime's transformer operators (one MultiHeadAttention per
-layer, taking the padding mask; GELUs; layer norms and GELUs kept apart from their Adds), its int8
-form quantises every projection, and both still serve what PyTorch serves on padded batches
-(docs/decisions/onnx-export.md)."""
+"""The exported graph is fused with ONNX Runtime's transformer operators (one packed Attention per
+layer, taking the padding mask as its mask index; GELUs; layer norms and GELUs kept apart from their
+Adds), its int8 form quantises every projection (QAttention), and both still serve what PyTorch
+serves on padded batches (docs/decisions/onnx-export.md)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from finetune_core.serving.onnx_export import export_onnx, fused_op_counts, quantize_int8
+from finetune_core.serving.fusion import MASK_INDEX, fuse_transformer_ops, fused_op_counts
+from finetune_core.serving.onnx_export import export_onnx, quantize_int8
 from finetune_core.serving.onnx_predictor import OnnxPredictor, session
 from finetune_core.serving.predictor import Predictor, load_model_dir
 from tests.serving.onnx_models import PAIRS, TEXTS, model_dir
@@ -25,7 +26,7 @@ def test_the_exported_graph_is_fused_and_matches_pytorch_on_padded_batches(kind,
     directory = model_dir(tiny_backbone, kind, tmp_path / "model")
     graph = export_onnx(*load_model_dir(directory), tmp_path / "model.onnx")
     counts = fused_op_counts(graph)
-    assert counts["Attention"] + counts["MultiHeadAttention"] == LAYERS, counts
+    assert counts["Attention"] == LAYERS and counts["MultiHeadAttention"] == 0, counts
     assert counts["SkipLayerNormalization"] + counts["BiasGelu"] == 0 and counts["Gelu"] == LAYERS, counts
 
     columns = _columns(kind)
@@ -62,16 +63,38 @@ def test_the_fused_graph_quantises_every_projection_and_runs(tiny_backbone, tmp_
     directory = model_dir(tiny_backbone, "classification", tmp_path / "model")
     fp32 = export_onnx(*load_model_dir(directory), tmp_path / "model.onnx")
     int8 = quantize_int8(fp32, tmp_path / "model.int8.onnx")
-    assert fused_op_counts(int8)["MultiHeadAttention"] == LAYERS and int8.stat().st_size < fp32.stat().st_size
+    assert int8.stat().st_size < fp32.stat().st_size
     ops = [node.op_type for node in onnx.load(str(int8)).graph.node]
-    # query, key, value, attention output, and the two feed-forward layers of each block
-    assert ops.count("MatMulInteger") >= 6 * LAYERS and "MatMul" not in ops, ops
+    # packed query/key/value in QAttention; attention output and the two feed-forward layers of each block
+    assert ops.count("QAttention") == LAYERS and ops.count("MatMulInteger") >= 3 * LAYERS, ops
+    assert "MatMul" not in ops and "Attention" not in ops, ops
     outputs = OnnxPredictor.load(directory, graph=int8).raw_outputs(TEXTS)
     assert outputs.shape == (len(TEXTS), 2) and np.isfinite(outputs).all()
     # what the session runs keeps them apart too: ONNX Runtime's own optimiser would fuse them again
     session(int8, optimized_copy=tmp_path / "as-run.onnx")
     ops = [node.op_type for node in onnx.load(tmp_path / "as-run.onnx").graph.node]
     assert "SkipLayerNormalization" not in ops and "BiasGelu" not in ops, ops
+
+
+@pytest.mark.parametrize("kind", ["classification", "pairs"])
+def test_int8_qattention_reads_the_padding_mask_and_scores_as_the_unpacked_int8_form(kind, tiny_backbone, tmp_path):
+    """QAttention has no attention-bias input: the padding mask reaches it as its mask index, so on
+    padded batches it scores what int8 with the projections outside MultiHeadAttention scores (the
+    same int8 weights and activations); the quantiser would otherwise drop the mask."""
+    import onnx
+
+    directory = model_dir(tiny_backbone, kind, tmp_path / "model")
+    plain = export_onnx(*load_model_dir(directory), tmp_path / "plain.onnx", fuse=False)
+    fuse_transformer_ops(plain, tmp_path / "packed.onnx")
+    fuse_transformer_ops(plain, tmp_path / "mha.onnx", packed_attention=False)
+    assert fused_op_counts(tmp_path / "mha.onnx")["MultiHeadAttention"] == LAYERS
+    packed = quantize_int8(tmp_path / "packed.onnx", tmp_path / "packed.int8.onnx")
+    unpacked = quantize_int8(tmp_path / "mha.onnx", tmp_path / "mha.int8.onnx")
+    attentions = [n for n in onnx.load(str(packed)).graph.node if n.op_type == "QAttention"]
+    assert len(attentions) == LAYERS and all(n.input[5] == MASK_INDEX for n in attentions)
+    columns = _columns(kind)
+    expected = OnnxPredictor.load(directory, graph=unpacked).raw_outputs(*columns)
+    np.testing.assert_allclose(OnnxPredictor.load(directory, graph=packed).raw_outputs(*columns), expected, atol=1e-4)
 
 
 def test_a_call_is_scored_in_length_sorted_batches_within_the_token_cap(tiny_backbone, tmp_path, monkeypatch):
