@@ -1,6 +1,7 @@
 """Hyperparameter search, ours against Hugging Face Trainer's, at an equal search budget (issue 44).
 
-    python -m bench.tune [--dataset sst2|mrpc] [--rows 2000] [--seeds 0 1 2] [--minutes 20] [--skip-unpruned]
+    python -m bench.tune [--dataset sst2|mrpc] [--rows 2000] [--seeds 0 1 2] [--minutes 20]
+                         [--skip-unpruned | --pruning-only]
 
 Per seed, on the same rows, backbone (the bundled all-MiniLM-L6-v2) and precision (fp32):
 
@@ -11,8 +12,9 @@ Per seed, on the same rows, backbone (the bundled all-MiniLM-L6-v2) and precisio
   0..0.2: layer decay, freeze_layers and dropout have no Trainer argument), TPE seeded; its best run
   trained once more and scored on test;
 - the default recipe: one `finetune` run with no search;
-- unpruned (unless ``--skip-unpruned``): our sweep with ``pruner: none`` and the trial count the pruned
-  sweep reached, to compare trial seconds at the result each reaches.
+- unpruned (unless ``--skip-unpruned``): the same sweep with ``pruner: none``: every point the pruned
+  sweep asked, enqueued in its order and run to the end, to compare trial seconds at the result each
+  reaches (``--pruning-only``: this pair alone, without HF's search and the default recipe).
 
 Data: ../shared/data/{sst2,mrpc} (SST2_DIR, MRPC_DIR). Writes bench/results/hyperparameter-search/
 tune-<dataset>.json (``--out`` elsewhere); asserts nothing.
@@ -208,17 +210,44 @@ def _accuracy(prediction) -> dict:
     return {"accuracy": float((np.argmax(prediction.predictions, axis=-1) == prediction.label_ids).mean())}
 
 
-def one_seed(dataset: str, rows: int | None, minutes: float, seed: int, unpruned: bool) -> dict:
+def paired_unpruned(raw: dict, pruned_trials: list[dict]) -> dict:
+    """The same sweep unpruned: every point the pruned sweep asked, in its order, enqueued in a study
+    with ``pruner: none`` and run to the end. TPE's later points depend on what pruning told it, so a
+    sweep left to its own sampler would compare different points; this compares the same ones."""
+    from finetune_core.config.loading import validate_config
+    from finetune_core.config.tracking import with_resolved_tracking
+    from finetune_core.run_layout import inputs_digest
+    from finetune_core.search.space import resolve_space, study_name
+    from finetune_core.search.study import default_storage, open_study
+
+    Path(raw["output_dir"]).parent.mkdir(parents=True, exist_ok=True)  # where the SQLite stores go
+    config = with_resolved_tracking(validate_config(raw))
+    data = config.data
+    name = study_name(config, resolve_space(config), inputs_digest([data.train, data.validation, data.test]))
+    study = open_study(config, name=name, storage_url=default_storage(config), task=config.task)
+    for trial in sorted(pruned_trials, key=lambda t: t["number"]):
+        study.enqueue_trial(trial["params"])
+    result = ours(raw)
+    asked = [t["params"] for t in sorted(pruned_trials, key=lambda t: t["number"])]
+    result["paired"] = [t["params"] for t in sorted(result["trial_list"], key=lambda t: t["number"])] == asked
+    return result
+
+
+def one_seed(dataset: str, rows: int | None, minutes: float, seed: int, *, unpruned: bool, peers: bool) -> dict:
+    """Our pruned sweep; unless ``peers`` is off, HF's search and the default recipe; unless ``unpruned``
+    is off, the same sweep unpruned (``paired_unpruned``)."""
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         files = data_files(dataset, rows, workdir)
         budget = {"n_trials": 1000, "max_minutes": minutes, "pruner": "median"}
         row = {"seed": seed, "ours": ours(raw_config(dataset, files, workdir / "ours", seed, budget))}
-        row["hf"] = hf_search(raw_config(dataset, files, workdir / "hf", seed, {}), workdir, minutes, seed)
-        row["default"] = default_recipe(raw_config(dataset, files, workdir / "default", seed, {}))
+        if peers:
+            row["hf"] = hf_search(raw_config(dataset, files, workdir / "hf", seed, {}), workdir, minutes, seed)
+            row["default"] = default_recipe(raw_config(dataset, files, workdir / "default", seed, {}))
         if unpruned:
-            same = {"n_trials": row["ours"]["trials"]["done"], "pruner": "none"}
-            row["unpruned"] = ours(raw_config(dataset, files, workdir / "unpruned", seed, same))
+            asked = row["ours"]["trial_list"]
+            same = {"n_trials": len(asked), "pruner": "none"}
+            row["unpruned"] = paired_unpruned(raw_config(dataset, files, workdir / "unpruned", seed, same), asked)
     return row
 
 
@@ -229,6 +258,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--minutes", type=float, default=20.0, help="search budget of each side")
     parser.add_argument("--skip-unpruned", action="store_true", help="no unpruned sweep (saves its time)")
+    parser.add_argument("--pruning-only", action="store_true", help="no HF search, no default recipe")
     parser.add_argument("--out", type=Path, default=None, help="results file (default: bench/results/...)")
     args = parser.parse_args()
     from finetune_core.environment import apply_defaults
@@ -243,7 +273,9 @@ def main() -> None:
     result = {"dataset": args.dataset, "rows": args.rows, "minutes": args.minutes, "runs": []}
     result.update(machine=machine(), command=invocation("bench.tune"))
     for seed in args.seeds:  # written after each seed: a long run keeps what it measured
-        result["runs"].append(one_seed(args.dataset, args.rows or None, args.minutes, seed, not args.skip_unpruned))
+        unpruned, peers = not args.skip_unpruned, not args.pruning_only
+        row = one_seed(args.dataset, args.rows or None, args.minutes, seed, unpruned=unpruned, peers=peers)
+        result["runs"].append(row)
         out.write_text(json.dumps(result, indent=2, default=str))
     print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=2, default=str))
 
