@@ -23,7 +23,7 @@ from finetune_core.run_layout import RunLayout
 from finetune_core.search.pruning import PruningCallback, chain
 from finetune_core.search.space import with_overrides
 from finetune_core.search.study import heartbeat, load_trial
-from finetune_core.search.trial import pruned_stage, train_trial
+from finetune_core.search.trial import pruned_stage, stage_epochs, train_trial
 from tasks.mlflow_io.tracking import epoch_logger, log_metrics, shorten, use_store
 
 
@@ -101,7 +101,8 @@ def run_trial(spec: TrialSpec, tracking_uri: str) -> TrialOutcome:
         try:
             config = with_overrides(spec.config, spec.params)
             metric, _ = primary_metric(spec.prepared.task, config.training.metric)
-            pruner = PruningCallback(trial, pruned_stage(config), metric)
+            stage = pruned_stage(config)
+            pruner = PruningCallback(trial, stage, metric, last_epoch=stage_epochs(config, stage))
             result = train_trial(
                 config,
                 spec.prepared,

@@ -8,10 +8,12 @@ from finetune_core.training.loop import EpochCallback, StopStage
 
 
 class PruningCallback:
-    """Reports ``val_<metric>`` of ``stage`` as the trial's intermediate value, step = epoch."""
+    """Reports ``val_<metric>`` of ``stage`` as the trial's intermediate value, step = epoch. The
+    pruner is not asked at ``last_epoch``: stopping there saves no time, and a pruned trial's score
+    is out of the race (docs/benchmarks/hyperparameter-search.md: 4 of 16 pruned trials were)."""
 
-    def __init__(self, trial, stage: str, metric: str):
-        self.trial, self.stage, self.metric = trial, stage, metric
+    def __init__(self, trial, stage: str, metric: str, last_epoch: int | None = None):
+        self.trial, self.stage, self.metric, self.last_epoch = trial, stage, metric, last_epoch
         self.pruned_at: int | None = None
 
     def __call__(self, stage: str, epoch: int, metrics: dict) -> None:
@@ -19,7 +21,7 @@ class PruningCallback:
             return
         self.trial.report(float(metrics[f"val_{self.metric}"]), epoch)
         maybe_kill(f"trial:{self.trial.number}:epoch:{epoch}")  # the sweep's resume tests
-        if self.trial.should_prune():
+        if epoch != self.last_epoch and self.trial.should_prune():
             self.pruned_at = epoch
             raise StopStage(f"pruned at epoch {epoch}")
 

@@ -27,6 +27,11 @@ def pruned_stage(config: FinetuneConfig) -> str:
     return "unfrozen" if trains_stage2 else "frozen"
 
 
+def stage_epochs(config: FinetuneConfig, stage: str) -> int:
+    """The epochs ``stage`` (``pruned_stage``'s answer) is configured to run."""
+    return config.training.unfrozen.epochs if stage == "unfrozen" else config.training.frozen.epochs
+
+
 def train_stage1(
     config: FinetuneConfig,
     prepared: PreparedData,

@@ -133,6 +133,24 @@ def test_the_pruning_callback_stops_the_epoch_loop_cleanly():
     assert trial.should_prune()
 
 
+def test_the_pruner_is_not_asked_at_the_stages_last_epoch():
+    """Stopping at the last epoch saves nothing and would put a finished trial's score out of the race:
+    a trial the median pruner would stop there completes."""
+    study = optuna.create_study(direction="minimize", pruner=optuna.pruners.MedianPruner(n_startup_trials=1))
+    first = study.ask(distributions(resolve_space(config())))
+    first.report(0.1, 1)
+    study.tell(first, 0.1)
+
+    trial = study.ask()
+    pruner = PruningCallback(trial, "unfrozen", "loss", last_epoch=1)
+    loop = EpochLoop(
+        stage="unfrozen", epochs=1, train_examples=4, metric="val_loss", larger_is_better=False, on_epoch_end=pruner
+    )
+    result = loop.run(_State(), train_epoch=lambda epoch: 1.0, validate=lambda: {"loss": 0.9})
+    assert pruner.pruned_at is None and result.epochs_run == 1 and "stopped_by" not in result.extra
+    assert trial.should_prune()  # what the pruner would have said, had it been asked
+
+
 def test_done_trials_leave_out_a_failed_one_that_was_retried(tmp_path):
     from finetune_core.search.study import open_study
 
