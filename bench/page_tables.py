@@ -243,7 +243,7 @@ def sweeps(files: Files) -> Rows:
     ]
     rows[0] += ["ours s", "HF s", "ours trials (pruned)", "unpruned acc.", "trial s pruned / unpruned"]
     for name, d in files:
-        for r in d["runs"]:
+        for r in (r for r in d["runs"] if "hf" in r):  # `--pruning-only` runs: the `pruning` table
             ours, hf, default, unpruned = r["ours"], r["hf"], r["default"], r.get("unpruned")
             trials = f"{ours['trials'].get('done', 0)} ({ours['trials'].get('pruned', 0)})"
             cells = [code(name), d["dataset"], num(r["seed"], "d"), num(d["minutes"], "g")]
@@ -258,6 +258,24 @@ def sweeps(files: Files) -> Rows:
                 if unpruned
                 else "—"
             ]
+            rows.append(cells)
+    return rows
+
+
+def pruning(files: Files) -> Rows:
+    """`bench.tune` paired runs: the pruned sweep, and the same points unpruned (``paired_unpruned``)."""
+    rows = [["file", "data", "seed", "trials (pruned)", "trial s pruned / unpruned", "saved", "best val. pruned"]]
+    rows[0] += ["best val. unpruned", "same winner", "test pruned", "test unpruned"]
+    for name, d in files:
+        for r in (r for r in d["runs"] if r.get("unpruned", {}).get("paired") is not None):
+            ours, unpruned = r["ours"], r["unpruned"]
+            pruned = sum(t["state"] == "pruned" for t in ours["trial_list"])
+            cells = [code(name), d["dataset"], num(r["seed"], "d"), f"{len(ours['trial_list'])} ({pruned})"]
+            cells += [f"{num(ours['trial_seconds'], '.0f')} / {num(unpruned['trial_seconds'], '.0f')}"]
+            cells += [f"{1 - ours['trial_seconds'] / unpruned['trial_seconds']:.0%}"]
+            cells += [num(ours["best_validation"]), num(unpruned["best_validation"])]
+            cells += ["yes" if ours["best_params"] == unpruned["best_params"] else "no"]
+            cells += [num(ours["test_accuracy"]), num(unpruned["test_accuracy"])]
             rows.append(cells)
     return rows
 
@@ -277,4 +295,5 @@ TABLES: dict[str, Callable[[Files], Rows]] = {
     "startup": startup,
     "best-seconds": best_seconds,
     "sweeps": sweeps,
+    "pruning": pruning,
 }
