@@ -97,6 +97,20 @@ def test_int8_qattention_reads_the_padding_mask_and_scores_as_the_unpacked_int8_
     np.testing.assert_allclose(OnnxPredictor.load(directory, graph=packed).raw_outputs(*columns), expected, atol=1e-4)
 
 
+def test_an_attention_bias_beyond_padding_keeps_multiheadattention(tiny_backbone, tmp_path, monkeypatch):
+    """A bias the mask index cannot carry (relative positions, ALiBi) is not dropped into ``QAttention``:
+    the graph is fused to ``MultiHeadAttention`` instead and still scores what PyTorch scores."""
+    from finetune_core.serving import fusion
+
+    monkeypatch.setattr(fusion, "_padding_only", lambda graph, name: False)
+    directory = model_dir(tiny_backbone, "classification", tmp_path / "model")
+    graph = export_onnx(*load_model_dir(directory), tmp_path / "model.onnx")
+    counts = fused_op_counts(graph)
+    assert counts["MultiHeadAttention"] == LAYERS and counts["Attention"] == 0, counts
+    expected = Predictor.load(directory).raw_outputs(TEXTS)
+    np.testing.assert_allclose(OnnxPredictor.load(directory, graph=graph).raw_outputs(TEXTS), expected, atol=1e-5)
+
+
 def test_a_call_is_scored_in_length_sorted_batches_within_the_token_cap(tiny_backbone, tmp_path, monkeypatch):
     """Rows longest first, batches of at most ``ONNX_BATCH_TOKENS`` padded tokens, outputs back in
     input order: the same outputs as one row at a time."""
