@@ -225,10 +225,10 @@ def paired_unpruned(raw: dict, pruned_trials: list[dict]) -> dict:
     data = config.data
     name = study_name(config, resolve_space(config), inputs_digest([data.train, data.validation, data.test]))
     study = open_study(config, name=name, storage_url=default_storage(config), task=config.task)
-    for trial in sorted(pruned_trials, key=lambda t: t["number"]):
-        study.enqueue_trial(trial["params"])
-    result = ours(raw)
     asked = [t["params"] for t in sorted(pruned_trials, key=lambda t: t["number"])]
+    for params in asked:
+        study.enqueue_trial(params)
+    result = ours(raw)
     result["paired"] = [t["params"] for t in sorted(result["trial_list"], key=lambda t: t["number"])] == asked
     return result
 

@@ -73,7 +73,7 @@ def fold_packed_attention(path: str | Path) -> bool:
     graph = model.graph
     attentions = [node for node in graph.node if node.op_type == "Attention"]
     biases = {node.input[5] for node in attentions if len(node.input) > 5 and node.input[5]}
-    if not all(_padding_only(graph, bias) for bias in biases):
+    if not _padding_only(graph, biases):
         return False
     for node in attentions:
         sizes = [onnx.helper.get_attribute_value(a) for a in node.attribute if a.name == "qkv_hidden_sizes"]
@@ -91,21 +91,24 @@ def fold_packed_attention(path: str | Path) -> bool:
     return True
 
 
-def _padding_only(graph, name: str) -> bool:
-    """Whether the tensor ``name`` is computed from the graph's ``attention_mask`` and shapes alone: its
-    ancestors read ``attention_mask`` and no initializer larger than a few constants."""
+def _padding_only(graph, names: set[str]) -> bool:
+    """Whether each tensor of ``names`` is computed from the graph's ``attention_mask`` and shapes
+    alone: its ancestors read ``attention_mask`` and no initializer larger than a few constants."""
     producers = {output: node for node in graph.node for output in node.output}
     sizes = {i.name: int(np.prod(i.dims)) for i in graph.initializer}
-    seen, stack = set(), [name]
-    while stack:
-        current = stack.pop()
-        if current in seen:
-            continue
-        seen.add(current)
-        if sizes.get(current, 0) > 16:
+    for name in names:
+        seen, stack = set(), [name]
+        while stack:
+            current = stack.pop()
+            if current in seen:
+                continue
+            seen.add(current)
+            if sizes.get(current, 0) > 16:
+                return False
+            stack.extend(producers[current].input if current in producers else ())
+        if "attention_mask" not in seen:
             return False
-        stack.extend(producers[current].input if current in producers else ())
-    return "attention_mask" in seen
+    return True
 
 
 _FUSION_LOCK = threading.Lock()

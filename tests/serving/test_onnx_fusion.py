@@ -102,7 +102,7 @@ def test_an_attention_bias_beyond_padding_keeps_multiheadattention(tiny_backbone
     the graph is fused to ``MultiHeadAttention`` instead and still scores what PyTorch scores."""
     from finetune_core.serving import fusion
 
-    monkeypatch.setattr(fusion, "_padding_only", lambda graph, name: False)
+    monkeypatch.setattr(fusion, "_padding_only", lambda graph, names: False)
     directory = model_dir(tiny_backbone, "classification", tmp_path / "model")
     graph = export_onnx(*load_model_dir(directory), tmp_path / "model.onnx")
     counts = fused_op_counts(graph)
