@@ -132,6 +132,15 @@ def precision_recall(flagged: np.ndarray, flipped: np.ndarray) -> dict:
     }
 
 
+def precision_at_recall(probabilities: np.ndarray, given: np.ndarray, flipped: np.ndarray, recall: float) -> float:
+    """Rows ranked by the probability of their given label, lowest first: the precision at the first
+    rank that holds ``recall`` of the flips (the best any flagged count could do on this ranking)."""
+    ranked = np.argsort(probabilities[np.arange(len(given)), given], kind="stable")
+    hits = np.cumsum(np.isin(ranked, flipped))
+    at = int(np.searchsorted(hits, recall * len(flipped))) + 1
+    return float(hits[at - 1] / at)
+
+
 def noise_condition(data, kind: str, share: float, seed: int, clean_probabilities, c: float) -> dict:
     x, y, x_test, y_test = data
     noisy = flip(y, kind, share, clean_probabilities, seed)
@@ -153,7 +162,10 @@ def noise_condition(data, kind: str, share: float, seed: int, clean_probabilitie
         "share": share,
         "seed": seed,
         "flipped": int(len(flipped)),
-        "ours": precision_recall(ours, flipped),
+        "ours": {
+            **precision_recall(ours, flipped),
+            "precision_at_recall_0.6": precision_at_recall(softmax(outputs), noisy, flipped, 0.6),
+        },
         "cleanlab_logreg": precision_recall(theirs, flipped),
         "overlap_with_cleanlab": len(np.intersect1d(ours, theirs)) / max(len(np.union1d(ours, theirs)), 1),
         "review_seconds": seconds,

@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 
-from bench.label_review import DATASETS, _read, flip, precision_recall
+from bench.label_review import DATASETS, _read, flip, precision_at_recall, precision_recall
 from bench.machine import machine
 from bench.paths import SHARED_DATA, invocation, results_file
 from finetune_core.evaluation.label_review import confident_learning, softmax
@@ -92,13 +92,10 @@ def one_seed(backbone, texts, truth, seed: int, folds: int, epochs: int) -> dict
         logits[held_out] = fold_logits(backbone, tokenizer, texts, noisy, trained, held_out, epochs, 10 * seed + fold)
     probabilities = softmax(logits)
     flagged = np.flatnonzero(confident_learning(noisy, probabilities)[0])
-    ranked = np.argsort(probabilities[np.arange(len(noisy)), noisy], kind="stable")
-    hits = np.cumsum(np.isin(ranked, flipped))
-    at = int(np.searchsorted(hits, 0.6 * len(flipped))) + 1
     return {
         "seed": seed,
         **precision_recall(flagged, flipped),
-        "precision_at_recall_0.6": float(hits[at - 1] / at),
+        "precision_at_recall_0.6": precision_at_recall(probabilities, noisy, flipped, 0.6),
         "fold_accuracy_vs_truth": float((logits.argmax(axis=1) == truth).mean()),
         "seconds": time.perf_counter() - started,
     }

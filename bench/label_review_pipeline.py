@@ -1,0 +1,152 @@
+"""Label review through whole runs (issue 45): what planted flips cost the model a run registers (the frozen
+head *and* the unfrozen stage, at the defaults), and how much of it `training.drop_suspect_labels` wins back.
+
+    python -m bench.label_review_pipeline [--dataset sst2|mrpc] [--rows 2000] [--seeds 0 1 2]
+                                          [--shares 0.05 0.1]
+
+`bench.label_review` measures the accuracy side on a linear head over frozen features, which a strongly
+regularised head barely lets noise move; a run's served model is the fine-tuned one, which fits its labels.
+Per seed, on the same seeded rows as `bench.tune` (the bundled all-MiniLM-L6-v2, fp32, the flow's defaults
+otherwise): one `finetune` run on the clean labels; per share, ``share`` of the train file's labels flipped at
+random (seeded by the seed; the validation rows a run holds out of them are as noisy as the rest, as a
+user's would be), then one run on them as given and one with ``training.drop_suspect_labels: true``. Test
+accuracy of each, the share of the lost accuracy dropping wins back, and the run's own review read from its
+``review/suspect_labels.csv``: flagged rows, precision and recall against the flips in the train split.
+The training seed is the same in the three runs of a seed. Writes
+bench/results/label-review/label-review-pipeline-<dataset>.json; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bench.machine import machine
+from bench.paths import invocation, results_file
+from bench.tune import DATASETS, data_files, raw_config
+from finetune_core.run_layout import RunLayout
+
+
+def flipped_file(files: dict[str, Path], share: float, seed: int, out: Path) -> np.ndarray:
+    """Writes the train file with ``share`` of its binary labels flipped; returns the flipped positions."""
+    train = pd.read_json(files["train"], lines=True)
+    rows = np.random.default_rng(seed).choice(len(train), size=int(round(share * len(train))), replace=False)
+    train.loc[rows, "label"] = 1 - train.loc[rows, "label"]
+    train.to_json(out, orient="records", lines=True)
+    return rows
+
+
+def text_key(frame: pd.DataFrame, columns: list[str]) -> pd.Series:
+    return frame[columns].astype(str).agg("\x1f".join, axis=1)
+
+
+def review_found(run_dir: Path, clean: pd.DataFrame, columns: list[str]) -> dict:
+    """Precision and recall of the run's flagged rows against the flips among its train split's rows."""
+    truth = dict(zip(text_key(clean, columns), clean["label"].astype(str), strict=True))
+    train = pd.read_parquet(RunLayout(run_dir).data / "train.parquet")  # the prepared split, validation held out
+    renamed = train.rename(columns=dict(zip(("text", "text_pair"), columns, strict=False)))
+    flipped_in_train = int((renamed["label"].astype(str) != text_key(renamed, columns).map(truth)).sum())
+    suspects = pd.read_csv(run_dir / "review" / "suspect_labels.csv", dtype=str, keep_default_na=False)
+    suspects = suspects.rename(columns=dict(zip(("text", "text_pair"), columns, strict=False)))
+    hit = int((suspects["given_label"] != text_key(suspects, columns).map(truth)).sum())
+    return {
+        "flagged": len(suspects),
+        "train_rows": len(train),
+        "flipped_in_train": flipped_in_train,
+        "precision": hit / max(len(suspects), 1),
+        "recall": hit / max(flipped_in_train, 1),
+    }
+
+
+def one_run(raw: dict, drop: bool) -> tuple[float, Path, float]:
+    from finetune_core.config.loading import validate_config
+    from flows.finetune import finetune
+
+    raw = {**raw, "training": {**raw["training"], "drop_suspect_labels": drop}}
+    started = time.perf_counter()
+    result = finetune(validate_config(raw))
+    return result.metrics["accuracy"], Path(result.run_dir), time.perf_counter() - started
+
+
+def one_seed(dataset: str, rows: int, seed: int, shares: list[float]) -> list[dict]:
+    columns = list(DATASETS[dataset]["columns"].values())
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        files = data_files(dataset, rows, work)
+        clean = pd.read_json(files["train"], lines=True)
+        clean_accuracy, _, _ = one_run(raw_config(dataset, files, work / "clean", seed, {}), drop=False)
+        records = []
+        for share in shares:
+            noisy = {**files, "train": work / f"train-{share}.jsonl"}
+            flipped = flipped_file(files, share, seed, noisy["train"])
+            given, run_dir, seconds = one_run(raw_config(dataset, noisy, work / f"given-{share}", seed, {}), False)
+            dropped, _, _ = one_run(raw_config(dataset, noisy, work / f"dropped-{share}", seed, {}), True)
+            lost = clean_accuracy - given
+            records.append(
+                {
+                    "share": share,
+                    "seed": seed,
+                    "flipped": len(flipped),
+                    "run_seconds": seconds,
+                    "review": review_found(run_dir, clean, columns),
+                    "test_accuracy": {"clean": clean_accuracy, "as_given": given, "flagged_dropped": dropped},
+                    "recovered_share": (dropped - given) / lost if lost > 0 else None,
+                }
+            )
+            print(json.dumps(records[-1]), flush=True)
+    return records
+
+
+def table_of(dataset: str, runs: list[dict]) -> list[dict]:
+    """Per share: a row per seed and their mean; the mean's recovered share is that of the mean
+    accuracies (a seed where the noise cost nothing has no share of its own)."""
+    rows = []
+    for share in sorted({run["share"] for run in runs}):
+        of_share = pd.json_normalize([run for run in runs if run["share"] == share]).drop(columns="run_seconds")
+        rows += [{"dataset": dataset, **row, "seed": str(row["seed"])} for row in of_share.to_dict("records")]
+        mean = of_share.drop(columns=["seed", "recovered_share"]).mean()
+        lost = mean["test_accuracy.clean"] - mean["test_accuracy.as_given"]
+        won = mean["test_accuracy.flagged_dropped"] - mean["test_accuracy.as_given"]
+        rows.append({"dataset": dataset, "seed": "mean", **mean.to_dict(), "recovered_share": won / lost})
+    return [{k: _number(v) for k, v in row.items()} for row in rows]
+
+
+def _number(value):
+    if not isinstance(value, float):  # numpy's floats are floats too
+        return value
+    return None if np.isnan(value) else round(float(value), 4)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", choices=sorted(DATASETS), default="sst2")
+    parser.add_argument("--rows", type=int, default=2000)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--shares", type=float, nargs="+", default=[0.05, 0.1])
+    args = parser.parse_args()
+    from finetune_core.environment import apply_defaults
+
+    apply_defaults(offline=True)
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "300")
+    from flows.cli.prefect_api import start_temporary_api, wait_for_api
+
+    wait_for_api(start_temporary_api())
+    out = results_file("label-review", f"label-review-pipeline-{args.dataset}.json")
+    result = {"command": invocation("bench.label_review_pipeline"), "machine": machine(), "rows": args.rows}
+    runs: list[dict] = []
+    for seed in args.seeds:  # written after each seed: a long run keeps what it measured
+        runs += one_seed(args.dataset, args.rows, seed, args.shares)
+        table = table_of(args.dataset, runs)
+        out.write_text(json.dumps({**result, "table": table, "runs": runs}, indent=2) + "\n")
+    print(json.dumps(table, indent=1))
+
+
+if __name__ == "__main__":
+    main()
