@@ -14,7 +14,13 @@ out-of-fold logits over the train rows:
   encoder saw every row, the held-out fold's included);
 - ``original``: a 5-fold head over the original backbone's features (a different model's logits);
 - ``cross_fit``: per fold (``--folds``), an encoder tuned on the other folds' rows only, the head
-  fitted on their features, the fold's logits (finetune_core/evaluation/cross_fit.py).
+  fitted on their features with the run's C, the fold's logits (finetune_core/evaluation/cross_fit.py
+  until 2026-12-04);
+- ``cross_fit_matched``: the same with each fold head's C scaled by the rows the served head has over
+  it (its penalty weighs against its loss as the served head's does: the pipeline since).
+
+``served`` / ``served_matched``: what the pipeline serves from each, the cross-fitted temperature where
+those logits beat the majority class (``calibration_step.beats_majority``), else 1.
 
 Each source's own out-of-fold accuracy is recorded: how right it believes the model to be.
 Writes bench/results/label-review/label-review-contrastive-ece.json (a ``table``: means over seeds).
@@ -44,6 +50,7 @@ from finetune_core.evaluation.suspect_labels import train_features
 from finetune_core.metrics.calibration import expected_calibration_error, fit_temperature
 from finetune_core.model.backbone import resolve_backbone
 from finetune_core.training import frozen_stage, recipe
+from finetune_core.training.calibration_step import beats_majority
 from finetune_core.training.contrastive import train_contrastive
 from finetune_core.training.encoded_splits import outputs_for
 from finetune_core.training.stage_setup import StageInputs
@@ -87,7 +94,9 @@ def one_run(work: Path, per_class: int, seed: int, folds: int) -> dict:
         "tuned": head_oof(config, prepared, str(tag / "tuned")),
         "original": head_oof(config, prepared, backbone),
     }
-    sources["cross_fit"] = cross_fitted_logits(config, prepared, backbone, tag / "cross-fit", folds)
+    c = config.training.frozen.regularization
+    sources["cross_fit"] = cross_fitted_logits(config, prepared, backbone, tag / "cross-fit", folds, regularization=c)
+    sources["cross_fit_matched"] = cross_fitted_logits(config, prepared, backbone, tag / "cross-fit-m", folds)
     cross_fit_seconds = time.perf_counter() - started
     accuracy = float((test_logits.argmax(axis=1) == test_y).mean())
     record = {
@@ -106,6 +115,10 @@ def one_run(work: Path, per_class: int, seed: int, folds: int) -> dict:
         record[f"temperature.{name}"] = temperature
         record[f"ece.{name}"] = expected_calibration_error(test_logits, test_y, temperature)
         record[f"nll.{name}"] = nll(test_logits, test_y, temperature)
+    for source, served in (("cross_fit", "served"), ("cross_fit_matched", "served_matched")):
+        temperature = record[f"temperature.{source}"] if beats_majority(*sources[source]) else 1.0
+        record[f"temperature.{served}"] = temperature
+        record[f"ece.{served}"] = expected_calibration_error(test_logits, test_y, temperature)
     return record
 
 

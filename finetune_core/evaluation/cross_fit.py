@@ -36,11 +36,20 @@ def train_subset(prepared: PreparedData, keep: np.ndarray, path: Path) -> Prepar
 
 
 def cross_fitted_logits(
-    config: FinetuneConfig, prepared: PreparedData, backbone: str, work_dir: Path, folds: int = CROSS_FIT_FOLDS
+    config: FinetuneConfig,
+    prepared: PreparedData,
+    backbone: str,
+    work_dir: Path,
+    folds: int = CROSS_FIT_FOLDS,
+    regularization: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(logits, targets) of every train row (classification), each from an encoder tuned without
     its fold and a head fitted on the other folds; ``backbone``: the encoder before tuning. The
-    fold encoders are deleted from ``work_dir`` afterwards."""
+    fold encoders are deleted from ``work_dir`` afterwards. ``regularization``: each fold head's C;
+    by default the run's, scaled up by the rows the served head has over the fold head's, so that
+    its penalty weighs against its loss as the served head's does: on fewer rows the same C shrinks
+    the logits, and a temperature fitted on them over-sharpens the served head
+    (docs/benchmarks/label-review.md)."""
     import torch
 
     from finetune_core.training.contrastive import train_contrastive
@@ -62,8 +71,8 @@ def cross_fitted_logits(
                 raise ValueError("cross-fitting reads every train row: no training.frozen.max_rows sample")
             x = torch.as_tensor(features, dtype=torch.float64)
             y = targets_tensor(targets[~held], "classification")
-            regularization = config.training.frozen.regularization
-            head = fit_linear_head(x[torch.from_numpy(~held)], y, "classification", logits.shape[1], regularization)
+            c = regularization or config.training.frozen.regularization * len(targets) / int((~held).sum())
+            head = fit_linear_head(x[torch.from_numpy(~held)], y, "classification", logits.shape[1], c)
             with torch.no_grad():
                 logits[held] = head(x[torch.from_numpy(held)]).numpy()
     finally:

@@ -49,3 +49,25 @@ def test_each_fold_is_predicted_by_an_encoder_tuned_without_it(tiny_backbone, tm
     assert all(held) and set.union(*held) == set(train_texts) and not set.intersection(*held)
     assert not (tmp_path / "review" / "cross-fit").exists()  # the fold encoders are deleted
     assert run.review is not None and run.review.total == len(train_texts)
+
+
+def test_each_fold_head_weighs_its_penalty_as_the_served_head_does(tiny_backbone, tmp_path, monkeypatch):
+    """A fold head sees fewer rows than the served head; with the same C its penalty weighs more, its
+    logits shrink and the temperature fitted on them over-sharpens the served head. C scales with the
+    rows: C_fold * rows_fold == C * rows (sklearn's objective C * sum(loss) + |W|^2 / 2)."""
+    files = write_easy_task(tmp_path, 24, 8)
+    config = _config(files, tiny_backbone)
+    prepared = prepare_splits(config, files / "data")
+    fitted = []  # (rows, C) of each fold head
+    real = cross_fit.fit_linear_head
+
+    def spy(features, targets, task, outputs, regularization):
+        fitted.append((len(features), regularization))
+        return real(features, targets, task, outputs, regularization)
+
+    monkeypatch.setattr(cross_fit, "fit_linear_head", spy)
+    cross_fit.cross_fitted_logits(config, prepared, str(tiny_backbone), tmp_path / "cross-fit")
+
+    total, c = prepared.rows["train"], config.training.frozen.regularization
+    assert len(fitted) == cross_fit.CROSS_FIT_FOLDS and all(rows < total for rows, _ in fitted)
+    assert all(abs(rows * c_fold - total * c) < 1e-9 for rows, c_fold in fitted)
