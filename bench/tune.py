@@ -1,7 +1,7 @@
 """Hyperparameter search, ours against Hugging Face Trainer's, at an equal search budget (issue 44).
 
     python -m bench.tune [--dataset sst2|mrpc] [--rows 2000] [--seeds 0 1 2] [--minutes 20]
-                         [--skip-unpruned | --pruning-only]
+                         [--skip-unpruned | --pruning-only] [--prune-on metric|loss]
 
 Per seed, on the same rows, backbone (the bundled all-MiniLM-L6-v2) and precision (fp32):
 
@@ -15,6 +15,10 @@ Per seed, on the same rows, backbone (the bundled all-MiniLM-L6-v2) and precisio
 - unpruned (unless ``--skip-unpruned``): the same sweep with ``pruner: none``: every point the pruned
   sweep asked, enqueued in its order and run to the end, to compare trial seconds at the result each
   reaches (``--pruning-only``: this pair alone, without HF's search and the default recipe).
+
+``--points-from FILE``: only the unpruned sweep, once per seed of FILE (a paired results file), over that seed's
+pruned points again; each trial's per-epoch validation loss is read from its nested MLflow run
+(``epoch_losses``), so `bench.tune_pruning` can replay the pruner on the loss as well as on accuracy.
 
 Data: ../shared/data/{sst2,mrpc} (SST2_DIR, MRPC_DIR). Writes bench/results/hyperparameter-search/
 tune-<dataset>.json (``--out`` elsewhere); asserts nothing.
@@ -38,6 +42,7 @@ from bench.machine import machine
 from bench.paths import SHARED_DATA, invocation, results_file
 
 EXPERIMENT = "hyperparameter-search"
+PRUNED_STAGE = "unfrozen"  # the stage the pruner hears from under the default recipe (search.trial.pruned_stage)
 BACKBONE = "bundled:all-MiniLM-L6-v2"
 DATASETS = {
     "sst2": {
@@ -103,21 +108,33 @@ def _study_trials(raw: dict, study_name: str) -> dict:
     """The sweep's trial seconds, and each trial (parameters, state, per-epoch and final validation): a
     pruned trial's unpruned twin, where both sweeps asked the same point, shows what pruning gave up."""
     import optuna
+    from mlflow import MlflowClient
 
     storage = raw["mlflow"]["tracking_uri"].replace("mlflow.db", "optuna.db")
     study = optuna.load_study(study_name=study_name, storage=storage)
+    client = MlflowClient(tracking_uri=raw["mlflow"]["tracking_uri"])
     trials = [
         {
             "number": t.number,
             "state": t.state.name.lower(),
             "value": t.value,
             "epochs": [t.intermediate_values[k] for k in sorted(t.intermediate_values)],
+            "epoch_losses": _epoch_losses(client, t.user_attrs.get("mlflow_run_id")),
             "seconds": t.duration.total_seconds() if t.duration else 0.0,
             "params": t.params,
         }
         for t in study.get_trials(deepcopy=False)  # one read of the storage
     ]
     return {"trial_seconds": sum(t["seconds"] for t in trials), "trial_list": trials}
+
+
+def _epoch_losses(client, run_id: str | None) -> list[float]:
+    """The trial's per-epoch validation loss of the pruned stage, from its nested MLflow run: the steadier
+    signal `bench.tune_pruning` replays the pruner on."""
+    if run_id is None:
+        return []
+    history = client.get_metric_history(run_id, f"{PRUNED_STAGE}/val_loss")
+    return [m.value for m in sorted(history, key=lambda m: m.step)]
 
 
 def default_recipe(raw: dict) -> dict:
@@ -233,13 +250,15 @@ def paired_unpruned(raw: dict, pruned_trials: list[dict]) -> dict:
     return result
 
 
-def one_seed(dataset: str, rows: int | None, minutes: float, seed: int, *, unpruned: bool, peers: bool) -> dict:
+def one_seed(
+    dataset: str, rows: int | None, minutes: float, seed: int, *, unpruned: bool, peers: bool, prune_on: str
+) -> dict:
     """Our pruned sweep; unless ``peers`` is off, HF's search and the default recipe; unless ``unpruned``
     is off, the same sweep unpruned (``paired_unpruned``)."""
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         files = data_files(dataset, rows, workdir)
-        budget = {"n_trials": 1000, "max_minutes": minutes, "pruner": "median"}
+        budget = {"n_trials": 1000, "max_minutes": minutes, "pruner": "median", "prune_on": prune_on}
         row = {"seed": seed, "ours": ours(raw_config(dataset, files, workdir / "ours", seed, budget))}
         if peers:
             row["hf"] = hf_search(raw_config(dataset, files, workdir / "hf", seed, {}), workdir, minutes, seed)
@@ -251,6 +270,26 @@ def one_seed(dataset: str, rows: int | None, minutes: float, seed: int, *, unpru
     return row
 
 
+def points_again(source: Path, seeds: list[int]) -> dict:
+    """The unpruned half of a paired results file run again over the same points (per seed, its pruned
+    sweep's points, enqueued in order): the per-epoch validation losses the older file lacks, beside a
+    second measurement of the accuracy curves. The pruned sweep's record is copied from ``source``."""
+    previous = json.loads(source.read_text())
+    result = {key: previous[key] for key in ("dataset", "rows", "minutes")}
+    result["runs"], result["points_from"] = [], str(source)
+    for run in previous["runs"]:
+        if run["seed"] not in seeds:
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            workdir = Path(tmp)
+            files = data_files(previous["dataset"], previous["rows"] or None, workdir)
+            asked = run["ours"]["trial_list"]
+            same = {"n_trials": len(asked), "pruner": "none"}
+            raw = raw_config(previous["dataset"], files, workdir / "unpruned", run["seed"], same)
+            result["runs"].append({"seed": run["seed"], "ours": run["ours"], "unpruned": paired_unpruned(raw, asked)})
+        yield result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", choices=sorted(DATASETS), default="sst2")
@@ -259,7 +298,9 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=20.0, help="search budget of each side")
     parser.add_argument("--skip-unpruned", action="store_true", help="no unpruned sweep (saves its time)")
     parser.add_argument("--pruning-only", action="store_true", help="no HF search, no default recipe")
+    parser.add_argument("--prune-on", choices=["metric", "loss"], default="loss", help="search.prune_on of ours")
     parser.add_argument("--out", type=Path, default=None, help="results file (default: bench/results/...)")
+    parser.add_argument("--points-from", type=Path, default=None, help="only the unpruned sweep, on this file's points")
     args = parser.parse_args()
     from finetune_core.environment import apply_defaults
 
@@ -270,11 +311,18 @@ def main() -> None:
 
     wait_for_api(start_temporary_api())
     out = args.out or results_file(EXPERIMENT, f"tune-{args.dataset}.json")
+    if args.points_from:
+        for result in points_again(args.points_from, args.seeds):  # written after each seed
+            result.update(machine=machine(), command=invocation("bench.tune"))
+            out.write_text(json.dumps(result, indent=2, default=str))
+        return
     result = {"dataset": args.dataset, "rows": args.rows, "minutes": args.minutes, "runs": []}
     result.update(machine=machine(), command=invocation("bench.tune"))
     for seed in args.seeds:  # written after each seed: a long run keeps what it measured
         unpruned, peers = not args.skip_unpruned, not args.pruning_only
-        row = one_seed(args.dataset, args.rows or None, args.minutes, seed, unpruned=unpruned, peers=peers)
+        row = one_seed(
+            args.dataset, args.rows or None, args.minutes, seed, unpruned=unpruned, peers=peers, prune_on=args.prune_on
+        )
         result["runs"].append(row)
         out.write_text(json.dumps(result, indent=2, default=str))
     print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=2, default=str))

@@ -9,7 +9,9 @@ same point. Then a replay of Optuna's median pruner over the unpruned trials' pe
 in trial order, for a few settings (``n_startup_trials``, ``n_warmup_steps``): the share of trial time it
 would save (a pruned trial costs the share of its epochs it ran), which trials it stops (the default
 setting's should be the ones the pruned sweep stopped: the replay's check) and whether the sweep's best
-trial survives. A replay, not a run: TPE would have proposed the same points only where its best trials are the
+trial survives; where the file has each trial's per-epoch validation loss (``bench.tune --points-from``), the
+same settings again with the pruner hearing the loss instead of the accuracy (the trial's score stays its
+accuracy). A replay, not a run: TPE would have proposed the same points only where its best trials are the
 same. Prints a table and writes nothing.
 """
 
@@ -26,7 +28,13 @@ import numpy as np
 SETTINGS = [(5, 0, True), (5, 0, False), (5, 2, False), (3, 0, False), (8, 0, False)]
 
 
-def replay(trials: list[dict], startup: int, warmup: int, at_last: bool) -> dict:
+def curve_of(trial: dict, signal: str) -> list[float]:
+    """The per-epoch values the pruner would hear: validation accuracy (what the sweeps report), or the
+    validation loss negated (larger is better, as the study maximises)."""
+    return trial["epochs"] if signal == "accuracy" else [-loss for loss in trial["epoch_losses"]]
+
+
+def replay(trials: list[dict], startup: int, warmup: int, at_last: bool, signal: str = "accuracy") -> dict:
     """Optuna's ``MedianPruner`` (maximise) over complete per-epoch curves, trials one after the other:
     a trial stops at the first epoch (numbered from 1, the step the pipeline reports) not under
     ``warmup`` where its best score so far is under the median of the trials that completed before it
@@ -34,7 +42,7 @@ def replay(trials: list[dict], startup: int, warmup: int, at_last: bool) -> dict
     completed: list[list[float]] = []
     spent, full, kept, stopped_numbers = 0.0, 0.0, [], []
     for trial in trials:
-        curve, seconds = trial["epochs"], trial["seconds"]
+        curve, seconds = curve_of(trial, signal), trial["seconds"]
         stopped = None
         for step in range(max(warmup - 1, 0), len(curve) - (0 if at_last else 1)):  # list index = epoch - 1
             others = [c[step] for c in completed if len(c) > step]
@@ -90,9 +98,11 @@ def main() -> None:
         trials = sorted(
             (t for t in run["unpruned"]["trial_list"] if t["state"] == "complete"), key=lambda t: t["number"]
         )
-        for startup, warmup, at_last in SETTINGS:
-            shown = f"startup={startup} warmup={warmup} last epoch asked={at_last}"
-            print(f"  replay {shown}:", replay(trials, startup, warmup, at_last))
+        signals = ["accuracy"] + (["loss"] if all(t.get("epoch_losses") for t in trials) else [])
+        for signal in signals:
+            for startup, warmup, at_last in SETTINGS:
+                shown = f"{signal}: startup={startup} warmup={warmup} last epoch asked={at_last}"
+                print(f"  replay {shown}:", replay(trials, startup, warmup, at_last, signal))
 
 
 if __name__ == "__main__":

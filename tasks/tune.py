@@ -20,7 +20,7 @@ from finetune_core.config.finetune import FinetuneConfig
 from finetune_core.data.prepare import PreparedData
 from finetune_core.metric_table import primary_metric
 from finetune_core.run_layout import RunLayout
-from finetune_core.search.pruning import PruningCallback, chain
+from finetune_core.search.pruning import PruningCallback, chain, pruning_signal
 from finetune_core.search.space import with_overrides
 from finetune_core.search.study import heartbeat, load_trial
 from finetune_core.search.trial import pruned_stage, stage_epochs, train_trial
@@ -101,8 +101,9 @@ def run_trial(spec: TrialSpec, tracking_uri: str) -> TrialOutcome:
         try:
             config = with_overrides(spec.config, spec.params)
             metric, _ = primary_metric(spec.prepared.task, config.training.metric)
+            signal, sign = pruning_signal(config, spec.prepared.task)
             stage = pruned_stage(config)
-            pruner = PruningCallback(trial, stage, metric, last_epoch=stage_epochs(config, stage))
+            pruner = PruningCallback(trial, stage, signal, last_epoch=stage_epochs(config, stage), sign=sign)
             result = train_trial(
                 config,
                 spec.prepared,

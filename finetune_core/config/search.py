@@ -64,6 +64,12 @@ class SearchConfig(Strict):
         description="Stops a trial whose per-epoch validation metric trails: median (below the median of earlier "
         "trials at the same epoch) or successive-halving (ASHA rungs); none: every trial runs all its epochs.",
     )
+    prune_on: Literal["loss", "metric"] = Field(
+        "loss",
+        description="What the pruner compares each epoch: the validation loss (mse for regression), which ranks "
+        "trials steadier than a metric counted on few validation rows, or the validation metric the study "
+        "optimises (`training.metric`). A trial's score is the metric either way.",
+    )
     storage: str | None = Field(
         None,
         min_length=1,

@@ -7,7 +7,7 @@ import pytest
 
 from finetune_core.config.loading import validate_config
 from finetune_core.errors import ConfigError
-from finetune_core.search.pruning import PruningCallback, chain
+from finetune_core.search.pruning import PruningCallback, chain, pruning_signal
 from finetune_core.search.space import DEFAULT_SPACE, distributions, resolve_space, study_name, with_overrides
 from finetune_core.search.study import ask, counts, default_storage
 from finetune_core.training.loop import EpochLoop
@@ -176,3 +176,36 @@ class _State:
 
     def load_state_dict(self, state):
         pass
+
+
+@pytest.mark.parametrize(
+    ("prune_on", "task", "metric", "heard"),
+    [
+        ("metric", "classification", None, ("accuracy", 1.0)),
+        ("loss", "classification", None, ("loss", -1.0)),  # a maximised study hears the loss negated
+        ("loss", "classification", "loss", ("loss", 1.0)),  # a study minimising the loss hears it as it is
+        ("loss", "regression", None, ("mse", -1.0)),
+        ("loss", "multilabel", None, ("loss", -1.0)),
+    ],
+)
+def test_the_pruner_hears_the_loss_signed_to_the_studys_direction(prune_on, task, metric, heard):
+    training = {"metric": metric} if metric else {}
+    search_config = validate_config({"data": DATA, "training": training, "search": {"prune_on": prune_on}})
+    assert pruning_signal(search_config, task) == heard
+
+
+def test_a_trial_pruned_on_the_loss_is_stopped_by_its_loss_not_its_accuracy():
+    """Prune on the loss: a trial as accurate as the one before it, with a far higher loss, is stopped."""
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.MedianPruner(n_startup_trials=1))
+    first = study.ask()
+    first.report(-0.3, 1)  # what the callback reports for a validation loss of 0.3
+    study.tell(first, 0.85)
+
+    trial = study.ask()
+    pruner = PruningCallback(trial, "unfrozen", "loss", last_epoch=3, sign=-1.0)
+    loop = EpochLoop(
+        stage="unfrozen", epochs=3, train_examples=4, metric="val_accuracy", larger_is_better=True, on_epoch_end=pruner
+    )
+    loop.run(_State(), train_epoch=lambda epoch: 1.0, validate=lambda: {"accuracy": 0.85, "loss": 0.6})
+    assert pruner.pruned_at == 1 and trial.should_prune()
+    assert study.trials[1].intermediate_values == {1: -0.6}
