@@ -32,6 +32,7 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -118,8 +119,9 @@ def _study_trials(raw: dict, study_name: str) -> dict:
             "number": t.number,
             "state": t.state.name.lower(),
             "value": t.value,
-            "epochs": [t.intermediate_values[k] for k in sorted(t.intermediate_values)],
-            "epoch_losses": _epoch_losses(client, t.user_attrs.get("mlflow_run_id")),
+            "reported": [t.intermediate_values[k] for k in sorted(t.intermediate_values)],  # what the pruner heard
+            "epochs": _epoch_series(client, t.user_attrs.get("mlflow_run_id"), "val_accuracy"),
+            "epoch_losses": _epoch_series(client, t.user_attrs.get("mlflow_run_id"), "val_loss"),
             "seconds": t.duration.total_seconds() if t.duration else 0.0,
             "params": t.params,
         }
@@ -128,12 +130,12 @@ def _study_trials(raw: dict, study_name: str) -> dict:
     return {"trial_seconds": sum(t["seconds"] for t in trials), "trial_list": trials}
 
 
-def _epoch_losses(client, run_id: str | None) -> list[float]:
-    """The trial's per-epoch validation loss of the pruned stage, from its nested MLflow run: the steadier
-    signal `bench.tune_pruning` replays the pruner on."""
+def _epoch_series(client, run_id: str | None, metric: str) -> list[float]:
+    """The trial's per-epoch validation ``metric`` of the pruned stage, from its nested MLflow run: accuracy
+    and loss whichever the pruner heard, so `bench.tune_pruning` can replay it on either."""
     if run_id is None:
         return []
-    history = client.get_metric_history(run_id, f"{PRUNED_STAGE}/val_loss")
+    history = client.get_metric_history(run_id, f"{PRUNED_STAGE}/{metric}")
     return [m.value for m in sorted(history, key=lambda m: m.step)]
 
 
@@ -270,7 +272,7 @@ def one_seed(
     return row
 
 
-def points_again(source: Path, seeds: list[int]) -> dict:
+def points_again(source: Path, seeds: list[int]) -> Iterator[dict]:
     """The unpruned half of a paired results file run again over the same points (per seed, its pruned
     sweep's points, enqueued in order): the per-epoch validation losses the older file lacks, beside a
     second measurement of the accuracy curves. The pruned sweep's record is copied from ``source``."""
