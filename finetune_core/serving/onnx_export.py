@@ -67,7 +67,9 @@ def export_onnx(model, tokenizer, meta: ModelMeta, path: str | Path, *, fuse: bo
     args = tuple(example[n] if n in example else torch.zeros_like(example["input_ids"]) for n in names)
     batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
     scorer = _Scorer(model.eval(), meta, names).eval()
-    with torch.inference_mode(False), torch.no_grad():
+    # FakeTensorMode's dispatch cache is one dict per process: an entry from an earlier export (another
+    # ShapeEnv) crashed a later one ("Trying to pop empty mode stack") in the test suite; each export runs without it
+    with torch.inference_mode(False), torch.no_grad(), torch._dynamo.config.patch(fake_tensor_cache_enabled=False):
         program = torch.onnx.export(
             scorer,
             args,
