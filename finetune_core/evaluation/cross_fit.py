@@ -71,7 +71,9 @@ def cross_fitted_logits(
                 raise ValueError("cross-fitting reads every train row: no training.frozen.max_rows sample")
             x = torch.as_tensor(features, dtype=torch.float64)
             y = targets_tensor(targets[~held], "classification")
-            c = regularization or config.training.frozen.regularization * len(targets) / int((~held).sum())
+            c = regularization
+            if c is None:  # the run's C per row of the served head: scaled by its rows over the fold head's
+                c = config.training.frozen.regularization * len(targets) / int((~held).sum())
             head = fit_linear_head(x[torch.from_numpy(~held)], y, "classification", logits.shape[1], c)
             with torch.no_grad():
                 logits[held] = head(x[torch.from_numpy(held)]).numpy()
