@@ -70,15 +70,22 @@ def _megabytes(*paths: Path) -> float:
 
 def _candidates(model_dir: Path, work_dir: Path, serving: ServingConfig) -> dict[str, Path]:
     """The ONNX forms to check, preferred first: int8 (when asked for), then fp32."""
-    from finetune_core.serving.onnx_export import export_onnx, quantize_int8
-    from finetune_core.serving.predictor import load_model_dir
+    from finetune_core.serving.export_process import export_model_dir
+    from finetune_core.serving.onnx_export import quantize_int8
 
-    model, tokenizer, meta = load_model_dir(model_dir)
-    fp32 = export_onnx(model, tokenizer, meta, work_dir / "model.fp32.onnx")
+    fp32 = export_model_dir(model_dir, work_dir / "model.fp32.onnx")
     forms = {"onnx-fp32": fp32}
     if serving.quantize == "int8":
         forms = {"onnx-int8": quantize_int8(fp32, work_dir / "model.int8.onnx"), **forms}
     return forms
+
+
+def _first_line(exc: Exception) -> str:
+    """The error's type and first line; a child export's error already names the type it ended with."""
+    from finetune_core.serving.export_process import OnnxExportError
+
+    first_line = str(exc).splitlines()[0] if str(exc) else ""
+    return first_line if isinstance(exc, OnnxExportError) else f"{type(exc).__name__}: {first_line}"
 
 
 def _record(model_dir: Path, report: ServingReport, graph: Path | None) -> None:
@@ -117,8 +124,7 @@ def prepare_serving(
     try:
         forms = _candidates(model_dir, work_dir, serving)
     except Exception as exc:  # an architecture the exporter cannot take is served by PyTorch, not lost
-        first_line = str(exc).splitlines()[0] if str(exc) else ""
-        return _served_by_torch(model_dir, f"ONNX export failed ({type(exc).__name__}: {first_line})", torch_size)
+        return _served_by_torch(model_dir, f"ONNX export failed ({_first_line(exc)})", torch_size)
     torch_predictor = Predictor.load(model_dir)
     torch_frame = torch_predictor.predict_texts(*rows.texts)
     targets = np.asarray(rows.targets, dtype=object if task == "multilabel" else None)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import inspect
 import logging
 import shutil
+import threading
 import warnings
 from pathlib import Path
 
@@ -29,6 +30,9 @@ OPSET = 18
 for _message in (r"# The axis name: .* will not be used", r"`isinstance\(treespec, LeafSpec\)` is deprecated"):
     warnings.filterwarnings("ignore", message=_message)
 logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+# torch.export keeps its pre-dispatch mode stack in one process-wide object: two exports on two threads
+# corrupt it, and every later export in the process fails (finetune_core/serving/export_process.py)
+_EXPORTING = threading.Lock()
 
 
 class _Scorer(torch.nn.Module):
@@ -56,7 +60,9 @@ def graph_inputs(model, tokenizer) -> list[str]:
 
 def export_onnx(model, tokenizer, meta: ModelMeta, path: str | Path, *, fuse: bool = True) -> Path:
     """``path``: one self-contained ONNX file (weights inside) with dynamic batch and sequence axes;
-    ``fuse``: with ONNX Runtime's transformer operators (``fuse_transformer_ops``)."""
+    ``fuse``: with ONNX Runtime's transformer operators (``fuse_transformer_ops``). In this process: one
+    export at a time, and torch work on other threads meanwhile may fail; registration exports in a
+    child process instead (``export_process.export_model_dir``)."""
     import onnx
     import onnxscript  # noqa: F401  torch's dynamo exporter writes the graph with it: fail here, by name
 
@@ -67,9 +73,7 @@ def export_onnx(model, tokenizer, meta: ModelMeta, path: str | Path, *, fuse: bo
     args = tuple(example[n] if n in example else torch.zeros_like(example["input_ids"]) for n in names)
     batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence")
     scorer = _Scorer(model.eval(), meta, names).eval()
-    # FakeTensorMode's dispatch cache is one dict per process: an entry from an earlier export (another
-    # ShapeEnv) crashed a later one ("Trying to pop empty mode stack") in the test suite; each export runs without it
-    with torch.inference_mode(False), torch.no_grad(), torch._dynamo.config.patch(fake_tensor_cache_enabled=False):
+    with _EXPORTING, torch.inference_mode(False), torch.no_grad():
         program = torch.onnx.export(
             scorer,
             args,

@@ -154,12 +154,12 @@ def test_no_form_passing_leaves_torch_served_and_runtime_onnx_refused(tiny_backb
 
 
 def test_a_model_the_exporter_cannot_take_is_served_by_pytorch(tiny_backbone, tmp_path, monkeypatch):
-    from finetune_core.serving import onnx_export
+    from finetune_core.serving import export_process
 
-    def unsupported(*_args, **_kwargs):
-        raise RuntimeError("unsupported operator aten::made_up\nmore detail")
+    def unsupported(*_args, **_kwargs):  # what the child process reports: the error it ended with
+        raise export_process.OnnxExportError("RuntimeError: unsupported operator aten::made_up\nmore detail")
 
-    monkeypatch.setattr(onnx_export, "export_onnx", unsupported)
+    monkeypatch.setattr(export_process, "export_model_dir", unsupported)
     directory = model_dir(tiny_backbone, "classification", tmp_path / "model")
     report = prepare_serving(
         directory,
