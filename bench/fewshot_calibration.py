@@ -2,7 +2,7 @@
 calibrates the served head (issue 45)?
 
     python -m bench.fewshot_calibration [--datasets sst2 mrpc] [--per-class 8 16 64] [--seeds 0 1 2]
-                                        [--folds 2] [--out FILE]
+                                        [--folds 2] [--out FILE] [--sources ...] [--keep-logits]
 
 For each data set, size and seed: the class-balanced rows bench/fewshot.py draws, ``strategy: auto``
 resolved as a run does (the contrastive recipe, validation rows folded into train), the encoder
@@ -22,7 +22,9 @@ out-of-fold logits over the train rows:
 ``served`` / ``served_matched``: what the pipeline serves from each, the cross-fitted temperature where
 those logits beat the majority class (``calibration_step.beats_majority``), else 1.
 
-Each source's own out-of-fold accuracy is recorded: how right it believes the model to be.
+Each source's own out-of-fold accuracy is recorded: how right it believes the model to be. ``--sources``: only
+these (the cross-fits take minutes at 64 per class); ``--keep-logits``: each run's test and out-of-fold logits in
+bench/results/label-review/logits/<out's stem>/<dataset>/<per class>-<seed>.npz, for `bench.temperature_rules`.
 Writes bench/results/label-review/label-review-contrastive-ece.json (a ``table``: means over seeds).
 """
 
@@ -78,7 +80,17 @@ def head_oof(config, prepared, encoder: str) -> tuple[np.ndarray, np.ndarray]:
     return logits, targets
 
 
-def one_run(work: Path, per_class: int, seed: int, folds: int) -> dict:
+SOURCES = ("tuned", "original", "cross_fit", "cross_fit_matched")
+
+
+def one_run(
+    work: Path,
+    per_class: int,
+    seed: int,
+    folds: int,
+    sources: tuple[str, ...] = SOURCES,
+    keep_logits: Path | None = None,
+) -> dict:
     train, test = fewshot.write_rows(work, per_class, seed)
     tag = work / f"run-{per_class}-{seed}"
     config = fewshot.make_config(train, test, seed, "auto", "fp32")
@@ -90,13 +102,14 @@ def one_run(work: Path, per_class: int, seed: int, folds: int) -> dict:
     test_logits, test_y, _ = outputs_for(config, prepared, tag / "model", "test")
     test_y = np.asarray(test_y)
     started = time.perf_counter()
-    sources = {
-        "tuned": head_oof(config, prepared, str(tag / "tuned")),
-        "original": head_oof(config, prepared, backbone),
-    }
     c = config.training.frozen.regularization
-    sources["cross_fit"] = cross_fitted_logits(config, prepared, backbone, tag / "cross-fit", folds, regularization=c)
-    sources["cross_fit_matched"] = cross_fitted_logits(config, prepared, backbone, tag / "cross-fit-m", folds)
+    make = {
+        "tuned": lambda: head_oof(config, prepared, str(tag / "tuned")),
+        "original": lambda: head_oof(config, prepared, backbone),
+        "cross_fit": lambda: cross_fitted_logits(config, prepared, backbone, tag / "cf", folds, regularization=c),
+        "cross_fit_matched": lambda: cross_fitted_logits(config, prepared, backbone, tag / "cf-m", folds),
+    }
+    sources = {name: make[name]() for name in sources}
     cross_fit_seconds = time.perf_counter() - started
     accuracy = float((test_logits.argmax(axis=1) == test_y).mean())
     record = {
@@ -116,9 +129,16 @@ def one_run(work: Path, per_class: int, seed: int, folds: int) -> dict:
         record[f"ece.{name}"] = expected_calibration_error(test_logits, test_y, temperature)
         record[f"nll.{name}"] = nll(test_logits, test_y, temperature)
     for source, served in (("cross_fit", "served"), ("cross_fit_matched", "served_matched")):
+        if source not in sources:
+            continue
         temperature = record[f"temperature.{source}"] if beats_majority(*sources[source]) else 1.0
         record[f"temperature.{served}"] = temperature
         record[f"ece.{served}"] = expected_calibration_error(test_logits, test_y, temperature)
+    if keep_logits is not None:  # what bench.temperature_rules replays other rules on
+        arrays = {f"{name}.{part}": a for name, pair in sources.items() for part, a in zip(("logits", "targets"), pair)}
+        np.savez_compressed(
+            keep_logits / f"{per_class}-{seed}.npz", test_logits=test_logits, test_targets=test_y, **arrays
+        )
     return record
 
 
@@ -129,6 +149,10 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--folds", type=int, default=2, help="cross-fit folds (the pipeline's CROSS_FIT_FOLDS)")
     parser.add_argument("--out", default="label-review-contrastive-ece.json")
+    parser.add_argument(
+        "--sources", nargs="+", default=list(SOURCES), choices=SOURCES, help="out-of-fold logits to fit on"
+    )
+    parser.add_argument("--keep-logits", action="store_true", help="test and out-of-fold logits, per run, as .npz")
     args = parser.parse_args()
     result = {"command": invocation("bench.fewshot_calibration"), "machine": machine(), "folds": args.folds}
     table, runs = [], {}
@@ -138,7 +162,11 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as scratch:
             for per_class in args.per_class:
                 for seed in args.seeds:
-                    record = one_run(Path(scratch), per_class, seed, args.folds)
+                    keep = None
+                    if args.keep_logits:
+                        keep = results_file("label-review", f"logits/{Path(args.out).stem}/{name}")
+                        keep.mkdir(parents=True, exist_ok=True)
+                    record = one_run(Path(scratch), per_class, seed, args.folds, tuple(args.sources), keep)
                     print(json.dumps({"dataset": name, **record}), flush=True)
                     runs[name].append(record)
                 table += [{"dataset": name, **row} for row in summarise(runs[name], ["per_class"])[-1:]]

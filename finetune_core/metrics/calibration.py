@@ -7,8 +7,12 @@ import torch
 import torch.nn.functional as F
 
 
-def fit_temperature(logits: np.ndarray, targets: np.ndarray, max_iter: int = 200) -> float:
-    """The T > 0 minimising validation NLL of softmax(logits / T); argmax is unchanged."""
+def fit_temperature(
+    logits: np.ndarray, targets: np.ndarray, max_iter: int = 200, prior_sd: float | None = None
+) -> float:
+    """The T > 0 minimising validation NLL of softmax(logits / T); argmax is unchanged. ``prior_sd``: the
+    most probable T under a normal prior on log T (mean 0, this standard deviation) instead, which on a
+    few rows stays near 1 unless the rows say otherwise (the summed NLL against the prior)."""
     logits_t = torch.as_tensor(np.asarray(logits), dtype=torch.float64)
     targets_t = torch.tensor(np.asarray(targets), dtype=torch.long)  # a copy: the input may be read-only
     log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)  # T = exp(log_t) stays positive
@@ -17,6 +21,8 @@ def fit_temperature(logits: np.ndarray, targets: np.ndarray, max_iter: int = 200
     def closure():
         optimizer.zero_grad()
         loss = F.cross_entropy(logits_t / log_t.exp(), targets_t)
+        if prior_sd is not None:  # per row, so the prior weighs 1/n of the summed NLL
+            loss = loss + log_t.square().sum() / (2 * prior_sd**2 * len(targets_t))
         loss.backward()
         return loss
 

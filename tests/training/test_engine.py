@@ -307,6 +307,22 @@ def test_temperature_scaling_recovers_a_known_temperature():
     assert expected_calibration_error(logits, targets, temperature) < expected_calibration_error(logits, targets) / 2
 
 
+def _drawn_at_temperature(rows: int, temperature: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(size=(rows, 2)) * 3
+    probabilities = np.exp(logits / temperature)
+    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    return logits, np.array([rng.choice(2, p=p) for p in probabilities])
+
+
+def test_a_prior_on_log_temperature_pulls_a_few_rows_toward_one_and_yields_to_many():
+    few, many = _drawn_at_temperature(32, 0.5), _drawn_at_temperature(4000, 0.5)
+    free, held = fit_temperature(*few), fit_temperature(*few, prior_sd=0.25)
+    assert abs(np.log(held)) < abs(np.log(free)) and held < 1.0  # shrunk toward 1, on the data's side
+    assert fit_temperature(*many, prior_sd=0.25) == pytest.approx(fit_temperature(*many), rel=0.05)
+    assert fit_temperature(*many, prior_sd=0.25) == pytest.approx(0.5, rel=0.1)
+
+
 def test_calibration_is_stored_with_the_model(task_files, tiny_backbone):
     config = make_config(task_files, tiny_backbone)
     prepared = prepare_splits(config, task_files / "data")
