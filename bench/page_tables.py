@@ -264,13 +264,14 @@ def sweeps(files: Files) -> Rows:
 
 def pruning(files: Files) -> Rows:
     """`bench.tune` paired runs: the pruned sweep, and the same points unpruned (``paired_unpruned``)."""
-    rows = [["file", "data", "seed", "trials (pruned)", "trial s pruned / unpruned", "saved", "best val. pruned"]]
-    rows[0] += ["best val. unpruned", "same winner", "test pruned", "test unpruned"]
+    rows = [["file", "data", "seed", "pruner hears", "trials (pruned)", "trial s pruned / unpruned", "saved"]]
+    rows[0] += ["best val. pruned", "best val. unpruned", "same winner", "test pruned", "test unpruned"]
     for name, d in files:
         for r in (r for r in d["runs"] if r.get("unpruned", {}).get("paired") is not None):
             ours, unpruned = r["ours"], r["unpruned"]
             pruned = sum(t["state"] == "pruned" for t in ours["trial_list"])
-            cells = [code(name), d["dataset"], num(r["seed"], "d"), f"{len(ours['trial_list'])} ({pruned})"]
+            cells = [code(name), d["dataset"], num(r["seed"], "d"), _pruner_signal(d)]
+            cells += [f"{len(ours['trial_list'])} ({pruned})"]
             cells += [f"{num(ours['trial_seconds'], '.0f')} / {num(unpruned['trial_seconds'], '.0f')}"]
             cells += [f"{1 - ours['trial_seconds'] / unpruned['trial_seconds']:.0%}"]
             cells += [num(ours["best_validation"]), num(unpruned["best_validation"])]
@@ -278,6 +279,13 @@ def pruning(files: Files) -> Rows:
             cells += [num(ours["test_accuracy"]), num(unpruned["test_accuracy"])]
             rows.append(cells)
     return rows
+
+
+def _pruner_signal(result: dict) -> str:
+    """What the pruned sweep's pruner heard: recorded since 2026-12-05; before, only a ``--prune-on loss``
+    command pruned on the loss (``--points-from`` files copy a sweep pruned on accuracy)."""
+    signal = result.get("prune_on") or ("loss" if "--prune-on loss" in result.get("command", "") else "metric")
+    return "validation loss" if signal == "loss" else "validation accuracy"
 
 
 TABLES: dict[str, Callable[[Files], Rows]] = {
