@@ -296,23 +296,20 @@ def test_lora_trains_adapters_and_saves_a_merged_plain_model(task_files, tiny_ba
     assert predictions["label"].iloc[0] in {"0", "1"}
 
 
-def test_temperature_scaling_recovers_a_known_temperature():
+def _drawn_at_temperature(rows: int, temperature: float, classes: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and labels drawn from softmax(logits / temperature): the temperature that calibrates them."""
     rng = np.random.default_rng(0)
-    logits = rng.normal(size=(4000, 3)) * 3
-    probabilities = np.exp(logits / 2.0)
+    logits = rng.normal(size=(rows, classes)) * 3
+    probabilities = np.exp(logits / temperature)
     probabilities /= probabilities.sum(axis=1, keepdims=True)
-    targets = np.array([rng.choice(3, p=p) for p in probabilities])
+    return logits, np.array([rng.choice(classes, p=p) for p in probabilities])
+
+
+def test_temperature_scaling_recovers_a_known_temperature():
+    logits, targets = _drawn_at_temperature(4000, 2.0, classes=3)
     temperature = fit_temperature(logits, targets)
     assert temperature == pytest.approx(2.0, rel=0.1)
     assert expected_calibration_error(logits, targets, temperature) < expected_calibration_error(logits, targets) / 2
-
-
-def _drawn_at_temperature(rows: int, temperature: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    logits = rng.normal(size=(rows, 2)) * 3
-    probabilities = np.exp(logits / temperature)
-    probabilities /= probabilities.sum(axis=1, keepdims=True)
-    return logits, np.array([rng.choice(2, p=p) for p in probabilities])
 
 
 def test_a_prior_on_log_temperature_pulls_a_few_rows_toward_one_and_yields_to_many():
