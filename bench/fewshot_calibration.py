@@ -159,13 +159,13 @@ def main() -> None:
     for name in args.datasets:
         fewshot.DATASET = fewshot.DATASETS[name]
         runs[name] = []
+        keep = None
+        if args.keep_logits:
+            keep = results_file("label-review", f"logits/{Path(args.out).stem}/{name}")
+            keep.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory() as scratch:
             for per_class in args.per_class:
                 for seed in args.seeds:
-                    keep = None
-                    if args.keep_logits:
-                        keep = results_file("label-review", f"logits/{Path(args.out).stem}/{name}")
-                        keep.mkdir(parents=True, exist_ok=True)
                     record = one_run(Path(scratch), per_class, seed, args.folds, tuple(args.sources), keep)
                     print(json.dumps({"dataset": name, **record}), flush=True)
                     runs[name].append(record)
