@@ -19,8 +19,9 @@ out-of-fold logits over the train rows:
 - ``cross_fit_matched``: the same with each fold head's C scaled by the rows the served head has over
   it (its penalty weighs against its loss as the served head's does: the pipeline since).
 
-``served`` / ``served_matched``: what the pipeline serves from each, the cross-fitted temperature where
-those logits beat the majority class (``calibration_step.beats_majority``), else 1.
+``served`` / ``served_matched``: what the pipeline serves from each (``calibration_step.out_of_fold_temperature``:
+since 2026-12-05 drawn toward 1 by a prior on log T; files written before: the plain fit), where those logits
+beat the majority class (``calibration_step.beats_majority``), else 1.
 
 Each source's own out-of-fold accuracy is recorded: how right it believes the model to be. ``--sources``: only
 these (the cross-fits take minutes at 64 per class); ``--keep-logits``: each run's test and out-of-fold logits in
@@ -52,7 +53,7 @@ from finetune_core.evaluation.suspect_labels import train_features
 from finetune_core.metrics.calibration import expected_calibration_error, fit_temperature
 from finetune_core.model.backbone import resolve_backbone
 from finetune_core.training import frozen_stage, recipe
-from finetune_core.training.calibration_step import beats_majority
+from finetune_core.training.calibration_step import out_of_fold_temperature
 from finetune_core.training.contrastive import train_contrastive
 from finetune_core.training.encoded_splits import outputs_for
 from finetune_core.training.stage_setup import StageInputs
@@ -131,7 +132,8 @@ def one_run(
     for source, served in (("cross_fit", "served"), ("cross_fit_matched", "served_matched")):
         if source not in sources:
             continue
-        temperature = record[f"temperature.{source}"] if beats_majority(*sources[source]) else 1.0
+        temperature = out_of_fold_temperature(*sources[source])
+        temperature = 1.0 if temperature is None else temperature
         record[f"temperature.{served}"] = temperature
         record[f"ece.{served}"] = expected_calibration_error(test_logits, test_y, temperature)
     if keep_logits is not None:  # what bench.temperature_rules replays other rules on

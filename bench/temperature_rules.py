@@ -1,33 +1,39 @@
 """Which rule should turn a few-shot run's out-of-fold logits into the temperature it serves? Replayed on
 the logits `bench.fewshot_calibration --keep-logits` saved (issue 45).
 
-    python -m bench.temperature_rules bench/results/label-review/logits/NAME/DATASET [--source cross_fit_matched]
+    python -m bench.temperature_rules FOLDER... [--source cross_fit_matched] [--out FILE]
 
-Per saved run (rows per class, seed): the served head's test logits and one source's out-of-fold logits over the
-train rows. Each rule picks a temperature from the out-of-fold logits alone; the test ECE it gives is scored:
+FOLDER: bench/results/label-review/logits/NAME/DATASET. Per saved run (rows per class, seed): the served head's
+test logits and one source's out-of-fold logits over the train rows. Each rule picks a temperature from the
+out-of-fold logits alone; the test ECE it gives is scored:
 
 - ``none``: T = 1;
 - ``fitted``: the NLL-minimising T (``metrics.calibration.fit_temperature``);
-- ``served``: fitted where the out-of-fold predictions beat the majority class, else 1 (the pipeline's rule,
-  ``calibration_step.beats_majority``);
+- ``fitted, majority test``: fitted where the out-of-fold predictions beat the majority class
+  (``calibration_step.beats_majority``), else 1 (the pipeline's rule until 2026-12-05);
 - ``prior sd``: the most probable T under a normal prior on log T with that standard deviation
   (``fit_temperature(prior_sd=…)``), with and without the majority test;
+- ``served``: what the pipeline serves now (``calibration_step.out_of_fold_temperature``);
 - ``test-fitted``: T fitted on the test logits themselves, what no rule can know (the floor a temperature reaches).
 
-Prints mean test ECE per rule and size, and the share of runs at or under 0.05; writes nothing.
+Prints mean test ECE per rule and size, and the share of runs at or under 0.05; ``--out``: the same as a
+results file (bench/results/label-review/FILE, a ``table`` of one row per data set, size and rule).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
+from bench.machine import machine
+from bench.paths import invocation, results_file
 from finetune_core.metrics.calibration import expected_calibration_error, fit_temperature
-from finetune_core.training.calibration_step import beats_majority
+from finetune_core.training.calibration_step import beats_majority, out_of_fold_temperature
 
 PRIORS = (0.25, 0.5, 1.0)
 TARGET = 0.05
@@ -37,10 +43,12 @@ def rules(logits: np.ndarray, targets: np.ndarray) -> dict[str, float]:
     """Each rule's temperature from one run's out-of-fold ``logits`` and ``targets``."""
     beats = beats_majority(logits, targets)
     chosen = {"none": 1.0, "fitted": fit_temperature(logits, targets)}
-    chosen["served"] = chosen["fitted"] if beats else 1.0
+    chosen["fitted, majority test"] = chosen["fitted"] if beats else 1.0
     for sd in PRIORS:
         chosen[f"prior sd {sd}"] = fit_temperature(logits, targets, prior_sd=sd)
         chosen[f"prior sd {sd}, majority test"] = chosen[f"prior sd {sd}"] if beats else 1.0
+    served = out_of_fold_temperature(logits, targets)
+    chosen["served"] = 1.0 if served is None else served
     return chosen
 
 
@@ -58,17 +66,42 @@ def replay(folder: Path, source: str) -> dict[int, dict[str, list[float]]]:
     return scores
 
 
+def table(folders: list[Path], source: str) -> list[dict]:
+    """One row per data set (the folder's name), rows per class and rule: mean test ECE over the runs,
+    the share at or under the target, and each run's."""
+    rows = []
+    for folder in folders:
+        for per_class, by_rule in sorted(replay(folder, source).items()):
+            for rule, errors in by_rule.items():
+                rows.append(
+                    {
+                        "dataset": folder.name,
+                        "per_class": per_class,
+                        "runs": len(errors),
+                        "rule": rule,
+                        "ece": round(float(np.mean(errors)), 4),
+                        f"share_at_most_{TARGET}": round(float(np.mean(np.asarray(errors) <= TARGET)), 2),
+                        "ece_by_seed": " ".join(f"{e:.3f}" for e in errors),
+                    }
+                )
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("folder", type=Path)
+    parser.add_argument("folders", type=Path, nargs="+")
     parser.add_argument("--source", default="cross_fit_matched", help="whose out-of-fold logits the rules read")
+    parser.add_argument("--out", help="results file name under bench/results/label-review/")
     args = parser.parse_args()
-    for per_class, by_rule in sorted(replay(args.folder, args.source).items()):
-        print(f"{per_class} rows per class ({len(by_rule['none'])} runs): mean test ECE, share <= {TARGET}")
-        for rule, errors in by_rule.items():
-            met = np.mean(np.asarray(errors) <= TARGET)
-            shown = " ".join(f"{e:.3f}" for e in errors)
-            print(f"  {rule:32s} {np.mean(errors):.3f}  {met:.0%}  ({shown})")
+    rows = table(args.folders, args.source)
+    for row in rows:
+        print(f"{row['dataset']:5s} {row['per_class']:3d}/class ({row['runs']} runs)  {row['rule']:32s} ", end="")
+        print(f"{row['ece']:.3f}  {row[f'share_at_most_{TARGET}']:.0%}  ({row['ece_by_seed']})")
+    if args.out:
+        out = results_file("label-review", args.out)
+        record = {"command": invocation("bench.temperature_rules"), "machine": machine(), "table": rows}
+        out.write_text(json.dumps(record, indent=1) + "\n")
+        print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -184,9 +184,11 @@ def calibrate(config: FinetuneConfig, prepared: PreparedData, layout: RunLayout,
         with np.load(folds) as saved:
             calibration = calibration_step.calibrate_out_of_fold(layout.model, saved["logits"], saved["targets"])
         log_metrics(run_id, calibration, prefix="calibration/")
+        how = "kept at 1: they do not beat the majority class" if "oof_temperature_kept" in calibration else "fitted"
         get_run_logger().info(
-            "temperature %.3f fitted on out-of-fold predictions (ECE %.4f -> %.4f)",
+            "temperature %.3f on out-of-fold predictions, %s (ECE %.4f -> %.4f)",
             calibration["temperature"],
+            how,
             calibration["oof_ece_before"],
             calibration["oof_ece_after"],
         )

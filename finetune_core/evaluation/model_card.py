@@ -124,10 +124,16 @@ def label_review_markdown(review: dict, calibration: dict) -> str:
             )
         if review["suspects"]:
             lines += [f"- score: {review['score']}", "", review["table"]]
-    if "oof_ece_before" in calibration:
+    if "oof_temperature_kept" in calibration:
+        lines.append(
+            "- temperature kept at 1 (too few validation rows, and the out-of-fold predictions do not beat the "
+            "majority class)"
+        )
+    elif "oof_ece_before" in calibration:
         lines.append(
             f"- temperature {calibration['temperature']:.3f} fitted on the out-of-fold predictions (too few "
-            f"validation rows): ECE {calibration['oof_ece_before']:.4f} -> {calibration['oof_ece_after']:.4f} on them"
+            f"validation rows; drawn toward 1 by a prior on log T, sd {calibration['oof_temperature_prior_sd']}): "
+            f"ECE {calibration['oof_ece_before']:.4f} -> {calibration['oof_ece_after']:.4f} on them"
         )
     return "\n".join(lines)
 

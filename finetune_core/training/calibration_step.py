@@ -18,7 +18,12 @@ from finetune_core.metrics.multilabel import fit_decision_rule
 from finetune_core.serving.predictor import load_meta, write_meta
 from finetune_core.training.encoded_splits import outputs_for
 
-__all__ = ["calibrate", "calibrate_out_of_fold"]
+__all__ = ["calibrate", "calibrate_out_of_fold", "out_of_fold_temperature"]
+
+# The out-of-fold temperature is the most probable one under a normal prior on log T with this standard
+# deviation: on 16-32 rows the plain fit swung far (T = 0.23 on one seed, ECE 0.031 -> 0.181); the prior
+# halved that harm and changed nothing at 64 per class (docs/benchmarks/label-review.md, "Which rule").
+OUT_OF_FOLD_PRIOR_SD = 0.5
 
 
 def calibrate(config: FinetuneConfig, prepared: PreparedData, model_dir: Path) -> dict:
@@ -40,14 +45,24 @@ def calibrate(config: FinetuneConfig, prepared: PreparedData, model_dir: Path) -
 
 
 def calibrate_out_of_fold(model_dir: Path, logits, targets) -> dict:
-    """The temperature fitted on the label review's out-of-fold logits of the head, for a run
-    with too few validation rows to fit it on (docs/concepts/label-review.md). Kept at 1 when those
-    predictions are not shown to beat the majority class: a temperature fitted on a few rows the head
-    mostly gets wrong sharpened it and raised test ECE (docs/benchmarks/label-review.md)."""
-    fitted = beats_majority(logits, targets)
-    temperature = fit_temperature(logits, targets) if fitted else 1.0
+    """The temperature of ``out_of_fold_temperature`` saved with the model, for a run with too few
+    validation rows to fit it on (docs/concepts/label-review.md)."""
+    temperature = out_of_fold_temperature(logits, targets)
+    if temperature is None:
+        summary = _save_temperature(load_meta(model_dir), model_dir, logits, targets, "oof", 1.0)
+        return {**summary, "oof_temperature_kept": 1.0}
     summary = _save_temperature(load_meta(model_dir), model_dir, logits, targets, "oof", temperature)
-    return summary if fitted else {**summary, "oof_temperature_kept": 1.0}
+    return {**summary, "oof_temperature_prior_sd": OUT_OF_FOLD_PRIOR_SD}
+
+
+def out_of_fold_temperature(logits, targets) -> float | None:
+    """The temperature the label review's out-of-fold logits of the head call for, drawn toward 1 by
+    the prior (``OUT_OF_FOLD_PRIOR_SD``); None (keep 1) when those predictions are not shown to beat
+    the majority class: a temperature fitted on a few rows the head mostly gets wrong sharpened it and
+    raised test ECE (docs/benchmarks/label-review.md)."""
+    if not beats_majority(logits, targets):
+        return None
+    return fit_temperature(logits, targets, prior_sd=OUT_OF_FOLD_PRIOR_SD)
 
 
 def beats_majority(logits, targets, level: float = 0.05) -> bool:

@@ -88,12 +88,15 @@ def test_a_few_shot_run_calibrates_on_out_of_fold_predictions(prefect_server, ti
         scaled = scaled - scaled.max(axis=1, keepdims=True)
         return -(scaled[np.arange(16), targets] - np.log(np.exp(scaled).sum(axis=1))).mean()
 
-    assert nll(result.calibration["temperature"]) <= nll(1.0) + 1e-9
+    assert nll(result.calibration["temperature"]) <= nll(1.0) + 1e-9  # the prior only stops it short
     mlflow.set_tracking_uri(tracking_uri)
     served = mlflow.pyfunc.load_model(f"models:/tiny-model/{result.model_version}")._model_impl.python_model
     description = client.get_model_version("tiny-model", result.model_version).description
-    assert "fitted on the out-of-fold predictions" in description
-    assert f"temperature {result.calibration['temperature']:.3f}" in description
+    if "oof_temperature_kept" in result.calibration:  # the folds did not beat the majority class
+        assert "temperature kept at 1" in description and result.calibration["temperature"] == 1.0
+    else:
+        assert "fitted on the out-of-fold predictions" in description and "prior on log T, sd 0.5" in description
+        assert f"temperature {result.calibration['temperature']:.3f}" in description
     assert served is not None
 
 

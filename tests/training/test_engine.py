@@ -9,7 +9,6 @@ import torch
 
 from finetune_core.data.prepare import prepare_splits
 from finetune_core.evaluation.held_out_metrics import evaluate_model
-from finetune_core.metrics.calibration import expected_calibration_error, fit_temperature
 from finetune_core.model.backbone import load_for_task, load_tokenizer
 from finetune_core.model.batching import collate, encode
 from finetune_core.model.features import FeatureSettings, cached_features
@@ -294,30 +293,6 @@ def test_lora_trains_adapters_and_saves_a_merged_plain_model(task_files, tiny_ba
     assert not torch.equal(before["classifier.weight"], after["classifier.weight"])  # the head trains too
     predictions = Predictor.load(task_files / "model").predict_texts(["a great film"])
     assert predictions["label"].iloc[0] in {"0", "1"}
-
-
-def _drawn_at_temperature(rows: int, temperature: float, classes: int = 2) -> tuple[np.ndarray, np.ndarray]:
-    """Logits and labels drawn from softmax(logits / temperature): the temperature that calibrates them."""
-    rng = np.random.default_rng(0)
-    logits = rng.normal(size=(rows, classes)) * 3
-    probabilities = np.exp(logits / temperature)
-    probabilities /= probabilities.sum(axis=1, keepdims=True)
-    return logits, np.array([rng.choice(classes, p=p) for p in probabilities])
-
-
-def test_temperature_scaling_recovers_a_known_temperature():
-    logits, targets = _drawn_at_temperature(4000, 2.0, classes=3)
-    temperature = fit_temperature(logits, targets)
-    assert temperature == pytest.approx(2.0, rel=0.1)
-    assert expected_calibration_error(logits, targets, temperature) < expected_calibration_error(logits, targets) / 2
-
-
-def test_a_prior_on_log_temperature_pulls_a_few_rows_toward_one_and_yields_to_many():
-    few, many = _drawn_at_temperature(32, 0.5), _drawn_at_temperature(4000, 0.5)
-    free, held = fit_temperature(*few), fit_temperature(*few, prior_sd=0.25)
-    assert abs(np.log(held)) < abs(np.log(free)) and held < 1.0  # shrunk toward 1, on the data's side
-    assert fit_temperature(*many, prior_sd=0.25) == pytest.approx(fit_temperature(*many), rel=0.05)
-    assert fit_temperature(*many, prior_sd=0.25) == pytest.approx(0.5, rel=0.1)
 
 
 def test_calibration_is_stored_with_the_model(task_files, tiny_backbone):
