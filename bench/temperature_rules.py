@@ -13,11 +13,14 @@ out-of-fold logits alone; the test ECE it gives is scored:
   (``calibration_step.beats_majority``), else 1 (the pipeline's rule until 2026-12-05);
 - ``prior sd``: the most probable T under a normal prior on log T with that standard deviation
   (``fit_temperature(prior_sd=…)``), with and without the majority test;
-- ``served``: what the pipeline serves now (``calibration_step.out_of_fold_temperature``);
+- ``soften only``: the fitted T where it is above 1, else 1;
+- ``served``: what the pipeline serves now (``calibration_step.out_of_fold_temperature``: softening fitted,
+  sharpening only past the majority test and under the prior, sd 0.5);
 - ``test-fitted``: T fitted on the test logits themselves, what no rule can know (the floor a temperature reaches).
 
 Prints mean test ECE per rule and size, and the share of runs at or under 0.05; ``--out``: the same as a
-results file (bench/results/label-review/FILE, a ``table`` of one row per data set, size and rule).
+results file (bench/results/label-review/FILE: a ``table`` of mean test ECE per data set and size, a column per
+rule; ``runs``: per rule, the share at or under the target and each run's ECE).
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ def rules(logits: np.ndarray, targets: np.ndarray) -> dict[str, float]:
     for sd in PRIORS:
         chosen[f"prior sd {sd}"] = fit_temperature(logits, targets, prior_sd=sd)
         chosen[f"prior sd {sd}, majority test"] = chosen[f"prior sd {sd}"] if beats else 1.0
+    chosen["soften only"] = max(chosen["fitted"], 1.0)
     served = out_of_fold_temperature(logits, targets)
     chosen["served"] = 1.0 if served is None else served
     return chosen
@@ -66,13 +70,13 @@ def replay(folder: Path, source: str) -> dict[int, dict[str, list[float]]]:
     return scores
 
 
-def table(folders: list[Path], source: str) -> list[dict]:
+def by_rule(folders: list[Path], source: str) -> list[dict]:
     """One row per data set (the folder's name), rows per class and rule: mean test ECE over the runs,
     the share at or under the target, and each run's."""
     rows = []
     for folder in folders:
-        for per_class, by_rule in sorted(replay(folder, source).items()):
-            for rule, errors in by_rule.items():
+        for per_class, errors_by_rule in sorted(replay(folder, source).items()):
+            for rule, errors in errors_by_rule.items():
                 rows.append(
                     {
                         "dataset": folder.name,
@@ -87,19 +91,29 @@ def table(folders: list[Path], source: str) -> list[dict]:
     return rows
 
 
+def pivoted(rows: list[dict]) -> list[dict]:
+    """One record per data set and size, a column of mean test ECE per rule: the page's table."""
+    table: dict[tuple, dict] = {}
+    for row in rows:
+        key = (row["dataset"], row["per_class"])
+        table.setdefault(key, {"dataset": key[0], "per_class": key[1], "runs": row["runs"]})[row["rule"]] = row["ece"]
+    return list(table.values())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folders", type=Path, nargs="+")
     parser.add_argument("--source", default="cross_fit_matched", help="whose out-of-fold logits the rules read")
     parser.add_argument("--out", help="results file name under bench/results/label-review/")
     args = parser.parse_args()
-    rows = table(args.folders, args.source)
+    rows = by_rule(args.folders, args.source)
     for row in rows:
         print(f"{row['dataset']:5s} {row['per_class']:3d}/class ({row['runs']} runs)  {row['rule']:32s} ", end="")
         print(f"{row['ece']:.3f}  {row[f'share_at_most_{TARGET}']:.0%}  ({row['ece_by_seed']})")
     if args.out:
         out = results_file("label-review", args.out)
-        record = {"command": invocation("bench.temperature_rules"), "machine": machine(), "table": rows}
+        record = {"command": invocation("bench.temperature_rules"), "machine": machine(), "table": pivoted(rows)}
+        record["runs"] = rows
         out.write_text(json.dumps(record, indent=1) + "\n")
         print(f"wrote {out}")
 

@@ -130,10 +130,12 @@ def label_review_markdown(review: dict, calibration: dict) -> str:
             "majority class)"
         )
     elif "oof_ece_before" in calibration:
+        prior = calibration.get("oof_temperature_prior_sd")
+        how = f"; sharpening, drawn toward 1 by a prior on log T, sd {prior}" if prior else ""
         lines.append(
             f"- temperature {calibration['temperature']:.3f} fitted on the out-of-fold predictions (too few "
-            f"validation rows; drawn toward 1 by a prior on log T, sd {calibration['oof_temperature_prior_sd']}): "
-            f"ECE {calibration['oof_ece_before']:.4f} -> {calibration['oof_ece_after']:.4f} on them"
+            f"validation rows{how}): ECE {calibration['oof_ece_before']:.4f} -> {calibration['oof_ece_after']:.4f} "
+            "on them"
         )
     return "\n".join(lines)
 

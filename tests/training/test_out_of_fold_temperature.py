@@ -1,6 +1,6 @@
 """Temperature scaling, and the out-of-fold temperature of a run too small to hold out validation rows:
-fitted only when the out-of-fold predictions beat the majority class (a binomial test), else kept at 1,
-and drawn toward 1 by a prior on log T."""
+softening fitted freely; sharpening only when the out-of-fold predictions beat the majority class (a
+binomial test), else kept at 1, and drawn toward 1 by a prior on log T."""
 
 from __future__ import annotations
 
@@ -77,11 +77,28 @@ def test_the_served_temperature_on_many_rows_is_the_fitted_one():
     assert out_of_fold_temperature(logits, targets) == pytest.approx(fit_temperature(logits, targets), rel=0.05)
 
 
-def test_no_temperature_is_served_from_rows_that_do_not_beat_the_majority():
+def _nine_of_sixteen_right_and_surest_where_right() -> tuple[np.ndarray, np.ndarray]:
+    """Does not beat the majority class, yet its NLL asks to sharpen (T < 1)."""
     targets = np.array([0] * 8 + [1] * 8)
     predicted = targets.copy()
     predicted[9:] = 1 - predicted[9:]
-    assert out_of_fold_temperature(_logits(predicted), targets) is None
+    return np.eye(2)[predicted] * np.where(predicted == targets, 0.5, 0.05)[:, None], targets
+
+
+def test_no_sharpening_temperature_is_served_from_rows_that_do_not_beat_the_majority():
+    logits, targets = _nine_of_sixteen_right_and_surest_where_right()
+    assert fit_temperature(logits, targets) < 1.0
+    assert out_of_fold_temperature(logits, targets) is None
+
+
+def test_an_over_confident_head_is_softened_even_below_the_majority_class():
+    targets = np.array([0] * 8 + [1] * 8)
+    predicted = targets.copy()
+    predicted[[0, 1, 2, 8, 9]] = 1 - predicted[[0, 1, 2, 8, 9]]  # right on 11 of 16, sure of every answer
+    logits = _logits(predicted, scale=5.0)
+    assert not beats_majority(logits, targets)
+    served = out_of_fold_temperature(logits, targets)
+    assert served > 1.0 and served == pytest.approx(fit_temperature(logits, targets))
 
 
 def _few_right(scale: float) -> tuple[np.ndarray, np.ndarray]:
@@ -95,13 +112,13 @@ def _few_right(scale: float) -> tuple[np.ndarray, np.ndarray]:
 @pytest.mark.parametrize("right", [True, False])
 def test_the_model_and_its_description_say_which_temperature_was_served(tmp_path, right):
     write_meta(ModelMeta(task="classification", text_column="text", max_length=16, labels=["0", "1"]), tmp_path)
-    logits, targets = _few_right(0.3) if right else (_logits(np.zeros(32, dtype=int)), np.arange(32) % 2)
+    logits, targets = _few_right(0.3) if right else _nine_of_sixteen_right_and_surest_where_right()
     summary = calibrate_out_of_fold(tmp_path, logits, targets)
     assert load_meta(tmp_path).temperature == summary["temperature"]
     description = label_review_markdown({"skipped": "off"}, summary)
     if right:
         assert summary["temperature"] == pytest.approx(out_of_fold_temperature(logits, targets))
         assert f"temperature {summary['temperature']:.3f} fitted on the out-of-fold predictions" in description
-        assert "prior on log T, sd 0.5" in description
+        assert "sharpening, drawn toward 1 by a prior on log T, sd 0.5" in description
     else:
         assert summary["temperature"] == 1.0 and "temperature kept at 1" in description
