@@ -20,8 +20,8 @@ out-of-fold logits over the train rows:
   it (its penalty weighs against its loss as the served head's does: the pipeline since).
 
 ``served`` / ``served_matched``: what the pipeline serves from each (``calibration_step.out_of_fold_temperature``:
-since 2026-12-05 drawn toward 1 by a prior on log T; files written before: the plain fit), where those logits
-beat the majority class (``calibration_step.beats_majority``), else 1.
+softening fitted, sharpening only past the majority test and under a prior on log T). Files written before
+2026-12-05: the plain fit where those logits beat the majority class (``calibration_step.beats_majority``), else 1.
 
 Each source's own out-of-fold accuracy is recorded: how right it believes the model to be. ``--sources``: only
 these (the cross-fits take minutes at 64 per class); ``--keep-logits``: each run's test and out-of-fold logits in
