@@ -318,8 +318,13 @@ def main() -> None:
             result.update(machine=machine(), command=invocation("bench.tune"))
             out.write_text(json.dumps(result, indent=2, default=str))
         return
-    result = {"dataset": args.dataset, "rows": args.rows, "minutes": args.minutes, "prune_on": args.prune_on}
-    result["runs"] = []
+    result = {
+        "dataset": args.dataset,
+        "rows": args.rows,
+        "minutes": args.minutes,
+        "prune_on": args.prune_on,
+        "runs": [],
+    }
     result.update(machine=machine(), command=invocation("bench.tune"))
     for seed in args.seeds:  # written after each seed: a long run keeps what it measured
         unpruned, peers = not args.skip_unpruned, not args.pruning_only

@@ -48,10 +48,10 @@ def calibrate_out_of_fold(model_dir: Path, logits, targets) -> dict:
     """The temperature of ``out_of_fold_temperature`` saved with the model, for a run with too few
     validation rows to fit it on (docs/concepts/label-review.md)."""
     temperature = out_of_fold_temperature(logits, targets)
-    if temperature is None:
-        summary = _save_temperature(load_meta(model_dir), model_dir, logits, targets, "oof", 1.0)
+    kept = temperature is None
+    summary = _save_temperature(load_meta(model_dir), model_dir, logits, targets, "oof", 1.0 if kept else temperature)
+    if kept:
         return {**summary, "oof_temperature_kept": 1.0}
-    summary = _save_temperature(load_meta(model_dir), model_dir, logits, targets, "oof", temperature)
     return {**summary, "oof_temperature_prior_sd": OUT_OF_FOLD_PRIOR_SD} if temperature < 1.0 else summary
 
 
