@@ -24,10 +24,11 @@ from finetune_core.config.finetune import FinetuneConfig
 from finetune_core.config.tracking import with_resolved_tracking
 from finetune_core.errors import ConfigError
 from finetune_core.metric_table import primary_metric
+from finetune_core.model.embedding_and_dropout import checkpoint_dropout
 from finetune_core.redaction import redact_uri
 from finetune_core.run_layout import RunLayout, inputs_digest
-from finetune_core.search.space import distributions, resolve_space, study_name, with_overrides
-from finetune_core.search.study import ask, counts, default_storage, fail_stale, open_study
+from finetune_core.search.space import distributions, given_point, resolve_space, study_name, with_overrides
+from finetune_core.search.study import ask, best_trial, counts, default_storage, fail_stale, open_study, start_from
 from finetune_core.search.trial import pruned_stage, shares_stage1
 from flows.finetune import FinetuneResult, finetune
 from tasks.backbone import select_backbone, task_runner
@@ -101,6 +102,8 @@ def _sweep(config: FinetuneConfig, *, name: str, storage: str, trials_only: bool
             )
         selection = select_backbone.with_options(task_runner=task_runner(config))(config, prepared, layout, parent)
         space = resolve_space(trained)  # strategy resolved: contrastive adds its learning rate
+        if config.search.start_from_config:
+            _start_from_config(study, trained, space, selection.selected.path)
         stage1 = _shared_stage1(trained, prepared, selection, layout, parent, space)
         base = TrialSpec.model_construct(
             config=trained,
@@ -140,6 +143,15 @@ def _parent_run(study, config: FinetuneConfig, name: str) -> str:
     log_config(run_id, config)
     study.set_user_attr("mlflow_parent_run_id", run_id)
     return run_id
+
+
+def _start_from_config(study, trained: FinetuneConfig, space, backbone: str) -> None:
+    """A new study's first trial is the recipe as given: the winner then scores at least its validation
+    score (docs/how-to/tune.md: on MRPC a sweep of random points missed what the default recipe found)."""
+    dropout = checkpoint_dropout(backbone, trained.backbone.trust_remote_code)
+    point = given_point(trained, space, unset={"training.unfrozen.dropout": dropout})
+    if start_from(study, point):
+        get_run_logger().info("trial 0 is the configuration as given: %s", point)
 
 
 def _shared_stage1(trained, prepared, selection, layout: RunLayout, parent: str, space) -> str | None:
@@ -212,7 +224,7 @@ def _summary(study, config, name: str, parent: str, outcomes) -> dict:
     c = counts(study)
     if c["complete"] == 0:
         raise SweepFailed(f"no trial of study {name} completed ({c}); the first error: {_first_error(study, outcomes)}")
-    best = study.best_trial
+    best = best_trial(study)
     metric, _ = primary_metric(config.task, config.training.metric)
     return dict(
         study=name,

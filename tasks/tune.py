@@ -20,10 +20,10 @@ from finetune_core.config.finetune import FinetuneConfig
 from finetune_core.data.prepare import PreparedData
 from finetune_core.metric_table import primary_metric
 from finetune_core.run_layout import RunLayout
-from finetune_core.search.pruning import PruningCallback, chain, pruning_signal
+from finetune_core.search.pruning import LOSS_METRIC, PruningCallback, chain, pruning_signal
 from finetune_core.search.space import with_overrides
-from finetune_core.search.study import heartbeat, load_trial
-from finetune_core.search.trial import pruned_stage, stage_epochs, train_trial
+from finetune_core.search.study import TIE_BREAK, heartbeat, load_trial
+from finetune_core.search.trial import pruned_stage, scored_epoch_loss, stage_epochs, train_trial
 from tasks.mlflow_io.tracking import epoch_logger, log_metrics, shorten, use_store
 
 
@@ -123,6 +123,9 @@ def run_trial(spec: TrialSpec, tracking_uri: str) -> TrialOutcome:
             study.tell(trial, state=TrialState.PRUNED)
             state, value = "pruned", result.best_metric
         else:
+            loss = scored_epoch_loss(result, LOSS_METRIC[spec.prepared.task])
+            if loss is not None:
+                trial.set_user_attr(TIE_BREAK, loss)
             study.tell(trial, result.best_metric)
             state, value = "complete", result.best_metric
     seconds = time.perf_counter() - started

@@ -49,6 +49,12 @@ class SearchConfig(Strict):
         description="Start from the default space (stage-2 learning rate, layer decay, epochs, freeze_layers, "
         "warmup, dropout; the contrastive learning rate under strategy contrastive); false: only `space`.",
     )
+    start_from_config: bool = Field(
+        True,
+        description="The first trial is the configuration as given (each dimension at its configured value, or "
+        "the checkpoint's dropout where `dropout` is unset), so the winner scores at least the recipe's validation "
+        "score; a dimension whose value lies outside its range is sampled. false: every trial is sampled.",
+    )
     n_trials: int = Field(20, gt=0, description="Trials of the study in all (finished ones count on resume).")
     max_minutes: float | None = Field(
         None, gt=0, description="Start no trial after this many minutes of the sweep (running trials finish)."

@@ -23,3 +23,14 @@ def set_dropout(model, rate: float) -> int:
     for layer in layers:
         layer.p = rate
     return len(layers)
+
+
+def checkpoint_dropout(backbone: str, trust_remote_code: bool = False) -> float | None:
+    """The one rate a checkpoint's dropout layers train with when ``dropout`` is unset (BERT-style
+    configs: hidden, attention and classifier dropout alike), else None."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(backbone, trust_remote_code=trust_remote_code)
+    names = ("hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout")
+    rates = {getattr(config, name) for name in names if getattr(config, name, None) is not None}
+    return float(rates.pop()) if len(rates) == 1 else None

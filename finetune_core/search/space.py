@@ -45,6 +45,15 @@ class Dimension:
             return IntDistribution(int(b.low), int(b.high), log=b.log, step=1 if b.log else int(b.step or 1))
         return FloatDistribution(b.low, b.high, log=b.log, step=None if b.log else b.step)
 
+    def holds(self, value) -> bool:
+        """``value`` is a point of this dimension (a choice, or inside the range; whole for an int key)."""
+        b = self.bounds
+        if self.kind == "categorical":
+            return value in b.choices
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        return b.low <= value <= b.high and (self.kind != "int" or value == int(value))
+
     def describe(self) -> str:
         b = self.bounds
         if self.kind == "categorical":
@@ -117,6 +126,21 @@ def resolve_space(config: FinetuneConfig) -> dict[str, Dimension]:
 
 def distributions(space: dict[str, Dimension]) -> dict:
     return {key: dimension.distribution() for key, dimension in space.items()}
+
+
+def given_point(config: FinetuneConfig, space: dict[str, Dimension], unset: dict[str, Any]) -> dict[str, Any]:
+    """The configuration's own value of each dimension the space holds (``search.start_from_config``);
+    ``unset``: what a key the configuration leaves None trains with (the checkpoint's dropout)."""
+    raw = config.model_dump(mode="json")
+    point = {}
+    for key, dimension in space.items():
+        node = raw
+        for part in key.split("."):
+            node = node[part]
+        value = unset.get(key) if node is None else node
+        if value is not None and dimension.holds(value):
+            point[key] = int(value) if dimension.kind == "int" else value
+    return point
 
 
 def with_overrides(config: FinetuneConfig, values: dict[str, Any]) -> FinetuneConfig:

@@ -3,6 +3,7 @@ done, and the heartbeat that tells an interrupted trial from a running one (docs
 
 from __future__ import annotations
 
+import math
 import threading
 import warnings
 from contextlib import contextmanager
@@ -11,6 +12,7 @@ from pathlib import Path
 from finetune_core.config.finetune import FinetuneConfig
 from finetune_core.metric_table import primary_metric
 
+TIE_BREAK = "validation_loss"  # a complete trial's user attribute: its loss at the epoch it is scored on
 OPTUNA_SCHEMA = "optuna"  # in a shared PostgreSQL: apart from MLflow's tables (both use alembic_version)
 
 
@@ -90,6 +92,25 @@ def open_study(config: FinetuneConfig, *, name: str, storage_url: str, task: str
     fail_stale(study)
     asked = len(study.get_trials(deepcopy=False))
     return optuna.load_study(study_name=name, storage=storage, sampler=_sampler(config, asked), pruner=_pruner(config))
+
+
+def start_from(study, point: dict) -> bool:
+    """Queue ``point`` as a new study's first trial (the configuration as given); a study that has
+    trials (resumed, or another worker's) is left as it is. True when queued."""
+    if not point or study.get_trials(deepcopy=False):
+        return False
+    study.enqueue_trial(point, skip_if_exists=True)  # two workers opening one new study: queued once
+    return True
+
+
+def best_trial(study):
+    """The best complete trial; among trials tied on the objective (accuracy on a few hundred rows ties
+    often), the one with the lowest validation loss at its scored epoch, then the earliest."""
+    from optuna.trial import TrialState
+
+    best = study.best_trial
+    tied = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.value == best.value]
+    return min(tied, key=lambda t: (t.user_attrs.get(TIE_BREAK, math.inf), t.number))
 
 
 def fail_stale(study) -> None:

@@ -78,3 +78,11 @@ def train_trial(
     return unfrozen_stage.train_unfrozen(
         StageInputs(config, prepared, start, layout.model, on_epoch_end, layout.checkpoints, False)
     )
+
+
+def scored_epoch_loss(result: StageResult, loss_metric: str) -> float | None:
+    """The validation loss (``loss_metric``: loss, or mse for regression) at the epoch the trial is scored
+    on (``best_epoch``): what breaks a tie between trials scored alike (``study.best_trial``)."""
+    entry = next((e for e in result.history if e["epoch"] == result.best_epoch), {})
+    value = entry.get(f"val_{loss_metric}")
+    return None if value is None else float(value)

@@ -66,6 +66,9 @@ def test_sweep_prunes_nests_and_registers_the_winner(prefect_server, tiny_backbo
     )
     study = optuna.load_study(study_name=result.study, storage=f"sqlite:///{tmp_path / 'optuna.db'}")
     assert len(study.trials) == 4  # the winner was trained as a run, not as a fifth trial
+    assert study.trials[0].params == {"training.unfrozen.learning_rate": 1e-3}  # the configuration as given
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert all(t.user_attrs["validation_loss"] > 0 for t in complete)  # what breaks a tie
 
 
 def test_a_crashing_trial_is_recorded_failed_and_the_sweep_goes_on(
