@@ -23,7 +23,7 @@ import time
 import numpy as np
 
 from bench.label_review import DATASETS, _read, flip, precision_recall
-from bench.label_review_finetuned import BATCH, LEARNING_RATE, MAX_LENGTH, _Classifier
+from bench.label_review_finetuned import _Classifier, batches_of, fine_tune
 from bench.machine import machine
 from bench.paths import SHARED_DATA, invocation, results_file
 
@@ -41,37 +41,17 @@ def train_recording_margins(backbone, texts, labels, epochs: int, seed: int) -> 
     import torch
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(backbone)
-
-    def batch(rows):
-        return tokenizer(
-            [texts[r] for r in rows], padding=True, truncation=True, max_length=MAX_LENGTH, return_tensors="pt"
-        )
-
-    model, rng = _Classifier(backbone, seed), np.random.default_rng(seed)
-    optimizer = torch.optim.AdamW(model.parameters, lr=LEARNING_RATE, weight_decay=0.01)
-    steps = epochs * -(-len(texts) // BATCH)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / steps)
+    batch, model = batches_of(AutoTokenizer.from_pretrained(backbone), texts), _Classifier(backbone, seed)
     margins, targets = np.zeros((epochs, len(texts)), dtype=np.float32), torch.as_tensor(labels)
-    model.encoder.train()
-    for epoch in range(epochs):
-        order = rng.permutation(len(texts))
-        for start in range(0, len(order), BATCH):
-            rows = order[start : start + BATCH]
-            logits = model(batch(rows))
-            margins[epoch, rows] = _margins(logits, targets[rows])
-            loss = torch.nn.functional.cross_entropy(logits, targets[rows])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-    model.encoder.eval()
+
+    def record(epoch, rows, logits):
+        margins[epoch, rows] = _margins(logits, targets[rows])
+
+    fine_tune(model, batch, labels, np.arange(len(texts)), epochs, seed, on_batch=record)
+    everything = np.arange(len(texts))
     with torch.no_grad():
-        everything = np.arange(len(texts))
-        final = np.concatenate(
-            [_margins(model(batch(everything[s : s + 64])), targets[s : s + 64]) for s in range(0, len(texts), 64)]
-        )
-    return margins, final
+        final = [_margins(model(batch(everything[s : s + 64])), targets[s : s + 64]) for s in range(0, len(texts), 64)]
+    return margins, np.concatenate(final)
 
 
 def precision_at_recall_of(scores: np.ndarray, flipped: np.ndarray, recall: float) -> float:

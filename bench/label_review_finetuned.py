@@ -51,29 +51,47 @@ class _Classifier:
         return self.head(10 * pooled)
 
 
-def fold_logits(backbone, tokenizer, texts, labels, train_rows, test_rows, epochs, seed) -> np.ndarray:
-    import torch
+def batches_of(tokenizer, texts):
+    """``rows -> tensors``: the rows' texts tokenised as the loop feeds them."""
 
     def batch(rows):
         return tokenizer(
             [texts[r] for r in rows], padding=True, truncation=True, max_length=MAX_LENGTH, return_tensors="pt"
         )
 
-    model, rng = _Classifier(backbone, seed), np.random.default_rng(seed)
+    return batch
+
+
+def fine_tune(model: _Classifier, batch, labels, train_rows, epochs: int, seed: int, on_batch=None) -> None:
+    """The plain loop standing in for the unfrozen stage; ``on_batch(epoch, rows, logits)`` hears each
+    training batch before its step. Leaves the model in eval mode."""
+    import torch
+
+    rng = np.random.default_rng(seed)
     optimizer = torch.optim.AdamW(model.parameters, lr=LEARNING_RATE, weight_decay=0.01)
     steps = epochs * -(-len(train_rows) // BATCH)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / steps)
     model.encoder.train()
-    for _ in range(epochs):
+    for epoch in range(epochs):
         order = rng.permutation(train_rows)
         for start in range(0, len(order), BATCH):
             rows = order[start : start + BATCH]
-            loss = torch.nn.functional.cross_entropy(model(batch(rows)), torch.as_tensor(labels[rows]))
+            logits = model(batch(rows))
+            if on_batch is not None:
+                on_batch(epoch, rows, logits)
+            loss = torch.nn.functional.cross_entropy(logits, torch.as_tensor(labels[rows]))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             schedule.step()
     model.encoder.eval()
+
+
+def fold_logits(backbone, tokenizer, texts, labels, train_rows, test_rows, epochs, seed) -> np.ndarray:
+    import torch
+
+    batch, model = batches_of(tokenizer, texts), _Classifier(backbone, seed)
+    fine_tune(model, batch, labels, train_rows, epochs, seed)
     with torch.no_grad():
         return np.concatenate([model(batch(test_rows[s : s + 64])).numpy() for s in range(0, len(test_rows), 64)])
 
