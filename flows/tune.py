@@ -147,7 +147,7 @@ def _parent_run(study, config: FinetuneConfig, name: str) -> str:
 
 def _start_from_config(study, trained: FinetuneConfig, space, backbone: str) -> None:
     """A new study's first trial is the recipe as given: the winner then scores at least its validation
-    score (docs/how-to/tune.md: on MRPC a sweep of random points missed what the default recipe found)."""
+    score (docs/decisions/sweep-start-point.md: on MRPC a sweep of random points missed what it found)."""
     dropout = checkpoint_dropout(backbone, trained.backbone.trust_remote_code)
     point = given_point(trained, space, unset={"training.unfrozen.dropout": dropout})
     if start_from(study, point):
