@@ -135,8 +135,12 @@ def precision_recall(flagged: np.ndarray, flipped: np.ndarray) -> dict:
 def precision_at_recall(probabilities: np.ndarray, given: np.ndarray, flipped: np.ndarray, recall: float) -> float:
     """Rows ranked by the probability of their given label, lowest first: the precision at the first
     rank that holds ``recall`` of the flips (the best any flagged count could do on this ranking)."""
-    ranked = np.argsort(probabilities[np.arange(len(given)), given], kind="stable")
-    hits = np.cumsum(np.isin(ranked, flipped))
+    return precision_at_recall_of(probabilities[np.arange(len(given)), given], flipped, recall)
+
+
+def precision_at_recall_of(scores: np.ndarray, flipped: np.ndarray, recall: float) -> float:
+    """Rows ranked by ``scores``, lowest first: the precision at the first rank that holds ``recall`` of the flips."""
+    hits = np.cumsum(np.isin(np.argsort(scores, kind="stable"), flipped))
     at = int(np.searchsorted(hits, recall * len(flipped))) + 1
     return float(hits[at - 1] / at)
 

@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 
-from bench.label_review import DATASETS, _read, flip, precision_recall
+from bench.label_review import DATASETS, _read, flip, precision_at_recall_of, precision_recall
 from bench.label_review_finetuned import _Classifier, batches_of, fine_tune
 from bench.machine import machine
 from bench.paths import SHARED_DATA, invocation, results_file
@@ -47,18 +47,11 @@ def train_recording_margins(backbone, texts, labels, epochs: int, seed: int) -> 
     def record(epoch, rows, logits):
         margins[epoch, rows] = _margins(logits, targets[rows])
 
-    fine_tune(model, batch, labels, np.arange(len(texts)), epochs, seed, on_batch=record)
     everything = np.arange(len(texts))
+    fine_tune(model, batch, labels, everything, epochs, seed, on_batch=record)
     with torch.no_grad():
         final = [_margins(model(batch(everything[s : s + 64])), targets[s : s + 64]) for s in range(0, len(texts), 64)]
     return margins, np.concatenate(final)
-
-
-def precision_at_recall_of(scores: np.ndarray, flipped: np.ndarray, recall: float) -> float:
-    """Rows ranked by ``scores``, lowest first: the precision at the first rank that holds ``recall`` of the flips."""
-    hits = np.cumsum(np.isin(np.argsort(scores, kind="stable"), flipped))
-    at = int(np.searchsorted(hits, recall * len(flipped))) + 1
-    return float(hits[at - 1] / at)
 
 
 def scored(name: str, scores: np.ndarray, flipped: np.ndarray) -> dict:

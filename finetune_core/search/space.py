@@ -134,10 +134,8 @@ def given_point(config: FinetuneConfig, space: dict[str, Dimension], unset: dict
     raw = config.model_dump(mode="json")
     point = {}
     for key, dimension in space.items():
-        node = raw
-        for part in key.split("."):
-            node = node[part]
-        value = unset.get(key) if node is None else node
+        section, leaf = _section_of(raw, key)
+        value = unset.get(key) if section[leaf] is None else section[leaf]
         if value is not None and dimension.holds(value):
             point[key] = int(value) if dimension.kind == "int" else value
     return point
@@ -147,12 +145,17 @@ def with_overrides(config: FinetuneConfig, values: dict[str, Any]) -> FinetuneCo
     """``config`` with dotted keys set to ``values`` (a trial's parameters, the study's best), validated."""
     raw = config.model_dump(mode="json")
     for key, value in values.items():
-        node = raw
-        *sections, leaf = key.split(".")
-        for part in sections:
-            node = node[part]
-        node[leaf] = value
+        section, leaf = _section_of(raw, key)
+        section[leaf] = value
     return validate_config(raw)
+
+
+def _section_of(raw: dict, key: str) -> tuple[dict, str]:
+    """The dumped section a dotted key's last part is a field of, and that part."""
+    *sections, leaf = key.split(".")
+    for part in sections:
+        raw = raw[part]
+    return raw, leaf
 
 
 def study_name(config: FinetuneConfig, space: dict[str, Dimension], inputs: str) -> str:
