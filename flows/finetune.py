@@ -1,8 +1,9 @@
 """The fine-tuning pipeline as a Prefect flow; it reads as the DAG:
 
 read data → validate (Great Expectations) → prepare → augment → select backbone → choose recipe
-→ [tune the encoder on pairs, strategy contrastive] → train frozen → review labels → train unfrozen → calibrate
-→ evaluate → export the served forms (ONNX, int8; parity with PyTorch as a gate) → log model
+→ [tune the encoder on pairs, strategy contrastive] → train frozen → review labels → train unfrozen
+→ read the labels again (stage 2's margins) → calibrate → evaluate
+→ export the served forms (ONNX, int8; parity with PyTorch as a gate) → log model
 → re-evaluate the champion on this test set → evaluation gates → review files
 → register (challenger; champion when the gates pass)
 
@@ -57,7 +58,7 @@ from tasks.register import (
     publish_version,
     register_model,
 )
-from tasks.review import review_labels
+from tasks.review import review_after_training, review_labels
 from tasks.serving import export_serving
 from tasks.train import calibrate, choose_recipe, evaluate, train_contrastive, train_frozen, train_unfrozen
 
@@ -270,6 +271,7 @@ def _select_and_train(run: _Run, data: _Data) -> _Trained:
         config, trained, data.prepared, data.recipe, encoder, layout, run_id, untuned=backbone
     )
     unfrozen = train_unfrozen(trained, prepared, layout, run_id, resume=run.resuming, progress_artifact=run.progress)
+    review["after_training"] = review_after_training(config, prepared, layout, run_id)  # stage 2's margins
     calibration = calibrate(trained, prepared, layout, run_id)
     metrics = evaluate(config, prepared, layout)
     stages = {s.stage: s.as_dict() for s in (*tuned, frozen, unfrozen)}

@@ -18,6 +18,7 @@ from finetune_core.config.loading import validate_config
 from finetune_core.config.tracking import credentials_to_environment, with_resolved_tracking
 from finetune_core.data.snapshots import Snapshot, newest_snapshot
 from finetune_core.errors import DataError
+from finetune_core.evaluation.suspect_labels import SUSPECTS_FILE, TRAINING_SUSPECTS_FILE
 from flows.finetune import finetune
 from tasks.mlflow_io.registry_lookups import versions_of
 from tasks.retrain import champion_records, measure_drift
@@ -32,6 +33,7 @@ class RetrainResult(BaseModel):
     champion: bool = False
     drift: str | None = None
     new_suspect_labels: int | None = None  # flagged among the rows added since the champion
+    new_suspect_labels_after_training: int | None = None  # the same, by the second reading (stage 2's margins)
 
 
 def _already_trained(client: MlflowClient, name: str, snapshot: Snapshot):
@@ -103,5 +105,6 @@ def retrain(
         model_version=result.model_version,
         champion=result.champion,
         drift=drift,
-        new_suspect_labels=suspects,
+        new_suspect_labels=suspects.get(SUSPECTS_FILE),
+        new_suspect_labels_after_training=suspects.get(TRAINING_SUSPECTS_FILE),
     )

@@ -4,6 +4,8 @@ artifact, the metric and, at the error level, the stop. docs/concepts/label-revi
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from prefect import get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
@@ -13,7 +15,9 @@ from finetune_core.data.prepare import PreparedData
 from finetune_core.errors import DataError
 from finetune_core.evaluation import suspect_labels
 from finetune_core.evaluation.cross_fit import review_cross_fitted
+from finetune_core.evaluation.label_review import review_margins
 from finetune_core.run_layout import RunLayout
+from finetune_core.training.margins import MARGINS_FILE, read_margins
 from finetune_core.training.recipe import Recipe
 from tasks.mlflow_io.tracking import log_metrics
 
@@ -113,11 +117,44 @@ def _apply_level(config: FinetuneConfig, review, summary: dict, logger) -> None:
     logger.warning("label review: %s", message)
 
 
+@task(name="review-labels-after-training", cache_policy=NO_CACHE)
+def review_after_training(config: FinetuneConfig, prepared: PreparedData, layout: RunLayout, run_id: str) -> dict:
+    """The second reading: the train rows whose margin stayed below 0 through stage 2's epochs (the
+    area under the margin, recorded as the stage trained: no extra training), as
+    review/suspect_labels_training.csv, a table artifact and metrics. A reading list: it stops
+    nothing and drops nothing. {} where stage 2 recorded no margins (single-label classification only)."""
+    from mlflow import MlflowClient
+
+    saved = read_margins(layout.review / MARGINS_FILE)
+    if saved is None or config.validation.suspect_labels == "off":
+        return {}
+    review = review_margins(*saved)
+    frame = suspect_labels.suspects_frame(review, prepared)
+    path = suspect_labels.write_suspects(review, prepared, layout.review, suspect_labels.TRAINING_SUSPECTS_FILE)
+    MlflowClient().log_artifact(run_id, str(path), "review")
+    counts = {"training_suspect_fraction": review.fraction, "training_suspects": len(review.rows)}
+    log_metrics(run_id, counts, prefix="labels/")
+    description = f"{len(review.rows)} of {review.total} train labels flagged ({review.method}); {review.score_name}"
+    create_table_artifact(
+        key="suspect-labels-after-training",
+        table=frame.head(ARTIFACT_ROWS).to_dict(orient="records"),
+        description=description,
+    )
+    get_run_logger().info("label review after training: %s", description)
+    return {
+        "method": review.method,
+        "suspects": len(review.rows),
+        "total": review.total,
+        "fraction": review.fraction,
+        "file": f"review/{suspect_labels.TRAINING_SUSPECTS_FILE}",
+        "table": suspect_labels.suspects_table(frame),
+    }
+
+
 def _champion_rows(recorded: dict | None):
     """The champion's train rows as columns text (and text_pair), from the file its recorded
     configuration names; None without a champion or when that file is gone."""
     import tempfile
-    from pathlib import Path
 
     import pandas as pd
 
@@ -135,28 +172,36 @@ def _champion_rows(recorded: dict | None):
 
 
 @task(name="review-new-labels", cache_policy=NO_CACHE)
-def report_new_suspects(run_dir: str, run_id: str, recorded: dict | None) -> int | None:
-    """Retraining: the run's suspect labels among the rows the snapshot added since the champion
-    (``recorded``: its configuration), as review/suspect_labels_new.csv and a Prefect table.
-    Returns their count (None: the run had no label review)."""
-    from pathlib import Path
+def report_new_suspects(run_dir: str, run_id: str, recorded: dict | None) -> dict[str, int]:
+    """Retraining: each reading's suspect labels among the rows the snapshot added since the champion
+    (``recorded``: its configuration), as review/suspect_labels_new.csv (and
+    suspect_labels_training_new.csv for the second reading) with a Prefect table each. Returns their
+    counts by file (none for a reading the run did not make)."""
+    previous = _champion_rows(recorded)
+    since = "since the champion" if previous is not None else "(no champion train file to compare: every row)"
+    counts = {}
+    for name, key in (
+        (suspect_labels.SUSPECTS_FILE, "new-suspect-labels"),
+        (suspect_labels.TRAINING_SUSPECTS_FILE, "new-suspect-labels-after-training"),
+    ):
+        path = Path(run_dir) / "review" / name
+        if path.is_file():
+            counts[name] = _report_new_rows(path, previous, run_id, key, since)
+    return counts
 
+
+def _report_new_rows(path: Path, previous, run_id: str, key: str, since: str) -> int:
     import pandas as pd
     from mlflow import MlflowClient
 
-    path = Path(run_dir) / "review" / suspect_labels.SUSPECTS_FILE
-    if not path.is_file():
-        return None
-    previous = _champion_rows(recorded)
     fresh = suspect_labels.new_rows_only(pd.read_csv(path, keep_default_na=False), previous)
-    out = path.with_name("suspect_labels_new.csv")
+    out = path.with_name(path.stem + "_new.csv")
     fresh.to_csv(out, index=False)
     MlflowClient().log_artifact(run_id, str(out), "review")
-    since = "since the champion" if previous is not None else "(no champion train file to compare: every row)"
     create_table_artifact(
-        key="new-suspect-labels",
+        key=key,
         table=fresh.head(ARTIFACT_ROWS).to_dict(orient="records"),
-        description=f"{len(fresh)} suspect labels among the rows added {since}",
+        description=f"{len(fresh)} suspect labels ({path.name}) among the rows added {since}",
     )
-    get_run_logger().info("label review: %d suspect labels among the rows added %s", len(fresh), since)
+    get_run_logger().info("label review (%s): %d suspect labels among the rows added %s", path.name, len(fresh), since)
     return len(fresh)

@@ -5,6 +5,7 @@ made by the flow); the command line's live bar hears the same events (tasks.pref
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from uuid import UUID
 
@@ -21,6 +22,7 @@ from finetune_core.serving.predictor import load_meta
 from finetune_core.training import calibration_step, frozen_stage, recipe, unfrozen_stage
 from finetune_core.training.contrastive import train_contrastive as tune_on_pairs
 from finetune_core.training.loop import StageResult
+from finetune_core.training.margins import MARGINS_FILE
 from finetune_core.training.stage_setup import StageInputs
 from tasks.mlflow_io.tracking import epoch_logger, log_metrics, shorten
 from tasks.prefect_io.progress import stage_progress
@@ -170,6 +172,8 @@ def train_unfrozen(
 ) -> StageResult:
     """Stage 2: unfreeze and fine-tune from the stage-1 model; model in layout.model."""
     inputs = _inputs("unfrozen", config, prepared, layout.frozen, layout, run_id, resume, progress_artifact)
+    if config.validation.suspect_labels != "off":  # the label review's second reading (tasks.review)
+        inputs = replace(inputs, margins_file=layout.review / MARGINS_FILE)
     result = unfrozen_stage.train_unfrozen(inputs)
     return _report(run_id, result)
 

@@ -190,6 +190,26 @@ def review_residuals(predictions: np.ndarray, targets: np.ndarray) -> LabelRevie
     )
 
 
+def review_margins(margins: np.ndarray, rival: np.ndarray, targets: np.ndarray) -> LabelReview:
+    """The second reading, after stage 2 (finetune_core.training.margins): rows whose margin in their
+    training batches, averaged over the epochs (the area under the margin), is below 0 — the model
+    spent the training disagreeing with the label. Suggested: the rival class it was heard most."""
+    heard = ~np.isnan(margins)
+    area = np.where(heard.any(axis=0), np.nansum(margins, axis=0) / np.maximum(heard.sum(axis=0), 1), np.nan)
+    rows = np.flatnonzero(area < 0)
+    rows = rows[np.argsort(area[rows], kind="stable")]
+    return LabelReview(
+        method="area under the margin (stage-2 training)",
+        score_name="the given label's logit less the largest other, averaged over stage-2 epochs (lowest is most "
+        "suspect)",
+        rows=rows,
+        given=[int(targets[r]) for r in rows],
+        suggested=[int(np.bincount(rival[heard[:, r], r]).argmax()) for r in rows],
+        score=area[rows],
+        total=int(heard.any(axis=0).sum()),
+    )
+
+
 def review_outputs(outputs: np.ndarray, targets: np.ndarray, task: str) -> LabelReview:
     """The review of out-of-fold ``outputs`` against the given ``targets``, by task."""
     if task == "classification":

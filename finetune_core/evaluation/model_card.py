@@ -124,6 +124,13 @@ def label_review_markdown(review: dict, calibration: dict) -> str:
             )
         if review["suspects"]:
             lines += [f"- score: {review['score']}", "", review["table"]]
+    if again := review.get("after_training"):  # the second reading: stage 2's margins
+        lines.append(
+            f"- after training, {again['suspects']} of {again['total']} train labels flagged ({again['fraction']:.1%}) "
+            f"by the {again['method']}; all in `{again['file']}`"
+        )
+        if again["suspects"]:
+            lines += ["", again["table"], ""]
     if "oof_temperature_kept" in calibration:
         lines.append(
             "- temperature kept at 1 (too few validation rows, and the out-of-fold predictions do not beat the "

@@ -26,6 +26,7 @@ from finetune_core.evaluation.label_review import (
 )
 
 SUSPECTS_FILE = "suspect_labels.csv"
+TRAINING_SUSPECTS_FILE = "suspect_labels_training.csv"  # the second reading: stage 2's margins
 DROPPED_FILE = "dropped_rows.csv"
 OUT_OF_FOLD_FILE = "out_of_fold.npz"  # logits and targets: the few-shot temperature's data
 TABLE_ROWS = 10  # rows in the version description's table; the CSV holds them all
@@ -131,8 +132,8 @@ def suspects_frame(review: LabelReview, prepared: PreparedData) -> pd.DataFrame:
     return frame
 
 
-def write_suspects(review: LabelReview, prepared: PreparedData, out_dir: Path) -> Path:
-    path = out_dir / SUSPECTS_FILE
+def write_suspects(review: LabelReview, prepared: PreparedData, out_dir: Path, name: str = SUSPECTS_FILE) -> Path:
+    path = out_dir / name
     out_dir.mkdir(parents=True, exist_ok=True)
     write_atomic(path, suspects_frame(review, prepared).to_csv(index=False))
     return path

@@ -83,6 +83,13 @@ class DistContext:
         dist.all_reduce(totals, op=dist.ReduceOp.SUM)
         return totals.cpu().tolist()
 
+    def sum_arrays(self, *arrays: np.ndarray) -> list[np.ndarray]:
+        """Each array summed across ranks, element by element (float64)."""
+        device = f"cuda:{self.local_rank}" if dist.get_backend() == "nccl" else "cpu"
+        totals = torch.tensor(np.stack([np.asarray(a, dtype=np.float64) for a in arrays]), device=device)
+        dist.all_reduce(totals, op=dist.ReduceOp.SUM)
+        return list(totals.cpu().numpy())
+
     def parallel(self, network: torch.nn.Module, spec) -> DataParallel:
         return DataParallel(self, network, spec)
 

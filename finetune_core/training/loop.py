@@ -302,6 +302,7 @@ def network_epoch(
     deadline: float | None = None,
     dist=None,
     inputs_of: Callable[[np.ndarray], dict[str, torch.Tensor]] | None = None,
+    on_outputs: Callable[[np.ndarray, torch.Tensor], None] | None = None,
 ):
     """One epoch of the network on length-grouped, dynamically padded batches (cut short at
     ``deadline``, a time.perf_counter() value). ``inputs_of(rows)``: the model inputs of those
@@ -309,7 +310,8 @@ def network_epoch(
     lower-block states). ``dist``: this rank's DDP-wrapped network
     (training.distributed.DataParallel); it trains on its share of each global batch, DDP
     all-reduces gradients during backward; the returned loss is the mean over every rank's rows.
-    ``settings.progress`` hears each global batch (this rank's loss: reporting adds no sync between ranks)."""
+    ``settings.progress`` hears each global batch (this rank's loss: reporting adds no sync between ranks);
+    ``on_outputs(rows, outputs)`` each batch's outputs for this rank's rows (training.margins)."""
     model.train()
     if frozen_backbone:  # a frozen backbone is a fixed feature extractor: no dropout inside it
         model.base_model.eval()
@@ -324,6 +326,8 @@ def network_epoch(
         with runtime.autocast():
             outputs = forward_logits(model, spec, inputs) if dist is None else dist.forward(inputs)
         loss = compute_loss(outputs, targets[rows].to(runtime.device), settings.task, settings.class_weights)
+        if on_outputs is not None and len(batch):
+            on_outputs(batch, outputs)
         (loss if dist is None else loss * dist.loss_scale(len(batch), len(whole))).backward()
         torch.nn.utils.clip_grad_norm_([p for p in parameters if p.grad is not None], settings.max_grad_norm)
         optimizer.step()

@@ -37,6 +37,7 @@ class StageInputs:
     checkpoints: Path | None = None
     resume: bool = False
     progress: ProgressReporter = SILENT
+    margins_file: Path | None = None  # stage 2, classification: each train row's margin per epoch (training.margins)
 
 
 @dataclass(frozen=True)

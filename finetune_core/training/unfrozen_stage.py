@@ -30,6 +30,7 @@ from finetune_core.training.loop import (
     network_epoch,
     seed_everything,
 )
+from finetune_core.training.margins import MarginRecorder
 from finetune_core.training.optim import (
     BudgetSchedule,
     depth_of_parameters,
@@ -114,6 +115,7 @@ class UnfrozenRun:
     parallel: object = None  # this rank's DDP wrapper
     depths: dict[str, int] | None = None  # parameter name -> depth (0: embeddings, block i: i + 1)
     top: int = 0  # the head's depth
+    margins: MarginRecorder | None = None  # each train row's margin per epoch: the label review's second reading
 
     @property
     def network(self):
@@ -142,6 +144,8 @@ class UnfrozenRun:
         run = cls(inputs, ddp, runtime, inference, model, tokenizer, meta, spec, data, policy, seen_rows, masks)
         run._optimise()
         run._start_loop()
+        if inputs.margins_file is not None and inputs.prepared.task == "classification" and policy.runs:
+            run.margins = MarginRecorder.start(inputs.margins_file, policy.epochs, data.train_targets, inputs.resume)
         return run
 
     def _optimise(self) -> None:
@@ -201,7 +205,7 @@ class UnfrozenRun:
         training, part = self.inputs.config.training, self.part
         # with frozen lower blocks the epoch runs on their cached states: only the upper part trains
         source, run_spec = (part.train, part.spec) if part is not None else (self.data.train, self.spec)
-        return network_epoch(
+        outcome = network_epoch(
             self.network,
             run_spec,
             source,
@@ -211,7 +215,11 @@ class UnfrozenRun:
             deadline=self.loop.deadline,
             dist=self.parallel,
             inputs_of=cached_lower_blocks.cached_inputs(part.train) if part is not None else None,
+            on_outputs=self.margins.hearing(epoch - 1) if self.margins is not None else None,
         )
+        if self.margins is not None:
+            self.margins.end_epoch(epoch - 1, self.ddp)
+        return outcome
 
     def validate(self) -> dict:
         inputs, batches = self.inputs, self.inference

@@ -143,6 +143,17 @@ def test_suspects_are_reported_dropped_and_on_retrain_only_the_new_rows(
     dropped = pd.read_csv(client.download_artifacts(run.info.run_id, "review/dropped_rows.csv", str(tmp_path)))
     assert sorted(dropped["row"]) == sorted(flagged)
     assert result.stages["unfrozen"]["train_examples"] == 240 - len(dropped)
+    # the second reading, after stage 2: rows of the train split it trained on, with their given labels
+    again = pd.read_csv(client.download_artifacts(run.info.run_id, "review/suspect_labels_training.csv", str(tmp_path)))
+    assert list(again.columns) == ["row", "text", "given_label", "suggested_label", "score"]
+    kept = old.drop(index=sorted(dropped["row"])).reset_index(drop=True)
+    assert (again["text"] == kept.loc[again["row"], "sentence"].to_numpy()).all()
+    assert (again["given_label"].astype(str) == kept.loc[again["row"], "label"].astype(str).to_numpy()).all()
+    assert (again["score"] < 0).all() and again["score"].is_monotonic_increasing
+    assert run.data.metrics["labels/training_suspects"] == len(again)
+    assert run.data.metrics["labels/training_suspect_fraction"] == pytest.approx(len(again) / len(kept))
+    assert f"after training, {len(again)} of {len(kept)} train labels flagged" in description
+    assert _prefect_artifact("suspect-labels-after-training")
 
     retrained = retrain(str(incoming), config)
     run_id = client.get_model_version("tiny-model", retrained.model_version).run_id
@@ -154,3 +165,7 @@ def test_suspects_are_reported_dropped_and_on_retrain_only_the_new_rows(
     flipped = set(new.loc[[i for i in new_flips if i in new.index], "sentence"])
     assert len(set(fresh["text"]) & flipped) >= len(flipped) - 2
     assert _prefect_artifact("new-suspect-labels")
+    fresh_again = client.download_artifacts(run_id, "review/suspect_labels_training_new.csv", str(tmp_path / "c"))
+    fresh_again = pd.read_csv(fresh_again, keep_default_na=False)
+    assert retrained.new_suspect_labels_after_training == len(fresh_again)
+    assert set(fresh_again["text"]) <= set(new["sentence"])

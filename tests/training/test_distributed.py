@@ -3,6 +3,7 @@
 rank 0 logs and the logged model loads."""
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -14,6 +15,7 @@ from finetune_core.errors import ConfigError
 from finetune_core.evaluation.held_out_metrics import evaluate_model
 from finetune_core.serving.predictor import load_model_dir
 from finetune_core.training import distributed, frozen_stage, unfrozen_stage
+from finetune_core.training.margins import read_margins
 from finetune_core.training.stage_setup import StageInputs
 from tests.datasets import easy_sentiment
 
@@ -77,6 +79,7 @@ def test_two_processes_match_one_with_the_same_global_batch(easy_files, tiny_bac
                 easy_files / f"frozen-{processes}",
                 easy_files / f"model-{processes}",
                 checkpoints=easy_files / f"checkpoints-{processes}",
+                margins_file=easy_files / f"margins-{processes}.npz",
             )
         )
         metrics = evaluate_model(config, prepared, easy_files / f"model-{processes}")
@@ -91,6 +94,11 @@ def test_two_processes_match_one_with_the_same_global_batch(easy_files, tiny_bac
     one, two = (load_model_dir(easy_files / f"model-{n}")[0].state_dict() for n in (1, 2))
     for name, weight in one.items():
         torch.testing.assert_close(two[name], weight, atol=1e-4, rtol=1e-3, msg=name)
+    # each rank heard its share of the rows; rank 0 gathered every row's margin, as one process heard them
+    (margins_1, rival_1, _), (margins_2, rival_2, _) = (read_margins(easy_files / f"margins-{n}.npz") for n in (1, 2))
+    assert not np.isnan(margins_2).any()
+    np.testing.assert_allclose(margins_2, margins_1, atol=1e-3)
+    np.testing.assert_array_equal(rival_2, rival_1)
 
 
 def test_launcher_settings_are_checked(easy_files, tiny_backbone):
