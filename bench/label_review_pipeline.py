@@ -2,7 +2,7 @@
 head *and* the unfrozen stage, at the defaults), and how much of it `training.drop_suspect_labels` wins back.
 
     python -m bench.label_review_pipeline [--dataset sst2|mrpc] [--rows 2000] [--seeds 0 1 2]
-                                          [--shares 0.05 0.1]
+                                          [--shares 0.05 0.1] [--as-given-only] [--out NAME]
 
 `bench.label_review` measures the accuracy side on a linear head over frozen features, which a strongly
 regularised head barely lets noise move; a run's served model is the fine-tuned one, which fits its labels.
@@ -11,9 +11,12 @@ otherwise): one `finetune` run on the clean labels; per share, ``share`` of the 
 random (seeded by the seed; the validation rows a run holds out of them are as noisy as the rest, as a
 user's would be), then one run on them as given and one with ``training.drop_suspect_labels: true``. Test
 accuracy of each, the share of the lost accuracy dropping wins back, and the run's own review read from its
-``review/suspect_labels.csv``: flagged rows, precision and recall against the flips in the train split.
-The training seed is the same in the three runs of a seed. Writes
-bench/results/label-review/label-review-pipeline-<dataset>.json; asserts nothing.
+``review/suspect_labels.csv``: flagged rows, precision and recall against the flips in the train split;
+``second_reading``: the same for ``review/suspect_labels_training.csv`` (stage 2's area under the margin),
+with ``precision_at_recall_0.6`` ranking every train row by its margin (``review/training_margins.npz``).
+The training seed is the same in the three runs of a seed; ``--as-given-only`` runs only the noisy runs
+(the reviews, no accuracies to compare). Writes bench/results/label-review/label-review-pipeline-<dataset>.json
+(``--out``: another name there); asserts nothing.
 """
 
 from __future__ import annotations
@@ -28,10 +31,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bench.label_review import precision_at_recall_of
 from bench.machine import machine
 from bench.paths import invocation, results_file
 from bench.tune import DATASETS, data_files, raw_config
 from finetune_core.run_layout import RunLayout
+from finetune_core.training.margins import MARGINS_FILE, read_margins
 
 
 def flipped_file(files: dict[str, Path], share: float, seed: int, out: Path) -> np.ndarray:
@@ -47,13 +52,14 @@ def text_key(frame: pd.DataFrame, columns: list[str]) -> pd.Series:
     return frame[columns].astype(str).agg("\x1f".join, axis=1)
 
 
-def review_found(run_dir: Path, clean: pd.DataFrame, columns: list[str]) -> dict:
-    """Precision and recall of the run's flagged rows against the flips among its train split's rows."""
+def review_found(run_dir: Path, clean: pd.DataFrame, columns: list[str], file: str = "suspect_labels.csv") -> dict:
+    """Precision and recall of the run's flagged rows (in ``file``) against the flips among its train split's rows."""
     truth = dict(zip(text_key(clean, columns), clean["label"].astype(str), strict=True))
     train = pd.read_parquet(RunLayout(run_dir).data / "train.parquet")  # the prepared split, validation held out
     renamed = train.rename(columns=dict(zip(("text", "text_pair"), columns, strict=False)))
-    flipped_in_train = int((renamed["label"].astype(str) != text_key(renamed, columns).map(truth)).sum())
-    suspects = pd.read_csv(run_dir / "review" / "suspect_labels.csv", dtype=str, keep_default_na=False)
+    flipped = renamed["label"].astype(str) != text_key(renamed, columns).map(truth)
+    flipped_in_train = int(flipped.sum())
+    suspects = pd.read_csv(run_dir / "review" / file, dtype=str, keep_default_na=False)
     suspects = suspects.rename(columns=dict(zip(("text", "text_pair"), columns, strict=False)))
     hit = int((suspects["given_label"] != text_key(suspects, columns).map(truth)).sum())
     return {
@@ -62,7 +68,17 @@ def review_found(run_dir: Path, clean: pd.DataFrame, columns: list[str]) -> dict
         "flipped_in_train": flipped_in_train,
         "precision": hit / max(len(suspects), 1),
         "recall": hit / max(flipped_in_train, 1),
+        **_ranked(run_dir, np.flatnonzero(flipped.to_numpy()), file),
     }
+
+
+def _ranked(run_dir: Path, flipped: np.ndarray, file: str) -> dict:
+    """The second reading's every train row ranked by its area under the margin: precision at recall 0.6."""
+    saved = read_margins(run_dir / "review" / MARGINS_FILE)
+    if file == "suspect_labels.csv" or saved is None:
+        return {}
+    area = np.nanmean(saved[0], axis=0)
+    return {"precision_at_recall_0.6": precision_at_recall_of(area, flipped, 0.6)}
 
 
 def one_run(raw: dict, drop: bool) -> tuple[float, Path, float]:
@@ -75,31 +91,34 @@ def one_run(raw: dict, drop: bool) -> tuple[float, Path, float]:
     return result.metrics["accuracy"], Path(result.run_dir), time.perf_counter() - started
 
 
-def one_seed(dataset: str, rows: int, seed: int, shares: list[float]) -> list[dict]:
+def one_seed(dataset: str, rows: int, seed: int, shares: list[float], as_given_only: bool = False) -> list[dict]:
     columns = list(DATASETS[dataset]["columns"].values())
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         files = data_files(dataset, rows, work)
         clean = pd.read_json(files["train"], lines=True)
-        clean_accuracy, _, _ = one_run(raw_config(dataset, files, work / "clean", seed, {}), drop=False)
+        if not as_given_only:
+            clean_accuracy, _, _ = one_run(raw_config(dataset, files, work / "clean", seed, {}), drop=False)
         records = []
         for share in shares:
             noisy = {**files, "train": work / f"train-{share}.jsonl"}
             flipped = flipped_file(files, share, seed, noisy["train"])
             given, run_dir, seconds = one_run(raw_config(dataset, noisy, work / f"given-{share}", seed, {}), False)
-            dropped, _, _ = one_run(raw_config(dataset, noisy, work / f"dropped-{share}", seed, {}), True)
-            lost = clean_accuracy - given
-            records.append(
-                {
-                    "share": share,
-                    "seed": seed,
-                    "flipped": len(flipped),
-                    "run_seconds": seconds,
-                    "review": review_found(run_dir, clean, columns),
-                    "test_accuracy": {"clean": clean_accuracy, "as_given": given, "flagged_dropped": dropped},
-                    "recovered_share": (dropped - given) / lost if lost > 0 else None,
-                }
-            )
+            record = {
+                "share": share,
+                "seed": seed,
+                "flipped": len(flipped),
+                "run_seconds": seconds,
+                "review": review_found(run_dir, clean, columns),
+                "second_reading": review_found(run_dir, clean, columns, "suspect_labels_training.csv"),
+                "test_accuracy": {"as_given": given},
+            }
+            if not as_given_only:
+                dropped, _, _ = one_run(raw_config(dataset, noisy, work / f"dropped-{share}", seed, {}), True)
+                record["test_accuracy"] = {"clean": clean_accuracy, "as_given": given, "flagged_dropped": dropped}
+                lost = clean_accuracy - given
+                record["recovered_share"] = (dropped - given) / lost if lost > 0 else None
+            records.append(record)
             print(json.dumps(records[-1]), flush=True)
     return records
 
@@ -111,10 +130,11 @@ def table_of(dataset: str, runs: list[dict]) -> list[dict]:
     for share in sorted({run["share"] for run in runs}):
         of_share = pd.json_normalize([run for run in runs if run["share"] == share]).drop(columns="run_seconds")
         rows += [{"dataset": dataset, **row, "seed": str(row["seed"])} for row in of_share.to_dict("records")]
-        mean = of_share.drop(columns=["seed", "recovered_share"]).mean()
-        lost = mean["test_accuracy.clean"] - mean["test_accuracy.as_given"]
-        won = mean["test_accuracy.flagged_dropped"] - mean["test_accuracy.as_given"]
-        rows.append({"dataset": dataset, "seed": "mean", **mean.to_dict(), "recovered_share": won / lost})
+        mean = of_share.drop(columns=["seed", "recovered_share"], errors="ignore").mean()
+        if "test_accuracy.clean" in mean:
+            lost = mean["test_accuracy.clean"] - mean["test_accuracy.as_given"]
+            mean["recovered_share"] = (mean["test_accuracy.flagged_dropped"] - mean["test_accuracy.as_given"]) / lost
+        rows.append({"dataset": dataset, "seed": "mean", **mean.to_dict()})
     return [{k: _number(v) for k, v in row.items()} for row in rows]
 
 
@@ -130,6 +150,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=2000)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--shares", type=float, nargs="+", default=[0.05, 0.1])
+    parser.add_argument("--as-given-only", action="store_true", help="only the runs on the noisy labels")
+    parser.add_argument("--out", default=None, help="file name in bench/results/label-review/")
     args = parser.parse_args()
     from finetune_core.environment import apply_defaults
 
@@ -138,11 +160,11 @@ def main() -> None:
     from flows.cli.prefect_api import start_temporary_api, wait_for_api
 
     wait_for_api(start_temporary_api())
-    out = results_file("label-review", f"label-review-pipeline-{args.dataset}.json")
+    out = results_file("label-review", args.out or f"label-review-pipeline-{args.dataset}.json")
     result = {"command": invocation("bench.label_review_pipeline"), "machine": machine(), "rows": args.rows}
     runs: list[dict] = []
     for seed in args.seeds:  # written after each seed: a long run keeps what it measured
-        runs += one_seed(args.dataset, args.rows, seed, args.shares)
+        runs += one_seed(args.dataset, args.rows, seed, args.shares, args.as_given_only)
         table = table_of(args.dataset, runs)
         out.write_text(json.dumps({**result, "table": table, "runs": runs}, indent=2) + "\n")
     print(json.dumps(table, indent=1))
