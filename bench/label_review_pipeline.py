@@ -73,12 +73,23 @@ def review_found(run_dir: Path, clean: pd.DataFrame, columns: list[str], file: s
 
 
 def _ranked(run_dir: Path, flipped: np.ndarray, file: str) -> dict:
-    """The second reading's every train row ranked by its area under the margin: precision at recall 0.6."""
+    """The second reading's every train row ranked by its area under the margin: precision at recall 0.6; per
+    epoch, the same ranking by that epoch's margins and the flipped rows' mean margin."""
     saved = read_margins(run_dir / "review" / MARGINS_FILE)
     if file == "suspect_labels.csv" or saved is None:
         return {}
-    area = np.nanmean(saved[0], axis=0)
-    return {"precision_at_recall_0.6": precision_at_recall_of(area, flipped, 0.6)}
+    margins = saved[0]
+    return {
+        "precision_at_recall_0.6": precision_at_recall_of(np.nanmean(margins, axis=0), flipped, 0.6),
+        "by_epoch": [
+            {
+                "precision_at_recall_0.6": precision_at_recall_of(epoch, flipped, 0.6),
+                "flipped_mean_margin": float(np.nanmean(epoch[flipped])),
+                "others_mean_margin": float(np.nanmean(np.delete(epoch, flipped))),
+            }
+            for epoch in margins
+        ],
+    }
 
 
 def one_run(raw: dict, drop: bool) -> tuple[float, Path, float]:
@@ -128,7 +139,8 @@ def table_of(dataset: str, runs: list[dict]) -> list[dict]:
     accuracies (a seed where the noise cost nothing has no share of its own)."""
     rows = []
     for share in sorted({run["share"] for run in runs}):
-        of_share = pd.json_normalize([run for run in runs if run["share"] == share]).drop(columns="run_seconds")
+        of_share = pd.json_normalize([run for run in runs if run["share"] == share])
+        of_share = of_share.drop(columns=["run_seconds", "second_reading.by_epoch"], errors="ignore")
         rows += [{"dataset": dataset, **row, "seed": str(row["seed"])} for row in of_share.to_dict("records")]
         mean = of_share.drop(columns=["seed", "recovered_share"], errors="ignore").mean()
         if "test_accuracy.clean" in mean:
@@ -136,6 +148,17 @@ def table_of(dataset: str, runs: list[dict]) -> list[dict]:
             mean["recovered_share"] = (mean["test_accuracy.flagged_dropped"] - mean["test_accuracy.as_given"]) / lost
         rows.append({"dataset": dataset, "seed": "mean", **mean.to_dict()})
     return [{k: _number(v) for k, v in row.items()} for row in rows]
+
+
+def epoch_table(runs: list[dict]) -> list[dict]:
+    """The second reading epoch by epoch, means over the runs: how each epoch's margins rank the flips."""
+    epochs = [run["second_reading"]["by_epoch"] for run in runs if "by_epoch" in run["second_reading"]]
+    if not epochs:
+        return []
+    return [
+        {"epoch": k + 1, **{key: _number(float(np.mean([e[k][key] for e in epochs]))) for key in epochs[0][k]}}
+        for k in range(min(map(len, epochs)))
+    ]
 
 
 def _number(value):
@@ -166,7 +189,8 @@ def main() -> None:
     for seed in args.seeds:  # written after each seed: a long run keeps what it measured
         runs += one_seed(args.dataset, args.rows, seed, args.shares, args.as_given_only)
         table = table_of(args.dataset, runs)
-        out.write_text(json.dumps({**result, "table": table, "runs": runs}, indent=2) + "\n")
+        payload = {**result, "table": table, "by_epoch": epoch_table(runs), "runs": runs}
+        out.write_text(json.dumps(payload, indent=2) + "\n")
     print(json.dumps(table, indent=1))
 
 
