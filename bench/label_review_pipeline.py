@@ -35,6 +35,7 @@ from bench.label_review import precision_at_recall_of
 from bench.machine import machine
 from bench.paths import invocation, results_file
 from bench.tune import DATASETS, data_files, raw_config
+from finetune_core.evaluation.suspect_labels import SUSPECTS_FILE, TRAINING_SUSPECTS_FILE
 from finetune_core.run_layout import RunLayout
 from finetune_core.training.margins import MARGINS_FILE, read_margins
 
@@ -52,33 +53,34 @@ def text_key(frame: pd.DataFrame, columns: list[str]) -> pd.Series:
     return frame[columns].astype(str).agg("\x1f".join, axis=1)
 
 
-def review_found(run_dir: Path, clean: pd.DataFrame, columns: list[str], file: str = "suspect_labels.csv") -> dict:
-    """Precision and recall of the run's flagged rows (in ``file``) against the flips among its train split's rows."""
+def flips_in_train(run_dir: Path, clean: pd.DataFrame, columns: list[str]) -> tuple[np.ndarray, int]:
+    """(positions of the flipped rows in the run's prepared train split, its row count): validation held out."""
     truth = dict(zip(text_key(clean, columns), clean["label"].astype(str), strict=True))
-    train = pd.read_parquet(RunLayout(run_dir).data / "train.parquet")  # the prepared split, validation held out
+    train = pd.read_parquet(RunLayout(run_dir).data / "train.parquet")
     renamed = train.rename(columns=dict(zip(("text", "text_pair"), columns, strict=False)))
     flipped = renamed["label"].astype(str) != text_key(renamed, columns).map(truth)
-    flipped_in_train = int(flipped.sum())
+    return np.flatnonzero(flipped.to_numpy()), len(train)
+
+
+def review_found(run_dir: Path, clean: pd.DataFrame, columns: list[str], file: str = SUSPECTS_FILE) -> dict:
+    """Precision and recall of the run's flagged rows (in ``file``) against the flips among its train split's rows."""
+    flipped, train_rows = flips_in_train(run_dir, clean, columns)
     suspects = pd.read_csv(run_dir / "review" / file, dtype=str, keep_default_na=False)
-    suspects = suspects.rename(columns=dict(zip(("text", "text_pair"), columns, strict=False)))
-    hit = int((suspects["given_label"] != text_key(suspects, columns).map(truth)).sum())
+    hit = len(np.intersect1d(suspects["row"].astype(int), flipped))
     return {
         "flagged": len(suspects),
-        "train_rows": len(train),
-        "flipped_in_train": flipped_in_train,
+        "train_rows": train_rows,
+        "flipped_in_train": len(flipped),
         "precision": hit / max(len(suspects), 1),
-        "recall": hit / max(flipped_in_train, 1),
-        **_ranked(run_dir, np.flatnonzero(flipped.to_numpy()), file),
+        "recall": hit / max(len(flipped), 1),
     }
 
 
-def _ranked(run_dir: Path, flipped: np.ndarray, file: str) -> dict:
+def ranked_by_margin(run_dir: Path, clean: pd.DataFrame, columns: list[str]) -> dict:
     """The second reading's every train row ranked by its area under the margin: precision at recall 0.6; per
     epoch, the same ranking by that epoch's margins and the flipped rows' mean margin."""
-    saved = read_margins(run_dir / "review" / MARGINS_FILE)
-    if file == "suspect_labels.csv" or saved is None:
-        return {}
-    margins = saved[0]
+    flipped, _ = flips_in_train(run_dir, clean, columns)
+    margins = read_margins(run_dir / "review" / MARGINS_FILE)[0]
     return {
         "precision_at_recall_0.6": precision_at_recall_of(np.nanmean(margins, axis=0), flipped, 0.6),
         "by_epoch": [
@@ -121,7 +123,10 @@ def one_seed(dataset: str, rows: int, seed: int, shares: list[float], as_given_o
                 "flipped": len(flipped),
                 "run_seconds": seconds,
                 "review": review_found(run_dir, clean, columns),
-                "second_reading": review_found(run_dir, clean, columns, "suspect_labels_training.csv"),
+                "second_reading": {
+                    **review_found(run_dir, clean, columns, TRAINING_SUSPECTS_FILE),
+                    **ranked_by_margin(run_dir, clean, columns),
+                },
                 "test_accuracy": {"as_given": given},
             }
             if not as_given_only:
