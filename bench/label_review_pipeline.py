@@ -62,9 +62,9 @@ def flips_in_train(run_dir: Path, clean: pd.DataFrame, columns: list[str]) -> tu
     return np.flatnonzero(flipped.to_numpy()), len(train)
 
 
-def review_found(run_dir: Path, clean: pd.DataFrame, columns: list[str], file: str = SUSPECTS_FILE) -> dict:
-    """Precision and recall of the run's flagged rows (in ``file``) against the flips among its train split's rows."""
-    flipped, train_rows = flips_in_train(run_dir, clean, columns)
+def review_found(run_dir: Path, flips: tuple[np.ndarray, int], file: str = SUSPECTS_FILE) -> dict:
+    """Precision and recall of the run's flagged rows (in ``file``) against ``flips`` (``flips_in_train``)."""
+    flipped, train_rows = flips
     suspects = pd.read_csv(run_dir / "review" / file, dtype=str, keep_default_na=False)
     hit = len(np.intersect1d(suspects["row"].astype(int), flipped))
     return {
@@ -76,10 +76,9 @@ def review_found(run_dir: Path, clean: pd.DataFrame, columns: list[str], file: s
     }
 
 
-def ranked_by_margin(run_dir: Path, clean: pd.DataFrame, columns: list[str]) -> dict:
+def ranked_by_margin(run_dir: Path, flipped: np.ndarray) -> dict:
     """The second reading's every train row ranked by its area under the margin: precision at recall 0.6; per
     epoch, the same ranking by that epoch's margins and the flipped rows' mean margin."""
-    flipped, _ = flips_in_train(run_dir, clean, columns)
     margins = read_margins(run_dir / "review" / MARGINS_FILE)[0]
     return {
         "precision_at_recall_0.6": precision_at_recall_of(np.nanmean(margins, axis=0), flipped, 0.6),
@@ -117,15 +116,16 @@ def one_seed(dataset: str, rows: int, seed: int, shares: list[float], as_given_o
             noisy = {**files, "train": work / f"train-{share}.jsonl"}
             flipped = flipped_file(files, share, seed, noisy["train"])
             given, run_dir, seconds = one_run(raw_config(dataset, noisy, work / f"given-{share}", seed, {}), False)
+            flips = flips_in_train(run_dir, clean, columns)
             record = {
                 "share": share,
                 "seed": seed,
                 "flipped": len(flipped),
                 "run_seconds": seconds,
-                "review": review_found(run_dir, clean, columns),
+                "review": review_found(run_dir, flips),
                 "second_reading": {
-                    **review_found(run_dir, clean, columns, TRAINING_SUSPECTS_FILE),
-                    **ranked_by_margin(run_dir, clean, columns),
+                    **review_found(run_dir, flips, TRAINING_SUSPECTS_FILE),
+                    **ranked_by_margin(run_dir, flips[0]),
                 },
                 "test_accuracy": {"as_given": given},
             }

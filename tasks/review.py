@@ -68,18 +68,9 @@ def review_labels(
         logger.info("label review skipped: %s", run.skipped or "validation.suspect_labels: off")
         return {"skipped": run.skipped or "validation.suspect_labels: off", "calibration_folds": run.folds}, prepared
     review = run.review
-    frame = suspect_labels.suspects_frame(review, prepared)
-    path = suspect_labels.write_suspects(review, prepared, layout.review)
-    client.log_artifact(run_id, str(path), "review")
-    log_metrics(run_id, {"suspect_fraction": review.fraction, "suspects": len(review.rows)}, prefix="labels/")
+    summary = _publish(review, prepared, layout, run_id, suspect_labels.SUSPECTS_FILE, "", "suspect-labels")
     client.log_param(run_id, "labels.review_method", f"{review.method}, {run.folds}-fold out-of-fold")
-    create_table_artifact(
-        key="suspect-labels",
-        table=frame.head(ARTIFACT_ROWS).to_dict(orient="records"),
-        description=f"{len(review.rows)} of {review.total} train labels flagged ({review.method}); "
-        f"score: {review.score_name}",
-    )
-    summary = _summary(config, review, run.folds, frame)
+    summary.update(folds=run.folds, limit=config.validation.max_suspect_label_fraction)
     _apply_level(config, review, summary, logger)
     if config.training.drop_suspect_labels and len(review.rows):
         prepared = suspect_labels.without_rows(prepared, review.rows, layout.review)
@@ -90,16 +81,30 @@ def review_labels(
     return summary, prepared
 
 
-def _summary(config: FinetuneConfig, review, folds: int, frame) -> dict:
+def _publish(review, prepared: PreparedData, layout: RunLayout, run_id: str, file: str, metric: str, key: str) -> dict:
+    """One reading's flagged rows where reviewers look: ``file`` under review/ logged with the run, the
+    metrics labels/{metric}suspects and labels/{metric}suspect_fraction, the Prefect table ``key``;
+    returns the summary the version description shows."""
+    from mlflow import MlflowClient
+
+    frame = suspect_labels.suspects_frame(review, prepared)
+    path = suspect_labels.write_suspects(review, prepared, layout.review, file)
+    MlflowClient().log_artifact(run_id, str(path), "review")
+    counts = {f"{metric}suspect_fraction": review.fraction, f"{metric}suspects": len(review.rows)}
+    log_metrics(run_id, counts, prefix="labels/")
+    create_table_artifact(
+        key=key,
+        table=frame.head(ARTIFACT_ROWS).to_dict(orient="records"),
+        description=f"{len(review.rows)} of {review.total} train labels flagged ({review.method}); "
+        f"score: {review.score_name}",
+    )
     return {
         "method": review.method,
         "score": review.score_name,
-        "folds": folds,
         "suspects": len(review.rows),
         "total": review.total,
         "fraction": review.fraction,
-        "limit": config.validation.max_suspect_label_fraction,
-        "file": f"review/{suspect_labels.SUSPECTS_FILE}",
+        "file": f"review/{file}",
         "table": suspect_labels.suspects_table(frame),
     }
 
@@ -123,32 +128,15 @@ def review_after_training(config: FinetuneConfig, prepared: PreparedData, layout
     area under the margin, recorded as the stage trained: no extra training), as
     review/suspect_labels_training.csv, a table artifact and metrics. A reading list: it stops
     nothing and drops nothing. {} where stage 2 recorded no margins (single-label classification only)."""
-    from mlflow import MlflowClient
-
     saved = read_margins(layout.review / MARGINS_FILE)
     if saved is None or config.validation.suspect_labels == "off":
         return {}
     review = review_margins(*saved)
-    frame = suspect_labels.suspects_frame(review, prepared)
-    path = suspect_labels.write_suspects(review, prepared, layout.review, suspect_labels.TRAINING_SUSPECTS_FILE)
-    MlflowClient().log_artifact(run_id, str(path), "review")
-    counts = {"training_suspect_fraction": review.fraction, "training_suspects": len(review.rows)}
-    log_metrics(run_id, counts, prefix="labels/")
-    description = f"{len(review.rows)} of {review.total} train labels flagged ({review.method}); {review.score_name}"
-    create_table_artifact(
-        key="suspect-labels-after-training",
-        table=frame.head(ARTIFACT_ROWS).to_dict(orient="records"),
-        description=description,
-    )
-    get_run_logger().info("label review after training: %s", description)
-    return {
-        "method": review.method,
-        "suspects": len(review.rows),
-        "total": review.total,
-        "fraction": review.fraction,
-        "file": f"review/{suspect_labels.TRAINING_SUSPECTS_FILE}",
-        "table": suspect_labels.suspects_table(frame),
-    }
+    file, key = suspect_labels.TRAINING_SUSPECTS_FILE, "suspect-labels-after-training"
+    summary = _publish(review, prepared, layout, run_id, file, "training_", key)
+    flagged = f"{len(review.rows)} of {review.total} train labels flagged ({review.method})"
+    get_run_logger().info("label review after training: %s", flagged)
+    return summary
 
 
 def _champion_rows(recorded: dict | None):
