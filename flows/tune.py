@@ -24,12 +24,11 @@ from finetune_core.config.finetune import FinetuneConfig
 from finetune_core.config.tracking import with_resolved_tracking
 from finetune_core.errors import ConfigError
 from finetune_core.metric_table import primary_metric
-from finetune_core.model.embedding_and_dropout import checkpoint_dropout
 from finetune_core.redaction import redact_uri
 from finetune_core.run_layout import RunLayout, inputs_digest
 from finetune_core.search.space import distributions, given_point, resolve_space, study_name, with_overrides
 from finetune_core.search.study import ask, best_trial, counts, default_storage, fail_stale, open_study, start_from
-from finetune_core.search.trial import pruned_stage, shares_stage1
+from finetune_core.search.trial import pruned_stage, shares_stage1, unset_values
 from flows.finetune import FinetuneResult, finetune
 from tasks.backbone import select_backbone, task_runner
 from tasks.data import augment, prepare_data, read_data, validate_data
@@ -103,7 +102,7 @@ def _sweep(config: FinetuneConfig, *, name: str, storage: str, trials_only: bool
         selection = select_backbone.with_options(task_runner=task_runner(config))(config, prepared, layout, parent)
         space = resolve_space(trained)  # strategy resolved: contrastive adds its learning rate
         if config.search.start_from_config:
-            _start_from_config(study, trained, space, selection.selected.path)
+            _start_from_config(study, trained, space, prepared, selection.selected.path)
         stage1 = _shared_stage1(trained, prepared, selection, layout, parent, space)
         base = TrialSpec.model_construct(
             config=trained,
@@ -145,11 +144,12 @@ def _parent_run(study, config: FinetuneConfig, name: str) -> str:
     return run_id
 
 
-def _start_from_config(study, trained: FinetuneConfig, space, backbone: str) -> None:
+def _start_from_config(study, trained: FinetuneConfig, space, prepared, backbone: str) -> None:
     """A new study's first trial is the recipe as given: the winner then scores at least its validation
     score (docs/decisions/sweep-start-point.md: on MRPC a sweep of random points missed what it found)."""
-    dropout = checkpoint_dropout(backbone, trained.backbone.trust_remote_code)
-    point = given_point(trained, space, unset={"training.unfrozen.dropout": dropout})
+    if study.get_trials(deepcopy=False):  # resumed, or another worker's: its first trial is asked
+        return
+    point = given_point(trained, space, unset=unset_values(trained, space, prepared, backbone))
     if start_from(study, point):
         get_run_logger().info("trial 0 is the configuration as given: %s", point)
 

@@ -130,7 +130,7 @@ def distributions(space: dict[str, Dimension]) -> dict:
 
 def given_point(config: FinetuneConfig, space: dict[str, Dimension], unset: dict[str, Any]) -> dict[str, Any]:
     """The configuration's own value of each dimension the space holds (``search.start_from_config``);
-    ``unset``: what a key the configuration leaves None trains with (the checkpoint's dropout)."""
+    ``unset``: what a key the configuration leaves None trains with (``search.trial.unset_values``)."""
     raw = config.model_dump(mode="json")
     point = {}
     for key, dimension in space.items():

@@ -6,14 +6,28 @@ from __future__ import annotations
 from pathlib import Path
 
 from finetune_core.config.finetune import FinetuneConfig
+from finetune_core.data.labels import read_labels
 from finetune_core.data.prepare import PreparedData
+from finetune_core.model.embedding_and_dropout import checkpoint_dropout
 from finetune_core.run_layout import RunLayout
 from finetune_core.training import frozen_stage, unfrozen_stage
-from finetune_core.training.contrastive import train_contrastive
+from finetune_core.training.contrastive import pair_learning_rate, train_contrastive
 from finetune_core.training.loop import EpochCallback, StageResult
 from finetune_core.training.stage_setup import StageInputs
 
 STAGE2_PREFIX = "training.unfrozen."
+DROPOUT_KEY, PAIR_RATE_KEY = "training.unfrozen.dropout", "training.contrastive.learning_rate"
+
+
+def unset_values(config: FinetuneConfig, space_keys, prepared: PreparedData, backbone: str) -> dict:
+    """What each key of the space that the configuration leaves None trains with: the checkpoint's
+    dropout, the contrastive learning rate chosen by the training rows per class."""
+    values = {}
+    if DROPOUT_KEY in space_keys and config.training.unfrozen.dropout is None:
+        values[DROPOUT_KEY] = checkpoint_dropout(backbone, config.backbone.trust_remote_code)
+    if PAIR_RATE_KEY in space_keys and config.training.contrastive.learning_rate is None:
+        values[PAIR_RATE_KEY] = pair_learning_rate(None, read_labels(prepared.paths["train"]))
+    return values
 
 
 def shares_stage1(space_keys) -> bool:

@@ -11,7 +11,7 @@ from finetune_core.config.loading import validate_config
 from finetune_core.model.embedding_and_dropout import checkpoint_dropout
 from finetune_core.search.space import distributions, given_point, resolve_space
 from finetune_core.search.study import TIE_BREAK, ask, best_trial, start_from
-from finetune_core.search.trial import scored_epoch_loss
+from finetune_core.search.trial import scored_epoch_loss, unset_values
 from finetune_core.training.loop import StageResult
 
 DATA = {"train": "train.csv", "test": "test.csv"}
@@ -40,6 +40,23 @@ def test_a_value_outside_its_range_or_unresolved_is_left_to_the_sampler():
     point = given_point(given, resolve_space(given), unset={DROPOUT: None})
     assert "training.unfrozen.learning_rate" not in point  # 1e-3 is above the space's 3e-4
     assert DROPOUT not in point and point["training.unfrozen.epochs"] == 4
+
+
+@pytest.mark.parametrize(("rows_per_class", "rate"), [(8, 6e-5), (64, 2e-5)])
+def test_an_unset_contrastive_rate_starts_at_what_the_stage_would_train_with(tmp_path, rows_per_class, rate):
+    import pandas as pd
+
+    from finetune_core.data.columns import LABEL
+    from finetune_core.data.prepare import PreparedData
+
+    train = tmp_path / "train.parquet"
+    pd.DataFrame({LABEL: [0, 1] * rows_per_class}).to_parquet(train)
+    prepared = PreparedData.model_construct(task="classification", paths={"train": str(train)})
+    given = config(training={"strategy": "contrastive", "unfrozen": {"dropout": 0.05}})
+    space = resolve_space(given)
+    point = given_point(given, space, unset=unset_values(given, space, prepared, backbone="unused"))
+    assert point["training.contrastive.learning_rate"] == rate  # by rows per class, as the stage picks it
+    assert point[DROPOUT] == 0.05  # set: the checkpoint is not read
 
 
 def test_a_new_study_asks_the_given_point_first_and_a_started_one_is_left_alone():
