@@ -1,7 +1,7 @@
 """Label review (issue 45), before building it: would out-of-fold predictions of *fine-tuned* folds
 find planted flips with the target precision (0.7 at recall 0.6) that the frozen features miss?
 
-    python -m bench.label_review_finetuned [--rows 2000] [--seeds 0] [--folds 5] [--epochs 2]
+    python -m bench.label_review_finetuned [--rows 2000] [--seeds 0] [--folds 5] [--epochs 2] [--train-on truth]
 
 SST-2, the same 2,000 seeded rows and 10 % random flips as ``bench.label_review``. Per fold, the
 bundled all-MiniLM-L6-v2 with a linear head over its unit-length mean pooling (as a run pools SST-2)
@@ -11,7 +11,11 @@ fold. The same confident learning as the pipeline's review
 (``finetune_core.evaluation.label_review.confident_learning``) flags rows; reported: precision and
 recall at the flagged count, precision at recall 0.6 ranking rows by the out-of-fold probability of
 their given label, and the folds' accuracy against the true labels. Writes
-bench/results/label-review/label-review-finetuned.json.
+bench/results/label-review/label-review-finetuned.json (``--out`` another name).
+
+``--train-on truth``: a ceiling, not a method. The folds are fine-tuned on the other folds' *true* labels and
+still judge the noisy given labels of their own fold: a review that knew every other row's true label. How well
+that ranks the flips bounds what any review built on this backbone and recipe can expect.
 """
 
 from __future__ import annotations
@@ -96,18 +100,19 @@ def fold_logits(backbone, tokenizer, texts, labels, train_rows, test_rows, epoch
         return np.concatenate([model(batch(test_rows[s : s + 64])).numpy() for s in range(0, len(test_rows), 64)])
 
 
-def one_seed(backbone, texts, truth, seed: int, folds: int, epochs: int) -> dict:
+def one_seed(backbone, texts, truth, seed: int, folds: int, epochs: int, train_on: str = "noisy") -> dict:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(backbone)
     noisy = flip(truth, "random", 0.10, np.full((len(truth), 2), 0.5), seed)
     flipped = np.flatnonzero(noisy != truth)
+    taught = truth if train_on == "truth" else noisy
     assignment = np.random.default_rng(seed).permutation(len(texts)) % folds
     logits, started = np.zeros((len(texts), 2), dtype=np.float32), time.perf_counter()
     for fold in range(folds):
         held_out = np.flatnonzero(assignment == fold)
         trained = np.flatnonzero(assignment != fold)
-        logits[held_out] = fold_logits(backbone, tokenizer, texts, noisy, trained, held_out, epochs, 10 * seed + fold)
+        logits[held_out] = fold_logits(backbone, tokenizer, texts, taught, trained, held_out, epochs, 10 * seed + fold)
     probabilities = softmax(logits)
     flagged = np.flatnonzero(confident_learning(noisy, probabilities)[0])
     return {
@@ -132,6 +137,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--train-on", choices=["noisy", "truth"], default="noisy")
+    parser.add_argument("--out", default="label-review-finetuned.json")
     args = parser.parse_args()
     from finetune_core.model.backbone import resolve_backbone
 
@@ -139,17 +146,18 @@ def main() -> None:
     train = _read(SHARED_DATA / DATASETS["sst2"]["files"][0])
     train = train.sample(n=min(args.rows, len(train)), random_state=0)
     texts, truth = train[DATASETS["sst2"]["text"]].astype(str).tolist(), train["label"].to_numpy()
-    runs = [one_seed(backbone, texts, truth, seed, args.folds, args.epochs) for seed in args.seeds]
+    runs = [one_seed(backbone, texts, truth, seed, args.folds, args.epochs, args.train_on) for seed in args.seeds]
     payload = {
         "command": invocation("bench.label_review_finetuned"),
         "machine": machine(),
         "rows": args.rows,
         "folds": args.folds,
         "epochs": args.epochs,
+        "train_on": args.train_on,
         "table": table_of(runs),
         "runs": runs,
     }
-    out = results_file("label-review", "label-review-finetuned.json")
+    out = results_file("label-review", args.out)
     out.write_text(json.dumps(payload, indent=2) + "\n")
     print(json.dumps(runs, indent=2), f"\nwrote {out}")
 

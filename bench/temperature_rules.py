@@ -16,7 +16,11 @@ out-of-fold logits alone; the test ECE it gives is scored:
 - ``soften only``: the fitted T where it is above 1, else 1;
 - ``served``: what the pipeline serves now (``calibration_step.out_of_fold_temperature``: softening fitted,
   sharpening only past the majority test and under the prior, sd 0.5);
-- ``test-fitted``: T fitted on the test logits themselves, what no rule can know (the floor a temperature reaches).
+- ``test-fitted``: T fitted on the test logits themselves, what no rule can know (the floor a temperature reaches);
+- ``fresh rows``: the best case of any rule, not a rule: T fitted on as many rows as the run trained on, drawn
+  from the served head's own test logits (held-out rows of the model that serves, which no run has: its
+  out-of-fold logits come from other models), mean test ECE over ``FRESH_DRAWS`` seeded draws. What a temperature
+  from that many rows can reach at best.
 
 Prints mean test ECE per rule and size, and the share of runs at or under 0.05; ``--out``: the same as a
 results file (bench/results/label-review/FILE: a ``table`` of mean test ECE per data set and size, a column per
@@ -40,6 +44,7 @@ from finetune_core.training.calibration_step import beats_majority, out_of_fold_
 
 PRIORS = (0.25, 0.5, 1.0)
 TARGET = 0.05
+FRESH_DRAWS = 50
 
 
 def rules(logits: np.ndarray, targets: np.ndarray) -> dict[str, float]:
@@ -60,14 +65,28 @@ def replay(folder: Path, source: str) -> dict[int, dict[str, list[float]]]:
     """{rows per class: {rule: test ECE per run}} over the folder's ``PER_CLASS-SEED.npz`` files."""
     scores: dict[int, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for path in sorted(folder.glob("*.npz")):
-        per_class = int(re.match(r"(\d+)-\d+", path.stem).group(1))
+        per_class, seed = map(int, re.match(r"(\d+)-(\d+)", path.stem).groups())
         saved = np.load(path)
         test_logits, test_targets = saved["test_logits"], saved["test_targets"]
         chosen = rules(saved[f"{source}.logits"], saved[f"{source}.targets"])
         chosen["test-fitted"] = fit_temperature(test_logits, test_targets)
         for rule, temperature in chosen.items():
             scores[per_class][rule].append(expected_calibration_error(test_logits, test_targets, temperature))
+        rows = len(saved[f"{source}.targets"])
+        scores[per_class]["fresh rows"].append(fresh_rows_ece(test_logits, test_targets, rows, seed=seed))
     return scores
+
+
+def fresh_rows_ece(logits: np.ndarray, targets: np.ndarray, rows: int, seed: int) -> float:
+    """Mean test ECE of the temperature fitted on ``rows`` rows drawn from the test logits (``FRESH_DRAWS``
+    draws): the best a temperature fitted on that many of the serving model's own held-out rows does."""
+    rng = np.random.default_rng(seed)
+    errors = []
+    for _ in range(FRESH_DRAWS):
+        drawn = rng.choice(len(targets), size=rows, replace=False)
+        temperature = fit_temperature(logits[drawn], targets[drawn])
+        errors.append(expected_calibration_error(logits, targets, temperature))
+    return float(np.mean(errors))
 
 
 def by_rule(folders: list[Path], source: str) -> list[dict]:
