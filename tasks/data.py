@@ -78,7 +78,7 @@ def prepare_data(config: FinetuneConfig, raw: RawData, layout: RunLayout, run_id
 @task(name="augment", cache_policy=NO_CACHE)
 def augment(config: FinetuneConfig, prepared: PreparedData, run_id: str) -> PreparedData:
     """Augmented copies of training rows (never validation or test); a new data fingerprint."""
-    if not config.augmentation.enabled:
+    if not (config.augmentation.enabled or config.augmentation.swap_pairs):
         return prepared
     augmented, counts = augment_prepared(config, prepared)
     log_json(run_id, counts, "data/augmentation.json")

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from finetune_core.augmentation.masked_lm import MaskedLmReplacer
+from finetune_core.augmentation.pairs import with_swapped_pairs
 from finetune_core.config.augmentation import AugmentationConfig
 from finetune_core.config.finetune import FinetuneConfig
 from finetune_core.data.columns import AUGMENTED
@@ -136,7 +137,9 @@ def augment_prepared(config: FinetuneConfig, prepared: PreparedData) -> tuple[Pr
     replacer = MaskedLmReplacer(settings.masked_lm) if settings.synonyms == "masked-lm" else None
     seed = settings.seed if settings.seed is not None else config.training.seed
     train = prepared.frame("train")
-    augmented = augment_frame(train, settings, seed, replacer)
+    augmented = augment_frame(train, settings, seed, replacer) if settings.enabled else train
+    if settings.swap_pairs:
+        augmented = with_swapped_pairs(augmented)
     path = Path(prepared.paths["train"]).with_name("train_augmented.parquet")
     augmented.to_parquet(path, index=False)
     paths = {**prepared.paths, "train": str(path)}

@@ -36,6 +36,12 @@ class AugmentationConfig(Strict):
     )
     masked_lm: str | None = Field(None, description="Masked-LM id or local path for contextual replacement.")
     seed: int | None = Field(None, ge=0, description="Augmentation seed (default: training.seed).")
+    swap_pairs: bool = Field(
+        False,
+        description="Sentence pairs whose relation is symmetric (paraphrase, similarity): add every training pair "
+        "again with its two texts swapped, whether or not `enabled` adds EDA copies. Not for relations with a "
+        "direction (entailment).",
+    )
 
     @model_validator(mode="after")
     def _masked_lm_given(self) -> AugmentationConfig:

@@ -114,8 +114,10 @@ class FinetuneConfig(Strict):
             raise ValueError("training.ray_address needs training.launcher: ray")
         if any(arg.startswith(("--nproc-per-node", "--nproc_per_node")) for arg in training.torchrun_args):
             raise ValueError("training.torchrun_args: set the processes per node with training.num_processes")
-        if self.augmentation.enabled and self.task == "multilabel":
+        if (self.augmentation.enabled or self.augmentation.swap_pairs) and self.task == "multilabel":
             raise ValueError("augmentation is not supported for task multilabel yet (augmentation.enabled: false)")
+        if self.augmentation.swap_pairs and not self.data.text_pair_column:
+            raise ValueError("augmentation.swap_pairs needs sentence pairs (data.text_pair_column)")
         if self.augmentation.balance and self.task != "classification":
             raise ValueError("augmentation.balance needs task classification (classes to balance)")
         return self

@@ -257,3 +257,41 @@ def test_the_slots_of_one_text_go_through_the_model_in_one_batch(tmp_path):
     synonym_replacement(words, 0.5, np.random.default_rng(0), replacer)
     random_insertion(words, 0.4, np.random.default_rng(0), replacer)
     assert calls == [6, 4]  # one call per text, one row per masked slot
+
+
+def test_swapped_pairs_add_each_pair_reversed_with_its_label():
+    from finetune_core.augmentation.pairs import with_swapped_pairs
+    from finetune_core.data.columns import TEXT_PAIR
+
+    pairs = pd.DataFrame({TEXT: ["a1", "a2"], TEXT_PAIR: ["b1", "b2"], LABEL: [0, 1]})
+    both = with_swapped_pairs(pairs)
+    assert both[[TEXT, TEXT_PAIR, LABEL]].values.tolist() == [
+        ["a1", "b1", 0],
+        ["a2", "b2", 1],
+        ["b1", "a1", 0],
+        ["b2", "a2", 1],
+    ]
+    assert both[AUGMENTED].tolist() == [False, False, True, True]
+
+
+def test_swap_pairs_needs_sentence_pairs():
+    with pytest.raises(ConfigError, match="data.text_pair_column"):
+        validate_config({"data": {"train": "t.csv", "test": "t.csv"}, "augmentation": {"swap_pairs": True}})
+
+
+def test_swap_pairs_alone_doubles_train_with_each_pair_reversed(tmp_path):
+    from finetune_core.data.columns import TEXT_PAIR
+
+    path = tmp_path / "pairs.csv"
+    pairs = pd.DataFrame({"first": SENTENCES, "second": SENTENCES[::-1], LABEL: TRAIN[LABEL]})
+    pairs.to_csv(path, index=False)
+    data = {"train": str(path), "test": str(path), "text_column": "first", "text_pair_column": "second"}
+    config = validate_config({"data": data, "augmentation": {"swap_pairs": True}})
+    prepared = prepare_splits(config, tmp_path / "data")
+    augmented, counts = augment_prepared(config, prepared)
+    train, both = prepared.frame("train"), augmented.frame("train")
+    assert counts["added"] == len(train) and len(both) == 2 * len(train)
+    swapped = both[both[AUGMENTED]].reset_index(drop=True)
+    assert swapped[TEXT].equals(train[TEXT_PAIR]) and swapped[TEXT_PAIR].equals(train[TEXT])
+    assert swapped[LABEL].equals(train[LABEL])
+    assert augmented.frame("validation").equals(prepared.frame("validation"))  # train only

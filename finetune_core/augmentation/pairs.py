@@ -1,0 +1,15 @@
+"""Swapped sentence pairs: for a symmetric relation (paraphrase, similarity), (b, a) is as labelled as
+(a, b), so every training pair is added again with its texts swapped (``augmentation.swap_pairs``)."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from finetune_core.data.columns import AUGMENTED, TEXT, TEXT_PAIR
+
+
+def with_swapped_pairs(train: pd.DataFrame) -> pd.DataFrame:
+    """``train`` and, after it, each of its rows with ``TEXT`` and ``TEXT_PAIR`` exchanged (marked augmented)."""
+    swapped = train.rename(columns={TEXT: TEXT_PAIR, TEXT_PAIR: TEXT})[train.columns]
+    original = train if AUGMENTED in train.columns else train.assign(**{AUGMENTED: False})
+    return pd.concat([original, swapped.assign(**{AUGMENTED: True})], ignore_index=True)
