@@ -134,10 +134,11 @@ def class_counts(frame: pd.DataFrame, labels: list[str] | None) -> dict[str, int
 def augment_prepared(config: FinetuneConfig, prepared: PreparedData) -> tuple[PreparedData, dict]:
     """Augment the prepared training split; returns the new data reference and class counts."""
     settings = config.augmentation
-    replacer = MaskedLmReplacer(settings.masked_lm) if settings.synonyms == "masked-lm" else None
     seed = settings.seed if settings.seed is not None else config.training.seed
-    train = prepared.frame("train")
-    augmented = augment_frame(train, settings, seed, replacer) if settings.enabled else train
+    train = augmented = prepared.frame("train")
+    if settings.enabled:  # swap_pairs alone loads no masked LM
+        replacer = MaskedLmReplacer(settings.masked_lm) if settings.synonyms == "masked-lm" else None
+        augmented = augment_frame(train, settings, seed, replacer)
     if settings.swap_pairs:
         augmented = with_swapped_pairs(augmented)
     path = Path(prepared.paths["train"]).with_name("train_augmented.parquet")

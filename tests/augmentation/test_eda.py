@@ -286,7 +286,8 @@ def test_swap_pairs_alone_doubles_train_with_each_pair_reversed(tmp_path):
     pairs = pd.DataFrame({"first": SENTENCES, "second": SENTENCES[::-1], LABEL: TRAIN[LABEL]})
     pairs.to_csv(path, index=False)
     data = {"train": str(path), "test": str(path), "text_column": "first", "text_pair_column": "second"}
-    config = validate_config({"data": data, "augmentation": {"swap_pairs": True}})
+    # EDA off: its masked-LM source is not loaded, even when named without a model
+    config = validate_config({"data": data, "augmentation": {"swap_pairs": True, "synonyms": "masked-lm"}})
     prepared = prepare_splits(config, tmp_path / "data")
     augmented, counts = augment_prepared(config, prepared)
     train, both = prepared.frame("train"), augmented.frame("train")
