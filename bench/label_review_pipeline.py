@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -34,7 +33,7 @@ import pandas as pd
 from bench.label_review import precision_at_recall_of
 from bench.machine import machine
 from bench.paths import invocation, results_file
-from bench.tune import DATASETS, data_files, raw_config
+from bench.tune import DATASETS, data_files, raw_config, start_flow_api
 from finetune_core.evaluation.suspect_labels import SUSPECTS_FILE, TRAINING_SUSPECTS_FILE
 from finetune_core.run_layout import RunLayout
 from finetune_core.training.margins import MARGINS_FILE, read_margins
@@ -181,13 +180,7 @@ def main() -> None:
     parser.add_argument("--as-given-only", action="store_true", help="only the runs on the noisy labels")
     parser.add_argument("--out", default=None, help="file name in bench/results/label-review/")
     args = parser.parse_args()
-    from finetune_core.environment import apply_defaults
-
-    apply_defaults(offline=True)
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "300")
-    from flows.cli.prefect_api import start_temporary_api, wait_for_api
-
-    wait_for_api(start_temporary_api())
+    start_flow_api()
     out = results_file("label-review", args.out or f"label-review-pipeline-{args.dataset}.json")
     result = {"command": invocation("bench.label_review_pipeline"), "machine": machine(), "rows": args.rows}
     runs: list[dict] = []

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import tempfile
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import numpy as np
 
 from bench.machine import machine
 from bench.paths import invocation, results_file
-from bench.tune import data_files, default_recipe, raw_config
+from bench.tune import data_files, default_recipe, raw_config, start_flow_api
 
 
 def one_seed(rows: int, seed: int) -> dict:
@@ -53,13 +52,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
     parser.add_argument("--out", default="pair-swap.json")
     args = parser.parse_args()
-    from finetune_core.environment import apply_defaults
-
-    apply_defaults(offline=True)
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "300")
-    from flows.cli.prefect_api import start_temporary_api, wait_for_api
-
-    wait_for_api(start_temporary_api())
+    start_flow_api()
     runs, out = [], results_file("sentence-pairs", args.out)
     for seed in args.seeds:  # written after each seed
         runs.append(one_seed(args.rows, seed))

@@ -292,6 +292,18 @@ def points_again(source: Path, seeds: list[int]) -> Iterator[dict]:
         yield result
 
 
+def start_flow_api() -> None:
+    """Offline defaults and a Prefect API for the flows: the temporary server `finetune run` starts, with a
+    patient timeout. Every bench that runs the flows calls it first."""
+    from finetune_core.environment import apply_defaults
+
+    apply_defaults(offline=True)
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "300")
+    from flows.cli.prefect_api import start_temporary_api, wait_for_api
+
+    wait_for_api(start_temporary_api())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", choices=sorted(DATASETS), default="sst2")
@@ -304,14 +316,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="results file (default: bench/results/...)")
     parser.add_argument("--points-from", type=Path, default=None, help="only the unpruned sweep, on this file's points")
     args = parser.parse_args()
-    from finetune_core.environment import apply_defaults
-
-    apply_defaults(offline=True)
-    # the flows need a Prefect API: the temporary server `finetune run` starts, with a patient timeout
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "300")
-    from flows.cli.prefect_api import start_temporary_api, wait_for_api
-
-    wait_for_api(start_temporary_api())
+    start_flow_api()
     out = args.out or results_file(EXPERIMENT, f"tune-{args.dataset}.json")
     if args.points_from:
         for result in points_again(args.points_from, args.seeds):  # written after each seed
