@@ -1,7 +1,7 @@
 """Hyperparameter search, ours against Hugging Face Trainer's, at an equal search budget (issue 44).
 
     python -m bench.tune [--dataset sst2|mrpc] [--rows 2000] [--seeds 0 1 2] [--minutes 20]
-                         [--skip-unpruned | --pruning-only] [--prune-on metric|loss]
+                         [--skip-unpruned | --pruning-only] [--prune-on metric|loss] [--set KEY=VALUE ...]
 
 Per seed, on the same rows, backbone (the bundled all-MiniLM-L6-v2) and precision (fp32):
 
@@ -15,6 +15,10 @@ Per seed, on the same rows, backbone (the bundled all-MiniLM-L6-v2) and precisio
 - unpruned (unless ``--skip-unpruned``): the same sweep with ``pruner: none``: every point the pruned
   sweep asked, enqueued in its order and run to the end, to compare trial seconds at the result each
   reaches (``--pruning-only``: this pair alone, without HF's search and the default recipe).
+
+``--set dotted.key=value`` (repeatable): a recipe option of ours, as a user would write it in the configuration
+(e.g. ``augmentation.swap_pairs=true`` for paraphrases), given to our sweep, its unpruned twin and the default
+recipe, never to HF's search, which has no such option; the results file records it.
 
 ``--points-from FILE``: only the unpruned sweep, once per seed of FILE (a paired results file), over that seed's
 pruned points again; each trial's per-epoch validation loss is read from its nested MLflow run
@@ -253,22 +257,36 @@ def paired_unpruned(raw: dict, pruned_trials: list[dict]) -> dict:
 
 
 def one_seed(
-    dataset: str, rows: int | None, minutes: float, seed: int, *, unpruned: bool, peers: bool, prune_on: str
+    dataset: str,
+    rows: int | None,
+    minutes: float,
+    seed: int,
+    *,
+    unpruned: bool,
+    peers: bool,
+    prune_on: str,
+    sets: tuple[str, ...] = (),
 ) -> dict:
     """Our pruned sweep; unless ``peers`` is off, HF's search and the default recipe; unless ``unpruned``
-    is off, the same sweep unpruned (``paired_unpruned``)."""
+    is off, the same sweep unpruned (``paired_unpruned``). ``sets``: overrides of our configuration only."""
+    from finetune_core.config.loading import apply_overrides
+
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         files = data_files(dataset, rows, workdir)
+
+        def our_config(name: str, search: dict) -> dict:
+            return apply_overrides(raw_config(dataset, files, workdir / name, seed, search), list(sets))
+
         budget = {"n_trials": 1000, "max_minutes": minutes, "pruner": "median", "prune_on": prune_on}
-        row = {"seed": seed, "ours": ours(raw_config(dataset, files, workdir / "ours", seed, budget))}
+        row = {"seed": seed, "ours": ours(our_config("ours", budget))}
         if peers:
             row["hf"] = hf_search(raw_config(dataset, files, workdir / "hf", seed, {}), workdir, minutes, seed)
-            row["default"] = default_recipe(raw_config(dataset, files, workdir / "default", seed, {}))
+            row["default"] = default_recipe(our_config("default", {}))
         if unpruned:
             asked = row["ours"]["trial_list"]
             same = {"n_trials": len(asked), "pruner": "none"}
-            row["unpruned"] = paired_unpruned(raw_config(dataset, files, workdir / "unpruned", seed, same), asked)
+            row["unpruned"] = paired_unpruned(our_config("unpruned", same), asked)
     return row
 
 
@@ -313,6 +331,7 @@ def main() -> None:
     parser.add_argument("--skip-unpruned", action="store_true", help="no unpruned sweep (saves its time)")
     parser.add_argument("--pruning-only", action="store_true", help="no HF search, no default recipe")
     parser.add_argument("--prune-on", choices=["metric", "loss"], default="loss", help="search.prune_on of ours")
+    parser.add_argument("--set", dest="sets", action="append", default=[], help="KEY=VALUE for our side only")
     parser.add_argument("--out", type=Path, default=None, help="results file (default: bench/results/...)")
     parser.add_argument("--points-from", type=Path, default=None, help="only the unpruned sweep, on this file's points")
     args = parser.parse_args()
@@ -328,13 +347,21 @@ def main() -> None:
         "rows": args.rows,
         "minutes": args.minutes,
         "prune_on": args.prune_on,
+        "ours_set": args.sets,
         "runs": [],
     }
     result.update(machine=machine(), command=invocation("bench.tune"))
     for seed in args.seeds:  # written after each seed: a long run keeps what it measured
         unpruned, peers = not args.skip_unpruned, not args.pruning_only
         row = one_seed(
-            args.dataset, args.rows or None, args.minutes, seed, unpruned=unpruned, peers=peers, prune_on=args.prune_on
+            args.dataset,
+            args.rows or None,
+            args.minutes,
+            seed,
+            unpruned=unpruned,
+            peers=peers,
+            prune_on=args.prune_on,
+            sets=tuple(args.sets),
         )
         result["runs"].append(row)
         out.write_text(json.dumps(result, indent=2, default=str))
