@@ -11,11 +11,12 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from finetune_core.config.finetune import FinetuneConfig
+from finetune_core.data.copies import train_copies
 from finetune_core.data.prepare import PreparedData
 from finetune_core.errors import DataError
 from finetune_core.evaluation import suspect_labels
 from finetune_core.evaluation.cross_fit import review_cross_fitted
-from finetune_core.evaluation.label_review import review_margins
+from finetune_core.evaluation.label_review import originals_by_margins
 from finetune_core.run_layout import RunLayout
 from finetune_core.training.margins import MARGINS_FILE, read_margins
 from finetune_core.training.recipe import Recipe
@@ -73,11 +74,16 @@ def review_labels(
     summary.update(folds=run.folds, limit=config.validation.max_suspect_label_fraction)
     _apply_level(config, review, summary, logger)
     if config.training.drop_suspect_labels and len(review.rows):
-        prepared = suspect_labels.without_rows(prepared, review.rows, layout.review)
+        kept = suspect_labels.without_rows(prepared, review.rows, layout.review)
         client.log_artifact(run_id, str(layout.review / suspect_labels.DROPPED_FILE), "review")
-        client.set_tag(run_id, "data_fingerprint", prepared.fingerprint)
+        client.set_tag(run_id, "data_fingerprint", kept.fingerprint)
         summary["dropped"] = len(review.rows)
-        logger.warning("training.drop_suspect_labels: %d flagged rows dropped from train", len(review.rows))
+        copies = prepared.rows["train"] - kept.rows["train"] - len(review.rows)
+        with_copies = f" with their {copies} augmented copies" if copies else ""
+        logger.warning(
+            "training.drop_suspect_labels: %d flagged rows%s dropped from train", len(review.rows), with_copies
+        )
+        prepared = kept
     return summary, prepared
 
 
@@ -131,7 +137,7 @@ def review_after_training(config: FinetuneConfig, prepared: PreparedData, layout
     saved = read_margins(layout.review / MARGINS_FILE)
     if saved is None or config.validation.suspect_labels == "off":
         return {}
-    review = review_margins(*saved)
+    review = originals_by_margins(*saved, train_copies(prepared.paths["train"]))
     file, key = suspect_labels.TRAINING_SUSPECTS_FILE, "suspect-labels-after-training"
     summary = _publish(review, prepared, layout, run_id, file, "training_", key)
     flagged = f"{len(review.rows)} of {review.total} train labels flagged ({review.method})"

@@ -21,6 +21,7 @@ from finetune_core.augmentation.pairs import with_swapped_pairs
 from finetune_core.config.augmentation import AugmentationConfig
 from finetune_core.config.finetune import FinetuneConfig
 from finetune_core.data.columns import AUGMENTED
+from finetune_core.data.copies import with_sources
 from finetune_core.data.fingerprint import files_fingerprint
 from finetune_core.data.prepare import LABEL, TEXT, PreparedData
 from finetune_core.errors import ConfigError
@@ -115,8 +116,10 @@ def _sources(train: pd.DataFrame, config: AugmentationConfig, rng: np.random.Gen
 
 
 def augment_frame(train: pd.DataFrame, config: AugmentationConfig, seed: int, replacer=None) -> pd.DataFrame:
-    """The training rows plus augmented copies (column ``augmented`` marks them)."""
+    """The training rows plus augmented copies (column ``augmented`` marks them; ``source_row`` names
+    the row each was made from)."""
     rng = np.random.default_rng(seed)
+    train = with_sources(train)
     sources = _sources(train, config, rng)
     copies = train.iloc[sources].copy()
     copies[TEXT] = [augment_text(str(t), config, rng, replacer) for t in copies[TEXT]]

@@ -5,6 +5,7 @@ TEXT_PAIR = "text_pair"  # the second text of a sentence pair (``data.text_pair_
 TEXTS = (TEXT, TEXT_PAIR)  # a prepared file's text columns, in tokenisation order; it has the first one or both
 SPLITS = ("train", "validation", "test")
 AUGMENTED = "augmented"  # marks the rows augmentation added to train
+SOURCE = "source_row"  # once augmentation ran: the train row each row was made from (finetune_core.data.copies)
 PREPARE_ROWS = 100_000  # rows per chunk while preparing: bounds memory whatever the file's size
 
 

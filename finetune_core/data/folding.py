@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from finetune_core.data.columns import AUGMENTED
+from finetune_core.data.columns import AUGMENTED, SOURCE
 from finetune_core.data.fingerprint import files_fingerprint
 from finetune_core.data.prepare import PreparedData
 
@@ -16,11 +16,16 @@ def fold_validation_into_train(prepared: PreparedData) -> PreparedData:
     """``prepared`` with its validation rows appended to train (a new file beside train's; the
     validation split stays as it is, now rows that also train: ``validation_in_train``)."""
     import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     train, validation = (pq.read_table(prepared.paths[split]) for split in ("train", "validation"))
     if AUGMENTED in train.column_names and AUGMENTED not in validation.column_names:
         validation = validation.append_column(AUGMENTED, pa.array([False] * validation.num_rows))
+    if SOURCE in train.column_names:  # each validation row its own source, after train's
+        first = pc.max(train.column(SOURCE)).as_py() + 1 if train.num_rows else 0
+        sources = pa.array(range(first, first + validation.num_rows), type=train.schema.field(SOURCE).type)
+        validation = validation.append_column(SOURCE, sources)
     folded = pa.concat_tables([train, validation.select(train.column_names).cast(train.schema)])
     path = Path(prepared.paths["train"]).with_name(FOLDED_TRAIN)
     pq.write_table(folded, path)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from finetune_core.config.finetune import FinetuneConfig
+from finetune_core.data.copies import train_copies
 from finetune_core.data.fingerprint import files_fingerprint
 from finetune_core.data.labels import read_labels
 from finetune_core.data.prepare import PreparedData
@@ -56,7 +57,8 @@ def cross_fitted_logits(
     from finetune_core.training.losses import targets_tensor
 
     targets = np.asarray(read_labels(prepared.paths["train"]), dtype=np.int64)
-    assignment = fold_assignment(targets, "classification", folds, config.training.seed)
+    copies = train_copies(prepared.paths["train"])  # a row and its augmented copies: one fold
+    assignment = fold_assignment(targets, "classification", folds, config.training.seed, copies and copies.groups)
     # features of a throwaway encoder: not worth a place in the user's feature cache
     quiet = config.model_copy(update={"training": config.training.model_copy(update={"feature_cache": False})})
     logits = np.zeros((len(targets), len(prepared.labels)), dtype=np.float64)
@@ -85,12 +87,16 @@ def cross_fitted_logits(
 def review_cross_fitted(config: FinetuneConfig, prepared: PreparedData, backbone: str, out_dir: Path) -> ReviewRun:
     """The label review of a contrastive run on cross-fitted logits (classification), which also
     go to ``out_dir`` for the temperature: the tuned encoder's own features hide a wrong label its
-    pairs trained on, as they hide its errors from the temperature."""
-    targets = read_labels(prepared.paths["train"])
-    folds = usable_folds(targets, "classification", CROSS_FIT_FOLDS)
+    pairs trained on, as they hide its errors from the temperature. Augmented copies train the folds;
+    only the originals are reviewed and kept for the temperature."""
+    copies = train_copies(prepared.paths["train"])
+    targets = np.asarray(read_labels(prepared.paths["train"]))
+    own = copies.original if copies else np.ones(len(targets), dtype=bool)
+    folds = usable_folds(targets[own], "classification", CROSS_FIT_FOLDS)
     if folds == 0:
         return ReviewRun(None, 0, "too few rows in some class for two folds")
     logits, targets = cross_fitted_logits(config, prepared, backbone, out_dir / "cross-fit", folds)
     out_dir.mkdir(parents=True, exist_ok=True)
-    np.savez(out_dir / OUT_OF_FOLD_FILE, logits=logits, targets=targets)
-    return ReviewRun(review_outputs(logits, targets, "classification"), folds)
+    np.savez(out_dir / OUT_OF_FOLD_FILE, logits=logits[own], targets=targets[own])
+    review = review_outputs(logits[own], targets[own], "classification")
+    return ReviewRun(review.of_rows(np.flatnonzero(own)), folds)

@@ -13,7 +13,7 @@ with the largest out-of-fold residuals, named as such. docs/concepts/label-revie
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -45,6 +45,11 @@ class LabelReview:
     def fraction(self) -> float:
         return len(self.rows) / max(self.total, 1)
 
+    def of_rows(self, positions: np.ndarray) -> LabelReview:
+        """This review of the split's rows at ``positions`` (a subset: a sample, the originals of
+        augmented data) with its rows as positions in the split."""
+        return replace(self, rows=np.asarray(positions)[self.rows])
+
 
 def fit_linear_head(
     features: torch.Tensor, targets: torch.Tensor, task: str, outputs: int, regularization: float
@@ -67,15 +72,21 @@ def fit_linear_head(
     return head
 
 
-def fold_assignment(targets: np.ndarray, task: str, folds: int, seed: int) -> np.ndarray:
-    """Each row's fold: stratified by class (classification), shuffled otherwise."""
-    from sklearn.model_selection import KFold, StratifiedKFold
+def fold_assignment(
+    targets: np.ndarray, task: str, folds: int, seed: int, groups: np.ndarray | None = None
+) -> np.ndarray:
+    """Each row's fold: stratified by class (classification), shuffled otherwise; rows sharing a
+    ``groups`` id (a row and its augmented copies) in one fold."""
+    from sklearn.model_selection import GroupKFold, KFold, StratifiedGroupKFold, StratifiedKFold
 
     rows = np.arange(len(targets))
+    grouped = groups is not None and len(np.unique(groups)) < len(groups)
     if task == "classification":
-        splits = StratifiedKFold(folds, shuffle=True, random_state=seed).split(rows, targets)
+        method = StratifiedGroupKFold if grouped else StratifiedKFold
+        splits = method(folds, shuffle=True, random_state=seed).split(rows, targets, groups if grouped else None)
     else:
-        splits = KFold(folds, shuffle=True, random_state=seed).split(rows)
+        method = GroupKFold if grouped else KFold
+        splits = method(folds, shuffle=True, random_state=seed).split(rows, groups=groups if grouped else None)
     assignment = np.empty(len(targets), dtype=np.int64)
     for fold, (_, held) in enumerate(splits):
         assignment[held] = fold
@@ -91,13 +102,21 @@ def usable_folds(targets: np.ndarray, task: str, folds: int = FOLDS) -> int:
 
 
 def out_of_fold_outputs(
-    features, targets: np.ndarray, task: str, *, outputs: int, folds: int = FOLDS, regularization: float = 1.0, seed=0
+    features,
+    targets: np.ndarray,
+    task: str,
+    *,
+    outputs: int,
+    folds: int = FOLDS,
+    regularization: float = 1.0,
+    seed=0,
+    groups: np.ndarray | None = None,
 ) -> np.ndarray:
     """Raw head outputs (logits; regression: predictions) for every row, each from a head fitted on
-    the other folds."""
+    the other folds (``groups``: rows that go to one fold together, see ``fold_assignment``)."""
     x = torch.as_tensor(np.asarray(features), dtype=torch.float64)
     y = targets_tensor(targets, task)
-    assignment = fold_assignment(np.asarray(targets), task, folds, seed)
+    assignment = fold_assignment(np.asarray(targets), task, folds, seed, groups)
     result = np.zeros((len(x), outputs), dtype=np.float64)
     for fold in range(folds):
         held = torch.from_numpy(assignment == fold)
@@ -208,6 +227,15 @@ def review_margins(margins: np.ndarray, rival: np.ndarray, targets: np.ndarray) 
         score=area[rows],
         total=int(heard.any(axis=0).sum()),
     )
+
+
+def originals_by_margins(margins: np.ndarray, rival: np.ndarray, targets: np.ndarray, copies=None) -> LabelReview:
+    """``review_margins`` of the original rows (``copies``: finetune_core.data.copies.Copies, None where
+    augmentation added no rows): a copy's margins are heard in training, not reviewed again."""
+    if copies is None:
+        return review_margins(margins, rival, targets)
+    own = copies.original
+    return review_margins(margins[:, own], rival[:, own], targets[own]).of_rows(np.flatnonzero(own))
 
 
 def review_outputs(outputs: np.ndarray, targets: np.ndarray, task: str) -> LabelReview:

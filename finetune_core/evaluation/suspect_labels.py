@@ -14,6 +14,7 @@ import pandas as pd
 
 from finetune_core.config.finetune import FinetuneConfig
 from finetune_core.data.columns import TEXTS
+from finetune_core.data.copies import train_copies
 from finetune_core.data.fingerprint import files_fingerprint
 from finetune_core.data.prepare import PreparedData
 from finetune_core.durable import write_atomic
@@ -88,11 +89,16 @@ def _stage2_follows(training) -> int | None:
 
 
 def review_train_split(config: FinetuneConfig, prepared: PreparedData, encoder: str, out_dir: Path) -> ReviewRun:
-    """Review the train split's labels; the out-of-fold logits go to ``out_dir`` (classification)."""
+    """Review the train split's labels; the out-of-fold logits go to ``out_dir`` (classification). A row
+    and its augmented copies share a fold; only the originals are reviewed (finetune_core.data.copies)."""
     features, targets, sample = train_features(config, prepared, encoder)
     if features is None:
         return ReviewRun(None, 0, "this backbone family has no cached frozen features")
-    folds = usable_folds(targets, prepared.task, FOLDS)
+    copies = train_copies(prepared.paths["train"])
+    copies = copies and copies.take(sample)
+    own = copies.original if copies else np.ones(len(targets), dtype=bool)
+    targets = np.asarray(targets)
+    folds = usable_folds(targets[own], prepared.task, FOLDS)
     if folds == 0:
         return ReviewRun(None, 0, "too few rows in some class for two folds")
     outputs = len(prepared.labels) if prepared.task != "regression" else 1
@@ -104,14 +110,13 @@ def review_train_split(config: FinetuneConfig, prepared: PreparedData, encoder: 
         folds=folds,
         regularization=config.training.frozen.regularization,
         seed=config.training.seed,
+        groups=copies.groups if copies else None,
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     if prepared.task == "classification":
-        np.savez(out_dir / OUT_OF_FOLD_FILE, logits=logits, targets=np.asarray(targets))
-    review = review_outputs(logits, targets, prepared.task)
-    if sample is not None:  # positions in the sample back to positions in the train split
-        review.rows, review.total = sample[review.rows], len(sample)
-    return ReviewRun(review, folds)
+        np.savez(out_dir / OUT_OF_FOLD_FILE, logits=logits[own], targets=targets[own])
+    positions = np.flatnonzero(own) if sample is None else sample[own]  # back to positions in the train split
+    return ReviewRun(review_outputs(logits[own], targets[own], prepared.task).of_rows(positions), folds)
 
 
 def _label_names(value, prepared: PreparedData) -> str:
@@ -156,11 +161,12 @@ def _cell(value) -> str:
 
 
 def without_rows(prepared: PreparedData, rows: np.ndarray, out_dir: Path) -> PreparedData:
-    """``prepared`` with train positions ``rows`` removed (a new file; the old one is kept) and
-    the removed rows recorded in ``out_dir``/dropped_rows.csv."""
+    """``prepared`` with train positions ``rows`` and their augmented copies removed (a new file; the old
+    one is kept) and the removed rows recorded in ``out_dir``/dropped_rows.csv."""
     train = pd.read_parquet(prepared.paths["train"])
+    copies = train_copies(prepared.paths["train"])
     keep = np.ones(len(train), dtype=bool)
-    keep[rows] = False
+    keep[rows if copies is None else copies.with_copies(rows)] = False
     path = Path(prepared.paths["train"]).with_name("train_without_suspects.parquet")
     train[keep].reset_index(drop=True).to_parquet(path, index=False)
     dropped = train[~keep].assign(row=np.flatnonzero(~keep))

@@ -71,3 +71,30 @@ def test_each_fold_head_weighs_its_penalty_as_the_served_head_does(tiny_backbone
     total, c = prepared.rows["train"], config.training.frozen.regularization
     assert len(fitted) == cross_fit.CROSS_FIT_FOLDS and all(rows < total for rows, _ in fitted)
     assert all(abs(rows * c_fold - total * c) < 1e-9 for rows, c_fold in fitted)
+
+
+def test_a_row_and_its_augmented_copy_are_held_out_of_one_encoder_together(tiny_backbone, tmp_path, monkeypatch):
+    from finetune_core.augmentation.eda import augment_prepared
+    from finetune_core.config.augmentation import AugmentationConfig
+    from finetune_core.data.columns import SOURCE
+    from finetune_core.training import contrastive
+
+    files = write_easy_task(tmp_path, 24, 8)
+    config = _config(files, tiny_backbone)
+    config = config.model_copy(update={"augmentation": AugmentationConfig(enabled=True, synonyms="none")})
+    augmented, _ = augment_prepared(config, prepare_splits(config, files / "data"))
+    fold_sources = []  # per fold encoder: how many rows of each source it was tuned on
+    real = contrastive.train_contrastive
+
+    def spy(inputs):
+        fold_sources.append(pd.read_parquet(inputs.prepared.paths["train"])[SOURCE].value_counts())
+        return real(inputs)
+
+    monkeypatch.setattr(contrastive, "train_contrastive", spy)
+    run = cross_fit.review_cross_fitted(config, augmented, str(tiny_backbone), tmp_path / "review")
+
+    assert len(fold_sources) == 2 and all((counts == 2).all() for counts in fold_sources)  # row and copy, or neither
+    originals = augmented.rows["train"] // 2
+    assert run.review.total == originals and (run.review.rows < originals).all()  # originals come first
+    with np.load(tmp_path / "review" / OUT_OF_FOLD_FILE) as saved:
+        assert len(saved["targets"]) == originals
