@@ -246,7 +246,8 @@ def sweeps(files: Files) -> Rows:
         for r in (r for r in d["runs"] if "hf" in r):  # `--pruning-only` runs: the `pruning` table
             ours, hf, default, unpruned = r["ours"], r["hf"], r["default"], r.get("unpruned")
             trials = f"{ours['trials'].get('done', 0)} ({ours['trials'].get('pruned', 0)})"
-            cells = [code(name), d["dataset"], num(r["seed"], "d"), num(d["minutes"], "g")]
+            given = "".join(f" (ours: `{s}`)" for s in d.get("ours_set", []))  # `bench.tune --set`
+            cells = [code(name), d["dataset"] + given, num(r["seed"], "d"), num(d["minutes"], "g")]
             cells += [num(ours["test_accuracy"]), num(hf["test_accuracy"]), num(default["test_accuracy"])]
             cells += [points(ours["test_accuracy"] - hf["test_accuracy"])]
             cells += [points(ours["test_accuracy"] - default["test_accuracy"])]
