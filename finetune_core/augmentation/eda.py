@@ -21,7 +21,7 @@ from finetune_core.augmentation.pairs import with_swapped_pairs
 from finetune_core.config.augmentation import AugmentationConfig
 from finetune_core.config.finetune import FinetuneConfig
 from finetune_core.data.columns import AUGMENTED
-from finetune_core.data.copies import with_sources
+from finetune_core.data.copies import as_originals
 from finetune_core.data.fingerprint import files_fingerprint
 from finetune_core.data.prepare import LABEL, TEXT, PreparedData
 from finetune_core.errors import ConfigError
@@ -119,12 +119,11 @@ def augment_frame(train: pd.DataFrame, config: AugmentationConfig, seed: int, re
     """The training rows plus augmented copies (column ``augmented`` marks them; ``source_row`` names
     the row each was made from)."""
     rng = np.random.default_rng(seed)
-    train = with_sources(train)
+    train = as_originals(train)
     sources = _sources(train, config, rng)
     copies = train.iloc[sources].copy()
     copies[TEXT] = [augment_text(str(t), config, rng, replacer) for t in copies[TEXT]]
-    original = train.assign(**{AUGMENTED: False})
-    return pd.concat([original, copies.assign(**{AUGMENTED: True})], ignore_index=True)
+    return pd.concat([train, copies.assign(**{AUGMENTED: True})], ignore_index=True)
 
 
 def class_counts(frame: pd.DataFrame, labels: list[str] | None) -> dict[str, int]:

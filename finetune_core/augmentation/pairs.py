@@ -6,13 +6,12 @@ from __future__ import annotations
 import pandas as pd
 
 from finetune_core.data.columns import AUGMENTED, TEXT, TEXT_PAIR
-from finetune_core.data.copies import with_sources
+from finetune_core.data.copies import as_originals
 
 
 def with_swapped_pairs(train: pd.DataFrame) -> pd.DataFrame:
     """``train`` and, after it, each of its rows with ``TEXT`` and ``TEXT_PAIR`` exchanged (marked augmented;
     ``source_row``: the row it was made from, an EDA copy's own source where EDA ran first)."""
-    train = with_sources(train)
+    train = as_originals(train)
     swapped = train.rename(columns={TEXT: TEXT_PAIR, TEXT_PAIR: TEXT})[train.columns]
-    original = train if AUGMENTED in train.columns else train.assign(**{AUGMENTED: False})
-    return pd.concat([original, swapped.assign(**{AUGMENTED: True})], ignore_index=True)
+    return pd.concat([train, swapped.assign(**{AUGMENTED: True})], ignore_index=True)

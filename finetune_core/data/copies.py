@@ -15,9 +15,11 @@ import pandas as pd
 from finetune_core.data.columns import AUGMENTED, SOURCE
 
 
-def with_sources(train: pd.DataFrame) -> pd.DataFrame:
-    """``train`` with ``SOURCE`` (each row its own position) unless an earlier augmentation set it."""
-    return train if SOURCE in train.columns else train.assign(**{SOURCE: np.arange(len(train))})
+def as_originals(train: pd.DataFrame) -> pd.DataFrame:
+    """``train`` marked as the rows augmentation starts from (``AUGMENTED`` false, ``SOURCE`` each row's
+    own position), keeping the marks an earlier augmentation set."""
+    marks = {AUGMENTED: False, SOURCE: np.arange(len(train))}
+    return train.assign(**{column: value for column, value in marks.items() if column not in train.columns})
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,11 @@ class Copies:
     def with_copies(self, rows: np.ndarray) -> np.ndarray:
         """Positions ``rows`` and every row made from the same source, sorted."""
         return np.flatnonzero(np.isin(self.groups, self.groups[np.asarray(rows, dtype=np.int64)]))
+
+
+def original_rows(copies: Copies | None, rows: int) -> np.ndarray:
+    """Which of ``rows`` train rows are originals (all of them where augmentation added none)."""
+    return copies.original if copies is not None else np.ones(rows, dtype=bool)
 
 
 def train_copies(train_path: str | Path) -> Copies | None:

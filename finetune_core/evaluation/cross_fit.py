@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from finetune_core.config.finetune import FinetuneConfig
-from finetune_core.data.copies import train_copies
+from finetune_core.data.copies import original_rows, train_copies
 from finetune_core.data.fingerprint import files_fingerprint
 from finetune_core.data.labels import read_labels
 from finetune_core.data.prepare import PreparedData
@@ -91,7 +91,7 @@ def review_cross_fitted(config: FinetuneConfig, prepared: PreparedData, backbone
     only the originals are reviewed and kept for the temperature."""
     copies = train_copies(prepared.paths["train"])
     targets = np.asarray(read_labels(prepared.paths["train"]))
-    own = copies.original if copies else np.ones(len(targets), dtype=bool)
+    own = original_rows(copies, len(targets))
     folds = usable_folds(targets[own], "classification", CROSS_FIT_FOLDS)
     if folds == 0:
         return ReviewRun(None, 0, "too few rows in some class for two folds")

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
+from finetune_core.data.copies import original_rows
 from finetune_core.training.head_solver import lbfgs_optimizer, penalty_scale
 from finetune_core.training.losses import compute_loss, targets_tensor
 
@@ -232,9 +233,7 @@ def review_margins(margins: np.ndarray, rival: np.ndarray, targets: np.ndarray) 
 def originals_by_margins(margins: np.ndarray, rival: np.ndarray, targets: np.ndarray, copies=None) -> LabelReview:
     """``review_margins`` of the original rows (``copies``: finetune_core.data.copies.Copies, None where
     augmentation added no rows): a copy's margins are heard in training, not reviewed again."""
-    if copies is None:
-        return review_margins(margins, rival, targets)
-    own = copies.original
+    own = original_rows(copies, margins.shape[1])
     return review_margins(margins[:, own], rival[:, own], targets[own]).of_rows(np.flatnonzero(own))
 
 

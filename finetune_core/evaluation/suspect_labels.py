@@ -14,7 +14,7 @@ import pandas as pd
 
 from finetune_core.config.finetune import FinetuneConfig
 from finetune_core.data.columns import TEXTS
-from finetune_core.data.copies import train_copies
+from finetune_core.data.copies import original_rows, train_copies
 from finetune_core.data.fingerprint import files_fingerprint
 from finetune_core.data.prepare import PreparedData
 from finetune_core.durable import write_atomic
@@ -96,7 +96,7 @@ def review_train_split(config: FinetuneConfig, prepared: PreparedData, encoder: 
         return ReviewRun(None, 0, "this backbone family has no cached frozen features")
     copies = train_copies(prepared.paths["train"])
     copies = copies and copies.take(sample)
-    own = copies.original if copies else np.ones(len(targets), dtype=bool)
+    own = original_rows(copies, len(targets))
     targets = np.asarray(targets)
     folds = usable_folds(targets[own], prepared.task, FOLDS)
     if folds == 0:
