@@ -244,13 +244,14 @@ def sweeps(files: Files) -> Rows:
     rows[0] += ["ours s", "HF s", "ours trials (pruned)", "unpruned acc.", "trial s pruned / unpruned"]
     for name, d in files:
         for r in (r for r in d["runs"] if "hf" in r):  # `--pruning-only` runs: the `pruning` table
-            ours, hf, default, unpruned = r["ours"], r["hf"], r["default"], r.get("unpruned")
+            ours, hf, default, unpruned = r["ours"], r["hf"], r.get("default"), r.get("unpruned")
             trials = f"{ours['trials'].get('done', 0)} ({ours['trials'].get('pruned', 0)})"
             given = "".join(f" (ours: `{s}`)" for s in d.get("ours_set", []))  # `bench.tune --set`
             cells = [code(name), d["dataset"] + given, num(r["seed"], "d"), num(d["minutes"], "g")]
-            cells += [num(ours["test_accuracy"]), num(hf["test_accuracy"]), num(default["test_accuracy"])]
+            cells += [num(ours["test_accuracy"]), num(hf["test_accuracy"])]
+            cells += [num(default["test_accuracy"]) if default else "—"]  # `--skip-default`
             cells += [points(ours["test_accuracy"] - hf["test_accuracy"])]
-            cells += [points(ours["test_accuracy"] - default["test_accuracy"])]
+            cells += [points(ours["test_accuracy"] - default["test_accuracy"]) if default else "—"]
             cells += [num(ours["wall_seconds"], ".0f"), num(hf["wall_seconds"], ".0f"), trials]
             cells += [num(unpruned["test_accuracy"]) if unpruned else "—"]
             ratio = unpruned and ours["trial_seconds"] / max(unpruned["trial_seconds"], 1e-9)

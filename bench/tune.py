@@ -1,7 +1,8 @@
 """Hyperparameter search, ours against Hugging Face Trainer's, at an equal search budget (issue 44).
 
     python -m bench.tune [--dataset sst2|mrpc] [--rows 2000] [--seeds 0 1 2] [--minutes 20]
-                         [--skip-unpruned | --pruning-only] [--prune-on metric|loss] [--set KEY=VALUE ...]
+                         [--skip-unpruned | --pruning-only] [--skip-default] [--prune-on metric|loss]
+                         [--set KEY=VALUE ...]
 
 Per seed, on the same rows, backbone (the bundled all-MiniLM-L6-v2) and precision (fp32):
 
@@ -11,13 +12,14 @@ Per seed, on the same rows, backbone (the bundled all-MiniLM-L6-v2) and precisio
   train/validation split, over the keys Trainer has (learning rate log 2e-5..3e-4, epochs 2..5, warmup
   0..0.2: layer decay, freeze_layers and dropout have no Trainer argument), TPE seeded; its best run
   trained once more and scored on test;
-- the default recipe: one `finetune` run with no search;
+- the default recipe: one `finetune` run with no search (``--skip-default``: not run; one measured before);
 - unpruned (unless ``--skip-unpruned``): the same sweep with ``pruner: none``: every point the pruned
   sweep asked, enqueued in its order and run to the end, to compare trial seconds at the result each
   reaches (``--pruning-only``: this pair alone, without HF's search and the default recipe).
 
 ``--set dotted.key=value`` (repeatable): a recipe option of ours, as a user would write it in the configuration
-(e.g. ``augmentation.swap_pairs=true`` for paraphrases), given to our sweep, its unpruned twin and the default
+(e.g. ``augmentation.swap_pairs=true`` for paraphrases, or ``search.refit_on=train+validation`` with
+``data.validation_fraction=0.2``), given to our sweep, its unpruned twin and the default
 recipe, never to HF's search, which has no such option; the results file records it.
 
 ``--points-from FILE``: only the unpruned sweep, once per seed of FILE (a paired results file), over that seed's
@@ -266,9 +268,11 @@ def one_seed(
     peers: bool,
     prune_on: str,
     sets: tuple[str, ...] = (),
+    default: bool = True,
 ) -> dict:
-    """Our pruned sweep; unless ``peers`` is off, HF's search and the default recipe; unless ``unpruned``
-    is off, the same sweep unpruned (``paired_unpruned``). ``sets``: overrides of our configuration only."""
+    """Our pruned sweep; unless ``peers`` is off, HF's search and (unless ``default`` is off) the default
+    recipe; unless ``unpruned`` is off, the same sweep unpruned (``paired_unpruned``). ``sets``: overrides
+    of our configuration only."""
     from finetune_core.config.loading import apply_overrides
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -282,7 +286,8 @@ def one_seed(
         row = {"seed": seed, "ours": ours(our_config("ours", budget))}
         if peers:
             row["hf"] = hf_search(raw_config(dataset, files, workdir / "hf", seed, {}), workdir, minutes, seed)
-            row["default"] = default_recipe(our_config("default", {}))
+            if default:
+                row["default"] = default_recipe(our_config("default", {}))
         if unpruned:
             asked = row["ours"]["trial_list"]
             same = {"n_trials": len(asked), "pruner": "none"}
@@ -331,6 +336,7 @@ def main() -> None:
     parser.add_argument("--skip-unpruned", action="store_true", help="no unpruned sweep (saves its time)")
     parser.add_argument("--pruning-only", action="store_true", help="no HF search, no default recipe")
     parser.add_argument("--prune-on", choices=["metric", "loss"], default="loss", help="search.prune_on of ours")
+    parser.add_argument("--skip-default", action="store_true", help="no default recipe (one measured before)")
     parser.add_argument("--set", dest="sets", action="append", default=[], help="KEY=VALUE for our side only")
     parser.add_argument("--out", type=Path, default=None, help="results file (default: bench/results/...)")
     parser.add_argument("--points-from", type=Path, default=None, help="only the unpruned sweep, on this file's points")
@@ -362,6 +368,7 @@ def main() -> None:
             peers=peers,
             prune_on=args.prune_on,
             sets=tuple(args.sets),
+            default=not args.skip_default,
         )
         result["runs"].append(row)
         out.write_text(json.dumps(result, indent=2, default=str))

@@ -73,6 +73,11 @@ def tune(
         config = config.model_copy(update={"search": search})
     if config.training.num_processes > 1 or config.training.launcher != "local":
         raise ConfigError("search: trials train in one process (training.num_processes 1, launcher local)")
+    if config.data.train_on_validation:
+        raise ConfigError(
+            "data.train_on_validation: trials are scored on the validation split, so it cannot train in a sweep; "
+            "leave it unset and set search.refit_on: train+validation to train the winner on it"
+        )
     space = resolve_space(config)  # an unknown key or an empty range: named before anything starts
     data = config.data
     name = study_name(config, space, inputs_digest([data.train, data.validation, data.test]))
@@ -241,15 +246,19 @@ def _register_winner(config: FinetuneConfig, result: TuneResult) -> FinetuneResu
     """The best parameters merged into the given configuration, trained as a `finetune` run: the
     same DAG as any candidate (evaluated once on test, gated, registered). Trained again rather than
     reusing the trial's weights: same configuration, data and seed give the same model, and the run
-    then holds everything a run holds (calibration, review files, lineage), from any worker's trial."""
+    then holds everything a run holds (calibration, review files, lineage), from any worker's trial.
+    Under ``search.refit_on: train+validation`` the validation rows train too (docs/how-to/tune.md)."""
     merged = with_overrides(config, result.best_params)
+    if config.search.refit_on == "train+validation":
+        merged = merged.model_copy(update={"data": merged.data.model_copy(update={"train_on_validation": True})})
     tags = {
         "sweep_run_id": result.parent_run_id,
         "sweep_study": result.study,
         "sweep_best_trial": str(result.best_trial),
     }
     winner = finetune(merged, extra_tags=tags, run_key=result.study)
-    describe_sweep_version(winner.registered_model, winner.model_version, result.model_dump(), result.space)
+    summary = {**result.model_dump(), "refit_on": config.search.refit_on}
+    describe_sweep_version(winner.registered_model, winner.model_version, summary, result.space)
     client = MlflowClient()
     client.set_tag(result.parent_run_id, "winner_run_id", winner.mlflow_run_id)
     client.set_tag(result.parent_run_id, "winner_version", f"{winner.registered_model}/{winner.model_version}")

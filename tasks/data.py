@@ -13,6 +13,7 @@ from finetune_core.augmentation.eda import augment_prepared
 from finetune_core.config.finetune import FinetuneConfig
 from finetune_core.data.checks import basic_checks
 from finetune_core.data.drift import profile_parquet
+from finetune_core.data.folding import train_on_validation
 from finetune_core.data.prepare import SPLITS, PreparedData, RawData, prepare_splits, read_splits
 from finetune_core.data.snapshots import fingerprint
 from finetune_core.errors import DataValidationError
@@ -65,6 +66,7 @@ def validate_data(config: FinetuneConfig, raw: RawData, layout: RunLayout, run_i
 def prepare_data(config: FinetuneConfig, raw: RawData, layout: RunLayout, run_id: str) -> PreparedData:
     """Map labels, split, check; the prepared splits go to layout.data."""
     prepared = prepare_splits(config, layout.data, raw, drop_unusable=config.validation.enabled)
+    prepared = train_on_validation(config, prepared)
     summary = basic_checks(prepared, config)
     log_metrics(run_id, {f"rows_{split}": n for split, n in prepared.rows.items()}, prefix="data/")
     log_metrics(run_id, {f"dropped_{split}": n for split, n in prepared.dropped.items()}, prefix="data/")

@@ -192,5 +192,6 @@ def describe_sweep_version(name: str, version: str, summary: dict, space: list[s
         f"Best trial {summary['best_trial']}: validation {summary['metric']} {summary['best_value']:.4f} with "
         + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.items()),
         "Space: " + "; ".join(space),
+        f"Winner trained on: {summary['refit_on']}",
     ]
     client.update_model_version(name, version, description=current + "\n".join(lines))

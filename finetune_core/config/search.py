@@ -89,3 +89,10 @@ class SearchConfig(Strict):
         "dead worker, is marked failed and retried once with the same parameters. Longer: fewer writes to a busy "
         "shared database; shorter: a dead worker's trial is retried sooner.",
     )
+    refit_on: Literal["train", "train+validation"] = Field(
+        "train",
+        description="What the winner trains on once the study has chosen it: train (its validation split keeps "
+        "the best epoch and fits the temperature, as in every trial), or train+validation (the split's job is "
+        "done once the trial is chosen; its rows train too, without best-epoch restore, early stopping or "
+        "temperature).",
+    )

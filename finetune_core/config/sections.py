@@ -36,6 +36,12 @@ class DataConfig(Strict):
         description="Column holding the second text of a sentence pair (paraphrase, entailment, similarity); "
         "the two texts are tokenised as a pair.",
     )
+    train_on_validation: bool = Field(
+        False,
+        description="Train on the validation rows too (held out of train, or the `validation` file): the run "
+        "then has no split to keep its best epoch on, stop early on or fit a temperature on. `finetune tune` "
+        "sets it for its winner under `search.refit_on: train+validation`.",
+    )
     max_train_samples: int | None = Field(
         None, gt=0, description="Optional seeded subsample of train (after the validation split)."
     )

@@ -1,15 +1,25 @@
-"""Validation rows folded back into train, for recipes where every labelled row is worth more
-than a held-out estimate (``training.recipe``: `auto`'s contrastive recipe on few rows)."""
+"""Validation rows folded back into train, where every labelled row is worth more than a held-out
+estimate: `auto`'s contrastive recipe on few rows (``training.recipe``), and a run asked to train on
+them (``data.train_on_validation``: a sweep's winner under ``search.refit_on: train+validation``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from finetune_core.config.finetune import FinetuneConfig
 from finetune_core.data.columns import AUGMENTED, SOURCE
 from finetune_core.data.fingerprint import files_fingerprint
 from finetune_core.data.prepare import PreparedData
 
 FOLDED_TRAIN = "train_with_validation.parquet"
+
+
+def train_on_validation(config: FinetuneConfig, prepared: PreparedData) -> PreparedData:
+    """``prepared`` with its validation rows in train when ``data.train_on_validation`` asks (before
+    augmentation, so they get copies as train's rows do); as it is otherwise."""
+    if not config.data.train_on_validation or prepared.validation_in_train or not prepared.rows.get("validation"):
+        return prepared
+    return fold_validation_into_train(prepared)
 
 
 def fold_validation_into_train(prepared: PreparedData) -> PreparedData:

@@ -94,6 +94,8 @@ def resolve(config: FinetuneConfig, prepared: PreparedData) -> tuple[FinetuneCon
     else:
         strategy, reason = training.strategy, "set in the configuration"
     validation = validation_plan(class_counts(prepared, "validation"), prepared.validation_in_train)
+    if config.data.train_on_validation and prepared.validation_in_train:
+        validation = f"skipped: data.train_on_validation: all {prepared.rows['train']} rows train"
     auto_contrastive = training.strategy == "auto" and strategy == "contrastive"
     fold = (
         FOLD_VALIDATION_FOR_CONTRASTIVE

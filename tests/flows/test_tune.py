@@ -87,3 +87,21 @@ def test_a_crashing_trial_is_recorded_failed_and_the_sweep_goes_on(
     failed = [r for r in _children(client, result.parent_run_id) if r.data.tags.get("state") == "failed"]
     assert failed and all(r.info.status == "FAILED" for r in failed)
     assert "outside the backbone's 2 transformer blocks" in failed[0].data.tags["error"]
+
+
+def test_refit_on_train_and_validation_trains_the_winner_on_both(
+    prefect_server, tiny_backbone, sst2_small, tracking_uri, tmp_path
+):
+    """The trials score on the 12 held-out rows; the winner, chosen, trains on all 120."""
+    from flows.tune import tune
+
+    raw = sweep_config(tiny_backbone, sst2_small, tracking_uri, tmp_path, n_trials=2, refit_on="train+validation")
+    result = tune(validate_config(raw))
+
+    client = MlflowClient(tracking_uri)
+    run = client.get_run(result.winner.mlflow_run_id).data
+    assert run.params["data.train_on_validation"] == "True" and run.metrics["data/rows_train"] == 120
+    assert "train_on_validation" in run.params["training.validation_use"]
+    assert client.get_run(result.parent_run_id).data.metrics["data/rows_train"] == 108  # the trials': train only
+    version = client.get_model_version(result.winner.registered_model, result.winner.model_version)
+    assert "Winner trained on: train+validation" in version.description

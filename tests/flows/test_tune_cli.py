@@ -58,6 +58,10 @@ def test_a_bad_space_is_exit_2_naming_the_key(prefect_server, tiny_backbone, sst
     done = _invoke(_write(sweep_config(tiny_backbone, sst2_small, tracking_uri, tmp_path, space=empty), tmp_path))
     assert done.exit_code == 2 and "search.space.training.unfrozen.epochs" in done.output, done.output
     assert "empty range" in done.output
+    raw = sweep_config(tiny_backbone, sst2_small, tracking_uri, tmp_path)
+    raw["data"]["train_on_validation"] = True  # the trials' scores would be read on rows they trained on
+    done = _invoke(_write(raw, tmp_path))
+    assert done.exit_code == 2 and "search.refit_on: train+validation" in " ".join(done.output.split()), done.output
 
 
 def test_every_trial_failing_is_exit_1_with_the_first_error(

@@ -115,3 +115,20 @@ def test_auto_contrastive_folds_held_out_validation_into_train(tmp_path):
     # an explicit strategy keeps the split (its unfrozen stage picks epochs on it)
     explicit = config.model_copy(update={"training": config.training.model_copy(update={"strategy": "contrastive"})})
     assert resolve(explicit, prepared)[2] is prepared
+
+
+def test_train_on_validation_folds_the_held_out_rows_and_uses_no_validation(tmp_path):
+    """A sweep's winner under `search.refit_on: train+validation`: the split chose the trial; now it trains."""
+    from finetune_core.data.folding import train_on_validation
+
+    config = _config(tmp_path, 240)
+    prepared = prepare_splits(config, tmp_path / "data")
+    assert train_on_validation(config, prepared) is prepared  # not asked
+    asked = config.model_copy(update={"data": config.data.model_copy(update={"train_on_validation": True})})
+    folded = train_on_validation(asked, prepared)
+    assert folded.validation_in_train and folded.rows["train"] == 240 and folded.rows["validation"] == 24
+    resolved, recipe, same = resolve(asked, folded)
+    assert same is folded and recipe.strategy == "lp-ft"
+    assert recipe.validation == "skipped: data.train_on_validation: all 240 rows train"
+    assert not resolved.training.keep_best and not resolved.training.calibrate
+    assert train_on_validation(asked, folded) is folded  # folded once
