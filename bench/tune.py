@@ -157,20 +157,9 @@ def default_recipe(raw: dict) -> dict:
 def hf_search(raw: dict, workdir: Path, minutes: float, seed: int) -> dict:
     """Trainer's own search on our train/validation split (prepared by the pipeline's own code)."""
     import optuna
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer
+    from transformers import Trainer
 
-    from finetune_core.config.loading import validate_config
-    from finetune_core.data.prepare import prepare_splits
-    from finetune_core.model.backbone import resolve_backbone
-
-    config = validate_config(raw)
-    prepared = prepare_splits(config, workdir / "hf-data")
-    backbone = resolve_backbone(BACKBONE)
-    tokenizer = AutoTokenizer.from_pretrained(backbone)
-    splits = {
-        s: _hf_dataset(prepared, s, tokenizer, config.training.max_length) for s in ("train", "validation", "test")
-    }
-    model_init = lambda trial=None: AutoModelForSequenceClassification.from_pretrained(backbone, num_labels=2)  # noqa: E731
+    splits, model_init, glue, common = hf_parts(raw, workdir, seed)
 
     def space(trial):
         return {
@@ -179,8 +168,6 @@ def hf_search(raw: dict, workdir: Path, minutes: float, seed: int) -> dict:
             "warmup_steps": trial.suggest_float("warmup_steps", 0.0, 0.2),  # below 1: a share of the steps
         }
 
-    glue = run_glue_arguments(str(workdir / "hf-out"), 3, config.training.batch_size, False, seed, True)
-    common = dict(data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=_accuracy)
     trainer = Trainer(
         model_init=model_init,
         args=dataclasses.replace(glue, eval_strategy="epoch"),
@@ -199,15 +186,7 @@ def hf_search(raw: dict, workdir: Path, minutes: float, seed: int) -> dict:
         sampler=optuna.samplers.TPESampler(seed=seed),
     )
     searched = time.perf_counter() - started
-    final = Trainer(
-        model=model_init(),
-        args=dataclasses.replace(glue, **best.hyperparameters),
-        train_dataset=splits["train"],
-        **common,
-    )
-    final.train()
-    predictions = final.predict(splits["test"])
-    accuracy = float((np.argmax(predictions.predictions, axis=-1) == predictions.label_ids).mean())
+    accuracy = hf_final((splits, model_init, glue, common), best.hyperparameters, splits["train"])
     return {
         "wall_seconds": time.perf_counter() - started,
         "search_seconds": searched,
@@ -215,6 +194,41 @@ def hf_search(raw: dict, workdir: Path, minutes: float, seed: int) -> dict:
         "best_validation": best.objective,
         "best_params": best.hyperparameters,
     }
+
+
+def hf_parts(raw: dict, workdir: Path, seed: int) -> tuple:
+    """Trainer's side on our train/validation split (prepared by the pipeline's own code): the tokenised
+    splits, a model factory, run_glue's arguments, and the collator and metric every Trainer takes."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
+
+    from finetune_core.config.loading import validate_config
+    from finetune_core.data.prepare import prepare_splits
+    from finetune_core.model.backbone import resolve_backbone
+
+    config = validate_config(raw)
+    prepared = prepare_splits(config, workdir / "hf-data")
+    backbone = resolve_backbone(BACKBONE)
+    tokenizer = AutoTokenizer.from_pretrained(backbone)
+    splits = {
+        s: _hf_dataset(prepared, s, tokenizer, config.training.max_length) for s in ("train", "validation", "test")
+    }
+    model_init = lambda trial=None: AutoModelForSequenceClassification.from_pretrained(backbone, num_labels=2)  # noqa: E731
+    glue = run_glue_arguments(str(workdir / "hf-out"), 3, config.training.batch_size, False, seed, True)
+    common = dict(data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=_accuracy)
+    return splits, model_init, glue, common
+
+
+def hf_final(parts: tuple, hyperparameters: dict, train) -> float:
+    """HF's chosen parameters trained once more on ``train``; its test accuracy."""
+    from transformers import Trainer
+
+    splits, model_init, glue, common = parts
+    final = Trainer(
+        model=model_init(), args=dataclasses.replace(glue, **hyperparameters), train_dataset=train, **common
+    )
+    final.train()
+    predictions = final.predict(splits["test"])
+    return float((np.argmax(predictions.predictions, axis=-1) == predictions.label_ids).mean())
 
 
 def _hf_dataset(prepared, split: str, tokenizer, max_length: int):
