@@ -1,14 +1,14 @@
 """HF's side given the rows our `search.refit_on: train+validation` gives our winner (issue 44).
 
-    python -m bench.tune_hf_refit FILE [--out FILE2]
+    python -m bench.tune_hf_refit FILE [--reproduce] [--out FILE2]
 
 FILE is a `bench.tune` results file whose sweep trained its winner on train + validation. For each seed, HF
 Trainer's best parameters (from FILE: its search is not run again) are trained once more on the same train
 split **and the validation rows its search scored on**, then scored on test: how much of ours − HF comes
-from the winner's extra rows rather than from the search. As a check that nothing else changed, the same
-parameters train on train alone again (``train_only_again``: the file's ``hf`` score, if training is
-deterministic). Writes FILE's record with ``hf_refit`` beside each seed's ``hf`` (default: FILE itself);
-asserts nothing.
+from the winner's extra rows rather than from the search. ``--reproduce``: as a check that nothing else
+changed, the same parameters train on train alone again too (``train_only_again``: the file's ``hf`` score,
+if training is deterministic; it doubles the time). Writes FILE's record with ``hf_refit`` beside each
+seed's ``hf`` (default: FILE itself); asserts nothing.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from bench.paths import invocation
 from bench.tune import data_files, hf_final, hf_parts, raw_config, start_flow_api
 
 
-def hf_refit(dataset: str, rows: int | None, seed: int, hyperparameters: dict) -> dict:
+def hf_refit(dataset: str, rows: int | None, seed: int, hyperparameters: dict, reproduce: bool) -> dict:
     import datasets
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -35,20 +35,23 @@ def hf_refit(dataset: str, rows: int | None, seed: int, hyperparameters: dict) -
         started = time.perf_counter()
         both = datasets.concatenate_datasets([splits["train"], splits["validation"]])
         accuracy = hf_final(parts, hyperparameters, both)
-        seconds = time.perf_counter() - started
-        again = hf_final(parts, hyperparameters, splits["train"])  # the search's own final run, reproduced
-        return {"test_accuracy": accuracy, "wall_seconds": seconds, "train_rows": len(both), "train_only_again": again}
+        result = {"test_accuracy": accuracy, "wall_seconds": time.perf_counter() - started, "train_rows": len(both)}
+        if reproduce:  # the search's own final run, again
+            result["train_only_again"] = hf_final(parts, hyperparameters, splits["train"])
+        return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("file", type=Path)
+    parser.add_argument("--reproduce", action="store_true", help="HF's final training on train alone again too")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     start_flow_api()  # prepare_splits reads the offline defaults the flows use
     result = json.loads(args.file.read_text())
     for run in result["runs"]:
-        run["hf_refit"] = hf_refit(result["dataset"], result["rows"] or None, run["seed"], run["hf"]["best_params"])
+        rows, chosen = result["rows"] or None, run["hf"]["best_params"]
+        run["hf_refit"] = hf_refit(result["dataset"], rows, run["seed"], chosen, args.reproduce)
         print(run["seed"], run["hf"]["test_accuracy"], run["hf_refit"]["test_accuracy"], flush=True)
     result["hf_refit_machine"], result["hf_refit_command"] = machine(), invocation("bench.tune_hf_refit")
     (args.out or args.file).write_text(json.dumps(result, indent=2, default=str))
