@@ -38,8 +38,9 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -159,7 +160,7 @@ def hf_search(raw: dict, workdir: Path, minutes: float, seed: int) -> dict:
     import optuna
     from transformers import Trainer
 
-    splits, model_init, glue, common = hf_parts(raw, workdir, seed)
+    parts = hf_parts(raw, workdir, seed)
 
     def space(trial):
         return {
@@ -169,11 +170,11 @@ def hf_search(raw: dict, workdir: Path, minutes: float, seed: int) -> dict:
         }
 
     trainer = Trainer(
-        model_init=model_init,
-        args=dataclasses.replace(glue, eval_strategy="epoch"),
-        train_dataset=splits["train"],
-        eval_dataset=splits["validation"],
-        **common,
+        model_init=parts.model_init,
+        args=dataclasses.replace(parts.glue, eval_strategy="epoch"),
+        train_dataset=parts.splits["train"],
+        eval_dataset=parts.splits["validation"],
+        **parts.common,
     )
     started = time.perf_counter()
     best = trainer.hyperparameter_search(
@@ -186,7 +187,7 @@ def hf_search(raw: dict, workdir: Path, minutes: float, seed: int) -> dict:
         sampler=optuna.samplers.TPESampler(seed=seed),
     )
     searched = time.perf_counter() - started
-    accuracy = hf_final((splits, model_init, glue, common), best.hyperparameters, splits["train"])
+    accuracy = hf_final(parts, best.hyperparameters, parts.splits["train"])
     return {
         "wall_seconds": time.perf_counter() - started,
         "search_seconds": searched,
@@ -196,9 +197,17 @@ def hf_search(raw: dict, workdir: Path, minutes: float, seed: int) -> dict:
     }
 
 
-def hf_parts(raw: dict, workdir: Path, seed: int) -> tuple:
-    """Trainer's side on our train/validation split (prepared by the pipeline's own code): the tokenised
-    splits, a model factory, run_glue's arguments, and the collator and metric every Trainer takes."""
+class HFParts(NamedTuple):
+    """Trainer's side on our train/validation split: what every Trainer of a seed is built from."""
+
+    splits: dict  # tokenised train, validation and test
+    model_init: Callable  # the checkpoint with a new two-class head
+    glue: object  # run_glue's TrainingArguments
+    common: dict  # the collator and metric every Trainer takes
+
+
+def hf_parts(raw: dict, workdir: Path, seed: int) -> HFParts:
+    """Trainer's side on our train/validation split (prepared by the pipeline's own code)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
     from finetune_core.config.loading import validate_config
@@ -215,19 +224,17 @@ def hf_parts(raw: dict, workdir: Path, seed: int) -> tuple:
     model_init = lambda trial=None: AutoModelForSequenceClassification.from_pretrained(backbone, num_labels=2)  # noqa: E731
     glue = run_glue_arguments(str(workdir / "hf-out"), 3, config.training.batch_size, False, seed, True)
     common = dict(data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=_accuracy)
-    return splits, model_init, glue, common
+    return HFParts(splits, model_init, glue, common)
 
 
-def hf_final(parts: tuple, hyperparameters: dict, train) -> float:
+def hf_final(parts: HFParts, hyperparameters: dict, train) -> float:
     """HF's chosen parameters trained once more on ``train``; its test accuracy."""
     from transformers import Trainer
 
-    splits, model_init, glue, common = parts
-    final = Trainer(
-        model=model_init(), args=dataclasses.replace(glue, **hyperparameters), train_dataset=train, **common
-    )
+    args = dataclasses.replace(parts.glue, **hyperparameters)
+    final = Trainer(model=parts.model_init(), args=args, train_dataset=train, **parts.common)
     final.train()
-    predictions = final.predict(splits["test"])
+    predictions = final.predict(parts.splits["test"])
     return float((np.argmax(predictions.predictions, axis=-1) == predictions.label_ids).mean())
 
 

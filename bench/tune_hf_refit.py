@@ -21,7 +21,8 @@ from pathlib import Path
 
 from bench.machine import machine
 from bench.paths import invocation
-from bench.tune import data_files, hf_final, hf_parts, raw_config, start_flow_api
+from bench.tune import data_files, hf_final, hf_parts, raw_config
+from finetune_core.environment import apply_defaults
 
 
 def hf_refit(dataset: str, rows: int | None, seed: int, hyperparameters: dict, reproduce: bool) -> dict:
@@ -31,13 +32,12 @@ def hf_refit(dataset: str, rows: int | None, seed: int, hyperparameters: dict, r
         workdir = Path(tmp)
         files = data_files(dataset, rows, workdir)
         parts = hf_parts(raw_config(dataset, files, workdir / "hf", seed, {}), workdir, seed)
-        splits = parts[0]
         started = time.perf_counter()
-        both = datasets.concatenate_datasets([splits["train"], splits["validation"]])
+        both = datasets.concatenate_datasets([parts.splits["train"], parts.splits["validation"]])
         accuracy = hf_final(parts, hyperparameters, both)
         result = {"test_accuracy": accuracy, "wall_seconds": time.perf_counter() - started, "train_rows": len(both)}
         if reproduce:  # the search's own final run, again
-            result["train_only_again"] = hf_final(parts, hyperparameters, splits["train"])
+            result["train_only_again"] = hf_final(parts, hyperparameters, parts.splits["train"])
         return result
 
 
@@ -47,7 +47,7 @@ def main() -> None:
     parser.add_argument("--reproduce", action="store_true", help="HF's final training on train alone again too")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    start_flow_api()  # prepare_splits reads the offline defaults the flows use
+    apply_defaults(offline=True)  # the bundled backbone, no hub; no flow runs here, so no Prefect API
     result = json.loads(args.file.read_text())
     for run in result["runs"]:
         rows, chosen = result["rows"] or None, run["hf"]["best_params"]

@@ -14,10 +14,15 @@ from finetune_core.data.prepare import PreparedData
 FOLDED_TRAIN = "train_with_validation.parquet"
 
 
+def held_out_rows(prepared: PreparedData) -> bool:
+    """Whether ``prepared`` has validation rows that do not train yet: what a fold would add."""
+    return not prepared.validation_in_train and prepared.rows.get("validation", 0) > 0
+
+
 def train_on_validation(config: FinetuneConfig, prepared: PreparedData) -> PreparedData:
     """``prepared`` with its validation rows in train when ``data.train_on_validation`` asks (before
     augmentation, so they get copies as train's rows do); as it is otherwise."""
-    if not config.data.train_on_validation or prepared.validation_in_train or not prepared.rows.get("validation"):
+    if not (config.data.train_on_validation and held_out_rows(prepared)):
         return prepared
     return fold_validation_into_train(prepared)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from finetune_core.config.finetune import FinetuneConfig
-from finetune_core.data.folding import fold_validation_into_train
+from finetune_core.data.folding import fold_validation_into_train, held_out_rows
 from finetune_core.data.labels import read_labels
 from finetune_core.data.prepare import MIN_VALIDATION_ROWS_PER_CLASS, PreparedData
 from finetune_core.data.sampling import seeded_sample
@@ -100,9 +100,8 @@ def resolve(config: FinetuneConfig, prepared: PreparedData) -> tuple[FinetuneCon
     fold = (
         FOLD_VALIDATION_FOR_CONTRASTIVE
         and auto_contrastive
-        and config.data.validation is None  # a validation file you give is never merged into train
-        and not prepared.validation_in_train
-        and prepared.rows.get("validation", 0) > 0
+        and config.data.validation is None  # `auto` never merges a validation file you give
+        and held_out_rows(prepared)
     )
     if fold:
         prepared = fold_validation_into_train(prepared)
