@@ -105,6 +105,9 @@ def ours(raw: dict) -> dict:
     return {
         "wall_seconds": time.perf_counter() - started,
         "test_accuracy": result.winner.metrics["accuracy"],
+        "test_ece": result.winner.metrics.get("ece"),  # temperature applied, as served
+        "test_ece_uncalibrated": result.winner.metrics.get("ece_uncalibrated"),
+        "temperature": result.winner.calibration.get("temperature"),
         "best_validation": result.best_value,
         "best_params": result.best_params,
         "trials": result.trials,

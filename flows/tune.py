@@ -27,7 +27,16 @@ from finetune_core.metric_table import primary_metric
 from finetune_core.redaction import redact_uri
 from finetune_core.run_layout import RunLayout, inputs_digest
 from finetune_core.search.space import distributions, given_point, resolve_space, study_name, with_overrides
-from finetune_core.search.study import ask, best_trial, counts, default_storage, fail_stale, open_study, start_from
+from finetune_core.search.study import (
+    REFIT_TEMPERATURE,
+    ask,
+    best_trial,
+    counts,
+    default_storage,
+    fail_stale,
+    open_study,
+    start_from,
+)
 from finetune_core.search.trial import pruned_stage, shares_stage1, unset_values
 from flows.finetune import FinetuneResult, finetune
 from tasks.backbone import select_backbone, task_runner
@@ -51,6 +60,7 @@ class TuneResult(BaseModel):
     best_trial: int
     best_value: float
     best_params: dict
+    best_temperature: float | None = None  # under refit_on train+validation: given to the winner
     space: list[str]
     winner: FinetuneResult | None = None  # None: trials only (another worker registers)
 
@@ -239,6 +249,7 @@ def _summary(study, config, name: str, parent: str, outcomes) -> dict:
         best_trial=best.number,
         best_value=best.value,
         best_params=best.params,
+        best_temperature=best.user_attrs.get(REFIT_TEMPERATURE),
     )
 
 
@@ -247,10 +258,14 @@ def _register_winner(config: FinetuneConfig, result: TuneResult) -> FinetuneResu
     same DAG as any candidate (evaluated once on test, gated, registered). Trained again rather than
     reusing the trial's weights: same configuration, data and seed give the same model, and the run
     then holds everything a run holds (calibration, review files, lineage), from any worker's trial.
-    Under ``search.refit_on: train+validation`` the validation rows train too (docs/how-to/tune.md)."""
+    Under ``search.refit_on: train+validation`` the validation rows train too, and the winner is given the
+    temperature its trial fitted on them (docs/how-to/tune.md)."""
     merged = with_overrides(config, result.best_params)
     if config.search.refit_on == "train+validation":
         merged = merged.model_copy(update={"data": merged.data.model_copy(update={"train_on_validation": True})})
+        if result.best_temperature is not None:  # fitted by the winning trial on the rows the winner now trains on
+            training = merged.training.model_copy(update={"temperature": result.best_temperature})
+            merged = merged.model_copy(update={"training": training})
     tags = {
         "sweep_run_id": result.parent_run_id,
         "sweep_study": result.study,

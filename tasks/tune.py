@@ -22,8 +22,8 @@ from finetune_core.metric_table import primary_metric
 from finetune_core.run_layout import RunLayout
 from finetune_core.search.pruning import LOSS_METRIC, PruningCallback, chain, pruning_signal
 from finetune_core.search.space import with_overrides
-from finetune_core.search.study import TIE_BREAK, heartbeat, load_trial
-from finetune_core.search.trial import pruned_stage, scored_epoch_loss, stage_epochs, train_trial
+from finetune_core.search.study import REFIT_TEMPERATURE, TIE_BREAK, heartbeat, load_trial
+from finetune_core.search.trial import pruned_stage, refit_temperature, scored_epoch_loss, stage_epochs, train_trial
 from tasks.mlflow_io.tracking import epoch_logger, log_metrics, shorten, use_store
 
 
@@ -126,6 +126,9 @@ def run_trial(spec: TrialSpec, tracking_uri: str) -> TrialOutcome:
             loss = scored_epoch_loss(result, LOSS_METRIC[spec.prepared.task])
             if loss is not None:
                 trial.set_user_attr(TIE_BREAK, loss)
+            temperature = refit_temperature(config, spec.prepared, RunLayout(Path(spec.trial_dir)))
+            if temperature is not None:
+                trial.set_user_attr(REFIT_TEMPERATURE, temperature)
             study.tell(trial, result.best_metric)
             state, value = "complete", result.best_metric
     seconds = time.perf_counter() - started
@@ -192,6 +195,15 @@ def describe_sweep_version(name: str, version: str, summary: dict, space: list[s
         f"Best trial {summary['best_trial']}: validation {summary['metric']} {summary['best_value']:.4f} with "
         + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.items()),
         "Space: " + "; ".join(space),
-        f"Winner trained on: {summary['refit_on']}",
+        f"Winner trained on: {summary['refit_on']}" + _given_temperature(summary),
     ]
     client.update_model_version(name, version, description=current + "\n".join(lines))
+
+
+def _given_temperature(summary: dict) -> str:
+    if summary.get("best_temperature") is None:
+        return ""
+    return (
+        f"; temperature {summary['best_temperature']:.3f} given, fitted by trial {summary['best_trial']} "
+        "on the validation rows it was scored on"
+    )

@@ -89,6 +89,8 @@ class FinetuneConfig(Strict):
         if training.class_weights != "none" and self.task != "classification":
             hint = " (multilabel: training.pos_weight)" if self.task == "multilabel" else ""
             raise ValueError(f"training.class_weights needs task classification{hint}")
+        if training.temperature is not None and self.task != "classification":
+            raise ValueError("training.temperature needs task classification (multilabel fits one per label)")
         if training.pos_weight not in (None, "none") and self.task != "multilabel":
             raise ValueError("training.pos_weight needs task multilabel (classification: training.class_weights)")
         if isinstance(training.pos_weight, dict):

@@ -171,6 +171,14 @@ class TrainingConfig(Strict):
         description="Fit temperature scaling on validation (classification); on a validation split too small to "
         "decide on, on the label review's out-of-fold predictions instead.",
     )
+    temperature: float | None = Field(
+        None,
+        gt=0,
+        allow_inf_nan=False,
+        description="A temperature given, not fitted (classification): stored with the model as it is, and "
+        "`calibrate` fits none. `finetune tune` sets it for its winner under `search.refit_on: "
+        "train+validation`: the one its winning trial fitted on the validation rows (docs/how-to/tune.md).",
+    )
     drop_suspect_labels: bool = Field(
         False,
         description="Train the stages after the label review without the rows it flags (recorded in "

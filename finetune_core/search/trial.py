@@ -8,10 +8,12 @@ from pathlib import Path
 from finetune_core.config.finetune import FinetuneConfig
 from finetune_core.data.labels import read_labels
 from finetune_core.data.prepare import PreparedData
+from finetune_core.metrics.calibration import fit_temperature
 from finetune_core.model.embedding_and_dropout import checkpoint_dropout
 from finetune_core.run_layout import RunLayout
 from finetune_core.training import frozen_stage, unfrozen_stage
 from finetune_core.training.contrastive import pair_learning_rate, train_contrastive
+from finetune_core.training.encoded_splits import outputs_for
 from finetune_core.training.loop import EpochCallback, StageResult
 from finetune_core.training.stage_setup import StageInputs
 
@@ -92,6 +94,19 @@ def train_trial(
     return unfrozen_stage.train_unfrozen(
         StageInputs(config, prepared, start, layout.model, on_epoch_end, layout.checkpoints, False)
     )
+
+
+def refit_temperature(config: FinetuneConfig, prepared: PreparedData, layout: RunLayout) -> float | None:
+    """The temperature of this trial's model (its scored epoch) fitted on the validation rows it was scored
+    on: the one the winner is given when it trains on those rows too (``search.refit_on: train+validation``,
+    docs/decisions/sweep-refit.md). None where the winner fits its own, or none."""
+    if not (config.search.refit_on == "train+validation" and prepared.task == "classification"):
+        return None
+    if not config.training.calibrate or config.training.temperature is not None:
+        return None
+    model_dir = layout.model if pruned_stage(config) == "unfrozen" else layout.frozen
+    outputs, targets, _ = outputs_for(config, prepared, model_dir, "validation")
+    return fit_temperature(outputs, targets)
 
 
 def scored_epoch_loss(result: StageResult, loss_metric: str) -> float | None:

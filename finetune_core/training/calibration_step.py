@@ -27,8 +27,9 @@ OUT_OF_FOLD_PRIOR_SD = 0.5
 
 
 def calibrate(config: FinetuneConfig, prepared: PreparedData, model_dir: Path) -> dict:
-    """Fit temperature scaling on validation and store it with the model (classification); for
-    multilabel, per-label temperatures and decision thresholds (tuned even when not calibrating)."""
+    """Fit temperature scaling on validation and store it with the model (classification; a
+    ``training.temperature`` given is stored instead); for multilabel, per-label temperatures and
+    decision thresholds (tuned even when not calibrating)."""
     if prepared.task == "multilabel":
         outputs, targets, meta = outputs_for(config, prepared, model_dir, "validation")
         trained = label_matrix(read_labels(prepared.paths["train"]), len(prepared.labels)).sum(axis=0) > 0
@@ -38,7 +39,14 @@ def calibrate(config: FinetuneConfig, prepared: PreparedData, model_dir: Path) -
         meta.calibration_notes = rule["notes"]
         write_meta(meta, model_dir)
         return rule["summary"]
-    if prepared.task != "classification" or not config.training.calibrate:
+    if prepared.task != "classification":
+        return {}
+    if config.training.temperature is not None:  # given (a sweep's winner trained on its validation rows)
+        meta = load_meta(model_dir)
+        meta.temperature = config.training.temperature
+        write_meta(meta, model_dir)
+        return {"temperature": meta.temperature, "temperature_given": 1.0}
+    if not config.training.calibrate:
         return {}
     outputs, targets, meta = outputs_for(config, prepared, model_dir, "validation")
     return _save_temperature(meta, model_dir, outputs, targets, "val", fit_temperature(outputs, targets))

@@ -108,3 +108,12 @@ def test_flatten_and_fingerprint_are_stable():
     assert flat["backbone.candidates"] == '["bundled:all-MiniLM-L6-v2"]'
     assert config.fingerprint() == validate_config(MINIMAL).fingerprint()
     assert config.fingerprint() != validate_config({**MINIMAL, "task": "regression"}).fingerprint()
+
+
+def test_a_given_temperature_needs_a_positive_value_and_classification():
+    base = {"train": "a.csv", "test": "b.csv"}
+    for bad in (0, -1.0):
+        with pytest.raises(ConfigError, match="training.temperature"):
+            validate_config({"data": base, "training": {"temperature": bad}})
+    with pytest.raises(ConfigError, match="training.temperature needs task classification"):
+        validate_config({"task": "regression", "data": base, "training": {"temperature": 1.5}})

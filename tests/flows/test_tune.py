@@ -3,11 +3,15 @@ pruned by epoch, the winner registered through the gates; crashes, resume and a 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import optuna
 import pytest
 from mlflow import MlflowClient
 
 from finetune_core.config.loading import validate_config
+from finetune_core.run_layout import RunLayout
+from finetune_core.serving.predictor import load_meta
 from tests.conftest import tiny_config
 
 # Validation loss is continuous (accuracy on 12 rows ties), so the median pruner has something to prune.
@@ -57,6 +61,8 @@ def test_sweep_prunes_nests_and_registers_the_winner(prefect_server, tiny_backbo
 
     winner = result.winner
     assert winner is not None and winner.gate_passed
+    assert result.best_temperature is None  # refit_on train: the winner fits its own on validation
+    assert "temperature_given" not in winner.calibration and winner.calibration["temperature"] > 0
     version = client.get_model_version(winner.registered_model, winner.model_version)
     assert version.tags["sweep_run_id"] == result.parent_run_id
     assert f"Best trial {result.best_trial}" in version.description and result.study in version.description
@@ -92,7 +98,8 @@ def test_a_crashing_trial_is_recorded_failed_and_the_sweep_goes_on(
 def test_refit_on_train_and_validation_trains_the_winner_on_both(
     prefect_server, tiny_backbone, sst2_small, tracking_uri, tmp_path
 ):
-    """The trials score on the 12 held-out rows; the winner, chosen, trains on all 120."""
+    """The trials score on the 12 held-out rows; the winner, chosen, trains on all 120, and is given the
+    temperature its trial fitted on those 12 (it has none left to fit one on)."""
     from flows.tune import tune
 
     raw = sweep_config(tiny_backbone, sst2_small, tracking_uri, tmp_path, n_trials=2, refit_on="train+validation")
@@ -105,3 +112,13 @@ def test_refit_on_train_and_validation_trains_the_winner_on_both(
     assert client.get_run(result.parent_run_id).data.metrics["data/rows_train"] == 108  # the trials': train only
     version = client.get_model_version(result.winner.registered_model, result.winner.model_version)
     assert "Winner trained on: train+validation" in version.description
+
+    temperature = result.best_temperature
+    assert temperature is not None and temperature > 0 and temperature != 1.0
+    best = optuna.load_study(study_name=result.study, storage=f"sqlite:///{tmp_path / 'optuna.db'}").best_trial
+    assert best.user_attrs["refit_temperature"] == temperature
+    assert float(run.params["training.temperature"]) == pytest.approx(temperature)
+    assert run.metrics["calibration/temperature"] == pytest.approx(temperature)
+    assert run.metrics["calibration/temperature_given"] == 1.0
+    assert load_meta(RunLayout(Path(result.winner.run_dir)).model).temperature == pytest.approx(temperature)
+    assert f"temperature {temperature:.3f} given, fitted by trial {result.best_trial}" in version.description

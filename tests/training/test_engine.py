@@ -304,3 +304,16 @@ def test_calibration_is_stored_with_the_model(task_files, tiny_backbone):
     assert load_model_dir(task_files / "frozen")[2].temperature == pytest.approx(calibration["temperature"])
     metrics = evaluate_model(config, prepared, task_files / "frozen")
     assert {"ece", "ece_uncalibrated"} <= set(metrics)
+
+
+def test_a_given_temperature_is_stored_not_fitted(task_files, tiny_backbone):
+    """``training.temperature`` (a sweep's winner trained on its validation rows) is stored as it is."""
+    config = make_config(task_files, tiny_backbone)
+    prepared = prepare_splits(config, task_files / "data")
+    frozen_stage.train_frozen(StageInputs(config, prepared, str(tiny_backbone), task_files / "frozen"))
+    given = config.model_copy(update={"training": config.training.model_copy(update={"temperature": 1.7})})
+    calibration = calibration_step.calibrate(given, prepared, task_files / "frozen")
+    assert calibration == {"temperature": 1.7, "temperature_given": 1.0}
+    assert load_model_dir(task_files / "frozen")[2].temperature == 1.7
+    metrics = evaluate_model(given, prepared, task_files / "frozen")
+    assert metrics["ece"] != metrics["ece_uncalibrated"]  # the served probabilities use it
