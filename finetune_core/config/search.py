@@ -93,6 +93,6 @@ class SearchConfig(Strict):
         "train",
         description="What the winner trains on once the study has chosen it: train (its validation split keeps "
         "the best epoch and fits the temperature, as in every trial), or train+validation (the split's job is "
-        "done once the trial is chosen; its rows train too, without best-epoch restore, early stopping or "
-        "temperature).",
+        "done once the trial is chosen; its rows train too, without best-epoch restore or early stopping, and "
+        "with the temperature its trial fitted on them).",
     )
