@@ -89,6 +89,12 @@ class FinetuneConfig(Strict):
         if training.class_weights != "none" and self.task != "classification":
             hint = " (multilabel: training.pos_weight)" if self.task == "multilabel" else ""
             raise ValueError(f"training.class_weights needs task classification{hint}")
+        if self.task == "multilabel" and (self.data.train_on_validation or self.search.refit_on != "train"):
+            key = "data.train_on_validation" if self.data.train_on_validation else "search.refit_on"
+            raise ValueError(
+                f"{key}: multilabel tunes its decision thresholds on the validation rows, so they cannot train "
+                "too (keep search.refit_on: train, data.train_on_validation: false)"
+            )
         if training.temperature is not None and self.task != "classification":
             raise ValueError("training.temperature needs task classification (multilabel fits one per label)")
         if training.pos_weight not in (None, "none") and self.task != "multilabel":

@@ -94,5 +94,5 @@ class SearchConfig(Strict):
         description="What the winner trains on once the study has chosen it: train (its validation split keeps "
         "the best epoch and fits the temperature, as in every trial), or train+validation (the split's job is "
         "done once the trial is chosen; its rows train too, without best-epoch restore or early stopping, and "
-        "with the temperature its trial fitted on them).",
+        "with the temperature its trial fitted on them; not for multilabel, whose thresholds are tuned on them).",
     )

@@ -40,7 +40,8 @@ class DataConfig(Strict):
         False,
         description="Train on the validation rows too (held out of train, or the `validation` file): the run "
         "then has no split to keep its best epoch on, stop early on or fit a temperature on. `finetune tune` "
-        "sets it for its winner under `search.refit_on: train+validation`.",
+        "sets it for its winner under `search.refit_on: train+validation`. Not for multilabel (its decision "
+        "thresholds are tuned on these rows).",
     )
     max_train_samples: int | None = Field(
         None, gt=0, description="Optional seeded subsample of train (after the validation split)."

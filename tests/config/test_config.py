@@ -117,3 +117,12 @@ def test_a_given_temperature_needs_a_positive_value_and_classification():
             validate_config({"data": base, "training": {"temperature": bad}})
     with pytest.raises(ConfigError, match="training.temperature needs task classification"):
         validate_config({"task": "regression", "data": base, "training": {"temperature": 1.5}})
+
+
+def test_multilabel_refuses_to_train_on_the_rows_its_thresholds_are_tuned_on():
+    base = {"train": "a.jsonl", "test": "b.jsonl"}
+    with pytest.raises(ConfigError, match="data.train_on_validation: multilabel tunes its decision thresholds"):
+        validate_config({"task": "multilabel", "data": {**base, "train_on_validation": True}})
+    with pytest.raises(ConfigError, match="search.refit_on: multilabel tunes its decision thresholds"):
+        validate_config({"task": "multilabel", "data": base, "search": {"refit_on": "train+validation"}})
+    validate_config({"task": "classification", "data": base, "search": {"refit_on": "train+validation"}})
