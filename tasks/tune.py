@@ -104,14 +104,16 @@ def run_trial(spec: TrialSpec, tracking_uri: str) -> TrialOutcome:
             signal, sign = pruning_signal(config, spec.prepared.task)
             stage = pruned_stage(config)
             pruner = PruningCallback(trial, stage, signal, last_epoch=stage_epochs(config, stage), sign=sign)
+            layout = RunLayout(Path(spec.trial_dir))
             result = train_trial(
                 config,
                 spec.prepared,
                 backbone=spec.backbone,
-                layout=RunLayout(Path(spec.trial_dir)),
+                layout=layout,
                 stage1=Path(spec.stage1) if spec.stage1 else None,
                 on_epoch_end=chain(epoch_logger(run_id), pruner),
             )
+            temperature = None if pruner.pruned_at is not None else refit_temperature(config, spec.prepared, layout)
         except Exception as exc:  # the trial's failure, not the sweep's
             error = f"{type(exc).__name__}: {exc}"
             trial.set_user_attr("error", error[:2000])
@@ -126,7 +128,6 @@ def run_trial(spec: TrialSpec, tracking_uri: str) -> TrialOutcome:
             loss = scored_epoch_loss(result, LOSS_METRIC[spec.prepared.task])
             if loss is not None:
                 trial.set_user_attr(TIE_BREAK, loss)
-            temperature = refit_temperature(config, spec.prepared, RunLayout(Path(spec.trial_dir)))
             if temperature is not None:
                 trial.set_user_attr(REFIT_TEMPERATURE, temperature)
             study.tell(trial, result.best_metric)
