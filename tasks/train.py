@@ -208,11 +208,12 @@ def calibrate(config: FinetuneConfig, prepared: PreparedData, layout: RunLayout,
         for note in load_meta(layout.model).calibration_notes:
             logger.info("%s", note)
         return calibration
+    if not calibration:
+        return calibration
+    log_metrics(run_id, calibration, prefix="calibration/")
     if "temperature_given" in calibration:
-        log_metrics(run_id, calibration, prefix="calibration/")
         get_run_logger().info("temperature %.3f given in training.temperature, not fitted", calibration["temperature"])
-    elif calibration:
-        log_metrics(run_id, calibration, prefix="calibration/")
+    else:
         get_run_logger().info(
             "temperature %.3f (validation ECE %.4f -> %.4f)",
             calibration["temperature"],
