@@ -1,0 +1,101 @@
+"""Our sweep's winner trained again on train + validation, paired with the sweep that chose it (issue 44).
+
+    python -m bench.tune_refit FILE [FILE ...] [--last-epoch-too] [--reproduce] --out OUT
+
+Each FILE is a `bench.tune` results file whose sweep trained its winner on train (`search.refit_on: train`).
+For each of its seeds, the winner's parameters (from FILE: the sweep is not run again) are trained once more as
+`search.refit_on: train+validation` trains them (`finetune_core.search.refit.winner_config`): on the same train
+split **and the validation rows the trials were scored on**, the scored stage stopped at the epoch the winning
+trial was scored on (its first best validation accuracy, read from FILE's per-epoch record), then scored on test.
+
+A refit sweep asks the same trials as the sweep in FILE (same split, seeds and sampler; only the trial count a
+time budget allows can differ), so this is its winner without running the search again: what the refit itself
+changes, seed by seed. It gives no temperature (the trial's is not in FILE): accuracy only, the ECE uncalibrated.
+``--last-epoch-too``: the same refit keeping its last epoch (the behaviour before ``stop_after_epoch``), where
+the trial was scored before its last epoch. ``--reproduce``: the winner on train alone again (FILE's own score,
+if training is deterministic). Writes OUT; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from bench.machine import machine
+from bench.paths import invocation
+from bench.tune import data_files, raw_config, start_flow_api
+
+
+def scored_epoch(run: dict) -> int:
+    """The epoch the winning trial was scored on: its first best validation accuracy (the loop keeps the
+    first of equal bests)."""
+    ours = run["ours"]
+    trial = next(t for t in ours["trial_list"] if t["state"] == "complete" and t["params"] == ours["best_params"])
+    curve = trial["epochs"]
+    return curve.index(max(curve)) + 1
+
+
+def _winner(raw: dict, best_params: dict, refit_on: str, epoch: int | None) -> dict:
+    from finetune_core.config.loading import validate_config
+    from finetune_core.search.refit import winner_config
+    from flows.finetune import finetune
+
+    config = validate_config({**raw, "search": {**raw["search"], "refit_on": refit_on}})
+    winner = winner_config(config, best_params, scored_epoch=epoch)
+    started = time.perf_counter()
+    result = finetune(winner)
+    return {
+        "test_accuracy": result.metrics["accuracy"],
+        "test_ece_uncalibrated": result.metrics.get("ece_uncalibrated", result.metrics.get("ece")),
+        "stop_after_epoch": winner.training.unfrozen.stop_after_epoch,  # None: the scored epoch was the last
+        "wall_seconds": time.perf_counter() - started,
+    }
+
+
+def one_seed(source: dict, run: dict, last_epoch_too: bool, reproduce: bool) -> dict:
+    from finetune_core.config.loading import apply_overrides
+
+    epoch = scored_epoch(run)
+    row = {"seed": run["seed"], "ours": run["ours"]["test_accuracy"], "hf": run.get("hf", {}).get("test_accuracy")}
+    row.update(scored_epoch=epoch, best_params=run["ours"]["best_params"])
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        files = data_files(source["dataset"], source["rows"] or None, workdir)
+
+        def raw(name: str) -> dict:
+            config = raw_config(source["dataset"], files, workdir / name, run["seed"], {})
+            return apply_overrides(config, list(source.get("ours_set") or []))
+
+        row["refit"] = _winner(raw("refit"), run["ours"]["best_params"], "train+validation", epoch)
+        if last_epoch_too and row["refit"]["stop_after_epoch"] is not None:
+            row["refit_last_epoch"] = _winner(raw("last"), run["ours"]["best_params"], "train+validation", None)
+        if reproduce:
+            row["train_again"] = _winner(raw("train"), run["ours"]["best_params"], "train", None)
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("files", type=Path, nargs="+")
+    parser.add_argument("--last-epoch-too", action="store_true", help="the refit keeping its last epoch too")
+    parser.add_argument("--reproduce", action="store_true", help="the winner on train alone again too")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    start_flow_api()
+    result = {"sources": [str(f) for f in args.files], "runs": []}
+    result.update(machine=machine(), command=invocation("bench.tune_refit"))
+    for path in args.files:
+        source = json.loads(path.read_text())
+        result.update(dataset=source["dataset"], rows=source["rows"])
+        for run in source["runs"]:  # written after each seed
+            row = one_seed(source, run, args.last_epoch_too, args.reproduce)
+            result["runs"].append({"source": str(path), **row})
+            args.out.write_text(json.dumps(result, indent=2, default=str))
+            print(json.dumps({k: v for k, v in row.items() if k != "best_params"}, default=str), flush=True)
+
+
+if __name__ == "__main__":
+    main()
