@@ -1,19 +1,18 @@
 """Our sweep's winner trained again on train + validation, paired with the sweep that chose it (issue 44).
 
-    python -m bench.tune_refit FILE [FILE ...] [--last-epoch-too] [--reproduce] --out OUT
+    python -m bench.tune_refit FILE [FILE ...] [--reproduce] --out OUT
 
 Each FILE is a `bench.tune` results file whose sweep trained its winner on train (`search.refit_on: train`).
 For each of its seeds, the winner's parameters (from FILE: the sweep is not run again) are trained once more as
 `search.refit_on: train+validation` trains them (`finetune_core.search.refit.winner_config`): on the same train
-split **and the validation rows the trials were scored on**, the scored stage stopped at the epoch the winning
-trial was scored on (its first best validation accuracy, read from FILE's per-epoch record), then scored on test.
+split **and the validation rows the trials were scored on**, its last epoch kept, then scored on test.
 
 A refit sweep asks the same trials as the sweep in FILE (same split, seeds and sampler; only the trial count a
 time budget allows can differ), so this is its winner without running the search again: what the refit itself
 changes, seed by seed. It gives no temperature (the trial's is not in FILE): accuracy only, the ECE uncalibrated.
-``--last-epoch-too``: the same refit keeping its last epoch (the behaviour before ``stop_after_epoch``), where
-the trial was scored before its last epoch. ``--reproduce``: the winner on train alone again (FILE's own score,
-if training is deterministic). Writes OUT; asserts nothing.
+``--reproduce``: the winner on train alone again (FILE's own score, if training is deterministic). The epoch
+the winning trial was scored on (its first best validation accuracy) is recorded beside it. Writes OUT; asserts
+nothing.
 """
 
 from __future__ import annotations
@@ -38,29 +37,28 @@ def scored_epoch(run: dict) -> int:
     return curve.index(max(curve)) + 1
 
 
-def _winner(raw: dict, best_params: dict, refit_on: str, epoch: int | None) -> dict:
+def _winner(raw: dict, best_params: dict, refit_on: str) -> dict:
     from finetune_core.config.loading import validate_config
     from finetune_core.search.refit import winner_config
     from flows.finetune import finetune
 
     config = validate_config({**raw, "search": {**raw["search"], "refit_on": refit_on}})
-    winner = winner_config(config, best_params, scored_epoch=epoch)
+    winner = winner_config(config, best_params)
     started = time.perf_counter()
     result = finetune(winner)
     return {
         "test_accuracy": result.metrics["accuracy"],
         "test_ece_uncalibrated": result.metrics.get("ece_uncalibrated", result.metrics.get("ece")),
-        "stop_after_epoch": winner.training.unfrozen.stop_after_epoch,  # None: the scored epoch was the last
+        "epochs": winner.training.unfrozen.epochs,
         "wall_seconds": time.perf_counter() - started,
     }
 
 
-def one_seed(source: dict, run: dict, last_epoch_too: bool, reproduce: bool) -> dict:
+def one_seed(source: dict, run: dict, reproduce: bool) -> dict:
     from finetune_core.config.loading import apply_overrides
 
-    epoch = scored_epoch(run)
     row = {"seed": run["seed"], "ours": run["ours"]["test_accuracy"], "hf": run.get("hf", {}).get("test_accuracy")}
-    row.update(scored_epoch=epoch, best_params=run["ours"]["best_params"])
+    row.update(scored_epoch=scored_epoch(run), best_params=run["ours"]["best_params"])
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         files = data_files(source["dataset"], source["rows"] or None, workdir)
@@ -69,18 +67,15 @@ def one_seed(source: dict, run: dict, last_epoch_too: bool, reproduce: bool) -> 
             config = raw_config(source["dataset"], files, workdir / name, run["seed"], {})
             return apply_overrides(config, list(source.get("ours_set") or []))
 
-        row["refit"] = _winner(raw("refit"), run["ours"]["best_params"], "train+validation", epoch)
-        if last_epoch_too and row["refit"]["stop_after_epoch"] is not None:
-            row["refit_last_epoch"] = _winner(raw("last"), run["ours"]["best_params"], "train+validation", None)
+        row["refit"] = _winner(raw("refit"), run["ours"]["best_params"], "train+validation")
         if reproduce:
-            row["train_again"] = _winner(raw("train"), run["ours"]["best_params"], "train", None)
+            row["train_again"] = _winner(raw("train"), run["ours"]["best_params"], "train")
     return row
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("files", type=Path, nargs="+")
-    parser.add_argument("--last-epoch-too", action="store_true", help="the refit keeping its last epoch too")
     parser.add_argument("--reproduce", action="store_true", help="the winner on train alone again too")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
@@ -91,7 +86,7 @@ def main() -> None:
         source = json.loads(path.read_text())
         result.update(dataset=source["dataset"], rows=source["rows"])
         for run in source["runs"]:  # written after each seed
-            row = one_seed(source, run, args.last_epoch_too, args.reproduce)
+            row = one_seed(source, run, args.reproduce)
             result["runs"].append({"source": str(path), **row})
             args.out.write_text(json.dumps(result, indent=2, default=str))
             print(json.dumps({k: v for k, v in row.items() if k != "best_params"}, default=str), flush=True)

@@ -30,7 +30,6 @@ from finetune_core.search.refit import winner_config
 from finetune_core.search.space import distributions, given_point, resolve_space, study_name
 from finetune_core.search.study import (
     REFIT_TEMPERATURE,
-    SCORED_EPOCH,
     ask,
     best_trial,
     counts,
@@ -63,7 +62,6 @@ class TuneResult(BaseModel):
     best_value: float
     best_params: dict
     best_temperature: float | None = None  # under refit_on train+validation: given to the winner
-    best_epoch: int | None = None  # the epoch the best trial was scored on (its scored stage's)
     space: list[str]
     winner: FinetuneResult | None = None  # None: trials only (another worker registers)
 
@@ -253,7 +251,6 @@ def _summary(study, config, name: str, parent: str, outcomes) -> dict:
         best_value=best.value,
         best_params=best.params,
         best_temperature=best.user_attrs.get(REFIT_TEMPERATURE),
-        best_epoch=best.user_attrs.get(SCORED_EPOCH),
     )
 
 
@@ -262,19 +259,16 @@ def _register_winner(config: FinetuneConfig, result: TuneResult) -> FinetuneResu
     same DAG as any candidate (evaluated once on test, gated, registered). Trained again rather than
     reusing the trial's weights: same configuration, data and seed give the same model, and the run
     then holds everything a run holds (calibration, review files, lineage), from any worker's trial.
-    Under ``search.refit_on: train+validation`` the validation rows train too, the winner stops at the epoch
-    its trial was scored on and is given the temperature its trial fitted (``winner_config``)."""
-    merged = winner_config(
-        config, result.best_params, temperature=result.best_temperature, scored_epoch=result.best_epoch
-    )
+    Under ``search.refit_on: train+validation`` the validation rows train too, and the winner is given the
+    temperature its trial fitted on them (``winner_config``)."""
+    merged = winner_config(config, result.best_params, temperature=result.best_temperature)
     tags = {
         "sweep_run_id": result.parent_run_id,
         "sweep_study": result.study,
         "sweep_best_trial": str(result.best_trial),
     }
     winner = finetune(merged, extra_tags=tags, run_key=result.study)
-    stopped = getattr(merged.training, pruned_stage(merged)).stop_after_epoch
-    summary = {**result.model_dump(), "refit_on": config.search.refit_on, "stop_after_epoch": stopped}
+    summary = {**result.model_dump(), "refit_on": config.search.refit_on}
     describe_sweep_version(winner.registered_model, winner.model_version, summary, result.space)
     client = MlflowClient()
     client.set_tag(result.parent_run_id, "winner_run_id", winner.mlflow_run_id)

@@ -22,7 +22,7 @@ from finetune_core.metric_table import primary_metric
 from finetune_core.run_layout import RunLayout
 from finetune_core.search.pruning import LOSS_METRIC, PruningCallback, chain, pruning_signal
 from finetune_core.search.space import with_overrides
-from finetune_core.search.study import REFIT_TEMPERATURE, SCORED_EPOCH, TIE_BREAK, heartbeat, load_trial
+from finetune_core.search.study import REFIT_TEMPERATURE, TIE_BREAK, heartbeat, load_trial
 from finetune_core.search.trial import pruned_stage, refit_temperature, scored_epoch_loss, stage_epochs, train_trial
 from tasks.mlflow_io.tracking import epoch_logger, log_metrics, shorten, use_store
 
@@ -130,7 +130,6 @@ def run_trial(spec: TrialSpec, tracking_uri: str) -> TrialOutcome:
                 trial.set_user_attr(TIE_BREAK, loss)
             if temperature is not None:
                 trial.set_user_attr(REFIT_TEMPERATURE, temperature)
-            trial.set_user_attr(SCORED_EPOCH, result.best_epoch)
             study.tell(trial, result.best_metric)
             state, value = "complete", result.best_metric
     seconds = time.perf_counter() - started
@@ -197,21 +196,15 @@ def describe_sweep_version(name: str, version: str, summary: dict, space: list[s
         f"Best trial {summary['best_trial']}: validation {summary['metric']} {summary['best_value']:.4f} with "
         + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.items()),
         "Space: " + "; ".join(space),
-        f"Winner trained on: {summary['refit_on']}" + _refit_terms(summary),
+        f"Winner trained on: {summary['refit_on']}" + _given_temperature(summary),
     ]
     client.update_model_version(name, version, description=current + "\n".join(lines))
 
 
-def _refit_terms(summary: dict) -> str:
-    """Under refit_on train+validation: the epoch the winner stopped at and the temperature it was given."""
-    terms = []
-    if summary.get("stop_after_epoch"):
-        terms.append(
-            f"stopped after epoch {summary['stop_after_epoch']}, the one trial {summary['best_trial']} was scored at"
-        )
-    if summary.get("best_temperature") is not None:
-        terms.append(
-            f"temperature {summary['best_temperature']:.3f} given, fitted by trial {summary['best_trial']} "
-            "on the validation rows it was scored on"
-        )
-    return "".join(f"; {term}" for term in terms)
+def _given_temperature(summary: dict) -> str:
+    if summary.get("best_temperature") is None:
+        return ""
+    return (
+        f"; temperature {summary['best_temperature']:.3f} given, fitted by trial {summary['best_trial']} "
+        "on the validation rows it was scored on"
+    )

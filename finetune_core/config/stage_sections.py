@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from finetune_core.config.base import Strict
 
@@ -16,25 +16,7 @@ class StageConfig(Strict):
     learning_rate: float = Field(gt=0, le=1, description="Peak learning rate of this stage.")
 
 
-class StopsAfterEpoch(StageConfig):
-    """A stage whose epoch loop can stop at a given epoch, its schedule still planned for all its epochs."""
-
-    stop_after_epoch: int | None = Field(
-        None,
-        ge=1,
-        description="Stop after this epoch, the learning-rate schedule still planned for all `epochs`: the model "
-        "as it was at that epoch of the full run. `finetune tune` sets it for its winner under `search.refit_on: "
-        "train+validation`: the epoch its winning trial was scored on (docs/how-to/tune.md).",
-    )
-
-    @model_validator(mode="after")
-    def _within_epochs(self):
-        if self.stop_after_epoch is not None and self.stop_after_epoch > self.epochs:
-            raise ValueError(f"stop_after_epoch {self.stop_after_epoch} is past the stage's {self.epochs} epochs")
-        return self
-
-
-class FrozenStageConfig(StopsAfterEpoch):
+class FrozenStageConfig(StageConfig):
     epochs: int = Field(
         20, ge=0, description="Epochs training the head on cached frozen-backbone features (0 skips it); cheap."
     )
@@ -59,7 +41,7 @@ class FrozenStageConfig(StopsAfterEpoch):
     )
 
 
-class UnfrozenStageConfig(StopsAfterEpoch):
+class UnfrozenStageConfig(StageConfig):
     epochs: int = Field(3, ge=0, description="Epochs fine-tuning everything (0 skips it).")
     # 1e-4, not run_glue's 5e-5: better on both small sets measured (docs/decisions/stage2-learning-rate.md).
     learning_rate: float = Field(1e-4, gt=0, le=1, description="Peak learning rate of the top layer and head.")

@@ -13,7 +13,6 @@ from finetune_core.config.finetune import FinetuneConfig
 from finetune_core.metric_table import primary_metric
 
 TIE_BREAK = "validation_loss"  # a complete trial's user attribute: its loss at the epoch it is scored on
-SCORED_EPOCH = "scored_epoch"  # a complete trial's: the epoch of its scored stage its value was read at
 REFIT_TEMPERATURE = "refit_temperature"  # under refit_on train+validation: the winner's temperature (trial.py)
 OPTUNA_SCHEMA = "optuna"  # in a shared PostgreSQL: apart from MLflow's tables (both use alembic_version)
 

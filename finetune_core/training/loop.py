@@ -124,7 +124,6 @@ class EpochLoop:
     metric: str  # validation metric selecting the best epoch, e.g. "val_accuracy"
     larger_is_better: bool
     patience: int | None = None
-    stop_after: int | None = None  # the last epoch to train, the schedule planned for all `epochs`
     keep_best: bool = True
     max_seconds: float | None = None  # training-time budget of the stage
     deadline: float | None = None  # set by run(); train_epoch stops its batches there
@@ -217,11 +216,9 @@ class EpochLoop:
         return metrics
 
     def _stops_after(self, epoch: int, result: StageResult, progress: Progress) -> bool:
-        """Early stopping's patience run out, the epoch to stop after reached, or the time budget spent."""
+        """Early stopping's patience run out, or the time budget spent."""
         stop = bool(self.patience) and progress.epochs_without_improvement >= self.patience
         result.stopped_early = stop and epoch < self.epochs
-        if self.stop_after is not None and epoch >= self.stop_after and epoch < self.epochs:
-            stop, result.extra["stopped_after_epoch"] = True, epoch
         if self.deadline is not None and time.perf_counter() >= self.deadline:
             stop, result.extra["time_budget_reached"] = True, True
         return stop

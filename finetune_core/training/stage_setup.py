@@ -97,7 +97,6 @@ def stage_loop(
         metric=f"val_{metric}",
         larger_is_better=larger,
         patience=config.training.early_stopping_patience,
-        stop_after=getattr(config.training, stage).stop_after_epoch,  # stage: frozen or unfrozen
         keep_best=config.training.keep_best,
         checkpointer=Checkpointer(Path(checkpoints) / stage if checkpoints else None),
         on_epoch_end=inputs.on_epoch_end,

@@ -317,21 +317,3 @@ def test_a_given_temperature_is_stored_not_fitted(task_files, tiny_backbone):
     assert load_model_dir(task_files / "frozen")[2].temperature == 1.7
     metrics = evaluate_model(given, prepared, task_files / "frozen")
     assert metrics["ece"] != metrics["ece_uncalibrated"]  # the served probabilities use it
-
-
-def test_stop_after_epoch_ends_the_stage_there_on_the_schedule_of_every_epoch(task_files, tiny_backbone):
-    """The winner of a refit sweep: the model as the full run had it at that epoch (same learning rates)."""
-    full = make_config(task_files, tiny_backbone, keep_best=False)
-    unfrozen = full.training.unfrozen.model_copy(update={"stop_after_epoch": 2})
-    stopped = full.model_copy(update={"training": full.training.model_copy(update={"unfrozen": unfrozen})})
-    prepared = prepare_splits(full, task_files / "data")
-    frozen_stage.train_frozen(StageInputs(full, prepared, str(tiny_backbone), task_files / "frozen"))
-    runs = {
-        name: unfrozen_stage.train_unfrozen(StageInputs(config, prepared, task_files / "frozen", task_files / name))
-        for name, config in (("full", full), ("stopped", stopped))
-    }
-    assert runs["full"].epochs_run == 3 and runs["stopped"].epochs_run == 2
-    assert runs["stopped"].extra["stopped_after_epoch"] == 2 and not runs["stopped"].stopped_early
-    rates = {name: [e["learning_rate"] for e in run.history] for name, run in runs.items()}
-    assert rates["stopped"] == rates["full"][:2] and rates["stopped"][-1] > 0  # not a 2-epoch schedule's end
-    assert runs["stopped"].history[1]["val_loss"] == pytest.approx(runs["full"].history[1]["val_loss"], rel=1e-5)
