@@ -26,7 +26,7 @@ from finetune_core.errors import ConfigError
 from finetune_core.metric_table import primary_metric
 from finetune_core.redaction import redact_uri
 from finetune_core.run_layout import RunLayout, inputs_digest
-from finetune_core.search.refit import winner_config
+from finetune_core.search.refit import refit_on, winner_config
 from finetune_core.search.space import distributions, given_point, resolve_space, study_name
 from finetune_core.search.study import (
     REFIT_TEMPERATURE,
@@ -268,7 +268,7 @@ def _register_winner(config: FinetuneConfig, result: TuneResult) -> FinetuneResu
         "sweep_best_trial": str(result.best_trial),
     }
     winner = finetune(merged, extra_tags=tags, run_key=result.study)
-    summary = {**result.model_dump(), "refit_on": config.search.refit_on}
+    summary = {**result.model_dump(), "refit_on": refit_on(config)}
     describe_sweep_version(winner.registered_model, winner.model_version, summary, result.space)
     client = MlflowClient()
     client.set_tag(result.parent_run_id, "winner_run_id", winner.mlflow_run_id)

@@ -89,7 +89,7 @@ class FinetuneConfig(Strict):
         if training.class_weights != "none" and self.task != "classification":
             hint = " (multilabel: training.pos_weight)" if self.task == "multilabel" else ""
             raise ValueError(f"training.class_weights needs task classification{hint}")
-        if self.task == "multilabel" and (self.data.train_on_validation or self.search.refit_on != "train"):
+        if self.task == "multilabel" and (self.data.train_on_validation or self.search.refit_on == "train+validation"):
             key = "data.train_on_validation" if self.data.train_on_validation else "search.refit_on"
             raise ValueError(
                 f"{key}: multilabel tunes its decision thresholds on the validation rows, so they cannot train "

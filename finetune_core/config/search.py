@@ -89,10 +89,12 @@ class SearchConfig(Strict):
         "dead worker, is marked failed and retried once with the same parameters. Longer: fewer writes to a busy "
         "shared database; shorter: a dead worker's trial is retried sooner.",
     )
-    refit_on: Literal["train", "train+validation"] = Field(
-        "train",
+    # auto: a classification winner trains on every row: +1.0 point on MRPC, 0.0 on SST-2 (decisions/sweep-refit.md)
+    refit_on: Literal["auto", "train", "train+validation"] = Field(
+        "auto",
         description="What the winner trains on once the study has chosen it: train (its validation split keeps "
         "the best epoch and fits the temperature, as in every trial), or train+validation (the split's job is "
-        "done once the trial is chosen; its rows train too, without best-epoch restore or early stopping, and "
-        "with the temperature its trial fitted on them; not for multilabel, whose thresholds are tuned on them).",
+        "done once the trial is chosen; its rows train too, for the winner's last epoch without early stopping, "
+        "with the temperature its trial fitted on them; not for multilabel, whose thresholds are tuned on them). "
+        "auto: train+validation for classification, train for regression and multilabel.",
     )

@@ -11,6 +11,7 @@ from finetune_core.data.prepare import PreparedData
 from finetune_core.metrics.calibration import fit_temperature
 from finetune_core.model.embedding_and_dropout import checkpoint_dropout
 from finetune_core.run_layout import RunLayout
+from finetune_core.search.refit import refit_on
 from finetune_core.training import frozen_stage, unfrozen_stage
 from finetune_core.training.contrastive import pair_learning_rate, train_contrastive
 from finetune_core.training.encoded_splits import outputs_for
@@ -100,7 +101,7 @@ def refit_temperature(config: FinetuneConfig, prepared: PreparedData, layout: Ru
     """The temperature of this trial's model (its scored epoch) fitted on the validation rows it was scored
     on: the one the winner is given when it trains on those rows too (``search.refit_on: train+validation``,
     docs/decisions/sweep-refit.md). None where the winner fits its own, or none."""
-    if not (config.search.refit_on == "train+validation" and prepared.task == "classification"):
+    if not (refit_on(config) == "train+validation" and prepared.task == "classification"):
         return None
     if not config.training.calibrate or config.training.temperature is not None:
         return None

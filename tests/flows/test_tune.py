@@ -61,8 +61,6 @@ def test_sweep_prunes_nests_and_registers_the_winner(prefect_server, tiny_backbo
 
     winner = result.winner
     assert winner is not None and winner.gate_passed
-    assert result.best_temperature is None  # refit_on train: the winner fits its own on validation
-    assert "temperature_given" not in winner.calibration and winner.calibration["temperature"] > 0
     version = client.get_model_version(winner.registered_model, winner.model_version)
     assert version.tags["sweep_run_id"] == result.parent_run_id
     assert f"Best trial {result.best_trial}" in version.description and result.study in version.description
@@ -75,6 +73,24 @@ def test_sweep_prunes_nests_and_registers_the_winner(prefect_server, tiny_backbo
     assert study.trials[0].params == {"training.unfrozen.learning_rate": 1e-3}  # the configuration as given
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert all(t.user_attrs["validation_loss"] > 0 for t in complete)  # what breaks a tie
+
+
+def test_refit_on_train_keeps_the_validation_rows_out_of_the_winner(
+    prefect_server, tiny_backbone, sst2_small, tracking_uri, tmp_path
+):
+    """The winner's run holds out the rows its trials were scored on, and fits its own temperature there."""
+    from flows.tune import tune
+
+    result = tune(
+        validate_config(sweep_config(tiny_backbone, sst2_small, tracking_uri, tmp_path, n_trials=2, refit_on="train"))
+    )
+    client = MlflowClient(tracking_uri)
+    run = client.get_run(result.winner.mlflow_run_id).data
+    assert run.params["data.train_on_validation"] == "False" and run.metrics["data/rows_train"] == 108
+    assert result.best_temperature is None  # no trial fitted one: the winner has its validation rows
+    assert "temperature_given" not in result.winner.calibration and result.winner.calibration["temperature"] > 0
+    version = client.get_model_version(result.winner.registered_model, result.winner.model_version)
+    assert version.description.endswith("Winner trained on: train")  # no temperature given
 
 
 def test_a_crashing_trial_is_recorded_failed_and_the_sweep_goes_on(
@@ -95,14 +111,14 @@ def test_a_crashing_trial_is_recorded_failed_and_the_sweep_goes_on(
     assert "outside the backbone's 2 transformer blocks" in failed[0].data.tags["error"]
 
 
-def test_refit_on_train_and_validation_trains_the_winner_on_both(
+def test_a_classification_winner_trains_on_train_and_validation_by_default(
     prefect_server, tiny_backbone, sst2_small, tracking_uri, tmp_path
 ):
-    """The trials score on the 12 held-out rows; the winner, chosen, trains on all 120, and is given the
-    temperature its trial fitted on those 12 (it has none left to fit one on)."""
+    """`refit_on: auto`: the trials score on the 12 held-out rows; the winner, chosen, trains on all 120, and
+    is given the temperature its trial fitted on those 12 (it has none left to fit one on)."""
     from flows.tune import tune
 
-    raw = sweep_config(tiny_backbone, sst2_small, tracking_uri, tmp_path, n_trials=2, refit_on="train+validation")
+    raw = sweep_config(tiny_backbone, sst2_small, tracking_uri, tmp_path, n_trials=2)
     result = tune(validate_config(raw))
 
     client = MlflowClient(tracking_uri)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
 from finetune_core.config.loading import validate_config
-from finetune_core.search.refit import winner_config
+from finetune_core.search.refit import refit_on, winner_config
 
 DATA = {"train": "train.csv", "test": "test.csv"}
 BEST = {"training.unfrozen.learning_rate": 2e-4, "training.unfrozen.epochs": 4}
@@ -28,3 +30,12 @@ def test_refit_on_train_and_validation_trains_on_both_with_the_trial_temperature
 def test_a_temperature_you_set_is_kept_when_no_trial_fitted_one():
     winner = winner_config(config("train+validation", temperature=1.5), BEST, temperature=None)
     assert winner.training.temperature == 1.5 and winner.data.train_on_validation
+
+
+@pytest.mark.parametrize(
+    ("task", "expected"), [("classification", "train+validation"), ("regression", "train"), ("multilabel", "train")]
+)
+def test_auto_refits_classification_on_every_row_and_other_tasks_on_train(task, expected):
+    config = validate_config({"task": task, "data": DATA})  # refit_on: auto, the default
+    assert config.search.refit_on == "auto" and refit_on(config) == expected
+    assert winner_config(config, {}).data.train_on_validation == (expected == "train+validation")
