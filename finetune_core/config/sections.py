@@ -40,7 +40,8 @@ class DataConfig(Strict):
         False,
         description="Train on the validation rows too (held out of train, or the `validation` file): the run "
         "then has no split to keep its best epoch on, stop early on or fit a temperature on. `finetune tune` "
-        "sets it for its winner under `search.refit_on: train+validation`. Not for multilabel (its decision "
+        "sets it for its winner under `search.refit_on: train+validation` (auto, the default, for classification). "
+        "Not for multilabel (its decision "
         "thresholds are tuned on these rows).",
     )
     max_train_samples: int | None = Field(
@@ -178,7 +179,8 @@ class TrainingConfig(Strict):
         allow_inf_nan=False,
         description="A temperature given, not fitted (classification): stored with the model as it is, and "
         "`calibrate` fits none. `finetune tune` sets it for its winner under `search.refit_on: "
-        "train+validation`: the one its winning trial fitted on the validation rows (docs/how-to/tune.md).",
+        "train+validation` (classification's default): the one its winning trial fitted on the validation rows "
+        "(docs/how-to/tune.md).",
     )
     drop_suspect_labels: bool = Field(
         False,
