@@ -89,6 +89,12 @@ def augment(config: FinetuneConfig, prepared: PreparedData, run_id: str) -> Prep
     return augmented
 
 
+def _context(split: str, prepared: PreparedData) -> str:
+    """MLflow's context of ``split``: validation rows folded into train (a refit winner, `auto`'s contrastive
+    recipe) are training inputs too, so the file they came from is named among the run's training datasets."""
+    return "training" if split == "validation" and prepared.validation_in_train else CONTEXTS[split]
+
+
 @task(name="record-datasets", cache_policy=NO_CACHE)
 def record_datasets(config: FinetuneConfig, prepared: PreparedData, run_id: str) -> dict[str, SplitDataset]:
     """The splits trained and evaluated on, as the MLflow run's datasets: the file each came from,
@@ -99,7 +105,7 @@ def record_datasets(config: FinetuneConfig, prepared: PreparedData, run_id: str)
             source=str(Path(getattr(config.data, split) or config.data.train).resolve()),  # held out: train's
             digest=fingerprint({split: prepared.paths[split]}),
             rows=prepared.rows[split],
-            context=CONTEXTS[split],
+            context=_context(split, prepared),
         )
         for split in SPLITS
     }

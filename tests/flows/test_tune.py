@@ -126,6 +126,8 @@ def test_a_classification_winner_trains_on_train_and_validation_by_default(
     assert run.params["data.train_on_validation"] == "True" and run.metrics["data/rows_train"] == 120
     assert "train_on_validation" in run.params["training.validation_use"]
     assert client.get_run(result.parent_run_id).data.metrics["data/rows_train"] == 108  # the trials': train only
+    inputs = {i.dataset.name: i for i in client.get_run(result.winner.mlflow_run_id).inputs.dataset_inputs}
+    assert {t.key: t.value for t in inputs["validation"].tags}["mlflow.data.context"] == "training"  # they trained
     version = client.get_model_version(result.winner.registered_model, result.winner.model_version)
     assert "Winner trained on: train+validation" in version.description
 
