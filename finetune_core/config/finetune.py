@@ -93,7 +93,7 @@ class FinetuneConfig(Strict):
             key = "data.train_on_validation" if self.data.train_on_validation else "search.refit_on"
             raise ValueError(
                 f"{key}: multilabel tunes its decision thresholds on the validation rows, so they cannot train "
-                "too (keep search.refit_on: train, data.train_on_validation: false)"
+                "too (keep search.refit_on: auto or train, data.train_on_validation: false)"
             )
         if training.temperature is not None and self.task != "classification":
             raise ValueError("training.temperature needs task classification (multilabel fits one per label)")
