@@ -96,6 +96,13 @@ def raw_config(dataset: str, files: dict[str, Path], workdir: Path, seed: int, s
     }
 
 
+def our_raw(dataset: str, files: dict[str, Path], workdir: Path, seed: int, search: dict, sets) -> dict:
+    """Our side's configuration: ``raw_config`` with the ``--set`` overrides (``sets``) HF's side never gets."""
+    from finetune_core.config.loading import apply_overrides
+
+    return apply_overrides(raw_config(dataset, files, workdir, seed, search), list(sets))
+
+
 def ours(raw: dict) -> dict:
     from finetune_core.config.loading import validate_config
     from flows.tune import tune
@@ -297,14 +304,12 @@ def one_seed(
     """Our pruned sweep; unless ``peers`` is off, HF's search and (unless ``default`` is off) the default
     recipe; unless ``unpruned`` is off, the same sweep unpruned (``paired_unpruned``). ``sets``: overrides
     of our configuration only."""
-    from finetune_core.config.loading import apply_overrides
-
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         files = data_files(dataset, rows, workdir)
 
         def our_config(name: str, search: dict) -> dict:
-            return apply_overrides(raw_config(dataset, files, workdir / name, seed, search), list(sets))
+            return our_raw(dataset, files, workdir / name, seed, search, sets)
 
         budget = {"n_trials": 1000, "max_minutes": minutes, "pruner": "median", "prune_on": prune_on}
         row = {"seed": seed, "ours": ours(our_config("ours", budget))}

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from bench.machine import machine
 from bench.paths import invocation
-from bench.tune import data_files, raw_config, start_flow_api
+from bench.tune import data_files, our_raw, start_flow_api
 
 
 def scored_epoch(run: dict) -> int:
@@ -55,8 +55,6 @@ def _winner(raw: dict, best_params: dict, refit_on: str) -> dict:
 
 
 def one_seed(source: dict, run: dict, reproduce: bool) -> dict:
-    from finetune_core.config.loading import apply_overrides
-
     row = {"seed": run["seed"], "ours": run["ours"]["test_accuracy"], "hf": run.get("hf", {}).get("test_accuracy")}
     row.update(scored_epoch=scored_epoch(run), best_params=run["ours"]["best_params"])
     with tempfile.TemporaryDirectory() as tmp:
@@ -64,8 +62,7 @@ def one_seed(source: dict, run: dict, reproduce: bool) -> dict:
         files = data_files(source["dataset"], source["rows"] or None, workdir)
 
         def raw(name: str) -> dict:
-            config = raw_config(source["dataset"], files, workdir / name, run["seed"], {})
-            return apply_overrides(config, list(source.get("ours_set") or []))
+            return our_raw(source["dataset"], files, workdir / name, run["seed"], {}, source.get("ours_set") or [])
 
         row["refit"] = _winner(raw("refit"), run["ours"]["best_params"], "train+validation")
         if reproduce:
