@@ -37,6 +37,13 @@ def scored_epoch(run: dict) -> int:
     return curve.index(max(curve)) + 1
 
 
+def last_epoch_pick(run: dict) -> dict:
+    """The parameters of the finished trial with the best validation accuracy at its last epoch (ties: the
+    lower last-epoch validation loss): the trial a sweep scored by its last epoch would have chosen."""
+    done = [t for t in run["ours"]["trial_list"] if t["state"] == "complete"]
+    return max(done, key=lambda t: (t["epochs"][-1], -t["epoch_losses"][-1]))["params"]
+
+
 def _winner(raw: dict, best_params: dict, refit_on: str) -> dict:
     from finetune_core.config.loading import validate_config
     from finetune_core.search.refit import winner_config
@@ -54,9 +61,10 @@ def _winner(raw: dict, best_params: dict, refit_on: str) -> dict:
     }
 
 
-def one_seed(source: dict, run: dict, reproduce: bool) -> dict:
+def one_seed(source: dict, run: dict, reproduce: bool, pick: str = "best") -> dict:
     row = {"seed": run["seed"], "ours": run["ours"]["test_accuracy"], "hf": run.get("hf", {}).get("test_accuracy")}
-    row.update(scored_epoch=scored_epoch(run), best_params=run["ours"]["best_params"])
+    params = run["ours"]["best_params"] if pick == "best" else last_epoch_pick(run)
+    row.update(scored_epoch=scored_epoch(run), pick=pick, best_params=params)
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         files = data_files(source["dataset"], source["rows"] or None, workdir)
@@ -64,9 +72,9 @@ def one_seed(source: dict, run: dict, reproduce: bool) -> dict:
         def raw(name: str) -> dict:
             return our_raw(source["dataset"], files, workdir / name, run["seed"], {}, source.get("ours_set") or [])
 
-        row["refit"] = _winner(raw("refit"), run["ours"]["best_params"], "train+validation")
+        row["refit"] = _winner(raw("refit"), params, "train+validation")
         if reproduce:
-            row["train_again"] = _winner(raw("train"), run["ours"]["best_params"], "train")
+            row["train_again"] = _winner(raw("train"), params, "train")
     return row
 
 
@@ -74,6 +82,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("files", type=Path, nargs="+")
     parser.add_argument("--reproduce", action="store_true", help="the winner on train alone again too")
+    parser.add_argument(
+        "--pick",
+        choices=("best", "last-epoch"),
+        default="best",
+        help="the trial refit: FILE's winner, or the best at its last epoch (a seed where both agree is skipped)",
+    )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     start_flow_api()
@@ -83,7 +97,9 @@ def main() -> None:
         source = json.loads(path.read_text())
         result.update(dataset=source["dataset"], rows=source["rows"])
         for run in source["runs"]:  # written after each seed
-            row = one_seed(source, run, args.reproduce)
+            if args.pick == "last-epoch" and last_epoch_pick(run) == run["ours"]["best_params"]:
+                continue
+            row = one_seed(source, run, args.reproduce, args.pick)
             result["runs"].append({"source": str(path), **row})
             args.out.write_text(json.dumps(result, indent=2, default=str))
             print(json.dumps({k: v for k, v in row.items() if k != "best_params"}, default=str), flush=True)
