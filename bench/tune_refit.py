@@ -1,6 +1,6 @@
 """Our sweep's winner trained again on train + validation, paired with the sweep that chose it (issue 44).
 
-    python -m bench.tune_refit FILE [FILE ...] [--reproduce] --out OUT
+    python -m bench.tune_refit FILE [FILE ...] [--reproduce] [--pick best|last-epoch] --out OUT
 
 Each FILE is a `bench.tune` results file whose sweep trained its winner on train (`search.refit_on: train`).
 For each of its seeds, the winner's parameters (from FILE: the sweep is not run again) are trained once more as
@@ -11,8 +11,10 @@ A refit sweep asks the same trials as the sweep in FILE (same split, seeds and s
 time budget allows can differ), so this is its winner without running the search again: what the refit itself
 changes, seed by seed. It gives no temperature (the trial's is not in FILE): accuracy only, the ECE uncalibrated.
 ``--reproduce``: the winner on train alone again (FILE's own score, if training is deterministic). The epoch
-the winning trial was scored on (its first best validation accuracy) is recorded beside it. Writes OUT; asserts
-nothing.
+the winning trial was scored on (its first best validation accuracy) is recorded beside it. ``--pick
+last-epoch``: instead of FILE's winner, the finished trial with the best validation accuracy at its last epoch
+(the epoch a refit keeps), only on seeds where that is another trial; a row's ``best_params`` are the parameters
+refit either way. Writes OUT; asserts nothing.
 """
 
 from __future__ import annotations
