@@ -63,9 +63,9 @@ def _winner(raw: dict, best_params: dict, refit_on: str) -> dict:
     }
 
 
-def one_seed(source: dict, run: dict, reproduce: bool, pick: str = "best") -> dict:
+def one_seed(source: dict, run: dict, reproduce: bool, pick: str, params: dict) -> dict:
+    """``params`` (the trial ``pick`` chose) trained on train + validation, and with ``reproduce`` on train."""
     row = {"seed": run["seed"], "ours": run["ours"]["test_accuracy"], "hf": run.get("hf", {}).get("test_accuracy")}
-    params = run["ours"]["best_params"] if pick == "best" else last_epoch_pick(run)
     row.update(scored_epoch=scored_epoch(run), pick=pick, best_params=params)
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
@@ -99,9 +99,10 @@ def main() -> None:
         source = json.loads(path.read_text())
         result.update(dataset=source["dataset"], rows=source["rows"])
         for run in source["runs"]:  # written after each seed
-            if args.pick == "last-epoch" and last_epoch_pick(run) == run["ours"]["best_params"]:
+            params = run["ours"]["best_params"] if args.pick == "best" else last_epoch_pick(run)
+            if args.pick == "last-epoch" and params == run["ours"]["best_params"]:
                 continue
-            row = one_seed(source, run, args.reproduce, args.pick)
+            row = one_seed(source, run, args.reproduce, args.pick, params)
             result["runs"].append({"source": str(path), **row})
             args.out.write_text(json.dumps(result, indent=2, default=str))
             print(json.dumps({k: v for k, v in row.items() if k != "best_params"}, default=str), flush=True)
