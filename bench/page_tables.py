@@ -238,16 +238,15 @@ def _leaves(data: object, path: tuple[str, ...]) -> list[tuple[tuple[str, ...], 
 
 def sweeps(files: Files) -> Rows:
     """`bench.tune`: per seed, test accuracy and wall seconds of our sweep, HF Trainer's search, the default recipe."""
-    rows = [
-        ["file", "data", "seed", "budget min", "ours acc.", "HF acc.", "default acc.", "ours − HF", "ours − default"]
-    ]
-    rows[0] += ["ours s", "HF s", "ours trials (pruned)", "unpruned acc.", "trial s pruned / unpruned"]
+    rows = [["file", "data", "train rows", "seed", "budget min", "ours acc.", "HF acc.", "default acc."]]
+    rows[0] += ["ours − HF", "ours − default", "ours s", "HF s", "ours trials (pruned)"]
+    rows[0] += ["unpruned acc.", "trial s pruned / unpruned"]
     for name, d in files:
         for r in (r for r in d["runs"] if "hf" in r):  # `--pruning-only` runs: the `pruning` table
             ours, hf, default, unpruned = r["ours"], r["hf"], r.get("default"), r.get("unpruned")
             trials = f"{ours['trials'].get('done', 0)} ({ours['trials'].get('pruned', 0)})"
             given = "".join(f" (ours: `{s}`)" for s in d.get("ours_set", []))  # `bench.tune --set`
-            cells = [code(name), d["dataset"] + given, num(r["seed"], "d"), num(d["minutes"], "g")]
+            cells = [code(name), d["dataset"] + given, _train_rows(d), num(r["seed"], "d"), num(d["minutes"], "g")]
             cells += [num(ours["test_accuracy"]), num(hf["test_accuracy"])]
             cells += [num(default["test_accuracy"]) if default else "—"]  # `--skip-default`
             cells += [points(ours["test_accuracy"] - hf["test_accuracy"])]
@@ -262,6 +261,11 @@ def sweeps(files: Files) -> Rows:
             ]
             rows.append(cells)
     return rows
+
+
+def _train_rows(d: dict) -> str:
+    """`bench.tune --rows`: the seeded sample of train rows, or ``all`` (``--rows 0``)."""
+    return f"{d['rows']:,}" if d.get("rows") else "all"
 
 
 def pruning(files: Files) -> Rows:
