@@ -265,7 +265,7 @@ def sweeps(files: Files) -> Rows:
 
 def _train_rows(d: dict) -> str:
     """`bench.tune --rows`: the seeded sample of train rows, or ``all`` (``--rows 0``)."""
-    return f"{d['rows']:,}" if d.get("rows") else "all"
+    return f"{d['rows']:,}" if d["rows"] else "all"  # every `bench.tune` file records it: none is "all" by default
 
 
 def pruning(files: Files) -> Rows:
